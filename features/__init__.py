@@ -1,0 +1,1 @@
+"""Party data: loading and validation, binning, and the synthetic SME generator."""

@@ -1,0 +1,139 @@
+"""The coordinator's side of a job: which protocol runs when, and what it reports.
+
+:func:`run_job` is transport-independent: the ServerApp calls it with a
+:class:`~federated.flower_transport.FlowerTransport`, unit tests with an
+:class:`~federated.transport.InProcessTransport`. The coordinator reads no party data: it
+only relays envelopes and collects aggregates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from federated import progress
+from federated.result import JobResult, JointOutcome, PartyReport
+from federated.spec import JobSpec
+from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
+from models.evaluation import EvaluationReport
+from models.protocol import ANY_PARTY, COORDINATOR, Envelope
+
+logger = logging.getLogger(__name__)
+
+JOB = "job"
+
+
+class StageClock:
+    """Wall seconds per named stage of a job."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Time the enclosed block as ``stage`` (accumulating repeats)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+
+
+def run_job(spec: JobSpec, transport: Transport) -> JobResult:
+    """Run one job end to end and return what the coordinator learned.
+
+    Raises
+    ------
+    federated.transport.PartyError
+        When a party reports a failed step (bad data, protocol violation).
+    federated.transport.TransportError
+        When a party is missing or silent.
+    """
+    clock = StageClock()
+    steps = 4
+    progress.report("job", 0, steps, "connecting to parties")
+    with clock("connect"):
+        parties = _connect(spec, transport)
+    progress.report("job", 1, steps, "splitting for evaluation")
+    with clock("split"):
+        sizes = _split(spec, transport)
+    progress.report("job", 2, steps, "bank-only baseline")
+    with clock("baseline"):
+        bank_only = _baselines(spec, transport)
+    progress.report("job", 3, steps, "joint model")
+    with clock("joint"):
+        joint = _joint(spec)
+    progress.report("job", steps, steps, "done")
+    n_train = sum(s[0] for s in sizes.values())
+    n_test = sum(s[1] for s in sizes.values())
+    return JobResult(
+        job_id=spec.job_id,
+        name=spec.name,
+        kind=spec.kind,
+        model_type=spec.model_type,
+        parties=parties,
+        n_aligned=None,
+        n_train=n_train,
+        n_test=n_test,
+        joint=joint,
+        bank_only=bank_only,
+        stage_seconds=clock.seconds,
+        traffic=transport.stats.to_dict(),
+    )
+
+
+def _connect(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:
+    hello = Envelope(JOB, "hello", COORDINATOR, ANY_PARTY, {"job": spec.to_json()})
+    replies = transport.hello(hello)
+    raise_for_errors(replies)
+    joined = {}
+    for env in replies:
+        if not env.payload.get("joined"):
+            logger.info("node of party '%s' is not part of job '%s'", env.sender, spec.name)
+            continue
+        joined[env.sender] = PartyReport(
+            name=env.sender,
+            role=env.text("role"),
+            n_rows=env.integer("n_rows"),
+            n_features=env.integer("n_features"),
+            digest=env.text("digest"),
+            feature_kinds=json.loads(env.text("feature_kinds")),
+        )
+    missing = [p.name for p in spec.parties if p.name not in joined]
+    if missing:
+        raise TransportError(
+            f"parties {missing} of job '{spec.name}' did not join; start their nodes with "
+            "matching party names"
+        )
+    return tuple(joined[p.name] for p in spec.parties)
+
+
+def _label_holders(spec: JobSpec) -> list[str]:
+    return [p.name for p in spec.parties if p.label_column is not None]
+
+
+def _split(spec: JobSpec, transport: Transport) -> dict[str, tuple[int, int]]:
+    requests = [Envelope(JOB, "split", COORDINATOR, name) for name in _label_holders(spec)]
+    replies = run_protocol(transport, requests)
+    return {env.sender: (env.integer("n_train"), env.integer("n_test")) for env in replies}
+
+
+def _baselines(spec: JobSpec, transport: Transport) -> dict[str, EvaluationReport]:
+    requests = [Envelope(JOB, "baseline", COORDINATOR, name) for name in _label_holders(spec)]
+    replies = run_protocol(transport, requests)
+    return {env.sender: EvaluationReport.from_dict(env.json("report")) for env in replies}
+
+
+def _joint(spec: JobSpec) -> JointOutcome:
+    return JointOutcome(
+        status="unavailable",
+        reason=(
+            f"joint training of model type '{spec.model_type}' is not implemented in this "
+            "version of the lab; the job ran the bank-only baseline only, and no joint "
+            "model was trained or registered"
+        ),
+    )

@@ -1,0 +1,150 @@
+"""The coordinator's transport over Flower's Message API (``Grid``).
+
+Each hop is one ``send_and_receive`` with one message per node; a node's message carries every
+envelope for it (see :mod:`federated.codec`). The first hop, ``hello``, goes to every node
+and learns which node acts for which party; afterwards a node may only speak for its party.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from flwr.app import Message
+from flwr.serverapp import Grid
+
+from federated.codec import decode, encode
+from federated.transport import Direction, Tap, TrafficStats, TransportError
+from models.protocol import ANY_PARTY, COORDINATOR, Envelope
+
+logger = logging.getLogger(__name__)
+
+#: Flower message type of every lab protocol message.
+MESSAGE_TYPE = "query.lab"
+
+
+class FlowerTransport:
+    """Delivers envelopes to party nodes through a Flower ``Grid``.
+
+    Parameters
+    ----------
+    grid : Grid
+        The ServerApp's grid.
+    expected_nodes : int
+        How many party nodes the job needs; :meth:`hello` waits for them.
+    timeout : float
+        Seconds to wait for the replies of one hop (and for nodes to connect) before failing.
+    tap : callable, optional
+        Sees every envelope delivered to or received from a party (message capture).
+    """
+
+    def __init__(
+        self, grid: Grid, expected_nodes: int, *, timeout: float, tap: Tap | None = None
+    ) -> None:
+        self.grid = grid
+        self.expected_nodes = expected_nodes
+        self.timeout = timeout
+        self.tap = tap
+        self.stats = TrafficStats()
+        self._node_of: dict[str, int] = {}
+        self._party_of: dict[int, str] = {}
+
+    def hello(self, envelope: Envelope) -> list[Envelope]:
+        """Send ``envelope`` to every connected node and map nodes to parties."""
+        node_ids = self._wait_for_nodes()
+        hello = Envelope(
+            envelope.protocol, envelope.stage, envelope.sender, ANY_PARTY, envelope.payload
+        )
+        replies_by_node = self._hop({node: [hello] for node in node_ids}, observe_out=False)
+        replies: list[Envelope] = []
+        for node, envs in replies_by_node.items():
+            for env in envs:
+                # Count the hello as delivered to the party that answered it.
+                self._observe(
+                    "to_party",
+                    Envelope(hello.protocol, hello.stage, hello.sender, env.sender, hello.payload),
+                )
+                if env.recipient != COORDINATOR:
+                    raise TransportError(f"node {node} answered hello to '{env.recipient}'")
+                if env.sender in self._node_of and self._node_of[env.sender] != node:
+                    raise TransportError(
+                        f"two nodes claim to act for party '{env.sender}'; each party runs "
+                        "exactly one node"
+                    )
+                self._node_of[env.sender] = node
+                self._party_of[node] = env.sender
+                replies.append(env)
+        return replies
+
+    def exchange(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
+        """Deliver envelopes, one message per recipient node, and collect the replies."""
+        batches: dict[int, list[Envelope]] = defaultdict(list)
+        for env in envelopes:
+            node = self._node_of.get(env.recipient)
+            if node is None:
+                raise TransportError(f"no node acts for party '{env.recipient}'")
+            batches[node].append(env)
+        replies = []
+        for node, envs in self._hop(batches).items():
+            party = self._party_of[node]
+            for env in envs:
+                if env.sender != party:
+                    raise TransportError(f"node of party '{party}' sent as '{env.sender}'")
+                replies.append(env)
+        return replies
+
+    def _wait_for_nodes(self) -> list[int]:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            node_ids = sorted(self.grid.get_node_ids())
+            if len(node_ids) >= self.expected_nodes:
+                return node_ids
+            if time.monotonic() > deadline:
+                raise TransportError(
+                    f"only {len(node_ids)} of {self.expected_nodes} party nodes connected "
+                    f"within {self.timeout:.0f} s; start the missing SuperNodes"
+                )
+            time.sleep(0.05)
+
+    def _hop(
+        self, batches: dict[int, list[Envelope]], *, observe_out: bool = True
+    ) -> dict[int, list[Envelope]]:
+        self.stats.hops += 1
+        messages = []
+        for node, envs in batches.items():
+            for env in envs:
+                if observe_out:
+                    self._observe("to_party", env)
+            messages.append(
+                Message(content=encode(envs), dst_node_id=node, message_type=MESSAGE_TYPE)
+            )
+        started = time.monotonic()
+        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        logger.debug("hop to %d node(s): %.3f s", len(messages), time.monotonic() - started)
+        by_node: dict[int, list[Envelope]] = {}
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            if reply.has_error():
+                error = reply.error
+                raise TransportError(
+                    f"node of party '{self._party_of.get(node, node)}' failed: {error.reason}"
+                )
+            envs = decode(reply.content)
+            for env in envs:
+                self._observe("from_party", env)
+            by_node[node] = envs
+        missing = [n for n in batches if n not in by_node]
+        if missing:
+            who = ", ".join(f"'{self._party_of.get(n, n)}'" for n in missing)
+            raise TransportError(
+                f"no reply from {who} within {self.timeout:.0f} s; the party's node may have "
+                "stopped"
+            )
+        return by_node
+
+    def _observe(self, direction: Direction, env: Envelope) -> None:
+        self.stats.record(direction, env)
+        if self.tap is not None:
+            self.tap(direction, env)

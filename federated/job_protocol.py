@@ -1,0 +1,137 @@
+"""The ``job`` protocol: joining a job, splitting for evaluation, and the bank-only baseline.
+
+Stages (party side)
+-------------------
+``hello``
+    Every node receives the job spec, checks it acts for a party of the job with the right
+    role, validates its own table, and answers with its size, column kinds and data digest.
+``split``
+    The label holder splits its rows (aligned rows, once alignment has run) into train and
+    test with :func:`models.evaluation.evaluation_split` and keeps the mask.
+``baseline``
+    The label holder trains LightGBM on its own columns on the train rows and evaluates on the
+    test rows: what the bank can do alone.
+
+What each party learns
+----------------------
+- The coordinator: every party's row count, feature names and kinds, data digest; train and
+  test sizes; evaluation reports (aggregates: curve points and per-decile counts).
+- The bank: nothing about other parties beyond the job spec.
+- The platform: nothing from this protocol (it receives only ``hello``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import numpy.typing as npt
+
+from features.io import PartyTable
+from federated.party import PartyRuntime
+from federated.spec import JobSpec, SpecError
+from models.baselines import fit_and_evaluate
+from models.evaluation import evaluation_split
+from models.protocol import Envelope, PartyContext, ProtocolError, StageMachine, dumps
+
+PROTOCOL = "job"
+
+_MACHINE = StageMachine(
+    PROTOCOL,
+    {
+        "hello": {StageMachine.START},
+        "split": {"hello", "align"},
+        "baseline": {"split"},
+    },
+)
+
+_TEST_MASK = "job.test_mask"
+
+
+class JobParty:
+    """Party side of the ``job`` protocol."""
+
+    name = PROTOCOL
+
+    def handle(self, envelope: Envelope, ctx: PartyContext) -> list[Envelope]:
+        """Run one stage."""
+        if not isinstance(ctx, PartyRuntime):
+            raise ProtocolError("the job protocol needs a full party runtime")
+        if envelope.stage == "hello":
+            spec = JobSpec.from_json(envelope.text("job"))
+            if not any(p.name == ctx.name for p in spec.parties):
+                # A node of another party (e.g. of another job on a shared SuperLink): decline.
+                return [envelope.reply("hello", {"joined": False, "party": ctx.name})]
+        _MACHINE.advance(ctx.store, envelope)
+        if envelope.stage == "hello":
+            return [self._hello(envelope, ctx, spec)]
+        if envelope.stage == "split":
+            return [self._split(envelope, ctx)]
+        return [self._baseline(envelope, ctx)]
+
+    def _hello(self, envelope: Envelope, ctx: PartyRuntime, spec: JobSpec) -> Envelope:
+        ctx.join(spec)
+        table = ctx.table()
+        return envelope.reply(
+            "hello",
+            {
+                "joined": True,
+                "party": ctx.name,
+                "role": ctx.role,
+                "n_rows": table.n_rows,
+                "n_features": len(table.feature_names),
+                "digest": table.digest,
+                "feature_kinds": dumps(dict(table.feature_kinds)),
+            },
+        )
+
+    def _split(self, envelope: Envelope, ctx: PartyRuntime) -> Envelope:
+        spec = ctx.job()
+        table, label = _labelled(ctx, spec)
+        rows = _rows_in_job(ctx)
+        ev = spec.evaluation
+        test_mask = evaluation_split(
+            table.ids[rows],
+            label[rows],
+            test_size=ev.test_size,
+            random_state=ev.random_state,
+            stratify=ev.stratify,
+        )
+        ctx.store.put_array(_TEST_MASK, test_mask)
+        return envelope.reply(
+            "split", {"n_train": int((~test_mask).sum()), "n_test": int(test_mask.sum())}
+        )
+
+    def _baseline(self, envelope: Envelope, ctx: PartyRuntime) -> Envelope:
+        spec = ctx.job()
+        table, label = _labelled(ctx, spec)
+        rows = _rows_in_job(ctx)
+        test_mask = ctx.store.get_array(_TEST_MASK).astype(bool)
+        report = fit_and_evaluate(
+            table.features.iloc[rows].reset_index(drop=True),
+            label[rows],
+            test_mask,
+            spec.baseline,
+            seed=spec.evaluation.random_state,
+            n_jobs=_threads(),
+        )
+        return envelope.reply("baseline", {"report": dumps(report.to_dict())})
+
+
+def _labelled(ctx: PartyRuntime, spec: JobSpec) -> tuple[PartyTable, npt.NDArray[np.int8]]:
+    table = ctx.table()
+    if spec.party(ctx.name).label_column is None or table.label is None:
+        raise SpecError(f"party '{ctx.name}' holds no labels; only the bank can split or evaluate")
+    return table, table.label
+
+
+def _rows_in_job(ctx: PartyRuntime) -> npt.NDArray[np.intp]:
+    """Rows of this party's table that take part (aligned rows once alignment has run)."""
+    try:
+        return ctx.store.get_array("align.rows").astype(np.intp)
+    except KeyError:
+        return np.arange(ctx.table().n_rows)
+
+
+def _threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)

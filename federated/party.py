@@ -1,0 +1,241 @@
+"""The code acting for one party: its binding, its state store, its data, and dispatch.
+
+Every transport hands incoming envelopes to :meth:`PartyRuntime.dispatch`, which routes them to
+the protocol they belong to and turns a failure into an ``error`` envelope naming the party, so
+a bad file at one party surfaces at the coordinator as one clear line.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from features.errors import DataError
+from features.io import PartyTable, read_party_table, resolve_data_file
+from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
+from models.evaluation import EvaluationError
+from models.protocol import (
+    ANY_PARTY,
+    COORDINATOR,
+    Envelope,
+    PartyProtocol,
+    PartyStore,
+    ProtocolError,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Protocol and stage of the envelope a party sends when a step fails.
+ERROR_PROTOCOL = "job"
+ERROR_STAGE = "error"
+
+#: Failures a party reports by class name; anything else is reported as ``InternalError``.
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (
+    DataError,
+    ProtocolError,
+    EvaluationError,
+    SpecError,
+)
+
+_JOB_KEY = "job.spec"
+_DIGEST_KEY = "job.digest"
+
+
+class DictStore:
+    """A :class:`~models.protocol.PartyStore` in a dictionary (in-process transport)."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, npt.NDArray[Any]] = {}
+        self._docs: dict[str, Any] = {}
+
+    def put_array(self, key: str, value: npt.NDArray[Any]) -> None:
+        """Store an array (a copy, so later changes by the caller do not leak in)."""
+        self._arrays[key] = np.array(value, copy=True)
+
+    def get_array(self, key: str) -> npt.NDArray[Any]:
+        """Return a stored array."""
+        return self._arrays[key]
+
+    def put_json(self, key: str, value: Any) -> None:
+        """Store a JSON document."""
+        self._docs[key] = value
+
+    def get_json(self, key: str, default: Any = None) -> Any:
+        """Return a stored document or ``default``."""
+        return self._docs.get(key, default)
+
+    def delete(self, key: str) -> None:
+        """Forget a key."""
+        self._arrays.pop(key, None)
+        self._docs.pop(key, None)
+
+
+@lru_cache(maxsize=4)
+def _cached_table(
+    path: Path,
+    mtime_ns: int,
+    size: int,
+    id_column: str,
+    label_column: str | None,
+    features: tuple[str, ...] | None,
+    categorical: tuple[str, ...],
+) -> PartyTable:
+    # mtime and size are part of the key so an edited file is read again (and then caught by
+    # the digest check in PartyRuntime.table).
+    del mtime_ns, size
+    return read_party_table(
+        path,
+        id_column=id_column,
+        label_column=label_column,
+        features=features,
+        categorical=categorical,
+    )
+
+
+def load_table(binding: PartyBinding, spec: PartySpec) -> PartyTable:
+    """Read (or reuse) the validated table of the party ``binding`` acts for."""
+    path = resolve_data_file(binding.data)
+    stat = path.stat()
+    return _cached_table(
+        path,
+        stat.st_mtime_ns,
+        stat.st_size,
+        spec.id_column,
+        spec.label_column,
+        spec.features,
+        spec.categorical,
+    )
+
+
+class PartyRuntime:
+    """Acts for one party: implements :class:`~models.protocol.PartyContext`.
+
+    Parameters
+    ----------
+    binding : PartyBinding
+        The party's name, role and data location (local to this node).
+    store : PartyStore
+        Where the party's state persists between messages.
+    protocols : Mapping[str, PartyProtocol]
+        Party-side handlers by protocol name.
+    disclose_errors : bool
+        Send full error messages to the coordinator. Off by default: a data error may quote ids
+        or values, so only its redacted form leaves the party and the full message goes to the
+        party's own log. The embedded runtime (one operator, one machine) turns it on.
+    """
+
+    def __init__(
+        self,
+        binding: PartyBinding,
+        store: PartyStore,
+        protocols: Mapping[str, PartyProtocol],
+        *,
+        disclose_errors: bool = False,
+    ) -> None:
+        self.binding = binding
+        self._store = store
+        self._protocols = protocols
+        self._disclose = disclose_errors
+
+    @property
+    def name(self) -> str:
+        """The party's name."""
+        return self.binding.name
+
+    @property
+    def role(self) -> str:
+        """The party's role."""
+        return self.binding.role
+
+    @property
+    def store(self) -> PartyStore:
+        """The party's persistent state."""
+        return self._store
+
+    def job(self) -> JobSpec:
+        """The job this party is taking part in (set by the ``hello`` stage)."""
+        raw = self._store.get_json(_JOB_KEY)
+        if raw is None:
+            raise ProtocolError(f"party '{self.name}' received a job message before 'hello'")
+        return JobSpec.from_json(raw)
+
+    def join(self, spec: JobSpec) -> PartySpec:
+        """Accept a job: check this node acts for one of its parties, and remember the spec."""
+        try:
+            mine = spec.party(self.name)
+        except SpecError as exc:
+            raise SpecError(
+                f"this node acts for party '{self.name}', which job '{spec.name}' does not name"
+            ) from exc
+        if mine.role != self.role:
+            raise SpecError(
+                f"party '{self.name}' is a {self.role} on this node but a {mine.role} in job "
+                f"'{spec.name}'; fix the node's role or the experiment config"
+            )
+        self._store.put_json(_JOB_KEY, spec.to_json())
+        return mine
+
+    def table(self) -> PartyTable:
+        """This party's validated table; fails if the file changed since the job started."""
+        table = load_table(self.binding, self.job().party(self.name))
+        pinned = self._store.get_json(_DIGEST_KEY)
+        if pinned is None:
+            self._store.put_json(_DIGEST_KEY, table.digest)
+        elif pinned != table.digest:
+            raise DataError(
+                f"{table.path}: the file changed while the job was running ({pinned} -> "
+                f"{table.digest}); restart the job on stable data"
+            )
+        return table
+
+    def dispatch(self, envelope: Envelope) -> list[Envelope]:
+        """Run the protocol step for ``envelope``; report failures as an error envelope."""
+        try:
+            if envelope.recipient == ANY_PARTY:
+                envelope = replace(envelope, recipient=self.name)
+            if envelope.recipient != self.name:
+                raise ProtocolError(
+                    f"envelope for '{envelope.recipient}' delivered to party '{self.name}'"
+                )
+            handler = self._protocols.get(envelope.protocol)
+            if handler is None:
+                raise ProtocolError(
+                    f"party '{self.name}' does not speak protocol '{envelope.protocol}'"
+                )
+            return handler.handle(envelope, self)
+        except EXPECTED_ERRORS as exc:
+            logger.warning("party %s: %s: %s", self.name, type(exc).__name__, exc)
+            shared = exc.redacted if isinstance(exc, DataError) and not self._disclose else str(exc)
+            return [self._error(envelope, type(exc).__name__, shared)]
+        except Exception as exc:  # every failure must reach the coordinator as a message
+            logger.error("party %s failed:\n%s", self.name, traceback.format_exc())
+            detail = f"{type(exc).__name__}: {exc}" if self._disclose else type(exc).__name__
+            return [
+                self._error(
+                    envelope, "InternalError", f"{detail} (details in party '{self.name}' log)"
+                )
+            ]
+
+    def _error(self, envelope: Envelope, kind: str, message: str) -> Envelope:
+        return Envelope(
+            ERROR_PROTOCOL,
+            ERROR_STAGE,
+            self.name,
+            COORDINATOR,
+            {
+                "error_type": kind,
+                "message": message,
+                "while": f"{envelope.protocol}/{envelope.stage}",
+            },
+        )
+
+
+ProtocolRegistry = Callable[[], Mapping[str, PartyProtocol]]

@@ -1,0 +1,14 @@
+"""The party-side protocols a node speaks, by protocol name."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from federated.job_protocol import JobParty
+from models.protocol import PartyProtocol
+
+
+def party_protocols() -> Mapping[str, PartyProtocol]:
+    """Return a fresh registry of party-side protocol handlers."""
+    handlers: list[PartyProtocol] = [JobParty()]
+    return {h.name: h for h in handlers}

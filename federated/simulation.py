@@ -1,0 +1,174 @@
+"""The embedded runtime: run a job's Flower apps on this machine with Flower's simulation engine.
+
+The coordinator (ServerApp) runs in a thread of the calling process; every party's ClientApp
+runs in Ray worker processes, one simulated SuperNode per party. The apps are exactly those a
+deployment runs; only where a node learns its party differs (run config ``sim-parties``
+instead of a SuperNode's ``node_config``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from federated.result import RESULT_FILE, JobResult
+from federated.server_app import ERROR_FILE
+from federated.spec import JobSpec, PartyBinding
+
+logger = logging.getLogger(__name__)
+
+
+class JobFailedError(RuntimeError):
+    """The job started but did not finish.
+
+    Attributes
+    ----------
+    error_type : str
+        The failing party's or coordinator's error class (``DataError``, ``TransportError`` ...).
+    party : str or None
+        The party that reported the failure, if any.
+    """
+
+    def __init__(self, error_type: str, message: str, party: str | None = None) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.party = party
+
+
+@dataclass(frozen=True)
+class EmbeddedOptions:
+    """Knobs of the embedded runtime.
+
+    Attributes
+    ----------
+    cpus_per_party : float
+        Ray CPUs reserved per ClientApp execution (with 2 cores and 1.0, two parties compute
+        at once).
+    capture : bool
+        Record every envelope that passes the coordinator into ``capture.jsonl``.
+    verbose : bool
+        Let Flower and Ray log at their usual levels.
+    """
+
+    cpus_per_party: float = 1.0
+    capture: bool = False
+    verbose: bool = False
+
+
+def app_dir() -> Path:
+    """Directory of the lab's Flower app (its ``pyproject.toml``)."""
+    return Path(str(resources.files("federated") / "flwr_app"))
+
+
+def run_config(
+    spec: JobSpec, bindings: Sequence[PartyBinding], result_dir: Path, *, capture: bool
+) -> dict[str, str]:
+    """The run config of one embedded job."""
+    parties = [{**b.to_dict(), "disclose": True} for b in bindings]
+    return {
+        "job": spec.to_json(),
+        "result-dir": str(result_dir),
+        "sim-parties": json.dumps(parties),
+        "capture": "true" if capture else "false",
+    }
+
+
+def run_embedded(
+    spec: JobSpec,
+    bindings: Sequence[PartyBinding],
+    result_dir: Path,
+    options: EmbeddedOptions | None = None,
+) -> JobResult:
+    """Run ``spec`` in Flower's simulation runtime and return its result.
+
+    Parameters
+    ----------
+    spec : JobSpec
+        The job.
+    bindings : sequence of PartyBinding
+        Where each party's data is, in the order of ``spec.parties``.
+    result_dir : Path
+        Existing directory for ``result.json`` (and ``capture.jsonl``).
+    options : EmbeddedOptions, optional
+        Runtime knobs.
+
+    Raises
+    ------
+    JobFailedError
+        If a party or the coordinator reported a failure.
+    """
+    from flwr.app import Context, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+    from flwr.supercore.telemetry import EventType
+
+    from federated.client_app import app as client_app
+    from federated.server_app import app as server_app
+
+    options = options or EmbeddedOptions()
+    if [b.name for b in bindings] != [p.name for p in spec.parties]:
+        raise ValueError("bindings must list the job's parties in order")
+    config = run_config(spec, bindings, result_dir, capture=options.capture)
+    run_id = secrets.randbits(63)
+    run = Run.create_empty(run_id=run_id)
+    run.override_config = dict(config)
+    run.primary_task_id = secrets.randbits(63)
+    run.federation_id = NOOP_FEDERATION_ID
+    # The coordinator runs in this process: give it the task identity Flower's own
+    # simulation entry point gives it (messages are stamped with it).
+    TaskIdentity.task_id = run.primary_task_id
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    context = Context(
+        run_id=run_id, node_id=0, node_config={}, state=RecordDict(), run_config=dict(config)
+    )
+    flwr_logger = logging.getLogger("flwr")
+    previous_level = flwr_logger.level
+    if not options.verbose:
+        flwr_logger.setLevel(logging.WARNING)
+    backend_config = {
+        "client_resources": {"num_cpus": options.cpus_per_party, "num_gpus": 0.0},
+        "init_args": {
+            "include_dashboard": False,
+            "num_cpus": os.cpu_count() or 1,
+            "logging_level": "info" if options.verbose else "error",
+            "log_to_driver": options.verbose,
+        },
+    }
+    try:
+        _run_simulation(
+            num_supernodes=len(bindings),
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=server_app,
+            backend_config=backend_config,  # type: ignore[arg-type]
+            app_dir=str(app_dir()),
+            is_app=True,
+            run=run,
+            server_app_context=context,
+            verbose_logging=options.verbose,
+        )
+    finally:
+        flwr_logger.setLevel(previous_level)
+    return read_result(result_dir)
+
+
+def read_result(result_dir: Path) -> JobResult:
+    """Load the result the ServerApp wrote, or raise the failure it recorded."""
+    error = result_dir / ERROR_FILE
+    if error.exists():
+        raw = json.loads(error.read_text(encoding="utf-8"))
+        raise JobFailedError(raw["error_type"], raw["message"], raw.get("party"))
+    result = result_dir / RESULT_FILE
+    if not result.exists():
+        raise JobFailedError("RuntimeError", "the coordinator ended without writing a result")
+    return JobResult.from_json(result.read_text(encoding="utf-8"))

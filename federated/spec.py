@@ -1,0 +1,150 @@
+"""The job specification every node receives, and where each party's data lives.
+
+A :class:`JobSpec` is what the coordinator sends to the parties: names, roles, columns and
+parameters, never data paths. A :class:`PartyBinding` is local to a node: it tells the code
+acting for a party where that party's own data is. On the deployment engine it comes from the
+SuperNode's ``node_config``; in the embedded simulation, from the lab that started the job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from models.baselines import GBDTSettings
+
+Role = Literal["bank", "platform"]
+JobKind = Literal["vertical", "horizontal"]
+
+
+class SpecError(ValueError):
+    """A job specification or party binding is malformed."""
+
+
+@dataclass(frozen=True)
+class PartySpec:
+    """One party as every node sees it: name, role and column settings."""
+
+    name: str
+    role: Role
+    id_column: str = "id"
+    label_column: str | None = None
+    features: tuple[str, ...] | None = None
+    categorical: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    """How the label holder splits aligned rows into train and test."""
+
+    test_size: float = 0.2
+    random_state: int = 42
+    stratify: bool = True
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """Runtime limits: how long the coordinator waits for one hop before failing the job."""
+
+    message_timeout: float = 3600.0
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the coordinator and the parties need to run one job (no data paths)."""
+
+    job_id: str
+    name: str
+    kind: JobKind
+    parties: tuple[PartySpec, ...]
+    model: Mapping[str, Any]
+    crypto: Mapping[str, Any]
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    baseline: GBDTSettings = field(default_factory=GBDTSettings)
+    runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    config_hash: str = ""
+
+    @property
+    def model_type(self) -> str:
+        """The joint model's type (``secureboost`` ...)."""
+        return str(self.model["type"])
+
+    def party(self, name: str) -> PartySpec:
+        """Return the party called ``name``."""
+        for party in self.parties:
+            if party.name == name:
+                return party
+        raise SpecError(f"job '{self.name}' has no party '{name}'")
+
+    def by_role(self, role: Role) -> tuple[PartySpec, ...]:
+        """Parties with the given role, in config order."""
+        return tuple(p for p in self.parties if p.role == role)
+
+    def label_holder(self) -> PartySpec:
+        """The one party holding labels in a vertical job."""
+        holders = [p for p in self.parties if p.label_column is not None]
+        if len(holders) != 1:
+            raise SpecError(f"job '{self.name}' needs exactly one label holder")
+        return holders[0]
+
+    def to_json(self) -> str:
+        """Serialise for the wire (deterministic)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        """Inverse of :meth:`to_json`."""
+        try:
+            data = json.loads(text)
+            parties = tuple(
+                PartySpec(
+                    name=p["name"],
+                    role=p["role"],
+                    id_column=p["id_column"],
+                    label_column=p["label_column"],
+                    features=tuple(p["features"]) if p["features"] is not None else None,
+                    categorical=tuple(p["categorical"]),
+                )
+                for p in data["parties"]
+            )
+            return cls(
+                job_id=data["job_id"],
+                name=data["name"],
+                kind=data["kind"],
+                parties=parties,
+                model=dict(data["model"]),
+                crypto=dict(data["crypto"]),
+                evaluation=EvaluationSpec(**data["evaluation"]),
+                baseline=GBDTSettings(**data["baseline"]),
+                runtime=RuntimeSpec(**data["runtime"]),
+                config_hash=data["config_hash"],
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SpecError(f"malformed job specification: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class PartyBinding:
+    """Where one party's data lives, known only to the node acting for that party."""
+
+    name: str
+    role: Role
+    data: Path
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain form for node or run configs."""
+        return {"party": self.name, "role": self.role, "data": str(self.data)}
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, source: str) -> PartyBinding:
+        """Read a binding from a node config (``party``, ``role``, ``data`` keys)."""
+        missing = [k for k in ("party", "role", "data") if not raw.get(k)]
+        if missing:
+            raise SpecError(f"{source} lacks {missing}; set party, role and data for this node")
+        role = str(raw["role"])
+        if role not in ("bank", "platform"):
+            raise SpecError(f"{source}: role must be 'bank' or 'platform', got '{role}'")
+        return cls(name=str(raw["party"]), role=cast(Role, role), data=Path(str(raw["data"])))

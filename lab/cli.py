@@ -1,0 +1,299 @@
+"""The ``lab`` command line.
+
+Every command has ``--help``; long steps show progress on stderr; any error ends the command
+with one line ``error: ...`` on stderr and a non-zero exit code (2: bad input, 1: a job failed,
+3: an internal error, with the traceback when ``LAB_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from features.errors import DataError
+from federated import progress
+from lab import __version__
+from lab.errors import InputError, JobError
+
+EXIT_INPUT = 2
+EXIT_JOB = 1
+EXIT_INTERNAL = 3
+
+app = typer.Typer(
+    name="lab",
+    help="Privacy-preserving joint modeling of SME credit risk (platform features x bank labels).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Generate and inspect data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+err = Console(stderr=True)
+out = Console()
+
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--summary-json", help="Also write the job summary to this JSON file.", dir_okay=False
+    ),
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="Show Flower, Ray and lab log messages.")
+]
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        for name in ("flwr", "ray", "alembic", "mlflow", "lightgbm"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        # Third-party deprecation chatter (SQLAlchemy inside MLflow, Ray) is not for users.
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*noload.*")
+
+
+@contextmanager
+def _progress_bar(enabled: bool) -> Iterator[None]:
+    """Show job progress events as bars on stderr."""
+    if not enabled:
+        yield
+        return
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[stage]}[/] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=False,
+    )
+    tasks: dict[str, Any] = {}
+
+    def listener(event: progress.ProgressEvent) -> None:
+        if event.stage not in tasks:
+            tasks[event.stage] = bar.add_task(event.detail, total=event.total, stage=event.stage)
+        bar.update(
+            tasks[event.stage], completed=event.done, total=event.total, description=event.detail
+        )
+
+    progress.add_listener(listener)
+    try:
+        with bar:
+            yield
+    finally:
+        progress.remove_listener(listener)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['name']} ({summary['kind']}, {summary['model']})")
+    table.add_column("model")
+    table.add_column("test AUC", justify="right")
+    table.add_column("test KS", justify="right")
+    metrics = summary["metrics"]
+    base = summary["baselines"]
+
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    if summary["joint_model"]["status"] == "trained":
+        table.add_row("joint (federated)", fmt(metrics["test_auc"]), fmt(metrics["test_ks"]))
+    else:
+        table.add_row("joint (federated)", "not trained", "")
+    table.add_row("bank only (LightGBM)", fmt(base["bank_only_auc"]), fmt(base["bank_only_ks"]))
+    if base["pooled_auc"] is not None:
+        table.add_row(
+            "pooled reference (LightGBM, demo only)",
+            fmt(base["pooled_auc"]),
+            fmt(base["pooled_ks"]),
+        )
+    out.print(table)
+    if summary["joint_model"]["status"] != "trained":
+        out.print(f"[yellow]joint model:[/] {summary['joint_model']['reason']}")
+    out.print(
+        f"n_aligned={summary['n_aligned']} n_train={summary['n_train']} "
+        f"n_test={summary['n_test']} wall={summary['wall_seconds']} s "
+        f"mlflow_run_id={summary['mlflow_run_id']}"
+    )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        out.print(f"lab {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_print_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Privacy-preserving joint modeling of SME credit risk."""
+
+
+@app.command()
+def train(
+    experiment: Annotated[
+        Path, typer.Argument(help="Experiment config (YAML).", dir_okay=False, show_default=False)
+    ],
+    summary_json: SummaryOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key, e.g. --set model.n_estimators=5 or "
+            "--set parties.bank.data=other.csv (repeatable).",
+        ),
+    ] = None,
+    capture: Annotated[
+        bool,
+        typer.Option(
+            "--capture", help="Record every message that passed the coordinator (audit/debug)."
+        ),
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run one experiment: validate, align, train, evaluate, track in MLflow."""
+    _configure_logging(verbose)
+    from lab.config import load_experiment
+    from lab.job import RunOptions, run_experiment
+
+    exp = load_experiment(experiment, set_ or [])
+    with _progress_bar(not verbose):
+        summary = run_experiment(
+            exp, RunOptions(summary_json=summary_json, capture=capture, verbose=verbose)
+        )
+    _print_summary(summary)
+
+
+@app.command()
+def check(
+    experiment: Annotated[Path, typer.Argument(help="Experiment config (YAML).", dir_okay=False)],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config key (repeatable).")
+    ] = None,
+) -> None:
+    """Validate an experiment config and every party's data without running anything."""
+    _configure_logging(False)
+    from lab.config import load_experiment
+    from lab.job import preflight
+
+    exp = load_experiment(experiment, set_ or [])
+    tables = preflight(exp)
+    for party in exp.config.parties:
+        table = tables[party.name]
+        kinds = list(table.feature_kinds.values())
+        out.print(
+            f"{party.name} ({party.role}): {table.n_rows} rows, "
+            f"{kinds.count('numeric')} numeric + {kinds.count('categorical')} categorical "
+            f"features, {table.digest[:19]}..."
+        )
+    out.print(f"[green]ok[/] {exp.name}: config {exp.config_hash[:19]}...")
+
+
+@app.command()
+def demo(
+    summary_json: SummaryOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic SME data.")] = 7,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Generate synthetic SME data and run the end-to-end joint-modeling job on it."""
+    _configure_logging(verbose)
+    from lab.demo import run_demo
+
+    with _progress_bar(not verbose):
+        summary = run_demo(summary_json=summary_json, seed=seed, verbose=verbose)
+    _print_summary(summary)
+
+
+@data_app.command("synth")
+def data_synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (must be empty).")],
+    n_enterprises: Annotated[
+        int, typer.Option(help="Enterprises the platform knows.", min=100)
+    ] = 20000,
+    n_banks: Annotated[int, typer.Option(help="Number of banks.", min=1, max=20)] = 1,
+    bank_size: Annotated[
+        int | None, typer.Option(help="Borrowers per bank (default: derived).", min=50)
+    ] = None,
+    unmatched_rate: Annotated[
+        float, typer.Option(help="Share of a bank's customers unknown to the platform.")
+    ] = 0.10,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty folder.")] = False,
+) -> None:
+    """Write a synthetic platform feature table and bank loan files (see SME schema)."""
+    _configure_logging(False)
+    from lab.demo import synthesize
+
+    manifest = synthesize(
+        out_dir,
+        n_enterprises=n_enterprises,
+        n_banks=n_banks,
+        bank_size=bank_size,
+        unmatched_rate=unmatched_rate,
+        seed=seed,
+        overwrite=overwrite,
+    )
+    out.print(f"[green]wrote[/] {manifest}")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(code: int, message: str) -> int:
+    err.print(f"error: {_one_line(message)}", markup=False, highlight=False, soft_wrap=True)
+    return code
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (for tests and :func:`main`)."""
+    command: Callable[..., Any] = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="lab", standalone_mode=False)  # type: ignore[attr-defined]
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.exceptions.Abort:
+        return _fail(EXIT_INPUT, "aborted")
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return EXIT_INPUT
+    except (InputError, DataError) as exc:
+        return _fail(EXIT_INPUT, str(exc))
+    except JobError as exc:
+        return _fail(EXIT_JOB, str(exc))
+    except KeyboardInterrupt:
+        return _fail(EXIT_JOB, "interrupted")
+    except Exception as exc:
+        if os.environ.get("LAB_DEBUG") == "1":
+            traceback.print_exc()
+        return _fail(EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    return 0
+
+
+def main() -> None:
+    """Console entry point."""
+    sys.exit(run())

@@ -1,0 +1,290 @@
+"""Job orchestration: validate, run through the Flower runtime, evaluate, track, summarise.
+
+Order matters for "bad input loses nothing": the config and every party's data are validated
+before anything is created; the MLflow run is created only once the job has produced its
+result (or has failed after touching data for a reason other than bad input).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from features.errors import DataError
+from features.io import PartyTable, read_party_table
+from federated.result import JobResult
+from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
+from lab import __version__, reports, tracking
+from lab.config import Experiment
+from lab.errors import JobError
+from lab.pooled import NOTE as POOLED_NOTE
+from lab.pooled import PooledReference, pooled_reference
+from models.evaluation import EvaluationReport
+
+logger = logging.getLogger(__name__)
+
+#: Party-reported failures caused by bad input: they leave no MLflow run behind.
+INPUT_ERRORS = frozenset({"DataError", "SpecError", "EvaluationError", "ConfigError"})
+
+RUNTIME_NAME = "embedded (Flower simulation runtime)"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run a job from the CLI or a notebook."""
+
+    summary_json: Path | None = None
+    capture: bool = False
+    verbose: bool = False
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+def preflight(experiment: Experiment) -> dict[str, PartyTable]:
+    """Validate every party's data with the same reader its node uses.
+
+    In the embedded runtime all files are on this machine, so bad data is refused here,
+    before a runtime starts or anything is written.
+
+    Raises
+    ------
+    features.errors.DataError
+        Naming the party, file, column and fix.
+    """
+    tables = {}
+    for party in experiment.config.parties:
+        try:
+            tables[party.name] = read_party_table(
+                experiment.data_paths[party.name],
+                id_column=party.id_column,
+                label_column=party.label_column,
+                features=party.features,
+                categorical=party.categorical,
+            )
+        except DataError as exc:
+            raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
+    return tables
+
+
+def run_experiment(experiment: Experiment, options: RunOptions | None = None) -> dict[str, Any]:
+    """Run one experiment end to end and return its summary.
+
+    Raises
+    ------
+    features.errors.DataError
+        Bad party data (nothing created).
+    lab.errors.JobError
+        The job failed after it started.
+    """
+    options = options or RunOptions()
+    started = time.perf_counter()
+    tables = preflight(experiment)
+    cfg = experiment.config
+    spec = experiment.job_spec()
+    target = tracking.target_for(cfg.tracking.uri, cfg.tracking.experiment or cfg.name)
+    with tempfile.TemporaryDirectory(prefix="lab-job-") as tmp:
+        workdir = Path(tmp)
+        try:
+            result = run_embedded(
+                spec,
+                experiment.bindings(),
+                workdir,
+                EmbeddedOptions(
+                    cpus_per_party=cfg.runtime.cpus_per_party,
+                    capture=options.capture,
+                    verbose=options.verbose,
+                ),
+            )
+        except JobFailedError as exc:
+            if exc.error_type not in INPUT_ERRORS:
+                _record_failure(target, experiment, spec.job_id, exc, options)
+            raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
+        pooled = pooled_reference(experiment, tables) if cfg.evaluation.pooled_reference else None
+        summary = _summary(experiment, result, pooled)
+        artifacts = workdir / "artifacts"
+        artifacts.mkdir()
+        files = _write_artifacts(artifacts, experiment, result, pooled)
+        tags = _tags(experiment, result) | options.extra_tags
+        with tracking.open_run(target, f"{cfg.name}-{spec.job_id[:8]}", tags) as run:
+            run.log_params(_params(experiment))
+            run.log_metrics(_metrics(summary, result))
+            summary["mlflow_run_id"] = run.run_id
+            summary["mlflow_tracking_uri"] = target.uri
+            summary["mlflow_experiment"] = target.experiment
+            summary["wall_seconds"] = round(time.perf_counter() - started, 3)
+            summary_path = artifacts / "summary.json"
+            summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+            for folder, path in files:
+                run.log_artifact(path, folder)
+            run.log_artifact(summary_path)
+            if options.capture:
+                run.log_artifact(workdir / "capture.jsonl", "capture")
+    if options.summary_json is not None:
+        write_json(options.summary_json, summary)
+    return summary
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Write a JSON file atomically (no partial file on failure)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _bank_only(result: JobResult) -> EvaluationReport | None:
+    return next(iter(result.bank_only.values()), None)
+
+
+def _summary(
+    experiment: Experiment, result: JobResult, pooled: PooledReference | None
+) -> dict[str, Any]:
+    cfg = experiment.config
+    joint = result.joint.report
+    bank_only = _bank_only(result)
+    return {
+        "name": cfg.name,
+        "kind": cfg.kind,
+        "model": cfg.model.type,
+        "model_params": cfg.model.model_dump(mode="json", exclude={"type"}),
+        "job_id": result.job_id,
+        "config_hash": experiment.config_hash,
+        "n_aligned": result.n_aligned,
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "joint_model": {"status": result.joint.status, "reason": result.joint.reason},
+        "metrics": {
+            "test_auc": joint.auc if joint else None,
+            "test_ks": joint.ks if joint else None,
+            "test_gini": joint.gini if joint else None,
+        },
+        "baselines": {
+            "bank_only_auc": bank_only.auc if bank_only else None,
+            "bank_only_ks": bank_only.ks if bank_only else None,
+            "pooled_auc": pooled.report.auc if pooled else None,
+            "pooled_ks": pooled.report.ks if pooled else None,
+            "pooled_n_joined": pooled.n_joined if pooled else None,
+            "pooled_note": POOLED_NOTE if pooled else "pooled reference not requested",
+        },
+        "parties": [
+            {
+                "name": p.name,
+                "role": p.role,
+                "n_rows": p.n_rows,
+                "n_features": p.n_features,
+                "data_digest": p.digest,
+            }
+            for p in result.parties
+        ],
+        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
+        "traffic": result.traffic,
+        "privacy": result.privacy,
+        "runtime": RUNTIME_NAME,
+        "lab_version": __version__,
+        "mlflow_run_id": None,
+        "wall_seconds": None,
+    }
+
+
+def _params(experiment: Experiment) -> dict[str, str]:
+    canonical = dict(experiment.canonical)
+    canonical.pop("description", None)
+    return tracking.flatten("", canonical)
+
+
+def _metrics(summary: dict[str, Any], result: JobResult) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for key, value in summary["metrics"].items():
+        if value is not None:
+            metrics[key] = value
+    for key in ("bank_only_auc", "bank_only_ks", "pooled_auc", "pooled_ks"):
+        value = summary["baselines"][key]
+        if value is not None:
+            metrics[key] = value
+    for key in ("n_train", "n_test", "n_aligned"):
+        if summary[key] is not None:
+            metrics[key] = summary[key]
+    for stage, seconds in result.stage_seconds.items():
+        metrics[f"seconds_{stage}"] = seconds
+    metrics["hops"] = float(result.traffic.get("hops", 0))
+    for party, sent in dict(result.traffic.get("bytes_sent", {})).items():
+        metrics[f"bytes_sent_{party}"] = float(sent)
+    return metrics
+
+
+def _tags(experiment: Experiment, result: JobResult) -> dict[str, str]:
+    cfg = experiment.config
+    tags = {
+        tracking.TAG_CONFIG_HASH: experiment.config_hash,
+        tracking.TAG_JOB_ID: result.job_id,
+        tracking.TAG_KIND: cfg.kind,
+        tracking.TAG_MODEL: cfg.model.type,
+        tracking.TAG_JOINT_STATUS: result.joint.status,
+        "lab.runtime": RUNTIME_NAME,
+        "lab.version": __version__,
+        "lab.key_bits": str(cfg.crypto.key_bits),
+    }
+    for party in result.parties:
+        tags[tracking.TAG_DATA_DIGEST + party.name] = party.digest
+    return tags
+
+
+def _write_artifacts(
+    folder: Path, experiment: Experiment, result: JobResult, pooled: PooledReference | None
+) -> list[tuple[str | None, Path]]:
+    models: dict[str, EvaluationReport] = {}
+    if result.joint.report is not None:
+        models[f"joint {result.model_type}"] = result.joint.report
+    for party, report in result.bank_only.items():
+        models[f"{party} only (LightGBM)"] = report
+    if pooled is not None:
+        models["pooled reference (LightGBM)"] = pooled.report
+    files: list[tuple[str | None, Path]] = []
+    plots = folder / "plots"
+    plots.mkdir()
+    if models:
+        files.append(("plots", reports.plot_roc(models, plots / "roc.png")))
+        files.append(("plots", reports.plot_ks(models, plots / "ks.png")))
+        files.append(("plots", reports.plot_calibration(models, plots / "calibration.png")))
+    tables = folder / "evaluation"
+    tables.mkdir()
+    for label, report in models.items():
+        stem = label.split(" (")[0].replace(" ", "_")
+        for path in reports.write_gains(report, tables / f"gains_{stem}"):
+            files.append(("evaluation", path))
+        report_path = tables / f"report_{stem}.json"
+        report_path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
+        files.append(("evaluation", report_path))
+    config_path = folder / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment.canonical, sort_keys=False), encoding="utf-8")
+    files.append((None, config_path))
+    result_path = result.write(folder)
+    files.append((None, result_path))
+    return files
+
+
+def _record_failure(
+    target: tracking.TrackingTarget,
+    experiment: Experiment,
+    job_id: str,
+    exc: JobFailedError,
+    options: RunOptions,
+) -> None:
+    """Keep a FAILED run for jobs that touched data and failed for a non-input reason."""
+    tags = {
+        tracking.TAG_CONFIG_HASH: experiment.config_hash,
+        tracking.TAG_JOB_ID: job_id,
+        tracking.TAG_KIND: experiment.config.kind,
+        tracking.TAG_MODEL: experiment.config.model.type,
+        tracking.TAG_ERROR: f"{exc.error_type}: {exc}"[:5000],
+        **options.extra_tags,
+    }
+    with tracking.open_run(target, f"{experiment.name}-{job_id[:8]}", tags) as run:
+        run.log_params(_params(experiment))
+        run.status = "FAILED"

@@ -1,0 +1,156 @@
+"""MLflow tracking: the only module that talks to MLflow.
+
+One run per job, created only after the job finished (or failed after touching data), so a
+config or data error leaves no run behind. The embedded default store is sqlite under the
+lab's home folder (``$LAB_HOME/mlflow.db``, artifacts in ``$LAB_HOME/mlartifacts``); a config's
+``tracking.uri`` or ``MLFLOW_TRACKING_URI`` overrides it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lab.home import ensure, lab_home
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+
+logger = logging.getLogger(__name__)
+
+#: Tag keys every job run carries.
+TAG_CONFIG_HASH = "lab.config_hash"
+TAG_JOB_ID = "lab.job_id"
+TAG_KIND = "lab.kind"
+TAG_MODEL = "lab.model_type"
+TAG_JOINT_STATUS = "lab.joint_model_status"
+TAG_DATA_DIGEST = "lab.data_digest."
+TAG_ERROR = "lab.error"
+
+_MAX_PARAM_LEN = 6000
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """Where a job is recorded."""
+
+    uri: str
+    experiment: str
+    artifact_root: Path | None
+
+
+def default_tracking_uri() -> str:
+    """The embedded store: ``MLFLOW_TRACKING_URI`` if set, else sqlite in the lab's home."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{lab_home() / 'mlflow.db'}"
+
+
+def target_for(uri: str | None, experiment: str) -> TrackingTarget:
+    """Resolve the tracking target of a job (config URI, else the embedded default)."""
+    resolved = uri or default_tracking_uri()
+    artifacts = lab_home() / "mlartifacts" if resolved.startswith("sqlite:") else None
+    return TrackingTarget(uri=resolved, experiment=experiment, artifact_root=artifacts)
+
+
+def _client(target: TrackingTarget) -> Any:
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.store.sql_alchemy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if target.uri.startswith("sqlite:///"):
+        ensure(Path(target.uri.removeprefix("sqlite:///")).parent)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=target.uri)
+
+
+def _experiment_id(client: Any, target: TrackingTarget) -> str:
+    existing = client.get_experiment_by_name(target.experiment)
+    if existing is not None:
+        return str(existing.experiment_id)
+    location = None
+    if target.artifact_root is not None:
+        location = ensure(target.artifact_root / target.experiment).as_uri()
+    return str(client.create_experiment(target.experiment, artifact_location=location))
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    """Flatten nested settings into MLflow parameters (``model.max_depth`` -> ``3``)."""
+    out: dict[str, str] = {}
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
+    elif isinstance(value, list | tuple) and value and all(isinstance(v, Mapping) for v in value):
+        for item in value:
+            name = str(item.get("name", len(out)))
+            out.update(flatten(f"{prefix}.{name}", item))
+    else:
+        out[prefix] = str(value)[:_MAX_PARAM_LEN]
+    return out
+
+
+class RunWriter:
+    """An open MLflow run; use :func:`open_run` as a context manager."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self._client = client
+        self.run_id = run_id
+        #: Terminal status set when the ``open_run`` block ends without raising.
+        self.status = "FINISHED"
+
+    def log_params(self, params: Mapping[str, str]) -> None:
+        """Log parameters (batched)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, v) for k, v in sorted(params.items())]
+        for start in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log metrics at one step (batched)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
+        for start in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, metrics=items[start : start + 100])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags."""
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, v) for k, v in sorted(tags.items())]
+        if items:
+            self._client.log_batch(self.run_id, tags=items)
+
+    def log_artifact(self, local: Path, folder: str | None = None) -> None:
+        """Upload one file into the run's artifacts (optionally under ``folder``)."""
+        self._client.log_artifact(self.run_id, str(local), folder)
+
+
+@contextmanager
+def open_run(target: TrackingTarget, run_name: str, tags: Mapping[str, str]) -> Iterator[RunWriter]:
+    """Create a run; end it with ``writer.status``, or ``FAILED`` if the block raises."""
+    with warnings.catch_warnings():
+        # MLflow's sqlite store trips SQLAlchemy deprecation warnings that users cannot act on.
+        warnings.filterwarnings("ignore", message=".*noload.*")
+        client = _client(target)
+        experiment_id = _experiment_id(client, target)
+        run = client.create_run(
+            experiment_id, run_name=run_name, tags={"mlflow.source.type": "LOCAL", **tags}
+        )
+        writer = RunWriter(client, str(run.info.run_id))
+        try:
+            yield writer
+        except BaseException:
+            client.set_terminated(writer.run_id, "FAILED")
+            raise
+        client.set_terminated(writer.run_id, writer.status)
+    logger.info("recorded MLflow run %s in %s", writer.run_id, target.uri)

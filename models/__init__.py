@@ -1,0 +1,1 @@
+"""Estimators, protocols and plaintext cores; evaluation and baselines."""

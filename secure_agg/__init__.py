@@ -1,0 +1,1 @@
+"""Cryptography: Paillier, packing, secure aggregation and PSI. Imports nothing from the project."""

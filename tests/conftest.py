@@ -1,0 +1,79 @@
+"""Shared fixtures: an isolated lab home per test, the repository's paths, tiny data sets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "data"
+EXPERIMENTS = REPO / "experiments"
+
+for _key, _value in {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(autouse=True)
+def lab_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Every test gets its own (not yet created) LAB_HOME and no outside tracking URI."""
+    home = tmp_path_factory.mktemp("labhome") / "home"
+    monkeypatch.setenv("LAB_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+def make_vertical(folder: Path, n: int = 200, seed: int = 0) -> tuple[Path, Path]:
+    """Write a small bank file (id, y, 2 numeric, 1 categorical) and a platform file."""
+    rng = np.random.default_rng(seed)
+    ids = [f"E{i:05d}" for i in range(n)]
+    signal = rng.normal(size=n)
+    y = (signal + rng.normal(scale=1.0, size=n) > 1.0).astype(int)
+    bank = pd.DataFrame(
+        {
+            "id": ids,
+            "y": y,
+            "deposits": rng.normal(size=n).round(3),
+            "queries": rng.integers(0, 5, size=n),
+            "product": rng.choice(["tax_loan", "credit", "mortgage"], size=n),
+        }
+    )
+    platform = pd.DataFrame(
+        {
+            "id": ids[::-1],
+            "tax_grade": rng.choice(list("ABMCD"), size=n),
+            "score": (signal[::-1] + rng.normal(scale=0.5, size=n)).round(3),
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    bank_path = folder / "bank.csv"
+    platform_path = folder / "platform.csv"
+    bank.to_csv(bank_path, index=False)
+    platform.to_csv(platform_path, index=False)
+    return bank_path, platform_path
+
+
+def vertical_config(bank: str = "bank.csv", platform: str = "platform.csv") -> dict[str, object]:
+    """A valid config dict for :func:`make_vertical` data (relative paths)."""
+    return {
+        "name": "tiny",
+        "kind": "vertical",
+        "parties": [
+            {"name": "bank", "role": "bank", "data": bank, "id_column": "id", "label_column": "y"},
+            {"name": "platform", "role": "platform", "data": platform, "id_column": "id"},
+        ],
+        "model": {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
+        "crypto": {"key_bits": 2048},
+        "evaluation": {"test_size": 0.25, "random_state": 1, "stratify": True},
+    }

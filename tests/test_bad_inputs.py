@@ -1,0 +1,246 @@
+"""Bad configs and bad data files: a clear one-line error, a non-zero exit, nothing left behind.
+
+Every case goes through the real CLI (``lab train``) with ``--summary-json``; afterwards the
+lab home (MLflow store, artifacts) must not exist and no summary file may have been written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from lab.cli import EXIT_INPUT, run
+from tests.conftest import make_vertical, vertical_config
+
+Setup = Callable[[Path, dict[str, Any]], None]
+
+
+def _edit_csv(folder: Path, name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> None:
+    path = folder / name
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edit(frame).to_csv(path, index=False)
+
+
+def _set(frame: pd.DataFrame, row: int, column: str, value: str) -> pd.DataFrame:
+    frame.loc[row, column] = value
+    return frame
+
+
+def _cfg(change: Callable[[dict[str, Any]], None]) -> Setup:
+    def setup(folder: Path, cfg: dict[str, Any]) -> None:
+        change(cfg)
+
+    return setup
+
+
+def _data(name: str, edit: Callable[[pd.DataFrame], pd.DataFrame]) -> Setup:
+    def setup(folder: Path, cfg: dict[str, Any]) -> None:
+        _edit_csv(folder, name, edit)
+
+    return setup
+
+
+def _raw_file(name: str, text: str) -> Setup:
+    def setup(folder: Path, cfg: dict[str, Any]) -> None:
+        (folder / name).write_text(text, encoding="utf-8")
+
+    return setup
+
+
+def _party(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
+    def change(cfg: dict[str, Any]) -> None:
+        cfg["parties"][index].update(changes)
+
+    return change
+
+
+def _drop_party_key(index: int, key: str) -> Callable[[dict[str, Any]], None]:
+    def change(cfg: dict[str, Any]) -> None:
+        del cfg["parties"][index][key]
+
+    return change
+
+
+def _two_tables(folder: Path, cfg: dict[str, Any]) -> None:
+    sub = folder / "bankdir"
+    sub.mkdir()
+    (folder / "bank.csv").rename(sub / "a.csv")
+    (sub / "a.csv").with_name("b.csv").write_text("id,y\n", encoding="utf-8")
+    cfg["parties"][0]["data"] = "bankdir"
+
+
+CASES: list[tuple[str, Setup, list[str]]] = [
+    # ---- config files ----
+    ("unknown-top-key", _cfg(lambda c: c.update(modle={"type": "x"})), ["unknown key 'modle'"]),
+    (
+        "unknown-model-key",
+        _cfg(lambda c: c["model"].update(n_trees=3)),
+        ["unknown key 'model.n_trees'"],
+    ),
+    (
+        "wrong-type",
+        _cfg(lambda c: c["model"].update(n_estimators="many")),
+        ["'model.n_estimators'", "valid integer", "'many'"],
+    ),
+    ("missing-required", _cfg(lambda c: c.pop("kind")), ["missing required key 'kind'"]),
+    ("bad-kind", _cfg(lambda c: c.update(kind="diagonal")), ["'kind'", "'diagonal'"]),
+    ("bad-role", _cfg(_party(1, role="regulator")), ["'parties[1].role'", "'regulator'"]),
+    ("missing-file", _cfg(_party(1, data="nowhere.csv")), ["parties[1].data", "nowhere.csv"]),
+    (
+        "label-column-missing",
+        _cfg(_party(0, label_column="default")),
+        ["parties[0].label_column 'default'", "bank.csv"],
+    ),
+    ("id-column-missing", _cfg(_party(1, id_column="uscc")), ["parties[1].id_column 'uscc'"]),
+    ("duplicate-party", _cfg(_party(1, name="bank")), ["duplicate party name", "'bank'"]),
+    ("bank-without-label", _cfg(_drop_party_key(0, "label_column")), ["must set 'label_column'"]),
+    ("platform-with-label", _cfg(_party(1, label_column="y")), ["only the bank holds labels"]),
+    (
+        "weak-key",
+        _cfg(lambda c: c["crypto"].update(key_bits=1024)),
+        ["crypto.key_bits=1024", "below 2048"],
+    ),
+    (
+        "test-size-out-of-range",
+        _cfg(lambda c: c["evaluation"].update(test_size=1.5)),
+        ["'evaluation.test_size'", "less than 1"],
+    ),
+    (
+        "feature-not-in-file",
+        _cfg(_party(1, features=["score", "revenue"])),
+        ["parties[1].features", "'revenue'"],
+    ),
+    ("bad-party-name", _cfg(_party(0, name="Bank A")), ["'parties[0].name'", "'Bank A'"]),
+    ("unknown-model-type", _cfg(lambda c: c["model"].update(type="xgboost")), ["'model.type'"]),
+    # ---- data files ----
+    (
+        "duplicate-ids",
+        _data("platform.csv", lambda f: _set(f, 3, "id", f.loc[4, "id"])),
+        ["platform.csv", "duplicate id", "column 'id'", "lines"],
+    ),
+    (
+        "empty-id",
+        _data("bank.csv", lambda f: _set(f, 7, "id", "  ")),
+        ["bank.csv", "empty id", "line", "9"],
+    ),
+    (
+        "label-not-binary",
+        _data("bank.csv", lambda f: _set(f, 2, "y", "2")),
+        ["label column 'y'", "0 (good) or 1 (bad)", "'2'"],
+    ),
+    (
+        "label-missing-value",
+        _data("bank.csv", lambda f: _set(f, 5, "y", "")),
+        ["missing label", "column 'y'"],
+    ),
+    (
+        "single-class",
+        _data("bank.csv", lambda f: f.assign(y="0")),
+        ["only the class 0", "both good (0) and bad (1)"],
+    ),
+    (
+        "infinite-value",
+        _data("platform.csv", lambda f: _set(f, 1, "score", "inf")),
+        ["feature column 'score'", "infinite"],
+    ),
+    (
+        "all-missing-column",
+        _data("platform.csv", lambda f: f.assign(score="")),
+        ["feature column 'score'", "all missing"],
+    ),
+    ("empty-file", _raw_file("platform.csv", ""), ["platform.csv", "empty"]),
+    ("header-only", _raw_file("platform.csv", "id,score\n"), ["platform.csv", "no rows"]),
+    (
+        "no-feature-columns",
+        _raw_file("platform.csv", "id\nA\nB\n"),
+        ["platform.csv", "no feature columns"],
+    ),
+    ("directory-with-two-tables", _two_tables, ["bankdir", "exactly one table", "a.csv, b.csv"]),
+    (
+        "unsupported-suffix",
+        _cfg(_party(1, data="platform.xlsx")),
+        ["parties[1].data", "platform.xlsx"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "setup", "fragments"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_cleanly(
+    case: str,
+    setup: Setup,
+    fragments: list[str],
+    tmp_path: Path,
+    lab_home: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "exp"
+    make_vertical(folder)
+    (folder / "platform.xlsx").write_bytes(b"PK\x03\x04")
+    cfg = vertical_config()
+    setup(folder, cfg)
+    config_path = folder / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    summary = tmp_path / "out" / "summary.json"
+    before = sorted(p.name for p in folder.rglob("*"))
+
+    code = run(["train", str(config_path), "--summary-json", str(summary)])
+
+    stderr = capsys.readouterr().err.strip()
+    assert code == EXIT_INPUT, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+    assert not summary.exists()
+    assert not summary.parent.exists()
+    assert not lab_home.exists(), "bad input must not create the lab home, tracking store or runs"
+    assert sorted(p.name for p in folder.rglob("*")) == before
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 15
+
+
+def test_invalid_yaml(tmp_path: Path, lab_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: [unclosed\nkind: vertical\n", encoding="utf-8")
+    assert run(["train", str(bad)]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "broken.yaml: not valid YAML" in err
+    assert not lab_home.exists()
+
+
+def test_config_not_a_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n", encoding="utf-8")
+    assert run(["train", str(bad)]) == EXIT_INPUT
+    assert "must be a mapping" in capsys.readouterr().err
+
+
+def test_missing_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["train", str(tmp_path / "absent.yaml")]) == EXIT_INPUT
+    assert "absent.yaml: experiment config not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("model.n_estimators", "expected KEY=VALUE"),
+        ("parties.treasury.data=x.csv", "no item 'treasury'"),
+        ("model.max_depth=-1", "'model.max_depth'"),
+    ],
+)
+def test_bad_override(
+    override: str, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_vertical(tmp_path)
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(vertical_config()), encoding="utf-8")
+    assert run(["train", str(config_path), "--set", override]) == EXIT_INPUT
+    assert fragment in capsys.readouterr().err
