@@ -30,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from features.errors import DataError
+from features.ids import IdScheme, invalid_positions, normalise
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,7 @@ def read_party_table(
     label_column: str | None = None,
     features: Sequence[str] | None = None,
     categorical: Iterable[str] = (),
+    id_scheme: IdScheme = "text",
 ) -> PartyTable:
     """Read and validate one party's table.
 
@@ -166,6 +168,8 @@ def read_party_table(
         Feature columns to use; by default every column except the id and label.
     categorical : iterable of str
         Columns to treat as categorical even if their values look numeric (codes).
+    id_scheme : {"text", "casefold", "uscc"}
+        How ids are normalised (see :mod:`features.ids`); every party of a job uses the same.
 
     Returns
     -------
@@ -183,7 +187,7 @@ def read_party_table(
     if raw.empty:
         raise DataError(f"{path}: the table has a header but no rows; export the data again")
 
-    ids = _normalise_ids(path, raw[id_column], id_column)
+    ids = _normalise_ids(path, raw[id_column], id_column, id_scheme)
     label = _parse_label(path, raw[label_column], label_column) if label_column else None
 
     wanted = (
@@ -311,7 +315,9 @@ def _missing_mask(series: pd.Series) -> npt.NDArray[np.bool_]:
     return np.asarray(as_str.isna() | as_str.isin(MISSING_TOKENS))
 
 
-def _normalise_ids(path: Path, series: pd.Series, column: str) -> npt.NDArray[np.str_]:
+def _normalise_ids(
+    path: Path, series: pd.Series, column: str, scheme: IdScheme
+) -> npt.NDArray[np.str_]:
     if series.dtype.kind == "f":
         raise DataError(
             f"{path}: id column '{column}' is stored as floating point; store ids as text or "
@@ -324,7 +330,16 @@ def _normalise_ids(path: Path, series: pd.Series, column: str) -> npt.NDArray[np
             f"{path}: {empty.size} empty id(s) in column '{column}' at {_rows(empty, path)}; "
             "every row needs an id"
         )
-    ids = np.asarray(stripped.to_numpy(dtype=str), dtype=np.str_)
+    ids = np.asarray(normalise(stripped, scheme).to_numpy(dtype=str), dtype=np.str_)
+    invalid = invalid_positions(ids, scheme)
+    if invalid.size:
+        where = _rows(invalid, path)
+        head = f"{path}: {invalid.size} id(s) in column '{column}' are not valid {scheme} codes"
+        raise DataError(
+            f"{head}, e.g. {_preview(ids[invalid].tolist())} at {where}; correct them or drop "
+            "those rows",
+            redacted=f"{head} at {where}; correct them or drop those rows",
+        )
     dup_mask = pd.Series(ids).duplicated(keep=False).to_numpy()
     if dup_mask.any():
         dup_values = list(dict.fromkeys(ids[dup_mask].tolist()))

@@ -12,12 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from federated import progress
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
+from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
 from models.protocol import ANY_PARTY, COORDINATOR, Envelope
 
@@ -46,6 +47,8 @@ class StageClock:
 def run_job(spec: JobSpec, transport: Transport) -> JobResult:
     """Run one job end to end and return what the coordinator learned.
 
+    Vertical jobs align first (private set intersection); an ``align`` task stops there.
+
     Raises
     ------
     federated.transport.PartyError
@@ -54,36 +57,69 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         When a party is missing or silent.
     """
     clock = StageClock()
-    steps = 4
-    progress.report("job", 0, steps, "connecting to parties")
-    with clock("connect"):
+    stages = ["connect"]
+    if spec.kind == "vertical":
+        stages.append("align")
+    if spec.task == "train":
+        stages += ["split", "baseline", "joint"]
+    done = 0
+
+    def stage(name: str, detail: str) -> AbstractContextManager[None]:
+        nonlocal done
+        progress.report("job", done, len(stages), detail)
+        done += 1
+        return clock(name)
+
+    with stage("connect", "connecting to parties"):
         parties = _connect(spec, transport)
-    progress.report("job", 1, steps, "splitting for evaluation")
-    with clock("split"):
-        sizes = _split(spec, transport)
-    progress.report("job", 2, steps, "bank-only baseline")
-    with clock("baseline"):
-        bank_only = _baselines(spec, transport)
-    progress.report("job", 3, steps, "joint model")
-    with clock("joint"):
-        joint = _joint(spec)
-    progress.report("job", steps, steps, "done")
-    n_train = sum(s[0] for s in sizes.values())
-    n_test = sum(s[1] for s in sizes.values())
+    alignment: dict[str, object] = {}
+    n_aligned = None
+    if "align" in stages:
+        with stage("align", "aligning enterprises (PSI)"):
+            before = transport.stats.copy()
+            outcome = _align(spec, transport)
+        alignment = {
+            **outcome.to_dict(),
+            "seconds": clock.seconds["align"],
+            "traffic": transport.stats.since(before).to_dict(),
+        }
+        n_aligned = outcome.n_aligned
+    sizes: dict[str, tuple[int, int]] = {}
+    bank_only: dict[str, EvaluationReport] = {}
+    joint = JointOutcome(status="unavailable", reason="alignment-only task: no model trained")
+    if spec.task == "train":
+        with stage("split", "splitting for evaluation"):
+            sizes = _split(spec, transport)
+        with stage("baseline", "bank-only baseline"):
+            bank_only = _baselines(spec, transport)
+        with stage("joint", "joint model"):
+            joint = _joint(spec)
+    progress.report("job", len(stages), len(stages), "done")
     return JobResult(
         job_id=spec.job_id,
         name=spec.name,
         kind=spec.kind,
         model_type=spec.model_type,
         parties=parties,
-        n_aligned=None,
-        n_train=n_train,
-        n_test=n_test,
+        n_aligned=n_aligned,
+        n_train=sum(s[0] for s in sizes.values()),
+        n_test=sum(s[1] for s in sizes.values()),
         joint=joint,
         bank_only=bank_only,
         stage_seconds=clock.seconds,
         traffic=transport.stats.to_dict(),
+        alignment=alignment,
     )
+
+
+def _align(spec: JobSpec, transport: Transport) -> AlignmentOutcome:
+    bank = spec.label_holder().name
+    platforms = [p.name for p in spec.by_role("platform")]
+    settings = AlignmentSettings(
+        reveal=spec.alignment.reveal, min_intersection=spec.alignment.min_intersection
+    )
+    replies = run_protocol(transport, start_envelopes(spec.job_id, bank, platforms, settings))
+    return conclude(replies, bank, settings)
 
 
 def _connect(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:

@@ -111,7 +111,6 @@ class FlowerTransport:
     def _hop(
         self, batches: dict[int, list[Envelope]], *, observe_out: bool = True
     ) -> dict[int, list[Envelope]]:
-        self.stats.hops += 1
         messages = []
         for node, envs in batches.items():
             for env in envs:
@@ -122,6 +121,7 @@ class FlowerTransport:
             )
         started = time.monotonic()
         replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        self.stats.hop(time.monotonic() - started)
         logger.debug("hop to %d node(s): %.3f s", len(messages), time.monotonic() - started)
         by_node: dict[int, list[Envelope]] = {}
         for reply in replies:

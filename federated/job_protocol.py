@@ -30,6 +30,7 @@ import numpy.typing as npt
 from features.io import PartyTable
 from federated.party import PartyRuntime
 from federated.spec import JobSpec, SpecError
+from models.alignment import ALIGNED_ROWS_KEY
 from models.baselines import fit_and_evaluate
 from models.evaluation import evaluation_split
 from models.protocol import Envelope, PartyContext, ProtocolError, StageMachine, dumps
@@ -40,7 +41,7 @@ _MACHINE = StageMachine(
     PROTOCOL,
     {
         "hello": {StageMachine.START},
-        "split": {"hello", "align"},
+        "split": {"hello"},
         "baseline": {"split"},
     },
 )
@@ -128,7 +129,7 @@ def _labelled(ctx: PartyRuntime, spec: JobSpec) -> tuple[PartyTable, npt.NDArray
 def _rows_in_job(ctx: PartyRuntime) -> npt.NDArray[np.intp]:
     """Rows of this party's table that take part (aligned rows once alignment has run)."""
     try:
-        return ctx.store.get_array("align.rows").astype(np.intp)
+        return ctx.store.get_array(ALIGNED_ROWS_KEY).astype(np.intp)
     except KeyError:
         return np.arange(ctx.table().n_rows)
 

@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from features.errors import DataError
+from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
 from models.evaluation import EvaluationError
@@ -87,6 +88,7 @@ def _cached_table(
     label_column: str | None,
     features: tuple[str, ...] | None,
     categorical: tuple[str, ...],
+    id_scheme: IdScheme,
 ) -> PartyTable:
     # mtime and size are part of the key so an edited file is read again (and then caught by
     # the digest check in PartyRuntime.table).
@@ -97,10 +99,11 @@ def _cached_table(
         label_column=label_column,
         features=features,
         categorical=categorical,
+        id_scheme=id_scheme,
     )
 
 
-def load_table(binding: PartyBinding, spec: PartySpec) -> PartyTable:
+def load_table(binding: PartyBinding, spec: PartySpec, id_scheme: IdScheme) -> PartyTable:
     """Read (or reuse) the validated table of the party ``binding`` acts for."""
     path = resolve_data_file(binding.data)
     stat = path.stat()
@@ -112,6 +115,7 @@ def load_table(binding: PartyBinding, spec: PartySpec) -> PartyTable:
         spec.label_column,
         spec.features,
         spec.categorical,
+        id_scheme,
     )
 
 
@@ -185,7 +189,8 @@ class PartyRuntime:
 
     def table(self) -> PartyTable:
         """This party's validated table; fails if the file changed since the job started."""
-        table = load_table(self.binding, self.job().party(self.name))
+        job = self.job()
+        table = load_table(self.binding, job.party(self.name), job.alignment.id_scheme)
         pinned = self._store.get_json(_DIGEST_KEY)
         if pinned is None:
             self._store.put_json(_DIGEST_KEY, table.digest)

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from federated.job_protocol import JobParty
+from models.alignment import PSIParty
 from models.protocol import PartyProtocol
 
 
 def party_protocols() -> Mapping[str, PartyProtocol]:
     """Return a fresh registry of party-side protocol handlers."""
-    handlers: list[PartyProtocol] = [JobParty()]
+    handlers: list[PartyProtocol] = [JobParty(), PSIParty()]
     return {h.name: h for h in handlers}

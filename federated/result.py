@@ -57,6 +57,7 @@ class JobResult:
     stage_seconds: dict[str, float]
     traffic: dict[str, Any]
     privacy: dict[str, Any] = field(default_factory=dict)
+    alignment: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (reports included)."""
@@ -86,6 +87,7 @@ class JobResult:
             stage_seconds=data["stage_seconds"],
             traffic=data["traffic"],
             privacy=data.get("privacy", {}),
+            alignment=data.get("alignment", {}),
         )
 
     def write(self, directory: Path) -> Path:

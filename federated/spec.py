@@ -46,6 +46,20 @@ class EvaluationSpec:
 
 
 @dataclass(frozen=True)
+class AlignmentSpec:
+    """How parties align enterprises (private set intersection).
+
+    ``reveal``: who learns the intersection (``both``; ``bank`` only; ``size``: the platform
+    learns only its size). ``id_scheme``: how every party normalises ids
+    (:mod:`features.ids`). ``min_intersection``: smaller intersections are refused.
+    """
+
+    reveal: Literal["both", "bank", "size"] = "both"
+    id_scheme: Literal["text", "casefold", "uscc"] = "text"
+    min_intersection: int = 100
+
+
+@dataclass(frozen=True)
 class RuntimeSpec:
     """Runtime limits: how long the coordinator waits for one hop before failing the job."""
 
@@ -65,6 +79,8 @@ class JobSpec:
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     baseline: GBDTSettings = field(default_factory=GBDTSettings)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
+    alignment: AlignmentSpec = field(default_factory=AlignmentSpec)
+    task: Literal["train", "align"] = "train"
     config_hash: str = ""
 
     @property
@@ -120,6 +136,8 @@ class JobSpec:
                 evaluation=EvaluationSpec(**data["evaluation"]),
                 baseline=GBDTSettings(**data["baseline"]),
                 runtime=RuntimeSpec(**data["runtime"]),
+                alignment=AlignmentSpec(**data["alignment"]),
+                task=data["task"],
                 config_hash=data["config_hash"],
             )
         except (KeyError, TypeError, ValueError) as exc:

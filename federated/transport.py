@@ -12,6 +12,7 @@ sends therefore passes the coordinator, which is what a message-capture test obs
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class TrafficStats:
     envelopes: int = 0
     uploaded: Counter[str] = field(default_factory=Counter)
     downloaded: Counter[str] = field(default_factory=Counter)
+    hop_seconds: list[float] = field(default_factory=list)
+
+    def hop(self, seconds: float) -> None:
+        """Count one completed hop and how long it took (parties' compute included)."""
+        self.hops += 1
+        self.hop_seconds.append(seconds)
 
     def record(self, direction: Direction, envelope: Envelope) -> None:
         """Count one envelope delivered to, or received from, a party."""
@@ -62,6 +69,26 @@ class TrafficStats:
         else:
             self.uploaded[envelope.sender] += size
 
+    def copy(self) -> TrafficStats:
+        """A snapshot, to measure one stage as the difference of two."""
+        return TrafficStats(
+            self.hops,
+            self.envelopes,
+            Counter(self.uploaded),
+            Counter(self.downloaded),
+            list(self.hop_seconds),
+        )
+
+    def since(self, earlier: TrafficStats) -> TrafficStats:
+        """Traffic between ``earlier`` (a snapshot) and now."""
+        return TrafficStats(
+            self.hops - earlier.hops,
+            self.envelopes - earlier.envelopes,
+            self.uploaded - earlier.uploaded,
+            self.downloaded - earlier.downloaded,
+            self.hop_seconds[len(earlier.hop_seconds) :],
+        )
+
     def to_dict(self) -> dict[str, object]:
         """JSON-serialisable form."""
         return {
@@ -69,6 +96,7 @@ class TrafficStats:
             "envelopes": self.envelopes,
             "bytes_sent": dict(self.uploaded),
             "bytes_received": dict(self.downloaded),
+            "hop_seconds": [round(s, 3) for s in self.hop_seconds],
         }
 
 
@@ -167,21 +195,23 @@ class InProcessTransport:
 
     def hello(self, envelope: Envelope) -> list[Envelope]:
         """Deliver ``envelope`` to every party."""
-        self.stats.hops += 1
+        started = time.perf_counter()
         replies = []
         for name, party in self.parties.items():
             replies.extend(self._deliver(party, _addressed(envelope, name)))
+        self.stats.hop(time.perf_counter() - started)
         return replies
 
     def exchange(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Deliver envelopes in order, each to its party."""
-        self.stats.hops += 1
+        started = time.perf_counter()
         replies = []
         for env in envelopes:
             party = self.parties.get(env.recipient)
             if party is None:
                 raise TransportError(f"no party '{env.recipient}' is connected")
             replies.extend(self._deliver(party, env))
+        self.stats.hop(time.perf_counter() - started)
         return replies
 
     def _deliver(self, party: PartyRuntime, env: Envelope) -> list[Envelope]:

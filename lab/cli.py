@@ -189,6 +189,45 @@ def train(
 
 
 @app.command()
+def align(
+    experiment: Annotated[
+        Path, typer.Argument(help="Experiment config (YAML).", dir_okay=False, show_default=False)
+    ],
+    summary_json: SummaryOpt = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Override a config key, e.g. --set alignment.reveal=size (repeatable).",
+        ),
+    ] = None,
+    capture: Annotated[
+        bool, typer.Option("--capture", help="Record every message that passed the coordinator.")
+    ] = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Only align enterprises (private set intersection) and report sizes and traffic."""
+    _configure_logging(verbose)
+    from lab.config import load_experiment
+    from lab.job import RunOptions, run_experiment
+
+    exp = load_experiment(experiment, set_ or [])
+    with _progress_bar(not verbose):
+        summary = run_experiment(
+            exp,
+            RunOptions(summary_json=summary_json, capture=capture, verbose=verbose),
+            task="align",
+        )
+    sent = ", ".join(f"{p}: {b:,} B" for p, b in summary["bytes_sent"].items())
+    out.print(
+        f"[bold]{summary['name']}[/] aligned {summary['n_aligned']:,} enterprises "
+        f"(bank {summary['n_bank']:,}; platforms {summary['n_platform']}; reveal "
+        f"{summary['reveal']}); sent {sent}; {summary['wall_seconds']} s; "
+        f"mlflow_run_id={summary['mlflow_run_id']}"
+    )
+
+
+@app.command()
 def check(
     experiment: Annotated[Path, typer.Argument(help="Experiment config (YAML).", dir_okay=False)],
     set_: Annotated[

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.errors import DataError
 from features.io import read_header, resolve_data_file
 from federated.spec import (
+    AlignmentSpec,
     EvaluationSpec,
     JobSpec,
     PartyBinding,
@@ -118,6 +119,21 @@ class EvaluationConfig(_Strict):
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
 
 
+class AlignmentConfig(_Strict):
+    """Private set intersection before every vertical job.
+
+    ``reveal``: who learns the intersection: ``both`` (needed to train), ``bank`` (only the
+    bank), ``size`` (the platform learns only how many). ``id_scheme``: how ids are normalised
+    on every side (``text``: strip; ``casefold``: strip and case-fold; ``uscc``: unified social
+    credit codes, upper-cased and checked). ``min_intersection``: smaller intersections are
+    refused.
+    """
+
+    reveal: Literal["both", "bank", "size"] = "both"
+    id_scheme: Literal["text", "casefold", "uscc"] = "text"
+    min_intersection: Annotated[int, Field(ge=1)] = 100
+
+
 class TrackingConfig(_Strict):
     """Where MLflow records the job (default: sqlite in the lab's home folder)."""
 
@@ -143,6 +159,7 @@ class ExperimentConfig(_Strict):
     model: SecureBoostConfig
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
@@ -200,9 +217,23 @@ class Experiment:
         overrides = self.config.evaluation.baseline.model_dump(exclude_none=True)
         return GBDTSettings(**{**base.__dict__, **overrides})
 
-    def job_spec(self, job_id: str | None = None) -> JobSpec:
-        """The job specification sent to the coordinator and the parties (no data paths)."""
+    def job_spec(
+        self, job_id: str | None = None, task: Literal["train", "align"] = "train"
+    ) -> JobSpec:
+        """The job specification sent to the coordinator and the parties (no data paths).
+
+        Raises
+        ------
+        ConfigError
+            If a training job asks for an alignment the platform cannot train on.
+        """
         cfg = self.config
+        if task == "train" and cfg.kind == "vertical" and cfg.alignment.reveal != "both":
+            raise ConfigError(
+                f"{self.path or '<config>'}: alignment.reveal={cfg.alignment.reveal!r} hides the "
+                "aligned enterprises from the platform, which then cannot compute its half of a "
+                "model; use reveal: both to train, or run 'lab align' for a size-only study"
+            )
         return JobSpec(
             job_id=job_id or secrets.token_hex(8),
             name=cfg.name,
@@ -227,6 +258,12 @@ class Experiment:
             ),
             baseline=self.baseline_settings(),
             runtime=RuntimeSpec(message_timeout=cfg.runtime.message_timeout),
+            alignment=AlignmentSpec(
+                reveal=cfg.alignment.reveal,
+                id_scheme=cfg.alignment.id_scheme,
+                min_intersection=cfg.alignment.min_intersection,
+            ),
+            task=task,
             config_hash=self.config_hash,
         )
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -31,6 +31,8 @@ from models.evaluation import EvaluationReport
 logger = logging.getLogger(__name__)
 
 #: Party-reported failures caused by bad input: they leave no MLflow run behind.
+Task = Literal["train", "align"]
+
 INPUT_ERRORS = frozenset({"DataError", "SpecError", "EvaluationError", "ConfigError"})
 
 RUNTIME_NAME = "embedded (Flower simulation runtime)"
@@ -66,17 +68,22 @@ def preflight(experiment: Experiment) -> dict[str, PartyTable]:
                 label_column=party.label_column,
                 features=party.features,
                 categorical=party.categorical,
+                id_scheme=experiment.config.alignment.id_scheme,
             )
         except DataError as exc:
             raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
     return tables
 
 
-def run_experiment(experiment: Experiment, options: RunOptions | None = None) -> dict[str, Any]:
-    """Run one experiment end to end and return its summary.
+def run_experiment(
+    experiment: Experiment, options: RunOptions | None = None, *, task: Task = "train"
+) -> dict[str, Any]:
+    """Run one experiment end to end (or only its alignment) and return its summary.
 
     Raises
     ------
+    lab.errors.ConfigError
+        The experiment cannot run this task (nothing created).
     features.errors.DataError
         Bad party data (nothing created).
     lab.errors.JobError
@@ -84,9 +91,9 @@ def run_experiment(experiment: Experiment, options: RunOptions | None = None) ->
     """
     options = options or RunOptions()
     started = time.perf_counter()
-    tables = preflight(experiment)
     cfg = experiment.config
-    spec = experiment.job_spec()
+    spec = experiment.job_spec(task=task)
+    tables = preflight(experiment)
     target = tracking.target_for(cfg.tracking.uri, cfg.tracking.experiment or cfg.name)
     with tempfile.TemporaryDirectory(prefix="lab-job-") as tmp:
         workdir = Path(tmp)
@@ -105,12 +112,14 @@ def run_experiment(experiment: Experiment, options: RunOptions | None = None) ->
             if exc.error_type not in INPUT_ERRORS:
                 _record_failure(target, experiment, spec.job_id, exc, options)
             raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
-        pooled = pooled_reference(experiment, tables) if cfg.evaluation.pooled_reference else None
-        summary = _summary(experiment, result, pooled)
+        pooled = None
+        if task == "train" and cfg.evaluation.pooled_reference:
+            pooled = pooled_reference(experiment, tables)
+        summary = _summary(experiment, result, pooled, task)
         artifacts = workdir / "artifacts"
         artifacts.mkdir()
         files = _write_artifacts(artifacts, experiment, result, pooled)
-        tags = _tags(experiment, result) | options.extra_tags
+        tags = _tags(experiment, result) | {tracking.TAG_TASK: task} | options.extra_tags
         with tracking.open_run(target, f"{cfg.name}-{spec.job_id[:8]}", tags) as run:
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))
@@ -143,19 +152,52 @@ def _bank_only(result: JobResult) -> EvaluationReport | None:
 
 
 def _summary(
-    experiment: Experiment, result: JobResult, pooled: PooledReference | None
+    experiment: Experiment, result: JobResult, pooled: PooledReference | None, task: Task
 ) -> dict[str, Any]:
     cfg = experiment.config
-    joint = result.joint.report
-    bank_only = _bank_only(result)
-    return {
+    base: dict[str, Any] = {
         "name": cfg.name,
         "kind": cfg.kind,
+        "task": task,
         "model": cfg.model.type,
-        "model_params": cfg.model.model_dump(mode="json", exclude={"type"}),
         "job_id": result.job_id,
         "config_hash": experiment.config_hash,
         "n_aligned": result.n_aligned,
+    }
+    tail: dict[str, Any] = {
+        "parties": [
+            {
+                "name": p.name,
+                "role": p.role,
+                "n_rows": p.n_rows,
+                "n_features": p.n_features,
+                "data_digest": p.digest,
+            }
+            for p in result.parties
+        ],
+        "alignment": result.alignment,
+        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
+        "traffic": result.traffic,
+        "runtime": RUNTIME_NAME,
+        "lab_version": __version__,
+        "mlflow_run_id": None,
+        "wall_seconds": None,
+    }
+    if task == "align":
+        alignment = result.alignment
+        return {
+            **base,
+            "n_bank": alignment["n_bank"],
+            "n_platform": alignment["n_platform"],
+            "reveal": alignment["reveal"],
+            "bytes_sent": alignment["traffic"]["bytes_sent"],
+            **tail,
+        }
+    joint = result.joint.report
+    bank_only = _bank_only(result)
+    return {
+        **base,
+        "model_params": cfg.model.model_dump(mode="json", exclude={"type"}),
         "n_train": result.n_train,
         "n_test": result.n_test,
         "joint_model": {"status": result.joint.status, "reason": result.joint.reason},
@@ -172,23 +214,8 @@ def _summary(
             "pooled_n_joined": pooled.n_joined if pooled else None,
             "pooled_note": POOLED_NOTE if pooled else "pooled reference not requested",
         },
-        "parties": [
-            {
-                "name": p.name,
-                "role": p.role,
-                "n_rows": p.n_rows,
-                "n_features": p.n_features,
-                "data_digest": p.digest,
-            }
-            for p in result.parties
-        ],
-        "stage_seconds": {k: round(v, 3) for k, v in result.stage_seconds.items()},
-        "traffic": result.traffic,
         "privacy": result.privacy,
-        "runtime": RUNTIME_NAME,
-        "lab_version": __version__,
-        "mlflow_run_id": None,
-        "wall_seconds": None,
+        **tail,
     }
 
 
@@ -200,16 +227,25 @@ def _params(experiment: Experiment) -> dict[str, str]:
 
 def _metrics(summary: dict[str, Any], result: JobResult) -> dict[str, float]:
     metrics: dict[str, float] = {}
-    for key, value in summary["metrics"].items():
+    for key, value in summary.get("metrics", {}).items():
         if value is not None:
             metrics[key] = value
     for key in ("bank_only_auc", "bank_only_ks", "pooled_auc", "pooled_ks"):
-        value = summary["baselines"][key]
+        value = summary.get("baselines", {}).get(key)
         if value is not None:
             metrics[key] = value
     for key in ("n_train", "n_test", "n_aligned"):
-        if summary[key] is not None:
+        if summary.get(key) is not None:
             metrics[key] = summary[key]
+    alignment = result.alignment
+    if alignment:
+        metrics["align_n_bank"] = alignment["n_bank"]
+        for platform, n in alignment["n_platform"].items():
+            metrics[f"align_n_platform_{platform}"] = n
+        metrics["align_seconds"] = alignment["seconds"]
+        metrics["align_hops"] = alignment["traffic"]["hops"]
+        for party, sent in alignment["traffic"]["bytes_sent"].items():
+            metrics[f"align_bytes_sent_{party}"] = sent
     for stage, seconds in result.stage_seconds.items():
         metrics[f"seconds_{stage}"] = seconds
     metrics["hops"] = float(result.traffic.get("hops", 0))

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 TAG_CONFIG_HASH = "lab.config_hash"
 TAG_JOB_ID = "lab.job_id"
 TAG_KIND = "lab.kind"
+TAG_TASK = "lab.task"
 TAG_MODEL = "lab.model_type"
 TAG_JOINT_STATUS = "lab.joint_model_status"
 TAG_DATA_DIGEST = "lab.data_digest."

@@ -188,10 +188,10 @@ class StageMachine:
         Protocol name, used in error messages and as the store key prefix.
     transitions : Mapping[str, Iterable[str]]
         For each incoming stage, the party stages in which it may arrive. The stage ``start``
-        is the state before the first message.
+        is the state before the first message (``idle``).
     """
 
-    START = "start"
+    START = "idle"
 
     def __init__(self, protocol: str, transitions: Mapping[str, Iterable[str]]) -> None:
         self.protocol = protocol

@@ -12,7 +12,7 @@ import yaml
 from lab.cli import EXIT_INPUT, run
 from tests.conftest import EXPERIMENTS
 
-COMMANDS = [[], ["train"], ["check"], ["demo"], ["data"], ["data", "synth"]]
+COMMANDS = [[], ["train"], ["align"], ["check"], ["demo"], ["data"], ["data", "synth"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "lab")
@@ -40,6 +40,7 @@ def test_check_validates_without_running(
     assert not lab_home.exists()
 
 
+@pytest.mark.slow
 def test_data_synth_writes_a_runnable_experiment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,6 +54,13 @@ def test_data_synth_writes_a_runnable_experiment(
     experiment = yaml.safe_load((out / "experiment.yaml").read_text())
     assert experiment["parties"][0]["data"] == "bank_1.csv"
     assert run(["check", str(out / "experiment.yaml")]) == 0
+    # The bank's customers known to the platform are exactly what alignment finds.
+    summary_path = tmp_path / "align.json"
+    assert run(["align", str(out / "experiment.yaml"), "--summary-json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["n_aligned"] == manifest["banks"]["bank_1"]["matched_with_platform"]
+    assert summary["n_bank"] == manifest["banks"]["bank_1"]["rows"]
+    assert summary["n_platform"] == {"platform": manifest["platform"]["rows"]}
     # A non-empty folder is not overwritten by accident.
     capsys.readouterr()
     assert run([*args, "--seed", "4"]) == EXIT_INPUT

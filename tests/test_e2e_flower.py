@@ -86,16 +86,17 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
     assert "evaluation/gains_bank_only.csv" in artifacts
     assert "capture/capture.jsonl" in artifacts
 
-    # What crossed the coordinator holds no id and no row-level array.
+    # What crossed the coordinator holds no id, and no row-level array except PSI's blinded
+    # points and positions.
     local = Path(
         client.download_artifacts(mlrun.info.run_id, "capture/capture.jsonl", str(tmp_path))
     )
     ids = set(pd.read_csv(DATA / "breast" / "bank.csv", dtype=str)["id"])
     captured = read_capture(local)
-    assert {env.stage for _, env in captured} >= {"hello", "split", "baseline"}
+    assert {env.stage for _, env in captured} >= {"hello", "blinded", "split", "baseline"}
     for _, env in captured:
         for key, value in env.payload.items():
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and env.protocol != "psi":
                 assert value.size < 100, f"{env.stage}/{key}"
             elif isinstance(value, str) and key != "job":
                 assert not any(f'"{i}"' in value for i in ids)
@@ -126,4 +127,35 @@ def test_bad_data_is_refused_before_the_runtime_starts(
     bank.write_text("\n".join([*lines, lines[1]]) + "\n")
     assert run(["train", str(folder / "experiment.yaml")]) == 2
     assert "duplicate id" in capsys.readouterr().err
+    assert not lab_home.exists()
+
+
+def test_align_fate_split_through_flower(tmp_path: Path, lab_home: Path) -> None:
+    summary_path = tmp_path / "align.json"
+    experiment = str(EXPERIMENTS / "default_credit_secureboost.yaml")
+    assert run(["align", experiment, "--summary-json", str(summary_path)]) == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["task"] == "align"
+    assert (summary["n_bank"], summary["n_platform"], summary["n_aligned"]) == (
+        30000,
+        {"platform": 30000},
+        30000,
+    )
+    # 32-byte blinded points per id each way, plus truncated doubly-blinded values.
+    assert summary["bytes_sent"]["platform"] > 30000 * 32
+    assert summary["bytes_sent"]["bank"] > 30000 * 32
+    assert summary["wall_seconds"] > 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{lab_home / 'mlflow.db'}")
+    mlrun = client.get_run(summary["mlflow_run_id"])
+    assert mlrun.data.tags["lab.task"] == "align"
+    assert mlrun.data.metrics["n_aligned"] == 30000
+    assert mlrun.data.metrics["align_bytes_sent_platform"] == summary["bytes_sent"]["platform"]
+
+
+def test_training_refuses_an_alignment_hidden_from_the_platform(
+    capsys: pytest.CaptureFixture[str], lab_home: Path
+) -> None:
+    experiment = str(EXPERIMENTS / "breast_secureboost.yaml")
+    assert run(["train", experiment, "--set", "alignment.reveal=size"]) == 2
+    assert "use reveal: both to train" in capsys.readouterr().err
     assert not lab_home.exists()

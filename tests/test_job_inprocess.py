@@ -70,8 +70,11 @@ def test_job_runs_and_reports_aggregates(tmp_path: Path) -> None:
     assert result.joint.status == "unavailable"
     assert "not implemented" in (result.joint.reason or "")
     assert 0.0 <= result.bank_only["bank"].auc <= 1.0
-    assert result.traffic["hops"] == 3
-    assert set(result.stage_seconds) == {"connect", "split", "baseline", "joint"}
+    assert result.traffic["hops"] == 7  # hello, 4 PSI hops, split, baseline
+    assert set(result.stage_seconds) == {"connect", "align", "split", "baseline", "joint"}
+    assert result.n_aligned == 200
+    assert result.alignment["n_bank"] == 200
+    assert result.alignment["n_platform"] == {"platform": 200}
 
 
 def test_coordinator_sees_no_ids_or_labels(tmp_path: Path) -> None:
@@ -80,11 +83,14 @@ def test_coordinator_sees_no_ids_or_labels(tmp_path: Path) -> None:
     run_job(_spec(), transport)
     bank = pd.read_csv(tmp_path / "bank.csv", dtype=str)
     ids = set(bank["id"])
+    labels = bank["y"].astype(int).to_numpy()
     for env in seen:
         for key, value in env.payload.items():
             if isinstance(value, np.ndarray):
                 assert not ids & {str(v) for v in value.ravel().tolist()}, key
-                assert value.size < 50, f"{env.stage}/{key}: row-level array crossed domains"
+                if env.protocol == "job":  # only PSI (blinded points, positions) is row-level
+                    assert value.size < 50, f"{env.stage}/{key}: row-level array crossed domains"
+                assert not (value.size == labels.size and np.array_equal(value.ravel(), labels))
             else:
                 assert not any(i in str(value) for i in ids), f"{env.stage}/{key} leaks an id"
 
@@ -99,7 +105,7 @@ def test_stage_out_of_order_is_reported_by_the_party(tmp_path: Path) -> None:
 
 def test_message_before_hello_is_refused(tmp_path: Path) -> None:
     transport = _transport(tmp_path)
-    with pytest.raises(PartyError, match=r"not allowed after 'start'"):
+    with pytest.raises(PartyError, match=r"not allowed after 'idle'"):
         run_protocol(transport, [Envelope("job", "baseline", COORDINATOR, "bank")])
 
 
@@ -141,13 +147,13 @@ def test_missing_party_and_extra_node(tmp_path: Path) -> None:
     with pytest.raises(TransportError, match=r"\['platform2'\] .* did not join"):
         run_job(spec, transport)
     # A node whose party the job does not name declines instead of failing the job.
-    only_bank = replace(
-        _spec(),
-        kind="vertical",
-        parties=(PartySpec("bank", "bank", "id", "y"),),
+    crowded = _transport(tmp_path / "b")
+    stranger = crowded.parties["platform"].binding
+    crowded.parties["stranger"] = PartyRuntime(
+        PartyBinding("stranger", "platform", stranger.data), DictStore(), party_protocols()
     )
-    result = run_job(only_bank, _transport(tmp_path / "b"))
-    assert [p.name for p in result.parties] == ["bank"]
+    result = run_job(_spec(), crowded)
+    assert [p.name for p in result.parties] == ["bank", "platform"]
 
 
 def test_file_changed_during_job_is_detected(tmp_path: Path) -> None:

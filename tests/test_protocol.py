@@ -15,7 +15,7 @@ from federated.context_store import ContextStore
 from federated.party import DictStore
 from models.protocol import Envelope, PartyStore, ProtocolError, StageMachine
 
-MACHINE = StageMachine("demo", {"a": {"start"}, "b": {"a"}, "c": {"a", "b"}})
+MACHINE = StageMachine("demo", {"a": {StageMachine.START}, "b": {"a"}, "c": {"a", "b"}})
 
 
 def _env(stage: str, protocol: str = "demo") -> Envelope:
@@ -27,7 +27,7 @@ def _env(stage: str, protocol: str = "demo") -> Envelope:
 )
 def test_valid_transitions(path: list[str]) -> None:
     store = DictStore()
-    previous = "start"
+    previous = StageMachine.START
     for stage in path:
         assert MACHINE.advance(store, _env(stage)) == previous
         previous = stage
@@ -37,7 +37,7 @@ def test_valid_transitions(path: list[str]) -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        (["b"], "not allowed after 'start'"),
+        (["b"], "not allowed after 'idle'"),
         (["a", "a"], "not allowed after 'a'"),
         (["a", "c", "b"], "not allowed after 'c'"),
         (["z"], "unknown stage 'z'"),

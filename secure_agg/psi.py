@@ -1,0 +1,465 @@
+"""ECDH private set intersection over X25519: hashing to the group, blinding, truncation.
+
+The primitive behind the lab's PSI protocol (Meadows 1986; Huberman, Franklin & Hogg 1999;
+the "DH-PSI" of Pinkas, Schneider & Zohner 2014). Each party hashes its ids to group elements
+and raises them to a secret scalar; since scalar multiplication commutes,
+``a·(b·H(x)) == b·(a·H(x))``, doubly-blinded values of common ids coincide while everything
+else looks random to whoever lacks the scalars (decisional Diffie-Hellman).
+
+Group
+-----
+X25519 (RFC 7748): through the system's libsodium when present (about 36 µs per scalar
+multiplication on one core here), else through ``cryptography`` (OpenSSL, 43-46 µs with its
+per-call key objects). Both compute the same function; tests check they agree byte for byte.
+``H(x)`` is SHA-512 of a domain-separation tag and the id, truncated to 32 bytes with the top
+bit cleared, read as a u-coordinate. A u-coordinate lies on
+Curve25519 or on its quadratic twist; both have a large prime-order subgroup (the twist order
+is 4 times a 253-bit prime) and X25519's clamped scalars are multiples of the cofactor, so the
+blinded value always lands in the prime-order part, where DDH is believed hard. Two distinct ids
+hash to the same u with probability about 2^-254.
+
+What a holder of blinded values learns
+--------------------------------------
+- From ``b·H(x)`` without ``b``: nothing about ``x`` (even for an enumerable id space: testing a
+  guess needs ``b``). This is what makes DH-PSI safe where salted hashing is not: a salted hash
+  of a public, enumerable code (1.6e8 registered entities) is inverted by trying them all.
+- From doubly-blinded values ``a·b·H(x)``: only equality with other doubly-blinded values.
+  They are used for nothing else, so they may be truncated (:func:`comparison_bytes`).
+
+Security notes
+--------------
+Scalars come from the OS CSPRNG (``X25519PrivateKey.generate``), fresh per job, and never leave
+the party: :class:`BlindingKey` refuses pickling and hides itself from ``repr``. The party's own
+worker processes receive the scalar with each batch through the pool's local pipe and keep it
+only while they blind that batch. A value that would blind to the neutral element (a low-order
+point, which only a malicious peer can produce) is refused.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import ctypes.util
+import hashlib
+import math
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+#: Bytes of a group element (an X25519 u-coordinate).
+POINT_BYTES = 32
+
+#: Domain-separation tag of the hash to the group (versioned: changing it breaks interop).
+HASH_DOMAIN = b"lab/psi/x25519/sha512/v1"
+
+#: Statistical security of truncated comparisons: the chance of any false match is below
+#: 2^-STATISTICAL_BITS.
+STATISTICAL_BITS = 40
+
+#: Below this many points, blinding runs in the calling process (a pool costs ~0.3 s to start).
+PARALLEL_THRESHOLD = 20_000
+
+Points = npt.NDArray[np.uint8]
+
+
+class PSIError(ValueError):
+    """Malformed input to a PSI primitive (bad shapes, low-order points, misuse of keys)."""
+
+
+class LowOrderPointError(PSIError):
+    """A point whose blinding would be the neutral element (only a malicious peer sends one)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"point {index} is of low order; refusing to blind it")
+        self.index = index
+
+
+class BlindingKey:
+    """A party's secret X25519 scalar for one PSI run.
+
+    Generate one per job with :meth:`generate`. It cannot be pickled, and its ``repr`` shows no
+    key material.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, key: X25519PrivateKey) -> None:
+        self._key = key
+
+    @classmethod
+    def generate(cls) -> BlindingKey:
+        """A fresh scalar from the operating system's CSPRNG."""
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_secret_bytes(cls, raw: bytes) -> BlindingKey:
+        """Restore a key kept in the party's own state between protocol messages."""
+        if len(raw) != POINT_BYTES:
+            raise PSIError("a blinding key is 32 bytes")
+        return cls(X25519PrivateKey.from_private_bytes(raw))
+
+    def secret_bytes(self) -> bytes:
+        """The raw scalar, for the party's own state store only. Never log or send it."""
+        return self._key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+
+    def public_bytes(self) -> bytes:
+        """``scalar · basepoint``: safe to send (used for the key agreement of checks)."""
+        return self._key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    def agree(self, peer_public: bytes) -> bytes:
+        """X25519 key agreement with a peer's :meth:`public_bytes` (a shared secret)."""
+        return self._key.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
+    def __repr__(self) -> str:
+        return "BlindingKey(<secret>)"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a BlindingKey must not be pickled")
+
+
+def hash_to_group(ids: Iterable[bytes], domain: bytes = HASH_DOMAIN) -> Points:
+    """Map ids to X25519 u-coordinates: ``SHA-512(len(domain) || domain || id)[:32]``.
+
+    Parameters
+    ----------
+    ids : iterable of bytes
+        Normalised ids (both parties must normalise the same way).
+    domain : bytes
+        Domain-separation tag; a job may append its own id so values never repeat across jobs.
+
+    Returns
+    -------
+    numpy.ndarray of uint8, shape (n, 32)
+    """
+    prefix = len(domain).to_bytes(2, "big") + domain
+    out = bytearray()
+    for value in ids:
+        out += hashlib.sha512(prefix + value).digest()[:POINT_BYTES]
+    points = np.frombuffer(bytes(out), dtype=np.uint8).reshape(-1, POINT_BYTES).copy()
+    points[:, -1] &= 0x7F  # RFC 7748 ignores the top bit; clear it for a canonical encoding
+    return points
+
+
+def _load_sodium() -> Callable[..., int] | None:
+    """Load ``crypto_scalarmult_curve25519`` from the system's libsodium, if present.
+
+    It computes the same RFC 7748 function as OpenSSL and measured faster here (about 36 µs
+    against 43-46 µs per scalar multiplication through ``cryptography``), and it takes raw
+    bytes, so no key object is built per point.
+    """
+    names = ["libsodium.so.23", "libsodium.so.26", ctypes.util.find_library("sodium")]
+    for name in filter(None, names):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        if lib.sodium_init() < 0:
+            continue
+        function: Callable[..., int] = lib.crypto_scalarmult_curve25519
+        function.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]  # type: ignore[attr-defined]
+        function.restype = ctypes.c_int  # type: ignore[attr-defined]
+        return function
+    return None
+
+
+_SODIUM = _load_sodium()
+
+
+def backend() -> str:
+    """Which X25519 implementation blinds: ``libsodium`` or ``openssl`` (via cryptography)."""
+    return "libsodium" if _SODIUM is not None else "openssl"
+
+
+def _blind_sodium(raw_key: bytes, data: bytes) -> bytes:
+    if _SODIUM is None:
+        raise PSIError("libsodium is not available")
+    source = (ctypes.c_char * len(data)).from_buffer_copy(data)
+    target = ctypes.create_string_buffer(len(data))
+    src, dst = ctypes.addressof(source), ctypes.addressof(target)
+    scalarmult = _SODIUM
+    for offset in range(0, len(data), POINT_BYTES):
+        if scalarmult(dst + offset, raw_key, src + offset) != 0:  # all-zero result
+            raise LowOrderPointError(offset // POINT_BYTES)
+    return target.raw
+
+
+def _blind_openssl(raw_key: bytes, data: bytes) -> bytes:
+    key = X25519PrivateKey.from_private_bytes(raw_key)
+    exchange = key.exchange
+    from_public = X25519PublicKey.from_public_bytes
+    out = []
+    for start in range(0, len(data), POINT_BYTES):
+        try:
+            out.append(exchange(from_public(data[start : start + POINT_BYTES])))
+        except ValueError as exc:  # all-zero result: a low-order input point
+            raise LowOrderPointError(start // POINT_BYTES) from exc
+    return b"".join(out)
+
+
+def _blind_bytes(raw_key: bytes, data: bytes) -> bytes:
+    """X25519(raw_key, u) for every 32-byte u in ``data`` (both back ends give equal bytes)."""
+    if _SODIUM is not None:
+        return _blind_sodium(raw_key, data)
+    return _blind_openssl(raw_key, data)
+
+
+class BlindingPool:
+    """Worker processes that blind in parallel, kept for the life of this process.
+
+    Each worker is ``python -m secure_agg._blind_worker`` on pipes: it imports only this module
+    (``multiprocessing`` workers would re-import the caller's program, a Flower node or a Ray
+    worker), holds no key between requests, and exits when this process closes its pipes. The
+    scalar travels with each request through the local pipe.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "secure_agg._blind_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            for _ in range(workers)
+        ]
+
+    def run(self, op: bytes, raw_key: bytes, domain: bytes, payloads: list[bytes]) -> list[bytes]:
+        """Send one request per payload (at most one per worker) and return the results in order.
+
+        Raises
+        ------
+        LowOrderPointError
+            With the index within its payload; the caller adds the payload's offset.
+        PSIError
+            If a worker failed or died.
+        """
+        if len(payloads) > self.workers:
+            raise PSIError("more payloads than workers")
+        with self._lock:
+            try:
+                for proc, payload in zip(self._procs, payloads, strict=False):
+                    if proc.stdin is None:
+                        raise EOFError("worker has no input pipe")
+                    proc.stdin.write(
+                        op
+                        + raw_key
+                        + len(domain).to_bytes(4, "big")
+                        + domain
+                        + len(payload).to_bytes(8, "big")
+                        + payload
+                    )
+                    proc.stdin.flush()
+                replies = [self._reply(proc) for proc in self._procs[: len(payloads)]]
+            except (OSError, EOFError) as exc:
+                self.close()
+                raise PSIError(f"a blinding worker stopped: {exc}") from exc
+        out = []
+        for status, data in replies:
+            if status == 1:
+                raise LowOrderPointError(int.from_bytes(data, "big"))
+            if status != 0:
+                raise PSIError(data.decode(errors="replace"))
+            out.append(data)
+        return out
+
+    @staticmethod
+    def _reply(proc: subprocess.Popen[bytes]) -> tuple[int, bytes]:
+        if proc.stdout is None:
+            raise EOFError("worker has no output pipe")
+        head = proc.stdout.read(9)
+        if len(head) != 9:
+            raise EOFError("no reply")
+        data = proc.stdout.read(int.from_bytes(head[1:], "big"))
+        return head[0], data
+
+    def close(self) -> None:
+        """Stop the workers."""
+        for proc in self._procs:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._procs = []
+
+
+_POOL: BlindingPool | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> BlindingPool:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.workers != workers or not _POOL._procs:
+            if _POOL is not None:
+                _POOL.close()
+            _POOL = BlindingPool(workers)
+            atexit.register(_POOL.close)
+        return _POOL
+
+
+def _parallel(op: bytes, raw_key: bytes, domain: bytes, parts: list[tuple[int, bytes]]) -> bytes:
+    """Run ``parts`` (offset, payload) on the pool; fix up low-order indices by offset."""
+    pool = _pool(len(parts))
+    try:
+        return b"".join(pool.run(op, raw_key, domain, [payload for _, payload in parts]))
+    except LowOrderPointError as exc:
+        # The pool reports the first failing payload's local index; find its offset.
+        raise LowOrderPointError(exc.index + _failing_offset(op, raw_key, domain, parts)) from exc
+
+
+def _failing_offset(
+    op: bytes, raw_key: bytes, domain: bytes, parts: list[tuple[int, bytes]]
+) -> int:
+    for offset, payload in parts:
+        try:
+            if op == b"B":
+                _blind_bytes(raw_key, payload)
+            else:
+                _blind_bytes(raw_key, hash_to_group(_decode_id_records(payload), domain).tobytes())
+        except LowOrderPointError:
+            return offset
+    return 0
+
+
+def _encode_id_records(ids: Sequence[bytes]) -> bytes:
+    return b"".join(len(i).to_bytes(4, "big") + i for i in ids)
+
+
+def _decode_id_records(payload: bytes) -> list[bytes]:
+    ids = []
+    offset = 0
+    while offset < len(payload):
+        length = int.from_bytes(payload[offset : offset + 4], "big")
+        offset += 4
+        ids.append(payload[offset : offset + length])
+        offset += length
+    return ids
+
+
+def default_workers() -> int:
+    """Processes to blind with: the CPUs this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def blind(points: Points, key: BlindingKey, *, workers: int | None = None) -> Points:
+    """Raise every point to the key's scalar (X25519), in parallel over processes.
+
+    Parameters
+    ----------
+    points : numpy.ndarray of uint8, shape (n, 32)
+        Hashed ids or a peer's blinded points.
+    key : BlindingKey
+        This party's secret scalar.
+    workers : int, optional
+        Processes to use (default: all usable CPUs); small inputs run in-process.
+
+    Raises
+    ------
+    PSIError
+        On a malformed array or a low-order point.
+    """
+    points = _check_points(points)
+    workers = default_workers() if workers is None else workers
+    data = points.tobytes()
+    secret = key.secret_bytes()
+    if workers <= 1 or len(points) < PARALLEL_THRESHOLD:
+        result = _blind_bytes(secret, data)
+    else:
+        per = math.ceil(len(points) / workers)
+        parts = [
+            (i, data[i * POINT_BYTES : (i + per) * POINT_BYTES]) for i in range(0, len(points), per)
+        ]
+        result = _parallel(b"B", secret, b"", parts)
+    return np.frombuffer(result, dtype=np.uint8).reshape(-1, POINT_BYTES).copy()
+
+
+def hash_and_blind(
+    ids: Sequence[bytes],
+    key: BlindingKey,
+    domain: bytes = HASH_DOMAIN,
+    *,
+    workers: int | None = None,
+) -> Points:
+    """``blind(hash_to_group(ids, domain), key)``, with the hashing spread over the workers too."""
+    workers = default_workers() if workers is None else workers
+    if workers <= 1 or len(ids) < PARALLEL_THRESHOLD:
+        return blind(hash_to_group(ids, domain), key, workers=1)
+    per = math.ceil(len(ids) / workers)
+    parts = [(i, _encode_id_records(ids[i : i + per])) for i in range(0, len(ids), per)]
+    result = _parallel(b"H", key.secret_bytes(), domain, parts)
+    return np.frombuffer(result, dtype=np.uint8).reshape(-1, POINT_BYTES).copy()
+
+
+def _check_points(points: npt.NDArray[Any]) -> Points:
+    array = np.asarray(points)
+    if array.dtype != np.uint8 or array.ndim != 2 or array.shape[1] != POINT_BYTES:
+        raise PSIError(
+            f"points must be a uint8 array of shape (n, 32), got {array.dtype} {array.shape}"
+        )
+    return np.ascontiguousarray(array)
+
+
+def comparison_bytes(n_left: int, n_right: int, statistical_bits: int = STATISTICAL_BITS) -> int:
+    """Bytes of doubly-blinded values to keep so that no false match occurs w.p. > 2^-bits.
+
+    Comparing ``n_left`` values with ``n_right`` others, a false match among truncated
+    pseudo-random values of ``8t`` bits has probability at most ``n_left * n_right / 2^(8t)``.
+    """
+    pairs = max(1, n_left) * max(1, n_right)
+    bits = math.log2(pairs) + statistical_bits
+    return min(POINT_BYTES, max(8, math.ceil(bits / 8)))
+
+
+def truncate(points: Points, length: int) -> Points:
+    """Keep the first ``length`` bytes of each doubly-blinded value (comparison only)."""
+    if not 1 <= length <= POINT_BYTES:
+        raise PSIError(f"truncation length {length} outside 1..32")
+    return np.ascontiguousarray(_check_points(points)[:, :length])
+
+
+def match(left: Points, right: Points) -> npt.NDArray[np.bool_]:
+    """For each row of ``left``, whether an equal row occurs in ``right`` (exact bytes)."""
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[1]:
+        raise PSIError("compared values must have equal widths")
+    width = left.shape[1]
+    dtype = np.dtype((np.void, width))
+    lv = np.ascontiguousarray(left).view(dtype).ravel()
+    rv = np.ascontiguousarray(right).view(dtype).ravel()
+    return np.isin(lv, rv)
+
+
+def permutation(n: int) -> npt.NDArray[np.intp]:
+    """A random permutation drawn from the OS CSPRNG (hides file order from the peer).
+
+    Sorts ``n`` random 64-bit keys from ``os.urandom``; ties (probability below n^2/2^65) only
+    make a few orders slightly likelier and reveal nothing.
+    """
+    keys = np.frombuffer(os.urandom(8 * n), dtype=np.uint64)
+    return np.argsort(keys, kind="stable")
+
+
+def encode_ids(ids: Sequence[str]) -> list[bytes]:
+    """UTF-8 bytes of normalised ids, as hashed by both parties."""
+    return [i.encode("utf-8") for i in ids]
