@@ -18,9 +18,11 @@ from federated import progress
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
+from models import secureboost
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
 from models.protocol import ANY_PARTY, COORDINATOR, Envelope
+from models.secureboost import SecureBoostParams
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         with stage("baseline", "bank-only baseline"):
             bank_only = _baselines(spec, transport)
         with stage("joint", "joint model"):
-            joint = _joint(spec)
+            joint = _joint(spec, transport)
     progress.report("job", len(stages), len(stages), "done")
     return JobResult(
         job_id=spec.job_id,
@@ -164,12 +166,31 @@ def _baselines(spec: JobSpec, transport: Transport) -> dict[str, EvaluationRepor
     return {env.sender: EvaluationReport.from_dict(env.json("report")) for env in replies}
 
 
-def _joint(spec: JobSpec) -> JointOutcome:
+def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
+    if spec.kind != "vertical" or spec.model_type != "secureboost":
+        return JointOutcome(
+            status="unavailable",
+            reason=(
+                f"joint training of {spec.kind} model type '{spec.model_type}' is not "
+                "implemented in this version of the lab; no joint model was trained"
+            ),
+        )
+    params = SecureBoostParams.from_spec(dict(spec.model), dict(spec.crypto))
+    bank = spec.label_holder().name
+    platforms = [p.name for p in spec.by_role("platform")]
+    order = [p.name for p in spec.parties]
+    start = secureboost.start_envelope(bank, platforms, order, params, spec.job_id)
+    outcome = secureboost.conclude(run_protocol(transport, [start]))
+    report = EvaluationReport.from_dict(outcome.report)
     return JointOutcome(
-        status="unavailable",
-        reason=(
-            f"joint training of model type '{spec.model_type}' is not implemented in this "
-            "version of the lab; the job ran the bank-only baseline only, and no joint "
-            "model was trained or registered"
-        ),
+        status="trained",
+        report=report,
+        details={
+            "per_tree": outcome.per_tree,
+            "bank_part": outcome.bank_part,
+            "platform_parts": outcome.platform_parts,
+            "clock": outcome.clock,
+            "importance": outcome.importance,
+            "privacy_events": outcome.privacy_events,
+        },
     )

@@ -32,7 +32,7 @@ from federated.party import PartyRuntime
 from federated.spec import JobSpec, SpecError
 from models.alignment import ALIGNED_ROWS_KEY
 from models.baselines import fit_and_evaluate
-from models.evaluation import evaluation_split
+from models.evaluation import TEST_MASK_KEY, evaluation_split
 from models.protocol import Envelope, PartyContext, ProtocolError, StageMachine, dumps
 
 PROTOCOL = "job"
@@ -46,7 +46,7 @@ _MACHINE = StageMachine(
     },
 )
 
-_TEST_MASK = "job.test_mask"
+_TEST_MASK = TEST_MASK_KEY
 
 
 class JobParty:

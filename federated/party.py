@@ -7,6 +7,7 @@ a bad file at one party surfaces at the coordinator as one clear line.
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 from collections.abc import Callable, Mapping
@@ -55,23 +56,24 @@ class DictStore:
 
     def __init__(self) -> None:
         self._arrays: dict[str, npt.NDArray[Any]] = {}
-        self._docs: dict[str, Any] = {}
+        self._docs: dict[str, str] = {}
 
     def put_array(self, key: str, value: npt.NDArray[Any]) -> None:
         """Store an array (a copy, so later changes by the caller do not leak in)."""
         self._arrays[key] = np.array(value, copy=True)
 
     def get_array(self, key: str) -> npt.NDArray[Any]:
-        """Return a stored array."""
-        return self._arrays[key]
+        """Return a stored array (a copy, as a Flower node's store returns)."""
+        return self._arrays[key].copy()
 
     def put_json(self, key: str, value: Any) -> None:
-        """Store a JSON document."""
-        self._docs[key] = value
+        """Store a JSON document (serialised, exactly as a Flower node's store does)."""
+        self._docs[key] = json.dumps(value)
 
     def get_json(self, key: str, default: Any = None) -> Any:
-        """Return a stored document or ``default``."""
-        return self._docs.get(key, default)
+        """Return a stored document (a fresh copy) or ``default``."""
+        raw = self._docs.get(key)
+        return default if raw is None else json.loads(raw)
 
     def delete(self, key: str) -> None:
         """Forget a key."""
@@ -200,6 +202,14 @@ class PartyRuntime:
                 f"{table.digest}); restart the job on stable data"
             )
         return table
+
+    def model_dir(self) -> Path:
+        """This party's folder for model parts (from its node config or the lab)."""
+        if self.binding.store is None:
+            raise SpecError(
+                f"node of party '{self.name}' has no model store; set 'store' in its node config"
+            )
+        return self.binding.store / "models"
 
     def dispatch(self, envelope: Envelope) -> list[Envelope]:
         """Run the protocol step for ``envelope``; report failures as an error envelope."""

@@ -7,9 +7,10 @@ from collections.abc import Mapping
 from federated.job_protocol import JobParty
 from models.alignment import PSIParty
 from models.protocol import PartyProtocol
+from models.secureboost import SecureBoostParty
 
 
 def party_protocols() -> Mapping[str, PartyProtocol]:
     """Return a fresh registry of party-side protocol handlers."""
-    handlers: list[PartyProtocol] = [JobParty(), PSIParty()]
+    handlers: list[PartyProtocol] = [JobParty(), PSIParty(), SecureBoostParty()]
     return {h.name: h for h in handlers}

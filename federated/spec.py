@@ -146,15 +146,23 @@ class JobSpec:
 
 @dataclass(frozen=True)
 class PartyBinding:
-    """Where one party's data lives, known only to the node acting for that party."""
+    """Where one party's data lives, known only to the node acting for that party.
+
+    ``store`` is the party's own folder for what it keeps after a job (its model part); it
+    stays in the party's domain like the data.
+    """
 
     name: str
     role: Role
     data: Path
+    store: Path | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Plain form for node or run configs."""
-        return {"party": self.name, "role": self.role, "data": str(self.data)}
+        out = {"party": self.name, "role": self.role, "data": str(self.data)}
+        if self.store is not None:
+            out["store"] = str(self.store)
+        return out
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], *, source: str) -> PartyBinding:
@@ -165,4 +173,10 @@ class PartyBinding:
         role = str(raw["role"])
         if role not in ("bank", "platform"):
             raise SpecError(f"{source}: role must be 'bank' or 'platform', got '{role}'")
-        return cls(name=str(raw["party"]), role=cast(Role, role), data=Path(str(raw["data"])))
+        store = raw.get("store")
+        return cls(
+            name=str(raw["party"]),
+            role=cast(Role, role),
+            data=Path(str(raw["data"])),
+            store=Path(str(store)) if store else None,
+        )

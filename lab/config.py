@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from features.errors import DataError
 from features.io import read_header, resolve_data_file
@@ -42,6 +49,7 @@ from federated.spec import (
     RuntimeSpec,
 )
 from lab.errors import ConfigError
+from lab.home import lab_home
 from models.baselines import GBDTSettings
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -90,6 +98,17 @@ class SecureBoostConfig(_Strict):
     min_child_weight: Annotated[float, Field(ge=0.0)] = 1.0
     min_child_samples: Annotated[int, Field(ge=1)] = 20
     min_split_gain: Annotated[float, Field(ge=0.0)] = 0.0
+    bank_only_trees: Annotated[int, Field(ge=0)] = 0
+    dp_epsilon: Annotated[float, Field(gt=0.0)] | None = None
+    dp_delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+
+    @model_validator(mode="after")
+    def _bank_only_within_trees(self) -> SecureBoostConfig:
+        if self.bank_only_trees > self.n_estimators:
+            raise ValueError(
+                f"bank_only_trees={self.bank_only_trees} exceeds n_estimators={self.n_estimators}"
+            )
+        return self
 
 
 class CryptoConfig(_Strict):
@@ -134,6 +153,13 @@ class AlignmentConfig(_Strict):
     min_intersection: Annotated[int, Field(ge=1)] = 100
 
 
+class RegistryConfig(_Strict):
+    """Where the bank registers a trained joint model (name default: the experiment's)."""
+
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")] | None = None
+    alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,63}$")] = "challenger"
+
+
 class TrackingConfig(_Strict):
     """Where MLflow records the job (default: sqlite in the lab's home folder)."""
 
@@ -161,6 +187,7 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
 
@@ -198,9 +225,18 @@ class Experiment:
         return self.config.name
 
     def bindings(self) -> list[PartyBinding]:
-        """Where each party's data is, in config order (embedded runtime only)."""
+        """Where each party's data and model store are, in config order (embedded runtime).
+
+        Each party keeps what it owns after a job (its model part) under
+        ``$LAB_HOME/parties/<name>/``, its own domain on this machine.
+        """
         return [
-            PartyBinding(name=p.name, role=p.role, data=self.data_paths[p.name])
+            PartyBinding(
+                name=p.name,
+                role=p.role,
+                data=self.data_paths[p.name],
+                store=lab_home() / "parties" / p.name,
+            )
             for p in self.config.parties
         ]
 

@@ -21,7 +21,7 @@ from features.errors import DataError
 from features.io import PartyTable, read_party_table
 from federated.result import JobResult
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
-from lab import __version__, reports, tracking
+from lab import __version__, joint, reports, tracking
 from lab.config import Experiment
 from lab.errors import JobError
 from lab.pooled import NOTE as POOLED_NOTE
@@ -123,6 +123,10 @@ def run_experiment(
         with tracking.open_run(target, f"{cfg.name}-{spec.job_id[:8]}", tags) as run:
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))
+            if result.joint.status == "trained":
+                summary["registered_model"] = joint.log_joint(
+                    run, target, artifacts, result, experiment
+                )
             summary["mlflow_run_id"] = run.run_id
             summary["mlflow_tracking_uri"] = target.uri
             summary["mlflow_experiment"] = target.experiment
@@ -193,8 +197,9 @@ def _summary(
             "bytes_sent": alignment["traffic"]["bytes_sent"],
             **tail,
         }
-    joint = result.joint.report
+    report = result.joint.report
     bank_only = _bank_only(result)
+    trained = result.joint.status == "trained"
     return {
         **base,
         "model_params": cfg.model.model_dump(mode="json", exclude={"type"}),
@@ -202,9 +207,9 @@ def _summary(
         "n_test": result.n_test,
         "joint_model": {"status": result.joint.status, "reason": result.joint.reason},
         "metrics": {
-            "test_auc": joint.auc if joint else None,
-            "test_ks": joint.ks if joint else None,
-            "test_gini": joint.gini if joint else None,
+            "test_auc": report.auc if report else None,
+            "test_ks": report.ks if report else None,
+            "test_gini": report.gini if report else None,
         },
         "baselines": {
             "bank_only_auc": bank_only.auc if bank_only else None,
@@ -214,7 +219,9 @@ def _summary(
             "pooled_n_joined": pooled.n_joined if pooled else None,
             "pooled_note": POOLED_NOTE if pooled else "pooled reference not requested",
         },
-        "privacy": result.privacy,
+        "privacy": joint.privacy_summary(result, experiment) if trained else {},
+        "timing": joint.timing_summary(result) if trained else {},
+        "registered_model": None,
         **tail,
     }
 

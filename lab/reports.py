@@ -77,6 +77,22 @@ def plot_calibration(reports: Mapping[str, EvaluationReport], path: Path) -> Pat
     return _save(fig, path)
 
 
+def plot_importance(frame: pd.DataFrame, path: Path, top: int = 20) -> Path:
+    """Horizontal bars of total split gain per feature, coloured by party, top features."""
+    head = frame.head(top).iloc[::-1]
+    parties = list(dict.fromkeys(frame["party"]))
+    colour = {p: _COLOURS[i % len(_COLOURS)] for i, p in enumerate(parties)}
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(head) + 1)))
+    labels = [f"{f} [{g}]" for f, g in zip(head["feature"], head["group"], strict=True)]
+    ax.barh(labels, head["gain_share"], color=[colour[p] for p in head["party"]])
+    for party in parties:
+        ax.barh([], [], color=colour[party], label=party)
+    ax.set_xlabel("Share of total split gain")
+    ax.set_title("Feature importance by party and feature group")
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
 def gains_table(report: EvaluationReport) -> pd.DataFrame:
     """The decile gains / lift table as a data frame."""
     frame = pd.DataFrame([row.__dict__ for row in report.deciles])

@@ -135,6 +135,23 @@ class RunWriter:
         """Upload one file into the run's artifacts (optionally under ``folder``)."""
         self._client.log_artifact(self.run_id, str(local), folder)
 
+    def log_artifacts(self, local_dir: Path, folder: str | None = None) -> None:
+        """Upload a directory's files into the run's artifacts (optionally under ``folder``)."""
+        self._client.log_artifacts(self.run_id, str(local_dir), folder)
+
+    def artifact_uri(self) -> str:
+        """Root URI of the run's artifacts."""
+        return str(self._client.get_run(self.run_id).info.artifact_uri)
+
+    def log_metric_series(self, key: str, values: list[float]) -> None:
+        """Log ``values[i]`` of metric ``key`` at step ``i`` (e.g. one per tree)."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(key, float(v), now, step) for step, v in enumerate(values)]
+        for start in range(0, len(items), 500):
+            self._client.log_batch(self.run_id, metrics=items[start : start + 500])
+
 
 @contextmanager
 def open_run(target: TrackingTarget, run_name: str, tags: Mapping[str, str]) -> Iterator[RunWriter]:

@@ -18,6 +18,9 @@ from sklearn.model_selection import train_test_split
 #: Points kept of the ROC curve in a report (enough for a smooth plot, no per-row detail).
 ROC_POINTS = 201
 
+#: Party-store key of the label holder's test mask over the job's (aligned) rows.
+TEST_MASK_KEY = "job.test_mask"
+
 
 class EvaluationError(ValueError):
     """Scores and labels cannot be evaluated (e.g. a single class, mismatched lengths)."""

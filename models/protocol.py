@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, TypeAlias
 
 import numpy as np
@@ -168,6 +169,9 @@ class PartyContext(Protocol):
 
     def table(self) -> PartyTable:
         """The party's own validated data table (cached by the runtime)."""
+
+    def model_dir(self) -> Path:
+        """The party's own folder for model parts it keeps after a job."""
 
 
 class PartyProtocol(Protocol):

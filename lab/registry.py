@@ -1,0 +1,117 @@
+"""The bank's model registry: MLflow model versions of vertical models.
+
+A registered SecureBoost version holds the bank's part (tree structure, its own rules, leaf
+weights) as an MLflow pyfunc model, plus, as version tags, the id and content hash of each
+platform's part, which stays in the platform's domain. No key material is in either part.
+
+The pyfunc scores a DataFrame with the bank's feature columns and, for every platform split
+the model uses, a boolean column ``platform:<party>:<split_id>`` holding that platform's
+left/right decision (in production the platform's scoring endpoint supplies them). It returns
+default probabilities, not labels.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab import tracking
+from models.secureboost.parts import BankPart
+
+#: Model-version tag holding the platform parts' references (JSON).
+TAG_PLATFORM_PARTS = "lab.platform_parts"
+TAG_BANK_PART_HASH = "lab.bank_part_hash"
+DECISION_PREFIX = "platform:"
+
+try:  # MLflow is heavy; import it only where the registry is used.
+    import mlflow.pyfunc
+
+    _PythonModel: Any = mlflow.pyfunc.PythonModel
+except ImportError:  # pragma: no cover - mlflow is a hard dependency
+    _PythonModel = object
+
+
+def decision_column(party: str, split_id: str) -> str:
+    """Input column carrying one platform split's decision."""
+    return f"{DECISION_PREFIX}{party}:{split_id}"
+
+
+class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
+    """MLflow pyfunc around a :class:`~models.secureboost.parts.BankPart`."""
+
+    def load_context(self, context: Any) -> None:
+        """Read the bank part from the model's artifacts."""
+        path = Path(context.artifacts["bank_part"])
+        self.part = BankPart.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        """Default probabilities for every row of ``model_input``."""
+        del context, params
+        decisions: dict[str, tuple[list[str], np.ndarray]] = {}
+        for party, ids in self.part.platform_splits().items():
+            columns = [decision_column(party, sid) for sid in ids]
+            missing = [c for c in columns if c not in model_input.columns]
+            if missing:
+                raise ValueError(
+                    f"input lacks platform decision columns {missing[:3]}"
+                    f"{' ...' if len(missing) > 3 else ''}; ask the platform's scoring endpoint"
+                )
+            decisions[party] = (ids, model_input[columns].to_numpy(dtype=bool))
+        return self.part.predict_proba(model_input.reset_index(drop=True), decisions)
+
+
+def register_secureboost(
+    target: tracking.TrackingTarget,
+    run: tracking.RunWriter,
+    bank_part_path: Path,
+    model_name: str,
+    platform_parts: dict[str, dict[str, str]],
+    alias: str = "challenger",
+) -> dict[str, Any]:
+    """Log the bank part as a pyfunc in ``run`` and register it as a new version.
+
+    Returns the registered name, version, alias and the references recorded with it.
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    part = BankPart.from_dict(json.loads(bank_part_path.read_text(encoding="utf-8")))
+    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
+        model_dir = Path(tmp) / "model"
+        mlflow.pyfunc.save_model(
+            path=str(model_dir),
+            python_model=SecureBoostBankModel(),
+            artifacts={"bank_part": str(bank_part_path)},
+            metadata={"lab_model": "secureboost-bank-part", "platform_parts": platform_parts},
+            pip_requirements=[],
+        )
+        run.log_artifacts(model_dir, "model")
+    client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+        client.create_registered_model(
+            model_name,
+            description="Vertical SecureBoost: bank part here, platform parts by reference.",
+        )
+    version = client.create_model_version(
+        model_name,
+        source=f"{run.artifact_uri()}/model",
+        run_id=run.run_id,
+        tags={
+            TAG_PLATFORM_PARTS: json.dumps(platform_parts, sort_keys=True),
+            TAG_BANK_PART_HASH: part.content_hash,
+        },
+        await_creation_for=0,
+    )
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return {
+        "name": model_name,
+        "version": str(version.version),
+        "alias": alias,
+        "bank_part_hash": part.content_hash,
+        "platform_parts": platform_parts,
+    }

@@ -1,0 +1,375 @@
+"""The plaintext core of SecureBoost: gradients, histograms, gains, split search, trees.
+
+Everything the federated protocol computes is computed here in the clear, by the same
+functions: the protocol only changes *who* computes a histogram (the platform, under Paillier
+encryption) and who knows a split's rule (its owner). Gradients are quantised to integers
+(``g * 2^precision``) before anything is summed, so a histogram is a vector of exact integer
+sums whether it was added in the clear or under encryption, and the federated model makes the
+same splits and predictions as :func:`train` on the joined data.
+
+Objective: binary log-loss; XGBoost's second-order gain with L2 regularisation ``reg_lambda``
+(Chen & Guestrin 2016), leaf weight ``-G / (H + lambda)`` times the learning rate. Trees grow
+level by level to ``max_depth``. Candidate splits are visited in a fixed order (party order of
+the job, feature order, bin order, missing values right before left) and a candidate replaces
+the best only if its gain is strictly larger, so ties resolve identically everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from features.binning import BinKind, BinnedTable
+
+#: Fixed-point precision of gradients: g and h are summed as integers ``round(x * 2^32)``.
+#: Sums of up to 2^20 rows stay below 2^53, so float64 bin counts are exact as well.
+PRECISION_BITS = 32
+SCALE = float(2**PRECISION_BITS)
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class TreeParams:
+    """Growth and regularisation settings shared by the core and the protocol."""
+
+    max_depth: int = 3
+    learning_rate: float = 0.3
+    reg_lambda: float = 1.0
+    min_child_weight: float = 1.0
+    min_child_samples: int = 20
+    min_split_gain: float = 0.0
+
+
+def sigmoid(x: FloatArray) -> FloatArray:
+    """Logistic function, stable for large |x|."""
+    out: FloatArray = np.empty_like(x, dtype=np.float64)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def base_score(y: npt.NDArray[Any]) -> float:
+    """Initial log-odds: the training default rate (boost from average)."""
+    rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+    return math.log(rate / (1.0 - rate))
+
+
+def gradients(y: npt.NDArray[Any], raw: FloatArray) -> tuple[IntArray, IntArray]:
+    """Quantised log-loss gradients ``g = p - y`` and hessians ``h = p (1 - p)``.
+
+    Returns integers ``round(g * 2^32)`` and ``round(h * 2^32)``: |g| <= 2^32, 0 <= h <= 2^30.
+    """
+    p = sigmoid(raw)
+    g = np.rint((p - y) * SCALE).astype(np.int64)
+    h = np.rint(p * (1.0 - p) * SCALE).astype(np.int64)
+    return g, h
+
+
+def histogram(bins: npt.NDArray[np.int32], n_bins: int, g: IntArray, h: IntArray) -> IntArray:
+    """Per-bin sums of one feature over some rows: array (n_bins + 1, 3) of (G, H, count).
+
+    The last row is the missing bin. Sums are exact (integers below 2^53 through float64).
+    """
+    length = n_bins + 1
+    out = np.empty((length, 3), dtype=np.int64)
+    out[:, 0] = np.rint(np.bincount(bins, weights=g, minlength=length)).astype(np.int64)
+    out[:, 1] = np.rint(np.bincount(bins, weights=h, minlength=length)).astype(np.int64)
+    out[:, 2] = np.bincount(bins, minlength=length)
+    return out
+
+
+@dataclass(frozen=True)
+class Split:
+    """A chosen split: who owns it, which feature, which bins go left.
+
+    ``feature`` indexes the owner's own feature list. ``left_bins`` lists the non-missing bins
+    that go left (a prefix for numeric features, a set for categorical ones); missing values go
+    left iff ``missing_left``. Only the owner can turn bins into values (edges, categories).
+    """
+
+    owner: int
+    feature: int
+    kind: BinKind
+    left_bins: tuple[int, ...]
+    missing_left: bool
+    gain: float
+    left_count: int
+    right_count: int
+
+
+def _score(g: float, h: float, lam: float) -> float:
+    return g * g / (h + lam)
+
+
+def best_split(
+    owner: int,
+    feature: int,
+    kind: BinKind,
+    hist: IntArray,
+    totals: tuple[int, int, int],
+    params: TreeParams,
+    best: Split | None,
+) -> Split | None:
+    """Return the better of ``best`` and the best split of one feature's histogram.
+
+    ``hist`` is (n_bins + 1, 3) integer sums with the missing bin last; ``totals`` is the node's
+    (G, H, count). Candidates: numeric prefixes in bin order; categorical prefixes of bins
+    ordered by ``G / (H + lambda)`` (ties by bin); each with missing values right, then left
+    (only right if the node has no missing values).
+    """
+    lam = params.reg_lambda
+    g_tot, h_tot, c_tot = totals
+    parent = _score(g_tot / SCALE, h_tot / SCALE, lam)
+    body = hist[:-1]
+    missing = hist[-1]
+    if kind == "numeric":
+        order = np.arange(body.shape[0])
+    else:
+        present = np.flatnonzero(body[:, 2] > 0)
+        ratio = (body[present, 0] / SCALE) / (body[present, 1] / SCALE + lam)
+        order = present[np.lexsort((present, ratio))]
+    cum = np.cumsum(body[order], axis=0)
+    sides = (False, True) if missing[2] > 0 else (False,)
+    for k in range(len(order) - 1):
+        base = cum[k]
+        for missing_left in sides:
+            left = base + missing if missing_left else base
+            gl, hl, cl = int(left[0]), int(left[1]), int(left[2])
+            gr, hr, cr = g_tot - gl, h_tot - hl, c_tot - cl
+            if cl < params.min_child_samples or cr < params.min_child_samples:
+                continue
+            if hl / SCALE < params.min_child_weight or hr / SCALE < params.min_child_weight:
+                continue
+            gain = 0.5 * (
+                _score(gl / SCALE, hl / SCALE, lam) + _score(gr / SCALE, hr / SCALE, lam) - parent
+            )
+            if gain <= params.min_split_gain or (best is not None and gain <= best.gain):
+                continue
+            left_bins = tuple(sorted(int(b) for b in order[: k + 1]))
+            best = Split(owner, feature, kind, left_bins, missing_left, gain, cl, cr)
+    return best
+
+
+def goes_left(split: Split, bins: npt.NDArray[np.int32], missing_bin: int) -> npt.NDArray[np.bool_]:
+    """Which rows (given their bin in the split's feature) go to the left child."""
+    left = np.isin(bins, np.asarray(split.left_bins, dtype=np.int32))
+    return np.where(bins == missing_bin, split.missing_left, left)
+
+
+def leaf_weight(g_sum: int, h_sum: int, params: TreeParams) -> float:
+    """Leaf value ``-G / (H + lambda)`` times the learning rate."""
+    return -params.learning_rate * (g_sum / SCALE) / (h_sum / SCALE + params.reg_lambda)
+
+
+@dataclass
+class Node:
+    """A tree node; children are ``2 i + 1`` and ``2 i + 2`` (level-wise numbering)."""
+
+    node_id: int
+    split: Split | None = None
+    weight: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {
+            "node_id": self.node_id,
+            "split": None if self.split is None else self.split.__dict__,
+            "weight": self.weight,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Node:
+        """Inverse of :meth:`to_dict`."""
+        split = data["split"]
+        return cls(
+            node_id=int(data["node_id"]),
+            split=None
+            if split is None
+            else Split(**{**split, "left_bins": tuple(split["left_bins"])}),
+            weight=data["weight"],
+        )
+
+
+@dataclass
+class Tree:
+    """One boosted tree: nodes by id."""
+
+    nodes: dict[int, Node] = field(default_factory=dict)
+
+    def leaves(self) -> list[Node]:
+        """Leaf nodes (those with a weight)."""
+        return [n for n in self.nodes.values() if n.weight is not None]
+
+
+def route(
+    tree: Tree,
+    decide: Any,
+    n_rows: int,
+) -> npt.NDArray[np.int64]:
+    """Leaf id of every row; ``decide(node, rows)`` says which of ``rows`` go left at ``node``."""
+    position = np.zeros(n_rows, dtype=np.int64)
+    active = np.ones(n_rows, dtype=bool)
+    while active.any():
+        for node_id in np.unique(position[active]).tolist():
+            node = tree.nodes[int(node_id)]
+            rows = np.flatnonzero(active & (position == node_id))
+            if node.split is None:
+                active[rows] = False
+                continue
+            left = decide(node, rows)
+            position[rows] = np.where(left, 2 * node_id + 1, 2 * node_id + 2)
+    return position
+
+
+@dataclass
+class CoreModel:
+    """A trained plaintext SecureBoost model over several parties' binned tables."""
+
+    params: TreeParams
+    base: float
+    trees: list[Tree]
+    missing_bins: list[list[int]]  # per party, per feature
+
+    def decision(self, tables: Sequence[BinnedTable]) -> Any:
+        """A ``decide`` function for :func:`route` over the given binned tables."""
+
+        def decide(node: Node, rows: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+            split = node.split
+            if split is None:
+                raise ValueError("leaf has no split")
+            bins = tables[split.owner].bins[rows, split.feature]
+            return goes_left(split, bins, self.missing_bins[split.owner][split.feature])
+
+        return decide
+
+    def raw_score(self, tables: Sequence[BinnedTable]) -> FloatArray:
+        """Log-odds for every row."""
+        n = tables[0].bins.shape[0]
+        raw = np.full(n, self.base)
+        decide = self.decision(tables)
+        for tree in self.trees:
+            leaf = route(tree, decide, n)
+            weights = np.array([tree.nodes[int(i)].weight or 0.0 for i in leaf], dtype=float)
+            raw += weights
+        return raw
+
+    def predict_proba(self, tables: Sequence[BinnedTable]) -> FloatArray:
+        """Probability of the positive class (default) for every row."""
+        return sigmoid(self.raw_score(tables))
+
+
+def grow_level(
+    node_ids: Sequence[int],
+    histograms: dict[int, list[list[IntArray]]],
+    kinds: Sequence[Sequence[BinKind]],
+    totals: dict[int, tuple[int, int, int]],
+    params: TreeParams,
+    allowed_owners: set[int],
+) -> dict[int, Split | None]:
+    """Best split of every node of one level, from per-party per-feature histograms.
+
+    ``histograms[node][party][feature]`` is (n_bins + 1, 3) integer sums; parties not in
+    ``allowed_owners`` are skipped (bank-only trees).
+    """
+    chosen: dict[int, Split | None] = {}
+    for node in node_ids:
+        best: Split | None = None
+        for owner, per_feature in enumerate(histograms[node]):
+            if owner not in allowed_owners:
+                continue
+            for feature, hist in enumerate(per_feature):
+                best = best_split(
+                    owner, feature, kinds[owner][feature], hist, totals[node], params, best
+                )
+        chosen[node] = best
+    return chosen
+
+
+def train(
+    tables: Sequence[BinnedTable],
+    y: npt.NDArray[Any],
+    params: TreeParams,
+    n_estimators: int,
+    *,
+    label_owner: int = 0,
+    bank_only_trees: int = 0,
+) -> CoreModel:
+    """Train SecureBoost in the clear on the joined, binned tables of every party.
+
+    Parameters
+    ----------
+    tables : sequence of BinnedTable
+        One per party, rows aligned.
+    y : array of {0, 1}
+        Labels.
+    params : TreeParams
+        Growth settings.
+    n_estimators : int
+        Number of trees.
+    label_owner : int
+        Index of the label holder (for ``bank_only_trees``).
+    bank_only_trees : int
+        The first trees may split only on the label holder's features.
+    """
+    n = len(y)
+    base = base_score(y)
+    raw = np.full(n, base)
+    kinds = [[s.kind for s in t.specs] for t in tables]
+    n_bins = [[s.n_bins for s in t.specs] for t in tables]
+    missing_bins = [[s.missing_bin for s in t.specs] for t in tables]
+    trees: list[Tree] = []
+    all_owners = set(range(len(tables)))
+    for t in range(n_estimators):
+        g, h = gradients(y, raw)
+        owners = {label_owner} if t < bank_only_trees else all_owners
+        tree = Tree()
+        position = np.zeros(n, dtype=np.int64)
+        level = [0]
+        for depth in range(params.max_depth + 1):
+            histograms: dict[int, list[list[IntArray]]] = {}
+            totals: dict[int, tuple[int, int, int]] = {}
+            for node in level:
+                rows = np.flatnonzero(position == node)
+                totals[node] = (int(g[rows].sum()), int(h[rows].sum()), int(rows.size))
+                if depth < params.max_depth:
+                    histograms[node] = [
+                        [
+                            histogram(table.bins[rows, f], n_bins[p][f], g[rows], h[rows])
+                            for f in range(len(table.specs))
+                        ]
+                        for p, table in enumerate(tables)
+                    ]
+            splits = (
+                grow_level(level, histograms, kinds, totals, params, owners)
+                if depth < params.max_depth
+                else dict.fromkeys(level)
+            )
+            next_level = []
+            for node in level:
+                split = splits[node]
+                if split is None:
+                    g_sum, h_sum, _ = totals[node]
+                    tree.nodes[node] = Node(node, weight=leaf_weight(g_sum, h_sum, params))
+                    continue
+                tree.nodes[node] = Node(node, split=split)
+                rows = np.flatnonzero(position == node)
+                bins = tables[split.owner].bins[rows, split.feature]
+                left = goes_left(split, bins, missing_bins[split.owner][split.feature])
+                position[rows] = np.where(left, 2 * node + 1, 2 * node + 2)
+                next_level += [2 * node + 1, 2 * node + 2]
+            level = next_level
+            if not level:
+                break
+        trees.append(tree)
+        weights = np.array([tree.nodes[int(i)].weight or 0.0 for i in position])
+        raw = raw + weights
+    return CoreModel(params=params, base=base, trees=trees, missing_bins=missing_bins)

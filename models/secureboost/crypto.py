@@ -1,0 +1,306 @@
+"""SecureBoost's use of Paillier: encrypting gradients, summing histograms, decoding sums.
+
+A thin adapter over :mod:`secure_agg` (which owns the cryptography): it fixes the plaintext
+layout of one training row and keeps the bank's key pair in the bank's own party store between
+protocol messages (never in a model, a log or a message).
+
+Plaintext layout of one row, from the integers of :func:`models.secureboost.core.gradients`
+(``|g| <= 2^32``, ``0 <= h <= 2^30``): four slots, most significant first,
+``g+ = max(g, 0)``, ``g- = max(-g, 0)``, ``h``, ``1``. Every slot is nonnegative, so sums need no
+offset, and each slot is wide enough that a sum over ``max_rows`` rows cannot carry into the next
+(``C = bits(max_rows) + 1``; widths ``32 + C``, ``32 + C``, ``30 + C``, ``C``): the decoded
+``(G = G+ - G-, H, count)`` are the exact integer sums the plaintext core computes.
+
+Differential privacy: the platform may add Gaussian noise to each released sum, under
+encryption. Noise goes into the ``g+``, ``h`` and count slots with a public offset that keeps
+them nonnegative (40 standard deviations: a negative draw beyond it has probability below
+1e-300); ``noise_bits`` of headroom per slot hold it. The bank subtracts the offsets.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from models.protocol import PartyStore, ProtocolError
+from models.secureboost.core import PRECISION_BITS, IntArray
+from secure_agg import packing, paillier
+
+_PUBLIC = "sb.key.public"
+_SECRET = "sb.key.secret"  # noqa: S105 - a store key name; the private key, node-local only
+
+#: Offset of noisy slots in standard deviations.
+NOISE_OFFSET_SIGMAS = 40
+
+
+class TamperedSumError(ProtocolError):
+    """A decrypted sum cannot come from honestly encrypted rows (wrong key or tampering)."""
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """Gaussian noise the platform adds to every released (G, H, count) sum.
+
+    ``sigma_gh`` is in fixed-point units (``2^32`` per unit of gradient), ``sigma_count`` in
+    rows. Offsets keep noisy slots nonnegative.
+    """
+
+    sigma_gh: float
+    sigma_count: float
+
+    @property
+    def offset_gh(self) -> int:
+        """Public offset added with the noise of the g+ and h slots."""
+        return 1 << max(1, math.ceil(math.log2(NOISE_OFFSET_SIGMAS * self.sigma_gh + 1)))
+
+    @property
+    def offset_count(self) -> int:
+        """Public offset added with the noise of the count slot."""
+        return 1 << max(1, math.ceil(math.log2(NOISE_OFFSET_SIGMAS * self.sigma_count + 1)))
+
+    @property
+    def headroom_bits(self) -> int:
+        """Extra bits a noisy slot may need beyond an exact sum."""
+        return max(self.offset_gh, self.offset_count).bit_length() + 1
+
+    def to_dict(self) -> dict[str, float]:
+        """JSON-serialisable form."""
+        return {"sigma_gh": self.sigma_gh, "sigma_count": self.sigma_count}
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Slot widths of one encrypted row and of sums of up to ``max_rows`` rows."""
+
+    max_rows: int
+    noise: NoiseSpec | None = None
+
+    @property
+    def _extra(self) -> int:
+        return self.noise.headroom_bits if self.noise else 0
+
+    @property
+    def count_bits(self) -> int:
+        """Bits of the count slot."""
+        return int(self.max_rows).bit_length() + 1 + self._extra
+
+    @property
+    def h_bits(self) -> int:
+        """Bits of the hessian slot (h <= 2^30 per row)."""
+        return PRECISION_BITS - 2 + int(self.max_rows).bit_length() + 1 + self._extra
+
+    @property
+    def gneg_bits(self) -> int:
+        """Bits of the negative-gradient slot (never noisy)."""
+        return PRECISION_BITS + int(self.max_rows).bit_length() + 1
+
+    @property
+    def gpos_bits(self) -> int:
+        """Bits of the positive-gradient slot."""
+        return self.gneg_bits + self._extra
+
+    @property
+    def sum_bits(self) -> int:
+        """Width of one sum (all four slots)."""
+        return self.gpos_bits + self.gneg_bits + self.h_bits + self.count_bits
+
+    def _compose(self, gpos: int, gneg: int, h: int, count: int) -> int:
+        value = gpos
+        value = (value << self.gneg_bits) | gneg
+        value = (value << self.h_bits) | h
+        return (value << self.count_bits) | count
+
+    def encode(self, g: IntArray, h: IntArray) -> list[int]:
+        """Plaintexts of rows (validated: |g| <= 2^32, 0 <= h <= 2^30)."""
+        limit = 1 << PRECISION_BITS
+        if g.size and (np.abs(g).max() > limit or h.min() < 0 or h.max() > limit >> 2):
+            raise ProtocolError("gradients outside the fixed-point range; refusing to encrypt")
+        return [
+            self._compose(max(gi, 0), max(-gi, 0), hi, 1)
+            for gi, hi in zip(g.tolist(), h.tolist(), strict=True)
+        ]
+
+    def noise_plaintext(self, rng: random.Random) -> int:
+        """One draw of offset noise for a sum (g+, h and count slots), as a plaintext."""
+        if self.noise is None:
+            raise ProtocolError("this layout carries no noise")
+        spec = self.noise
+        n_g = spec.offset_gh + round(rng.gauss(0.0, spec.sigma_gh))
+        n_h = spec.offset_gh + round(rng.gauss(0.0, spec.sigma_gh))
+        n_c = spec.offset_count + round(rng.gauss(0.0, spec.sigma_count))
+        if min(n_g, n_h, n_c) < 0:
+            raise ProtocolError("noise draw beyond its offset (probability < 1e-300)")
+        return self._compose(n_g, 0, n_h, n_c)
+
+    def decode(self, m: int) -> tuple[int, int, int]:
+        """``(G, H, count)`` of a sum; :class:`TamperedSumError` if impossible."""
+        count = m & ((1 << self.count_bits) - 1)
+        m >>= self.count_bits
+        h_sum = m & ((1 << self.h_bits) - 1)
+        m >>= self.h_bits
+        g_neg = m & ((1 << self.gneg_bits) - 1)
+        g_pos = m >> self.gneg_bits
+        limit = 1 << PRECISION_BITS
+        if self.noise is not None:
+            g_pos -= self.noise.offset_gh
+            h_sum -= self.noise.offset_gh
+            count -= self.noise.offset_count
+            if g_pos >> self.gneg_bits or count > 2 * self.max_rows:
+                raise TamperedSumError(
+                    "a decrypted noisy histogram sum is out of range: wrong key or tampering"
+                )
+            return g_pos - g_neg, h_sum, count
+        if (
+            count > self.max_rows
+            or g_pos >> self.gneg_bits
+            or h_sum > (limit >> 2) * count
+            or g_pos > limit * count
+            or g_neg > limit * count
+        ):
+            raise TamperedSumError(
+                "a decrypted histogram sum is out of range: it was encrypted under another key "
+                "or altered in transit"
+            )
+        return g_pos - g_neg, h_sum, count
+
+
+def scale() -> float:
+    """Fixed-point units per unit of gradient (``2^32``)."""
+    return float(1 << PRECISION_BITS)
+
+
+class KeyPair:
+    """The bank's Paillier key pair, kept in the bank's own party store between messages."""
+
+    def __init__(self, public: paillier.PublicKey, private: paillier.PrivateKey) -> None:
+        self.public = public
+        self.private = private
+
+    @classmethod
+    def generate(cls, key_bits: int, *, insecure: bool = False) -> KeyPair:
+        """A fresh key pair (2048 bits unless ``insecure`` test keys are asked for)."""
+        public, private = paillier.generate_keypair(key_bits, allow_insecure=insecure)
+        return cls(public, private)
+
+    @property
+    def fingerprint(self) -> str:
+        """Short identifier of the public key."""
+        return self.public.fingerprint
+
+    def save(self, store: PartyStore) -> None:
+        """Keep the key pair in the bank's own store (node-local state, never sent)."""
+        store.put_json(_PUBLIC, self.public.to_bytes().hex())
+        store.put_array(_SECRET, np.frombuffer(self.private.to_secret_bytes(), dtype=np.uint8))
+
+    @classmethod
+    def load(cls, store: PartyStore, *, insecure: bool = False) -> KeyPair:
+        """Restore the key pair saved by :meth:`save`."""
+        raw = store.get_json(_PUBLIC)
+        if raw is None:
+            raise ProtocolError("the bank has no key pair: secureboost/setup has not run")
+        public = paillier.PublicKey.from_bytes(bytes.fromhex(raw), allow_insecure=insecure)
+        private = paillier.PrivateKey.from_secret_bytes(
+            public, store.get_array(_SECRET).astype(np.uint8).tobytes()
+        )
+        return cls(public, private)
+
+    @staticmethod
+    def forget(store: PartyStore) -> None:
+        """Delete the key pair from the store and key-derived tables from memory (at the end)."""
+        store.delete(_SECRET)
+        store.delete(_PUBLIC)
+        paillier.forget_private_tables()
+
+
+class BankCipher:
+    """What only the key holder does: encrypt gradients, decrypt histogram sums."""
+
+    def __init__(self, keys: KeyPair, layout: RowLayout) -> None:
+        if layout.sum_bits >= keys.public.n.bit_length() - 2:
+            raise ProtocolError(
+                f"{keys.public.n.bit_length()}-bit keys cannot hold sums over "
+                f"{layout.max_rows} rows"
+            )
+        self.keys = keys
+        self.layout = layout
+        self.last_decryptions = 0
+
+    @property
+    def fingerprint(self) -> str:
+        """Short identifier of the public key."""
+        return self.keys.fingerprint
+
+    def encrypt_gradients(self, g: IntArray, h: IntArray) -> npt.NDArray[np.uint8]:
+        """Encrypt every row's slots; ciphertexts as a byte matrix for the wire."""
+        ciphertexts = paillier.encrypt_many_private(self.keys.private, self.layout.encode(g, h))
+        return paillier.ciphertexts_to_array(self.keys.public, ciphertexts)
+
+    def decrypt_sums(self, packed: npt.NDArray[Any], n_sums: int) -> IntArray:
+        """Decrypt packed histogram sums into an (n_sums, 3) array of (G, H, count)."""
+        public = self.keys.public
+        ciphertexts = paillier.ciphertexts_from_array(public, packed)
+        packer = packing.SumPacker(self.layout.sum_bits, public.n.bit_length())
+        if len(ciphertexts) != -(-n_sums // packer.capacity):
+            raise ProtocolError(f"{len(ciphertexts)} packed ciphertexts cannot hold {n_sums} sums")
+        plaintexts = paillier.decrypt_many(self.keys.private, ciphertexts)
+        self.last_decryptions = len(ciphertexts)
+        values = packer.unpack(plaintexts, n_sums)
+        return np.array([self.layout.decode(v) for v in values], dtype=np.int64).reshape(-1, 3)
+
+
+class PlatformCipher:
+    """What a platform can do with the bank's public key: add, noise and pack, never decrypt."""
+
+    def __init__(self, public: paillier.PublicKey, layout: RowLayout) -> None:
+        self._public = public
+        self.layout = layout
+
+    @classmethod
+    def from_public_bytes(
+        cls,
+        raw: object,
+        *,
+        key_bits: int,
+        max_rows: int,
+        noise: NoiseSpec | None = None,
+        insecure: bool = False,
+    ) -> PlatformCipher:
+        """Load the bank's public key (of the size the job demands) and its row layout."""
+        if not isinstance(raw, bytes):
+            raise ProtocolError("public key must be bytes")
+        public = paillier.PublicKey.from_bytes(raw, allow_insecure=insecure)
+        if public.key_bits < key_bits:
+            raise ProtocolError(
+                f"the bank's key has {public.key_bits} bits but the job demands {key_bits}"
+            )
+        return cls(public, RowLayout(max_rows, noise))
+
+    @property
+    def fingerprint(self) -> str:
+        """Short identifier of the public key."""
+        return self._public.fingerprint
+
+    def group_sums(
+        self, gh: npt.NDArray[Any], groups: npt.NDArray[np.int64], n_groups: int
+    ) -> list[list[int]]:
+        """Encrypted per-group sums for every feature column of ``groups`` (-1 rows skipped)."""
+        ciphertexts = paillier.ciphertexts_from_array(self._public, gh)
+        return paillier.sum_groups_many(self._public, ciphertexts, groups, n_groups)
+
+    def add_noise(self, sums: list[int]) -> list[int]:
+        """Add an encryption of fresh offset Gaussian noise to every sum (DP mode)."""
+        rng = random.SystemRandom()
+        noise = paillier.encrypt_many(
+            self._public, [self.layout.noise_plaintext(rng) for _ in sums]
+        )
+        return [paillier.add(self._public, c, n) for c, n in zip(sums, noise, strict=True)]
+
+    def pack(self, sums: list[int]) -> npt.NDArray[np.uint8]:
+        """Pack several sums per ciphertext (the bank decrypts once per pack)."""
+        packer = packing.SumPacker(self.layout.sum_bits, self._public.n.bit_length())
+        return paillier.ciphertexts_to_array(self._public, packer.pack(self._public, sums))

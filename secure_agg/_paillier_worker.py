@@ -1,0 +1,128 @@
+"""A Paillier worker process: ``python -m secure_agg._paillier_worker``.
+
+Started by :class:`secure_agg.paillier_pool.PaillierPool` with pipes for stdin and stdout; it
+imports only :mod:`secure_agg` (never the caller's program, unlike ``multiprocessing`` workers)
+and serves requests until its stdin closes. Frames are described in
+:mod:`secure_agg.paillier_pool`; every header starts with ``length (4) || PublicKey.to_bytes()``.
+
+Operations (integers big-endian, plaintexts ``key_bytes`` wide, ciphertexts ``2 * key_bytes``):
+
+``E`` / ``N``
+    DJN / naive encryption. Payload: plaintexts. Reply: ciphertexts.
+``O``
+    Re-randomisation. Payload: ciphertexts. Reply: ciphertexts.
+``C``
+    Encryption by the key holder (CRT). Header continues with ``PrivateKey.to_secret_bytes()``;
+    the CRT tables built from it are kept until an ``F`` request. Payload: plaintexts. Reply:
+    ciphertexts.
+``F``
+    Forget the key holder's CRT tables. Empty payload and reply.
+``D``
+    Decryption. Header continues with ``PrivateKey.to_secret_bytes()``; the key is rebuilt for
+    this request only and dropped when it is answered. Payload: ciphertexts. Reply: plaintexts.
+``S``
+    Group sums. Header continues with ``n_rows (8) || n_cols (4) || n_groups (4)``. Payload:
+    ``n_rows`` ciphertexts, then the int32 group matrix (C order). Reply: ``n_cols * n_groups``
+    partial sums (column by column, groups in order), all-zero bytes for an empty group.
+``P``
+    Ciphertext packing (:class:`secure_agg.packing.SumPacker`). Header continues with
+    ``bits_per_value (4) || capacity (4) || rerandomize (1)``. Payload: ciphertexts. Reply: the
+    packed ciphertexts.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+import gmpy2
+import numpy as np
+
+from secure_agg import paillier
+from secure_agg.packing import _pack_kernel
+from secure_agg.paillier_pool import STATUS_FAILED, STATUS_OK, STATUS_REFUSED
+
+
+def _read(stream: BinaryIO, size: int) -> bytes:
+    data = stream.read(size)
+    if data is None or len(data) != size:
+        raise EOFError
+    return data
+
+
+def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
+    """Compute one request's reply (see the module docstring)."""
+    if op == b"F":
+        paillier._forget_crt()
+        return b""
+    pub, rest = paillier._unpack_header(header)
+    width = pub.ciphertext_bytes
+    if op in (b"E", b"N"):
+        values = paillier._check_plaintexts(pub, paillier._ints_from_bytes(payload, pub.key_bytes))
+        method = "djn" if op == b"E" else "naive"
+        return paillier._ints_to_bytes(paillier._encrypt_kernel(pub, values, method), width)
+    if op == b"O":
+        cts = paillier._ints_from_bytes(payload, width)
+        return paillier._ints_to_bytes(paillier._obfuscate_kernel(pub, cts), width)
+    if op == b"C":
+        key = paillier.PrivateKey.from_secret_bytes(pub, rest)
+        values = paillier._check_plaintexts(pub, paillier._ints_from_bytes(payload, pub.key_bytes))
+        try:
+            return paillier._ints_to_bytes(paillier._encrypt_private_kernel(key, values), width)
+        finally:
+            del key
+    if op == b"D":
+        key = paillier.PrivateKey.from_secret_bytes(pub, rest)
+        try:
+            plain = paillier._decrypt_kernel(key, paillier._ints_from_bytes(payload, width))
+        finally:
+            del key
+        return paillier._ints_to_bytes(plain, pub.key_bytes)
+    if op == b"S":
+        n_rows = int.from_bytes(rest[:8], "big")
+        n_cols = int.from_bytes(rest[8:12], "big")
+        n_groups = int.from_bytes(rest[12:16], "big")
+        split = n_rows * width
+        cts = [gmpy2.mpz(c) for c in paillier._ints_from_bytes(payload[:split], width)]
+        matrix = np.frombuffer(payload[split:], dtype=np.int32).reshape(n_rows, n_cols)
+        sums = paillier._sum_groups_kernel(pub._n2, cts, matrix, n_groups)
+        return b"".join(
+            bytes(width) if a is None else int(a).to_bytes(width, "big")
+            for column in sums
+            for a in column
+        )
+    if op == b"P":
+        bits = int.from_bytes(rest[:4], "big")
+        capacity = int.from_bytes(rest[4:8], "big")
+        rerandomize = rest[8:9] == b"\x01"
+        cts = paillier._ints_from_bytes(payload, width)
+        packed = _pack_kernel(pub, cts, bits, capacity, rerandomize)
+        return paillier._ints_to_bytes(packed, width)
+    raise paillier.PaillierError(f"unknown request {op!r}")
+
+
+def serve(inp: BinaryIO, out: BinaryIO) -> None:
+    """Answer requests until the input closes."""
+    while True:
+        try:
+            op = _read(inp, 1)
+        except EOFError:
+            return
+        header = _read(inp, int.from_bytes(_read(inp, 4), "big"))
+        payload = _read(inp, int.from_bytes(_read(inp, 8), "big"))
+        try:
+            result = handle(op, header, payload)
+            status = STATUS_OK
+        except ValueError as exc:  # PaillierError, PackingError: refused input
+            result = str(exc).encode()
+            status = STATUS_REFUSED
+        except Exception as exc:  # report instead of dying; the message holds no key material
+            result = f"{type(exc).__name__}: {exc}".encode()
+            status = STATUS_FAILED
+        del header
+        out.write(bytes([status]) + len(result).to_bytes(8, "big") + result)
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
