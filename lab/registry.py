@@ -65,6 +65,23 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
         return self.part.predict_proba(model_input.reset_index(drop=True), decisions)
 
 
+def signature(part: BankPart) -> Any:
+    """Input: the bank's columns and one boolean per platform split; output: probability."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    inputs: list[Any] = [
+        ColSpec("double" if spec.kind == "numeric" else "string", name, required=False)
+        for name, spec in part.bins.items()
+    ]
+    inputs += [
+        ColSpec("boolean", decision_column(party, sid))
+        for party, ids in part.platform_splits().items()
+        for sid in ids
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double")]))
+
+
 def register_secureboost(
     target: tracking.TrackingTarget,
     run: tracking.RunWriter,
@@ -85,8 +102,9 @@ def register_secureboost(
         model_dir = Path(tmp) / "model"
         mlflow.pyfunc.save_model(
             path=str(model_dir),
-            python_model=SecureBoostBankModel(),
+            python_model=str(Path(__file__).with_name("pyfunc_secureboost.py")),
             artifacts={"bank_part": str(bank_part_path)},
+            signature=signature(part),
             metadata={"lab_model": "secureboost-bank-part", "platform_parts": platform_parts},
             pip_requirements=[],
         )

@@ -60,9 +60,14 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
     assert set(summary["baselines"]) >= {"bank_only_auc", "pooled_auc"}
     assert summary["kind"] == "vertical"
     assert summary["model"] == "secureboost"
-    # No joint model is faked: it is reported as unavailable with its reason.
-    assert summary["joint_model"]["status"] == "unavailable"
-    assert summary["metrics"]["test_auc"] is None
+    # The joint SecureBoost model (2048-bit Paillier) was trained, evaluated and registered.
+    assert summary["joint_model"]["status"] == "trained"
+    assert 0.9 < summary["metrics"]["test_auc"] <= 1.0
+    assert summary["metrics"]["test_gini"] == pytest.approx(2 * summary["metrics"]["test_auc"] - 1)
+    assert summary["timing"]["trees"] == 5
+    registered = summary["registered_model"]
+    assert registered["name"] == "breast-secureboost"
+    assert registered["alias"] == "challenger"
     assert 0.8 < summary["baselines"]["bank_only_auc"] <= 1.0
     assert 0.8 < summary["baselines"]["pooled_auc"] <= 1.0
     assert summary["n_train"] + summary["n_test"] == 569
@@ -81,10 +86,21 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
     for party in summary["parties"]:
         assert tags[f"lab.data_digest.{party['name']}"] == party["data_digest"]
         assert party["data_digest"].startswith("sha256:")
+    history = client.get_metric_history(mlrun.info.run_id, "tree_test_auc")
+    assert [m.step for m in history] == [0, 1, 2, 3, 4]
+    version = client.get_model_version_by_alias("breast-secureboost", "challenger")
+    assert version.run_id == mlrun.info.run_id
+    assert "platform" in version.tags["lab.platform_parts"]
     artifacts = _artifact_paths(client, mlrun.info.run_id)
     assert {"plots/roc.png", "plots/ks.png", "plots/calibration.png", "summary.json"} <= artifacts
     assert "evaluation/gains_bank_only.csv" in artifacts
     assert "capture/capture.jsonl" in artifacts
+    assert {"joint/bank_part.json", "joint/feature_importance.csv", "model/MLmodel"} <= artifacts
+    part = tmp_path / "bank_part.json"
+    client.download_artifacts(mlrun.info.run_id, "joint/bank_part.json", str(tmp_path))
+    text = part.read_text()
+    assert "secret" not in text.lower()
+    assert "private" not in text.lower()
 
     # What crossed the coordinator holds no id, and no row-level array except PSI's blinded
     # points and positions.
@@ -93,10 +109,10 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
     )
     ids = set(pd.read_csv(DATA / "breast" / "bank.csv", dtype=str)["id"])
     captured = read_capture(local)
-    assert {env.stage for _, env in captured} >= {"hello", "blinded", "split", "baseline"}
+    assert {env.stage for _, env in captured} >= {"hello", "blinded", "split", "tree", "hist"}
     for _, env in captured:
         for key, value in env.payload.items():
-            if isinstance(value, np.ndarray) and env.protocol != "psi":
+            if isinstance(value, np.ndarray) and env.protocol == "job":
                 assert value.size < 100, f"{env.stage}/{key}"
             elif isinstance(value, str) and key != "job":
                 assert not any(f'"{i}"' in value for i in ids)
@@ -159,3 +175,49 @@ def test_training_refuses_an_alignment_hidden_from_the_platform(
     assert run(["train", experiment, "--set", "alignment.reveal=size"]) == 2
     assert "use reveal: both to train" in capsys.readouterr().err
     assert not lab_home.exists()
+
+
+def test_registered_model_scores_with_platform_decisions(tmp_path: Path, lab_home: Path) -> None:
+    """The registered pyfunc returns default probabilities from bank columns + platform bits."""
+    import json as _json
+
+    import mlflow.pyfunc
+
+    from models.secureboost.parts import PlatformPart
+
+    summary_path = tmp_path / "s.json"
+    assert (
+        run(
+            [
+                "train",
+                str(EXPERIMENTS / "breast_secureboost.yaml"),
+                "--summary-json",
+                str(summary_path),
+            ]
+        )
+        == 0
+    )
+    summary = _json.loads(summary_path.read_text())
+    uri = f"sqlite:///{lab_home / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    model = mlflow.pyfunc.load_model("models:/breast-secureboost@challenger")
+    ref = summary["registered_model"]["platform_parts"]["platform"]
+    part = PlatformPart.from_dict(
+        _json.loads(
+            (lab_home / "parties" / "platform" / "models" / f"{ref['model_id']}.json").read_text()
+        )
+    )
+    assert part.content_hash == ref["content_hash"]
+    bank = pd.read_csv(DATA / "breast" / "bank.csv").head(20)
+    platform = pd.read_csv(DATA / "breast" / "platform.csv").set_index("id").loc[bank["id"]]
+    ids = sorted(part.splits)
+    bits = part.decisions(platform.reset_index(drop=True), ids)
+    frame = bank.drop(columns=["id", "y"]).astype(float)
+    for j, sid in enumerate(ids):
+        frame[f"platform:platform:{sid}"] = bits[:, j]
+    proba = np.asarray(model.predict(frame))
+    assert proba.shape == (20,)
+    assert ((proba > 0) & (proba < 1)).all()
+    with pytest.raises(Exception, match="platform"):
+        model.predict(bank.drop(columns=["id", "y"]).astype(float))

@@ -147,10 +147,16 @@ class RowLayout:
         g_pos = m >> self.gneg_bits
         limit = 1 << PRECISION_BITS
         if self.noise is not None:
-            g_pos -= self.noise.offset_gh
-            h_sum -= self.noise.offset_gh
-            count -= self.noise.offset_count
-            if g_pos >> self.gneg_bits or count > 2 * self.max_rows:
+            off_gh, off_c = self.noise.offset_gh, self.noise.offset_count
+            g_pos -= off_gh
+            h_sum -= off_gh
+            count -= off_c
+            if (
+                not -off_c <= count <= self.max_rows + off_c
+                or not -off_gh <= g_pos <= limit * self.max_rows + off_gh
+                or not -off_gh <= h_sum <= (limit >> 2) * self.max_rows + off_gh
+                or g_neg > limit * self.max_rows
+            ):
                 raise TamperedSumError(
                     "a decrypted noisy histogram sum is out of range: wrong key or tampering"
                 )
@@ -249,7 +255,12 @@ class BankCipher:
             raise ProtocolError(f"{len(ciphertexts)} packed ciphertexts cannot hold {n_sums} sums")
         plaintexts = paillier.decrypt_many(self.keys.private, ciphertexts)
         self.last_decryptions = len(ciphertexts)
-        values = packer.unpack(plaintexts, n_sums)
+        try:
+            values = packer.unpack(plaintexts, n_sums)
+        except packing.PackingError as exc:
+            raise TamperedSumError(
+                "packed histogram sums do not decode: encrypted under another key or altered"
+            ) from exc
         return np.array([self.layout.decode(v) for v in values], dtype=np.int64).reshape(-1, 3)
 
 

@@ -57,9 +57,11 @@ histograms, accounted as Gaussian-mechanism privacy events).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -203,13 +205,50 @@ def _kinds(ctx: PartyContext) -> dict[str, BinKind]:
 
 def _bin_features(
     ctx: PartyContext, rows: npt.NDArray[np.intp], train: npt.NDArray[np.bool_], max_bin: int
-) -> tuple[tuple[BinSpec, ...], npt.NDArray[np.int32]]:
-    """Fit bins on this party's training rows; return specs and the binned training rows."""
-    frame = ctx.table().features.iloc[rows].reset_index(drop=True)
+) -> tuple[BinSpec, ...]:
+    """Fit bins on this party's training rows (bin edges stay with the party)."""
+    frame = ctx.table().features.iloc[rows[train]].reset_index(drop=True)
     kinds = _kinds(ctx)
-    fit = frame.loc[train].reset_index(drop=True)
-    specs = tuple(fit_bins(fit[c], kinds[c], max_bin) for c in frame.columns)
-    return specs, transform(fit, specs).bins
+    return tuple(fit_bins(frame[c], kinds[c], max_bin) for c in frame.columns)
+
+
+_BIN_CACHE: OrderedDict[str, npt.NDArray[np.int32]] = OrderedDict()
+_BIN_CACHE_SIZE = 4  # a process may act for several parties (embedded runtime, estimator)
+
+
+def _training_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
+    """This party's binned training rows, recomputed from its table and cached per process.
+
+    The matrix (rows x features) can be hundreds of megabytes; keeping it in the party's
+    message-to-message state would copy it on every hop. It is a pure function of the table,
+    the training rows and the bin specs, all of which the party has at hand.
+    """
+    specs_raw = ctx.store.get_json("sb.specs")
+    rows = _job_rows(ctx)
+    train = ctx.store.get_array("sb.train").astype(bool)
+    table = ctx.table()
+    key = hashlib.sha256(
+        b"|".join(
+            [
+                ctx.name.encode(),
+                table.digest.encode(),
+                rows.astype(np.int64).tobytes(),
+                np.packbits(train).tobytes(),
+                dumps(specs_raw).encode(),
+            ]
+        )
+    ).hexdigest()
+    cached = _BIN_CACHE.get(key)
+    if cached is None:
+        specs = tuple(BinSpec.from_dict(s) for s in specs_raw)
+        frame = table.features.iloc[rows[train]].reset_index(drop=True)
+        cached = transform(frame, specs).bins
+        _BIN_CACHE[key] = cached
+        while len(_BIN_CACHE) > _BIN_CACHE_SIZE:
+            _BIN_CACHE.popitem(last=False)
+    else:
+        _BIN_CACHE.move_to_end(key)
+    return cached
 
 
 # --------------------------------------------------------------------------------- platform
@@ -242,8 +281,7 @@ class _Platform:
         public_key = env.payload.get("public_key")
         if not isinstance(public_key, bytes):
             raise ProtocolError("secureboost/init lacks the bank's public key")
-        specs, bins = _bin_features(ctx, rows, train, int(settings["max_bin"]))
-        ctx.store.put_array("sb.bins", bins)
+        specs = _bin_features(ctx, rows, train, int(settings["max_bin"]))
         ctx.store.put_array("sb.train", train)
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json(
@@ -289,7 +327,7 @@ class _Platform:
         if env.text("key") != cipher.fingerprint:
             raise ProtocolError("gradients were encrypted under a different key than announced")
         gh = env.array("gh")
-        bins = ctx.store.get_array("sb.bins")
+        bins = _training_bins(ctx)
         if gh.shape[0] != bins.shape[0]:
             raise ProtocolError(f"{gh.shape[0]} encrypted rows for {bins.shape[0]} training rows")
         tree = env.integer("tree")
@@ -309,7 +347,7 @@ class _Platform:
             raise ProtocolError(
                 f"secureboost/{env.stage} for tree {tree}, expected {state['tree']}"
             )
-        bins = ctx.store.get_array("sb.bins")
+        bins = _training_bins(ctx)
         position = ctx.store.get_array("sb.position")
         incoming = env.array("position").astype(np.int64)
         if incoming.shape != position.shape:
@@ -488,14 +526,14 @@ class _Bank:
         if table.label is None:
             raise DataError(f"{table.path}: the bank's table has no labels")
         y = table.label[rows][train].astype(np.int64)
-        specs, bins = _bin_features(ctx, rows, train, params.max_bin)
+        specs = _bin_features(ctx, rows, train, params.max_bin)
         started = time.perf_counter()
         keys = crypto.KeyPair.generate(params.key_bits, insecure=params.insecure_test_keys)
         clock = _Clock()
         clock.add("keygen", time.perf_counter() - started)
         _save_clock(ctx, clock)
         ctx.store.put_array("sb.y", y)
-        ctx.store.put_array("sb.bins", bins)
+        ctx.store.put_array("sb.train", train)
         ctx.store.put_array("sb.raw", np.full(y.size, base_score(y)))
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json("sb.trees", [])
@@ -808,7 +846,7 @@ class _Bank:
         bank_index = order.index(ctx.name)
         g, h = ctx.store.get_array("sb.g"), ctx.store.get_array("sb.h")
         position = ctx.store.get_array("sb.position")
-        bins = ctx.store.get_array("sb.bins")
+        bins = _training_bins(ctx)
         specs = [BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")]
         histograms: dict[int, list[list[IntArray]]] = {}
         totals: dict[int, tuple[int, int, int]] = {}
@@ -857,7 +895,7 @@ class _Bank:
         split: Split,
         position: IntArray,
     ) -> None:
-        bins = ctx.store.get_array("sb.bins")
+        bins = _training_bins(ctx)
         spec = BinSpec.from_dict(ctx.store.get_json("sb.specs")[split.feature])
         rows = np.flatnonzero(position == node)
         left = goes_left(split, bins[rows, split.feature], spec.missing_bin)
@@ -1123,7 +1161,7 @@ def _dp_events(multiplier: float, releases: int) -> list[PrivacyEvent]:
 
 
 def _cleanup(ctx: PartyContext) -> None:
-    for key in ("sb.gh", "sb.g", "sb.h", "sb.position", "sb.bins", "sb.raw", "sb.y"):
+    for key in ("sb.gh", "sb.g", "sb.h", "sb.position", "sb.raw", "sb.y"):
         ctx.store.delete(key)
     if ctx.role == "bank":
         crypto.KeyPair.forget(ctx.store)

@@ -1,0 +1,233 @@
+"""Benchmark vertical SecureBoost through the embedded runtime, against its operation-count bound.
+
+Usage::
+
+    # FATE's setting on FATE's default_credit split, 2048-bit keys (30 trees)
+    .venv/bin/python benchmarks/secureboost.py --summary-json out/sb-default-credit.json
+    # scale case: 100,000 rows x 300 platform features, depth 5 (one tree by default)
+    .venv/bin/python benchmarks/secureboost.py --scale --summary-json out/sb-scale.json
+
+Each run trains through ``lab``'s job pipeline (Flower simulation runtime, real 2048-bit
+Paillier) in a temporary lab home and reports: time per tree and per phase (encrypt,
+histogram, pack, decrypt, split search, communication = what the parties' own phases leave
+over), operation counts, and the lower bound those counts imply at per-operation costs measured
+in the same run on this machine (``ops x cost / cores``): a perfect implementation could not
+be faster than that bound. Peak memory is sampled over the whole process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from lab.config import experiment_from_dict, load_experiment  # noqa: E402
+from lab.job import RunOptions, run_experiment  # noqa: E402
+from secure_agg import packing, paillier  # noqa: E402
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and all its descendants."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak_total = 0.0
+        self.peak_single = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            sizes = []
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    sizes.append(proc.memory_info().rss)
+                except psutil.Error:
+                    continue
+            self.peak_total = max(self.peak_total, sum(sizes) / 2**30)
+            self.peak_single = max(self.peak_single, max(sizes, default=0) / 2**30)
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def operation_costs(key_bits: int, n: int = 600) -> dict[str, float]:
+    """Seconds per operation on one core, measured now: the unit costs of the lower bound."""
+    pub, priv = paillier.generate_keypair(key_bits)
+    plain = [secrets.randbits(key_bits - 64) for _ in range(n)]
+    paillier.encrypt_many_private(priv, plain[:8], workers=1)  # build the CRT tables first
+    started = time.perf_counter()
+    cts = paillier.encrypt_many_private(priv, plain, workers=1)
+    encrypt = (time.perf_counter() - started) / n
+    groups = np.zeros((n, 4), dtype=np.int64)
+    started = time.perf_counter()
+    paillier.sum_groups_many(pub, cts, groups, 1, workers=1)
+    add = (time.perf_counter() - started) / (4 * n)
+    packer = packing.SumPacker(160, key_bits)
+    started = time.perf_counter()
+    packer.pack(pub, cts[: packer.capacity * 8], workers=1)
+    pack = (time.perf_counter() - started) / (packer.capacity * 8)
+    started = time.perf_counter()
+    paillier.decrypt_many(priv, cts[:100], workers=1)
+    decrypt = (time.perf_counter() - started) / 100
+    return {"encrypt": encrypt, "add": add, "pack": pack, "decrypt": decrypt}
+
+
+def lower_bound(ops: dict[str, dict[str, int]], costs: dict[str, float], cores: int) -> float:
+    """Seconds a perfect implementation needs for these operation counts on ``cores`` cores."""
+    bank, platform = ops.get("bank", {}), {}
+    for party, counts in ops.items():
+        if party != "bank":
+            for k, v in counts.items():
+                platform[k] = platform.get(k, 0) + v
+    work = (
+        bank.get("encrypt", 0) * costs["encrypt"]
+        + bank.get("decrypt", 0) * costs["decrypt"]
+        + platform.get("histogram", 0) * costs["add"]
+        + platform.get("pack", 0) * costs["pack"]
+    )
+    return work / cores
+
+
+def scale_experiment(folder: Path, rows: int, features: int, depth: int, trees: int) -> Any:
+    """Synthetic vertical data: a bank with 6 columns and labels, a platform with many columns."""
+    rng = np.random.default_rng(0)
+    ids = np.char.add("E", np.arange(rows).astype(str))
+    latent = rng.normal(size=rows)
+    bank = pd.DataFrame({f"b{i}": latent * 0.3 + rng.normal(size=rows) for i in range(6)})
+    platform = pd.DataFrame(
+        {f"p{i}": latent * rng.uniform(0, 0.4) + rng.normal(size=rows) for i in range(features)}
+    ).astype(np.float32)
+    y = (rng.uniform(size=rows) < 1 / (1 + np.exp(-(latent * 1.5 - 3)))).astype(int)
+    bank.insert(0, "y", y)
+    bank.insert(0, "id", ids)
+    platform.insert(0, "id", ids)
+    bank.to_parquet(folder / "bank.parquet")
+    platform.to_parquet(folder / "platform.parquet")
+    return experiment_from_dict(
+        {
+            "name": "secureboost-scale",
+            "kind": "vertical",
+            "parties": [
+                {"name": "bank", "role": "bank", "data": "bank.parquet", "label_column": "y"},
+                {"name": "platform", "role": "platform", "data": "platform.parquet"},
+            ],
+            "model": {
+                "type": "secureboost",
+                "n_estimators": trees,
+                "max_depth": depth,
+                "max_bin": 32,
+                "learning_rate": 0.3,
+            },
+            "crypto": {"key_bits": 2048},
+            "evaluation": {"test_size": 0.2, "random_state": 42},
+            "alignment": {"min_intersection": 100},
+        },
+        source=None,
+        base_dir=folder,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--experiment", type=Path, default=REPO / "experiments" / "default_credit_secureboost.yaml"
+    )
+    parser.add_argument("--trees", type=int, default=None, help="override n_estimators")
+    parser.add_argument("--scale", action="store_true", help="run the scale case instead")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=300)
+    parser.add_argument("--depth", type=int, default=5)
+    parser.add_argument("--summary-json", type=Path, required=True)
+    args = parser.parse_args()
+
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
+        os.environ["LAB_HOME"] = str(Path(tmp) / "home")
+        if args.scale:
+            (Path(tmp) / "data").mkdir()
+            experiment = scale_experiment(
+                Path(tmp) / "data", args.rows, args.features, args.depth, args.trees or 1
+            )
+        else:
+            overrides = [f"model.n_estimators={args.trees}"] if args.trees else []
+            experiment = load_experiment(
+                args.experiment, [*overrides, "evaluation.pooled_reference=false"]
+            )
+        key_bits = experiment.config.crypto.key_bits
+        costs = operation_costs(key_bits)
+        with PeakMemory() as memory:
+            started = time.perf_counter()
+            summary = run_experiment(experiment, RunOptions())
+            wall = time.perf_counter() - started
+    timing = summary["timing"]
+    trees = int(timing["trees"])
+    joint_seconds = float(summary["stage_seconds"]["joint"])
+    phases: dict[str, float] = {}
+    ops: dict[str, dict[str, int]] = {}
+    for party, clock in timing["phases"].items():
+        ops[party] = {k: int(v) for k, v in clock.get("ops", {}).items()}
+        for phase, seconds in clock.get("seconds", {}).items():
+            phases[f"{party}.{phase}"] = float(seconds)
+    communication = max(0.0, joint_seconds - sum(phases.values()))
+    bound = lower_bound(ops, costs, cores)
+    result = {
+        "experiment": summary["name"],
+        "rows_train": summary["n_train"],
+        "trees": trees,
+        "key_bits": key_bits,
+        "test_auc": summary["metrics"]["test_auc"],
+        "test_ks": summary["metrics"]["test_ks"],
+        "wall_seconds_job": round(wall, 2),
+        "seconds_training": round(joint_seconds, 2),
+        "seconds_per_tree": round(joint_seconds / max(trees, 1), 2),
+        "seconds_per_tree_by_phase": {
+            **{k: round(v / max(trees, 1), 3) for k, v in sorted(phases.items())},
+            "communication_and_runtime": round(communication / max(trees, 1), 3),
+        },
+        "operations": ops,
+        "operation_costs_one_core_seconds": costs,
+        "cores": cores,
+        "lower_bound_seconds": round(bound, 2),
+        "ratio_to_lower_bound": round(joint_seconds / bound, 2) if bound else None,
+        "hops": summary["traffic"]["hops"],
+        "bytes_sent": summary["traffic"]["bytes_sent"],
+        "peak_rss_gib": {
+            "process_tree": round(memory.peak_total, 2),
+            "largest_process": round(memory.peak_single, 2),
+        },
+        "stage_seconds": summary["stage_seconds"],
+    }
+    args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+    args.summary_json.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
