@@ -87,6 +87,19 @@ class PartyTable:
         """Feature column names, in file order."""
         return list(self.features.columns)
 
+    def subset(self, rows: npt.NDArray[np.bool_]) -> PartyTable:
+        """The same table restricted to ``rows`` (a boolean mask), in the same order."""
+        return PartyTable(
+            path=self.path,
+            digest=self.digest,
+            ids=self.ids[rows],
+            features=self.features.loc[rows].reset_index(drop=True),
+            label=None if self.label is None else self.label[rows],
+            id_column=self.id_column,
+            label_column=self.label_column,
+            feature_kinds=self.feature_kinds,
+        )
+
 
 def file_digest(path: Path) -> str:
     """Return ``sha256:<hex>`` of a file's bytes."""

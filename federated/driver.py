@@ -137,6 +137,7 @@ def _connect(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:
             name=env.sender,
             role=env.text("role"),
             n_rows=env.integer("n_rows"),
+            n_admitted=env.integer("n_admitted"),
             n_features=env.integer("n_features"),
             digest=env.text("digest"),
             feature_kinds=json.loads(env.text("feature_kinds")),

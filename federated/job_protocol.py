@@ -73,13 +73,15 @@ class JobParty:
     def _hello(self, envelope: Envelope, ctx: PartyRuntime, spec: JobSpec) -> Envelope:
         ctx.join(spec)
         table = ctx.table()
+        admission = ctx.admission() or {}
         return envelope.reply(
             "hello",
             {
                 "joined": True,
                 "party": ctx.name,
                 "role": ctx.role,
-                "n_rows": table.n_rows,
+                "n_rows": int(admission.get("n_rows", table.n_rows)),
+                "n_admitted": table.n_rows,
                 "n_features": len(table.feature_names),
                 "digest": table.digest,
                 "feature_kinds": dumps(dict(table.feature_kinds)),

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from features.errors import DataError
 from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
+from federated.policy import load_policy
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
 from models.evaluation import EvaluationError
 from models.protocol import (
@@ -49,6 +50,8 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
 
 _JOB_KEY = "job.spec"
 _DIGEST_KEY = "job.digest"
+_ADMITTED_KEY = "job.admitted"
+_ADMISSION_KEY = "job.admission"
 
 
 class DictStore:
@@ -201,7 +204,41 @@ class PartyRuntime:
                 f"{table.path}: the file changed while the job was running ({pinned} -> "
                 f"{table.digest}); restart the job on stable data"
             )
-        return table
+        return self._admitted(job, table)
+
+    def admission(self) -> dict[str, Any] | None:
+        """Counts of what this node's governance policy admitted for the job, if it ran."""
+        info: dict[str, Any] | None = self._store.get_json(_ADMISSION_KEY)
+        return info
+
+    def _admitted(self, job: JobSpec, table: PartyTable) -> PartyTable:
+        """Apply the node's governance policy once per job; reuse its row mask afterwards."""
+        governed = job.governance.require_authorization or job.party(self.name).feature_set
+        if not governed:
+            return table
+        try:
+            mask = self._store.get_array(_ADMITTED_KEY).astype(bool)
+        except KeyError:
+            if self.binding.policy is None:
+                raise SpecError(
+                    f"job '{job.name}' is governed (feature set or authorizations) but the node "
+                    f"of party '{self.name}' has no governance policy; set 'policy' in its node "
+                    "config"
+                ) from None
+            admission = load_policy(self.binding.policy).admit(self.binding, job, table)
+            mask = np.isin(table.ids, admission.table.ids)
+            self._store.put_array(_ADMITTED_KEY, mask)
+            self._store.put_json(
+                _ADMISSION_KEY,
+                {
+                    "n_rows": admission.n_rows,
+                    "n_admitted": admission.n_admitted,
+                    **admission.detail,
+                },
+            )
+        if mask.shape != table.ids.shape:
+            raise DataError(f"{table.path}: admitted-row mask no longer fits the table")
+        return table.subset(mask)
 
     def model_dir(self) -> Path:
         """This party's folder for model parts (from its node config or the lab)."""

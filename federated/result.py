@@ -20,11 +20,16 @@ JointStatus = Literal["trained", "unavailable"]
 
 @dataclass(frozen=True)
 class PartyReport:
-    """What a party disclosed about its table when it joined the job."""
+    """What a party disclosed about its table when it joined the job.
+
+    ``n_admitted`` rows are what its governance policy let the job use (all rows when the job
+    is not governed).
+    """
 
     name: str
     role: str
     n_rows: int
+    n_admitted: int
     n_features: int
     digest: str
     feature_kinds: dict[str, str]

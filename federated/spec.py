@@ -34,6 +34,20 @@ class PartySpec:
     label_column: str | None = None
     features: tuple[str, ...] | None = None
     categorical: tuple[str, ...] = ()
+    feature_set: str | None = None
+
+
+@dataclass(frozen=True)
+class GovernanceSpec:
+    """What a job declares to the data holders' governance policies.
+
+    ``purpose`` is checked against the published feature sets' allowed purposes and the
+    enterprises' authorizations; with ``require_authorization`` a platform serves only
+    enterprises authorised for this bank and purpose.
+    """
+
+    purpose: str = "credit_risk_modeling"
+    require_authorization: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class JobSpec:
     baseline: GBDTSettings = field(default_factory=GBDTSettings)
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     alignment: AlignmentSpec = field(default_factory=AlignmentSpec)
+    governance: GovernanceSpec = field(default_factory=GovernanceSpec)
     task: Literal["train", "align"] = "train"
     config_hash: str = ""
 
@@ -123,6 +138,7 @@ class JobSpec:
                     label_column=p["label_column"],
                     features=tuple(p["features"]) if p["features"] is not None else None,
                     categorical=tuple(p["categorical"]),
+                    feature_set=p.get("feature_set"),
                 )
                 for p in data["parties"]
             )
@@ -137,6 +153,7 @@ class JobSpec:
                 baseline=GBDTSettings(**data["baseline"]),
                 runtime=RuntimeSpec(**data["runtime"]),
                 alignment=AlignmentSpec(**data["alignment"]),
+                governance=GovernanceSpec(**data.get("governance", {})),
                 task=data["task"],
                 config_hash=data["config_hash"],
             )
@@ -149,19 +166,27 @@ class PartyBinding:
     """Where one party's data lives, known only to the node acting for that party.
 
     ``store`` is the party's own folder for what it keeps after a job (its model part); it
-    stays in the party's domain like the data.
+    stays in the party's domain like the data. ``policy`` names the node's governance policy
+    (``module:Class``, see :mod:`federated.policy`) and ``governance_home`` the folder of its
+    catalog, authorizations and audit log.
     """
 
     name: str
     role: Role
     data: Path
     store: Path | None = None
+    policy: str | None = None
+    governance_home: Path | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Plain form for node or run configs."""
         out = {"party": self.name, "role": self.role, "data": str(self.data)}
         if self.store is not None:
             out["store"] = str(self.store)
+        if self.policy is not None:
+            out["policy"] = self.policy
+        if self.governance_home is not None:
+            out["governance-home"] = str(self.governance_home)
         return out
 
     @classmethod
@@ -174,9 +199,12 @@ class PartyBinding:
         if role not in ("bank", "platform"):
             raise SpecError(f"{source}: role must be 'bank' or 'platform', got '{role}'")
         store = raw.get("store")
+        home = raw.get("governance-home")
         return cls(
             name=str(raw["party"]),
             role=cast(Role, role),
             data=Path(str(raw["data"])),
             store=Path(str(store)) if store else None,
+            policy=str(raw["policy"]) if raw.get("policy") else None,
+            governance_home=Path(str(home)) if home else None,
         )

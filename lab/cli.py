@@ -27,6 +27,7 @@ from features.errors import DataError
 from federated import progress
 from lab import __version__
 from lab.errors import InputError, JobError
+from lab.governance.cli import audit_app, authorizations_app, budget_app, features_app
 
 EXIT_INPUT = 2
 EXIT_JOB = 1
@@ -41,6 +42,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Generate and inspect data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(budget_app, name="budget")
+app.add_typer(audit_app, name="audit")
+app.add_typer(authorizations_app, name="authorizations")
 
 err = Console(stderr=True)
 out = Console()

@@ -43,6 +43,7 @@ from features.io import read_header, resolve_data_file
 from federated.spec import (
     AlignmentSpec,
     EvaluationSpec,
+    GovernanceSpec,
     JobSpec,
     PartyBinding,
     PartySpec,
@@ -53,6 +54,9 @@ from lab.home import lab_home
 from models.baselines import GBDTSettings
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+#: The governance policy every party's node applies in the embedded runtime.
+NODE_POLICY = "lab.governance.node:LabNodePolicy"
 
 #: Smallest Paillier modulus accepted without ``insecure_test_keys`` (NIST SP 800-57: 2048-bit
 #: RSA-type moduli give 112-bit security, acceptable through 2030).
@@ -73,6 +77,9 @@ class PartyConfig(_Strict):
     label_column: Annotated[str, Field(min_length=1)] | None = None
     features: list[Annotated[str, Field(min_length=1)]] | None = None
     categorical: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    feature_set: (
+        Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*@[A-Za-z0-9][A-Za-z0-9._-]*$")] | None
+    ) = None
 
     @field_validator("features")
     @classmethod
@@ -153,6 +160,18 @@ class AlignmentConfig(_Strict):
     min_intersection: Annotated[int, Field(ge=1)] = 100
 
 
+class GovernanceConfig(_Strict):
+    """Governance of the job: its purpose, and whether platforms serve only authorised rows.
+
+    Parties that name a published ``feature_set`` (``name@version``) serve only its columns,
+    for a purpose they allow, from unchanged data; such jobs also spend privacy budget against
+    the platform's cap for (feature set, bank), checked before any data is read.
+    """
+
+    purpose: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "credit_risk_modeling"
+    require_authorization: bool = False
+
+
 class RegistryConfig(_Strict):
     """Where the bank registers a trained joint model (name default: the experiment's)."""
 
@@ -186,6 +205,7 @@ class ExperimentConfig(_Strict):
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
@@ -236,6 +256,8 @@ class Experiment:
                 role=p.role,
                 data=self.data_paths[p.name],
                 store=lab_home() / "parties" / p.name,
+                policy=NODE_POLICY,
+                governance_home=lab_home(),
             )
             for p in self.config.parties
         ]
@@ -282,6 +304,7 @@ class Experiment:
                     label_column=p.label_column,
                     features=tuple(p.features) if p.features is not None else None,
                     categorical=tuple(p.categorical),
+                    feature_set=p.feature_set,
                 )
                 for p in cfg.parties
             ),
@@ -298,6 +321,10 @@ class Experiment:
                 reveal=cfg.alignment.reveal,
                 id_scheme=cfg.alignment.id_scheme,
                 min_intersection=cfg.alignment.min_intersection,
+            ),
+            governance=GovernanceSpec(
+                purpose=cfg.governance.purpose,
+                require_authorization=cfg.governance.require_authorization,
             ),
             task=task,
             config_hash=self.config_hash,

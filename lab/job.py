@@ -21,9 +21,11 @@ from features.errors import DataError
 from features.io import PartyTable, read_party_table
 from federated.result import JobResult
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
+from federated.spec import JobSpec
 from lab import __version__, joint, reports, tracking
 from lab.config import Experiment
 from lab.errors import JobError
+from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
 from lab.pooled import PooledReference, pooled_reference
 from models.evaluation import EvaluationReport
@@ -93,10 +95,36 @@ def run_experiment(
     started = time.perf_counter()
     cfg = experiment.config
     spec = experiment.job_spec(task=task)
-    tables = preflight(experiment)
+    governed = cfg.governance.require_authorization or any(p.feature_set for p in cfg.parties)
+    if governed:
+        # Budget first: a job over budget is refused before any data is read.
+        with lifecycle.governed(experiment, spec) as job:
+            tables = preflight(experiment)
+            summary = _run(experiment, spec, tables, job, options, task, started)
+    else:
+        # Bad input leaves nothing behind: validate before the audit log hears of the job.
+        tables = preflight(experiment)
+        with lifecycle.governed(experiment, spec) as job:
+            summary = _run(experiment, spec, tables, job, options, task, started)
+    if options.summary_json is not None:
+        write_json(options.summary_json, summary)
+    return summary
+
+
+def _run(
+    experiment: Experiment,
+    spec: JobSpec,
+    tables: dict[str, PartyTable],
+    job: lifecycle.GovernedJob,
+    options: RunOptions,
+    task: Task,
+    started: float,
+) -> dict[str, Any]:
+    cfg = experiment.config
     target = tracking.target_for(cfg.tracking.uri, cfg.tracking.experiment or cfg.name)
     with tempfile.TemporaryDirectory(prefix="lab-job-") as tmp:
         workdir = Path(tmp)
+        job.touched_data()
         try:
             result = run_embedded(
                 spec,
@@ -138,8 +166,7 @@ def run_experiment(
             run.log_artifact(summary_path)
             if options.capture:
                 run.log_artifact(workdir / "capture.jsonl", "capture")
-    if options.summary_json is not None:
-        write_json(options.summary_json, summary)
+            job.finished(result, summary.get("registered_model"))
     return summary
 
 

@@ -321,3 +321,21 @@ def test_out_of_order_stage_is_refused() -> None:
 def test_party_error_names_the_party() -> None:
     with pytest.raises(PartyError):
         raise PartyError("platform", "ProtocolError", "x", "secureboost/tree")
+
+
+def test_every_split_has_both_children_even_under_heavy_noise() -> None:
+    """Noisy counts may pick a split no training row crosses; its empty child is a 0 leaf."""
+    rng = np.random.default_rng(1)
+    n = 300
+    bank = pd.DataFrame({"b": rng.normal(size=n)})
+    platforms = {"platform": pd.DataFrame({"p": rng.normal(size=n)})}
+    y = (rng.uniform(size=n) < 0.3).astype(int)
+    clf = SecureBoostClassifier(
+        n_estimators=3, max_depth=3, max_bin=8, dp_epsilon=0.5, min_child_samples=1, **KEYS
+    ).fit(bank, y, platforms)
+    for tree in clf.bank_part_.trees:
+        for node_id, node in tree.items():
+            if node.weight is None:
+                assert 2 * node_id + 1 in tree
+                assert 2 * node_id + 2 in tree
+    assert np.isfinite(clf.predict_proba(bank, platforms)).all()

@@ -141,6 +141,47 @@ def features_show(
     out.print(table)
 
 
+@features_app.command("usage")
+def features_usage(
+    ref: Annotated[str, typer.Argument(help="NAME (all versions) or NAME@VERSION.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Which banks and jobs used a feature set, and what it contributed (feedback to publishers)."""
+    from lab.governance.usage import feature_set_usage
+
+    report = feature_set_usage(ref)
+    if as_json:
+        _echo_json(report)
+        return
+    table = Table(title=f"Usage of {ref}: banks {', '.join(report['banks']) or '-'}")
+    for column in (
+        "job",
+        "started",
+        "status",
+        "versions",
+        "banks",
+        "joint AUC",
+        "bank-only AUC",
+        "lift",
+        "top groups",
+    ):
+        table.add_column(column)
+    for row in report["jobs"]:
+        groups = ", ".join(f"{g} {v:.0%}" for g, v in list(row["importance_by_group"].items())[:3])
+        table.add_row(
+            str(row["job_id"]),
+            str(row["started"]),
+            str(row["status"]),
+            ", ".join(row["versions"]),
+            ", ".join(row["banks"] or []),
+            _fmt(row["joint_test_auc"]),
+            _fmt(row["bank_only_test_auc"]),
+            _fmt(row["auc_lift"]),
+            groups or "-",
+        )
+    out.print(table)
+
+
 @features_app.command("spec-from-synth")
 def features_spec_from_synth(
     data_dir: Annotated[
@@ -331,6 +372,17 @@ def audit_recover(
     """Repair an append interrupted by a crash (torn line, unanchored entries); nothing else."""
     done = AuditLog().recover(Head.parse(adopt) if adopt else None, actor=actor)
     out.print("; ".join(done) if done else "nothing to recover: the log and its head agree")
+
+
+@audit_app.command("report")
+def audit_report(
+    report_path: Annotated[Path, typer.Option("--out", help="HTML file to write.", dir_okay=False)],
+) -> None:
+    """Write the auditor report: budgets, burn-down plot, every job's privacy parameters."""
+    from lab.governance.report import write_report
+
+    path = write_report(report_path)
+    out.print(f"[green]wrote[/] {path}")
 
 
 @audit_app.command("budget")

@@ -6,6 +6,7 @@ from models.secureboost.protocol import (
     SecureBoostParams,
     SecureBoostParty,
     conclude,
+    planned_privacy_events,
     start_envelope,
 )
 
@@ -15,5 +16,6 @@ __all__ = [
     "SecureBoostParams",
     "SecureBoostParty",
     "conclude",
+    "planned_privacy_events",
     "start_envelope",
 ]

@@ -928,7 +928,16 @@ class _Bank:
                     split_id=entry.get("split_id"),
                 ).to_dict()
             )
-        for leaf in np.unique(position).tolist():
+        # Every child of a split is a node, even one no training row reached (possible when
+        # noisy counts chose the split): it is a leaf of weight -0/(0 + lambda) = 0, as in the
+        # plaintext core, so any row routed there at prediction time finds it.
+        leaves = set(np.unique(position).tolist())
+        for node_id in nodes:
+            parent = int(node_id)
+            for child in (2 * parent + 1, 2 * parent + 2):
+                if str(child) not in nodes:
+                    leaves.add(child)
+        for leaf in sorted(leaves):
             rows = position == leaf
             weight = leaf_weight(int(g[rows].sum()), int(h[rows].sum()), params.tree)
             raw[rows] += weight
@@ -1146,6 +1155,16 @@ def _noise_multiplier(params: SecureBoostParams, n_platforms: int) -> float:
             accountant="rdp",
         )
     )
+
+
+def planned_privacy_events(params: SecureBoostParams, n_platforms: int) -> list[PrivacyEvent]:
+    """The privacy events a job with these settings will emit at most (none without DP).
+
+    The budget ledger checks them before the job touches data.
+    """
+    if params.dp_epsilon is None:
+        return []
+    return _dp_events(_noise_multiplier(params, n_platforms), _releases(params, n_platforms))
 
 
 def _dp_events(multiplier: float, releases: int) -> list[PrivacyEvent]:

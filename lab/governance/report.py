@@ -1,0 +1,240 @@
+"""The auditor's report: budgets, their burn-down, every job's privacy-relevant parameters.
+
+``lab audit report --out report.html`` writes one self-contained HTML file (the burn-down plot
+is embedded as a PNG) from the ledger, the audit log and nothing else: no rows, no ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+
+from lab.governance.audit import AuditLog
+from lab.governance.ledger import BudgetLedger, BudgetStatus, compose
+
+
+@dataclass(frozen=True)
+class BurnPoint:
+    """Cumulative ε of one (feature set, bank) after one committed job."""
+
+    at: datetime
+    epsilon: float
+    job_id: str
+
+
+def burn_down(ledger: BudgetLedger, status: BudgetStatus) -> list[BurnPoint]:
+    """Cumulative spend over time in the cap's window, composed by the cap's accountant."""
+    jobs = [
+        j
+        for j in ledger.jobs(status.feature_set, status.bank)
+        if j.state == "committed" and j.closed_at is not None
+    ]
+    jobs.sort(key=lambda j: j.closed_at or "")
+    points: list[BurnPoint] = []
+    events: list[Any] = []
+    for job in jobs:
+        events.extend(job.actual_events or ())
+        epsilon = compose(events, status.delta, status.accountant) if events else 0.0
+        points.append(BurnPoint(datetime.fromisoformat(str(job.closed_at)), epsilon, job.job_id))
+    return points
+
+
+def _burn_down_png(ledger: BudgetLedger, rows: list[BudgetStatus]) -> str | None:
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for status in rows:
+        points = burn_down(ledger, status)
+        label = f"{status.feature_set} x {status.bank}"
+        if points:
+            xs: list[Any] = [p.at for p in points]
+            ys = [p.epsilon for p in points]
+            line = ax.step(xs, ys, where="post", marker="o", label=f"{label}: spent")[0]
+            ax.axhline(status.cap_epsilon, color=line.get_color(), linestyle="--", linewidth=1)
+        else:
+            ax.axhline(status.cap_epsilon, linestyle="--", linewidth=1, label=f"{label}: cap")
+    ax.set_ylabel("ε spent (dashed: cap)")
+    ax.set_title("Privacy budget burn-down")
+    ax.legend(fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def jobs_from_audit(log: AuditLog) -> list[dict[str, Any]]:
+    """Every job the audit log knows, with its start parameters and how it ended."""
+    jobs: dict[str, dict[str, Any]] = {}
+    for entry in log.entries():
+        payload = entry.payload
+        job_id = payload.get("job_id")
+        if not job_id:
+            continue
+        job = jobs.setdefault(str(job_id), {"job_id": job_id, "status": "running"})
+        if entry.type == "job_started":
+            job.update(
+                started=entry.ts,
+                **{
+                    k: payload.get(k)
+                    for k in (
+                        "config_hash",
+                        "kind",
+                        "model",
+                        "feature_sets",
+                        "banks",
+                        "purpose",
+                        "privacy",
+                    )
+                },
+            )
+        elif entry.type == "alignment":
+            job["alignment"] = {
+                k: payload.get(k)
+                for k in ("n_platform", "n_authorized", "n_bank", "n_aligned", "reveal")
+            }
+        elif entry.type == "job_finished":
+            job.update(status="finished", ended=entry.ts, metrics=payload.get("metrics"))
+        elif entry.type == "job_failed":
+            job.update(status="failed", ended=entry.ts, error=payload.get("error"))
+        elif entry.type == "model_registered":
+            job["model"] = job.get("model") or payload.get("model_name")
+            job["registered"] = f"{payload.get('model_name')} v{payload.get('version')}"
+    return [j for j in jobs.values() if "started" in j]
+
+
+def write_report(
+    out: Path, *, ledger: BudgetLedger | None = None, log: AuditLog | None = None
+) -> Path:
+    """Write the auditor report to ``out`` (HTML) and return its path."""
+    log = log or AuditLog()
+    verify = log.verify()
+    own_ledger = ledger is None
+    ledger = ledger or BudgetLedger(audit=log)
+    try:
+        rows = ledger.status()
+        png = _burn_down_png(ledger, rows)
+    finally:
+        if own_ledger:
+            ledger.close()
+    budget_table = _table(
+        [
+            "feature set",
+            "bank",
+            "cap ε",
+            "δ",
+            "accountant",
+            "spent ε",
+            "reserved ε",
+            "remaining ε",
+            "jobs in window",
+        ],
+        [
+            [
+                r.feature_set,
+                r.bank,
+                f"{r.cap_epsilon:g}",
+                f"{r.delta:g}",
+                r.accountant,
+                f"{r.spent_epsilon:.4f}",
+                f"{r.reserved_epsilon:.4f}",
+                f"{r.remaining_epsilon:.4f}",
+                r.jobs_in_window,
+            ]
+            for r in rows
+        ],
+    )
+    job_rows = []
+    for job in jobs_from_audit(log):
+        privacy = job.get("privacy") or {}
+        alignment = job.get("alignment") or {}
+        dp = privacy.get("dp_epsilon")
+        job_rows.append(
+            [
+                job["job_id"],
+                job.get("started", ""),
+                job.get("status"),
+                job.get("model"),
+                ", ".join(job.get("feature_sets") or []) or "-",
+                ", ".join(job.get("banks") or []),
+                job.get("purpose"),
+                privacy.get("key_bits"),
+                privacy.get("psi_reveal"),
+                f"ε={dp}, δ={privacy.get('dp_delta')}" if dp else "none (exact statistics shared)",
+                privacy.get("bank_only_trees"),
+                f"{alignment.get('n_authorized', '-')}/{alignment.get('n_platform', '-')} "
+                f"authorised; {alignment.get('n_aligned', '-')} aligned"
+                if alignment
+                else "-",
+                privacy.get("bank_learns", ""),
+                privacy.get("platform_learns", ""),
+                job.get("registered", "-"),
+            ]
+        )
+    jobs_table = _table(
+        [
+            "job",
+            "started (UTC)",
+            "status",
+            "model",
+            "feature sets",
+            "banks",
+            "purpose",
+            "Paillier bits",
+            "PSI reveal",
+            "differential privacy",
+            "bank-only trees",
+            "rows",
+            "bank learns",
+            "platform learns",
+            "registered",
+        ],
+        job_rows,
+    )
+    chain = "intact" if verify.ok else f"TAMPERED: {verify.summary()}"
+    image = (
+        f'<img alt="burn-down" src="data:image/png;base64,{png}">'
+        if png
+        else "<p>No budgets set.</p>"
+    )
+    document = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Joint-modeling lab: audit report</title>
+<style>body{{font-family:sans-serif;margin:2em}}
+table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;vertical-align:top}}
+th{{background:#eee}}</style></head>
+<body><h1>Audit report</h1>
+<p>Generated {html.escape(datetime.now().astimezone().isoformat(timespec="seconds"))}.
+Audit log: {html.escape(str(log.path))}, chain {html.escape(chain)}
+(head: {html.escape(str(log.head()))}).</p>
+<h2>Privacy budgets</h2>
+<p>ε at each cap's δ, composed from the recorded privacy events by Opacus's accountant.</p>
+{budget_table}
+{image}
+<h2>Jobs</h2>
+{jobs_table}
+</body></html>
+"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(document, encoding="utf-8")
+    return out
