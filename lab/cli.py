@@ -133,6 +133,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
     out.print(table)
     if summary["joint_model"]["status"] != "trained":
         out.print(f"[yellow]joint model:[/] {summary['joint_model']['reason']}")
+    privacy = summary.get("privacy") or {}
+    if privacy.get("epsilon") is not None:
+        out.print(
+            f"privacy: ε={privacy['epsilon']:.3f}, δ={privacy['delta']:g} "
+            f"({privacy['accountant']}, per {privacy['unit']}; {privacy['note']})"
+        )
+    if summary.get("audit_report"):
+        out.print(f"audit report: {summary['audit_report']}")
     out.print(
         f"n_aligned={summary['n_aligned']} n_train={summary['n_train']} "
         f"n_test={summary['n_test']} wall={summary['wall_seconds']} s "

@@ -10,18 +10,26 @@ import json
 import logging
 import shutil
 import tempfile
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
 from features.io import file_digest
 from features.synth import SMEConfig, generate, write
 from lab.config import experiment_from_dict
 from lab.errors import InputError
+from lab.governance.authorizations import AuthorizationRegistry
+from lab.governance.catalog import Catalog
+from lab.governance.ledger import BudgetLedger
+from lab.governance.report import write_report
+from lab.governance.spec import spec_from_synth_columns, write_spec
 from lab.home import ensure, lab_home
-from lab.job import RunOptions, run_experiment
+from lab.job import RunOptions, run_experiment, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -111,9 +119,97 @@ def demo_data(seed: int) -> Path:
     return folder
 
 
+def publish_feature_set(folder: Path, ref: str) -> None:
+    """Act as the platform: publish the synthetic platform table as ``ref`` (idempotent)."""
+    name, version = ref.split("@")
+    spec = spec_from_synth_columns(
+        folder / "columns.json",
+        name=name,
+        version=version,
+        owner="demo-platform-data-team",
+        description="Synthetic enterprise features of a provincial credit platform (demo).",
+    )
+    spec_path = folder / f"{name}-{version}.spec.yaml"
+    write_spec(spec, spec_path)
+    Catalog().publish(spec_path, folder / "platform.csv", actor="demo-platform")
+
+
+def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> Path:
+    """Act as the platform: import enterprises' authorizations for ``bank`` (idempotent).
+
+    About 93 % of enterprises authorise the bank for the purpose, covering every feature group;
+    96 % of those also consent to the use of personal data (key-personnel columns).
+    """
+    ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)[
+        "enterprise_id"
+    ]
+    groups = sorted(
+        {
+            str(info["group"])
+            for info in json.loads((folder / "columns.json").read_text()).values()
+            if info.get("party") == "platform"
+        }
+    )
+    rng = np.random.default_rng(seed)
+    authorised = rng.uniform(size=len(ids)) < 0.93
+    consent = rng.uniform(size=len(ids)) < 0.96
+    today = datetime.now(UTC).date()
+    frame = pd.DataFrame(
+        {
+            "enterprise_id": ids[authorised].to_numpy(),
+            "bank": bank,
+            "purpose": purpose,
+            "valid_from": (today - timedelta(days=180)).isoformat(),
+            "valid_to": (today + timedelta(days=365)).isoformat(),
+            "groups": ";".join(groups),
+            "personal_consent": np.where(consent[authorised], "true", "false"),
+            "reference": "DEMO-AUTH",
+        }
+    )
+    path = folder / "authorizations.csv"
+    if not path.exists():
+        frame.to_csv(path, index=False)
+    with AuthorizationRegistry() as registry:
+        registry.import_csv(path, actor="demo-platform")
+    return path
+
+
+def grant_budget(ref: str, bank: str, epsilon: float, delta: float) -> None:
+    """Act as the platform: make room for one more demo job of ``epsilon`` for ``bank``.
+
+    The demo can be run again and again; each run raises the cap by what one job needs, the way
+    a platform renews a bank's allowance (a real cap renews with its window).
+    """
+    with BudgetLedger() as ledger:
+        spent = next(
+            (r.spent_epsilon for r in ledger.status() if (r.feature_set, r.bank) == (ref, bank)),
+            0.0,
+        )
+        ledger.set_cap(
+            ref, bank, epsilon=round(spent + epsilon + 2.0, 3), delta=delta, actor="demo-platform"
+        )
+
+
 def run_demo(*, summary_json: Path | None, seed: int, verbose: bool = False) -> dict[str, Any]:
-    """Generate (or reuse) the demo data and run the default experiment on it."""
+    """Generate (or reuse) the demo data, govern it as the platform would, and run the job.
+
+    As the platform: publish the feature set, import authorizations, grant a privacy budget.
+    As the bank: run the default experiment. As the auditor: write the audit report.
+    """
     folder = demo_data(seed)
     raw = default_experiment()
+    platform = next(p for p in raw["parties"] if p["role"] == "platform")
+    bank = next(p for p in raw["parties"] if p["role"] == "bank")
+    ref = platform["feature_set"]
+    publish_feature_set(folder, ref)
+    import_authorizations(folder, bank["name"], raw["governance"]["purpose"], seed)
+    grant_budget(
+        ref, bank["name"], float(raw["model"]["dp_epsilon"]), float(raw["model"]["dp_delta"])
+    )
     experiment = experiment_from_dict(raw, source=None, base_dir=folder)
-    return run_experiment(experiment, RunOptions(summary_json=summary_json, verbose=verbose))
+    summary = run_experiment(experiment, RunOptions(summary_json=summary_json, verbose=verbose))
+    report = write_report(lab_home() / "demo" / "audit-report.html")
+    summary["audit_report"] = str(report)
+    if summary_json is not None:
+        write_json(summary_json, summary)
+    return summary

@@ -23,6 +23,20 @@ NOTE = (
 )
 
 
+def _admitted(experiment: Experiment, tables: dict[str, PartyTable]) -> dict[str, PartyTable]:
+    spec = experiment.job_spec(task="align")
+    if not (spec.governance.require_authorization or any(p.feature_set for p in spec.parties)):
+        return tables
+    from federated.policy import load_policy
+
+    out = dict(tables)
+    for binding in experiment.bindings():
+        if binding.policy is not None:
+            admission = load_policy(binding.policy).admit(binding, spec, tables[binding.name])
+            out[binding.name] = admission.table
+    return out
+
+
 @dataclass(frozen=True)
 class PooledReference:
     """The pooled model's test evaluation and the number of rows in the join."""
@@ -34,10 +48,13 @@ class PooledReference:
 def pooled_reference(experiment: Experiment, tables: dict[str, PartyTable]) -> PooledReference:
     """Join the bank with every platform on id and train LightGBM on all columns.
 
-    The evaluation split uses the same rule as the bank's (canonical id order, then
+    The join uses the rows the job may use: a governed platform's table is first restricted by
+    the same node policy its node applies (published feature set, authorizations). The
+    evaluation split uses the same rule as the bank's (canonical id order, then
     ``train_test_split``), so on the same rows both split identically.
     """
     cfg = experiment.config
+    tables = _admitted(experiment, tables)
     bank_cfg = next(p for p in cfg.parties if p.label_column is not None)
     bank = tables[bank_cfg.name]
     keep = np.ones(bank.n_rows, dtype=bool)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +95,42 @@ def register_secureboost(
 
     Returns the registered name, version, alias and the references recorded with it.
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
     part = BankPart.from_dict(json.loads(bank_part_path.read_text(encoding="utf-8")))
     with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
         model_dir = Path(tmp) / "model"
-        mlflow.pyfunc.save_model(
-            path=str(model_dir),
-            python_model=str(Path(__file__).with_name("pyfunc_secureboost.py")),
-            artifacts={"bank_part": str(bank_part_path)},
-            signature=signature(part),
-            metadata={"lab_model": "secureboost-bank-part", "platform_parts": platform_parts},
-            pip_requirements=[],
-        )
+        with warnings.catch_warnings():
+            # "no input example": the signature below fully describes the input.
+            warnings.simplefilter("ignore", UserWarning)
+            _save(model_dir, part, platform_parts, bank_part_path)
         run.log_artifacts(model_dir, "model")
+    return _register(target, run, part, model_name, platform_parts, alias)
+
+
+def _save(
+    model_dir: Path, part: BankPart, platform_parts: dict[str, dict[str, str]], bank_part_path: Path
+) -> None:
+    import mlflow.pyfunc
+
+    mlflow.pyfunc.save_model(
+        path=str(model_dir),
+        python_model=str(Path(__file__).with_name("pyfunc_secureboost.py")),
+        artifacts={"bank_part": str(bank_part_path)},
+        signature=signature(part),
+        metadata={"lab_model": "secureboost-bank-part", "platform_parts": platform_parts},
+        pip_requirements=[],
+    )
+
+
+def _register(
+    target: tracking.TrackingTarget,
+    run: tracking.RunWriter,
+    part: BankPart,
+    model_name: str,
+    platform_parts: dict[str, dict[str, str]],
+    alias: str,
+) -> dict[str, Any]:
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
         client.create_registered_model(

@@ -49,6 +49,10 @@ class NoCapError(LedgerError):
     """No budget cap is set for a (feature set, bank) pair, so no job may use it."""
 
 
+class NonPrivateJobError(LedgerError):
+    """A job would release exact statistics of a budgeted feature set (unbounded spend)."""
+
+
 class BudgetExceededError(LedgerError):
     """A job's planned spend does not fit in what is left of the cap.
 

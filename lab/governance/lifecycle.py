@@ -25,9 +25,17 @@ from federated.spec import JobSpec
 from lab.config import Experiment
 from lab.governance import events
 from lab.governance.audit import AuditLog
+from lab.governance.errors import NonPrivateJobError
 from lab.governance.ledger import BudgetLedger
 from models.privacy import PrivacyEvent
 from models.secureboost import SecureBoostParams, planned_privacy_events
+
+
+def releases_statistics(spec: JobSpec) -> bool:
+    """Whether the job releases statistics of platform data to the bank (beyond alignment)."""
+    if spec.task != "train" or spec.model_type != "secureboost":
+        return False
+    return int(spec.model.get("n_estimators", 30)) > int(spec.model.get("bank_only_trees", 0))
 
 
 def planned_events(spec: JobSpec) -> list[PrivacyEvent]:
@@ -140,6 +148,12 @@ def governed(experiment: Experiment, spec: JobSpec) -> Iterator[GovernedJob]:
     job = GovernedJob(spec, experiment, audit, ledger)
     planned = planned_events(spec)
     delta = experiment.config.model.dp_delta if planned else None
+    if feature_sets and releases_statistics(spec) and not planned:
+        raise NonPrivateJobError(
+            f"job '{spec.name}' would show the bank exact histogram sums of budgeted feature "
+            f"set(s) {feature_sets}: an unbounded privacy spend. Set model.dp_epsilon (and "
+            "dp_delta) so the platform's histograms are noised, or make every tree bank-only"
+        )
     try:
         for feature_set in feature_sets:
             if ledger is None or bank is None:

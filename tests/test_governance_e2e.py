@@ -1,0 +1,213 @@
+"""Governance through the real job pipeline: feature sets, authorizations, budgets, audit."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lab import job as lab_job
+from lab.cli import EXIT_INPUT, run
+from lab.demo import publish_feature_set, synthesize
+from lab.governance.audit import AuditLog
+from lab.governance.authorizations import AuthorizationRegistry
+from lab.governance.ledger import BudgetLedger
+
+pytestmark = pytest.mark.slow
+
+REF = "sme_test@1"
+
+
+@pytest.fixture
+def governed(tmp_path: Path, lab_home: Path) -> dict[str, Any]:
+    """Synthetic data published as a feature set; half the enterprises authorise the bank."""
+    folder = tmp_path / "sme"
+    synthesize(folder, n_enterprises=2000, n_banks=1, bank_size=900, unmatched_rate=0.1, seed=11)
+    publish_feature_set(folder, REF)
+    platform_ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)[
+        "enterprise_id"
+    ]
+    rng = np.random.default_rng(0)
+    allowed = platform_ids[rng.uniform(size=len(platform_ids)) < 0.5].tolist()
+    groups = sorted(
+        {
+            str(v["group"])
+            for v in json.loads((folder / "columns.json").read_text()).values()
+            if v.get("party") == "platform"
+        }
+    )
+    today = datetime.now(UTC).date()
+    auth = pd.DataFrame(
+        {
+            "enterprise_id": allowed,
+            "bank": "bank",
+            "purpose": "credit_risk_modeling",
+            "valid_from": (today - timedelta(days=1)).isoformat(),
+            "valid_to": (today + timedelta(days=30)).isoformat(),
+            "groups": ";".join(groups),
+            "personal_consent": "true",
+            "reference": "T",
+        }
+    )
+    auth.to_csv(folder / "auth.csv", index=False)
+    assert run(["authorizations", "import", str(folder / "auth.csv")]) == 0
+    config = {
+        "name": "governed",
+        "kind": "vertical",
+        "parties": [
+            {
+                "name": "bank",
+                "role": "bank",
+                "data": "bank_1.csv",
+                "id_column": "enterprise_id",
+                "label_column": "default_12m",
+            },
+            {
+                "name": "platform",
+                "role": "platform",
+                "data": "platform.csv",
+                "id_column": "enterprise_id",
+                "feature_set": REF,
+            },
+        ],
+        "model": {
+            "type": "secureboost",
+            "n_estimators": 3,
+            "max_depth": 2,
+            "max_bin": 8,
+            "dp_epsilon": 2.0,
+            "dp_delta": 1e-5,
+        },
+        "crypto": {"key_bits": 512, "insecure_test_keys": True},
+        "evaluation": {"test_size": 0.25, "random_state": 1},
+        "alignment": {"id_scheme": "uscc", "min_intersection": 20},
+        "governance": {"require_authorization": True},
+    }
+    path = folder / "governed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    bank = pd.read_csv(folder / "bank_1.csv", usecols=["enterprise_id"], dtype=str)["enterprise_id"]
+    expected = set(bank) & set(allowed)
+    return {"folder": folder, "config": path, "allowed": set(allowed), "expected": expected}
+
+
+def test_no_unauthorised_row_reaches_the_job(
+    governed: dict[str, Any], tmp_path: Path, lab_home: Path
+) -> None:
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    summary_path = tmp_path / "s.json"
+    code = run(["train", str(governed["config"]), "--summary-json", str(summary_path), "--capture"])
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    # Exactly the bank's customers that authorised the bank are aligned: none other.
+    assert summary["n_aligned"] == len(governed["expected"])
+    platform = next(p for p in summary["parties"] if p["name"] == "platform")
+    assert platform["n_rows"] == 2000
+    assert summary["alignment"]["n_platform"] == {"platform": len(governed["allowed"])}
+    # The job spent its ε, composed by Opacus, and the ledger shows it.
+    assert summary["privacy"]["epsilon"] <= 2.0 + 1e-6
+    with BudgetLedger() as ledger:
+        [status] = ledger.status()
+    assert status.spent_epsilon == pytest.approx(summary["privacy"]["epsilon"], rel=1e-6)
+    assert status.remaining_epsilon == pytest.approx(5 - status.spent_epsilon, rel=1e-6)
+    # The audit log tells the story, verifies, and holds sizes, not ids.
+    log = AuditLog()
+    assert log.verify().ok
+    types = [e.type for e in log.entries()]
+    for kind in ("job_started", "budget_checked", "alignment", "model_registered", "job_finished"):
+        assert kind in types
+    [alignment] = [e for e in log.entries() if e.type == "alignment"]
+    assert alignment.payload["n_authorized"] == len(governed["allowed"])
+    text = (lab_home / "audit" / "log.jsonl").read_text()
+    assert not any(i in text for i in list(governed["expected"])[:50])
+    # The auditor's report and the publisher's usage feedback show the job.
+    report = tmp_path / "report.html"
+    assert run(["audit", "report", "--out", str(report)]) == 0
+    html = report.read_text()
+    assert summary["job_id"] in html and "burn-down" in html
+    usage = tmp_path / "usage.json"
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert run(["features", "usage", "sme_test", "--json"]) == 0
+    feedback = json.loads(buffer.getvalue())
+    usage.write_text(buffer.getvalue())
+    [row] = feedback["jobs"]
+    assert row["job_id"] == summary["job_id"] and feedback["banks"] == ["bank"]
+    assert row["joint_test_auc"] == pytest.approx(summary["metrics"]["test_auc"])
+
+
+def test_over_budget_job_is_refused_before_reading_data(
+    governed: dict[str, Any],
+    lab_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "1", "--delta", "1e-5"]) == 0
+
+    def ledger_state() -> list[dict[str, Any]]:
+        with BudgetLedger() as ledger:
+            rows = [s.to_dict() for s in ledger.status()]
+            jobs = [j.job_id for j in ledger.jobs()]
+        for row in rows:
+            row.pop("window_start")  # "now minus the window": moves with the clock
+        return [*rows, {"jobs": jobs}]
+
+    before = ledger_state()
+
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("data was read before the budget check")
+
+    monkeypatch.setattr(lab_job, "read_party_table", no_read)
+    capsys.readouterr()
+    assert run(["train", str(governed["config"])]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert "error:" in err and "cap" in err.lower()
+    assert ledger_state() == before
+    assert not (lab_home / "mlflow.db").exists()
+    assert any(e.type == "budget_refused" for e in AuditLog().entries())
+
+
+def test_a_job_without_dp_on_a_budgeted_feature_set_is_refused(
+    governed: dict[str, Any], lab_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    capsys.readouterr()
+    code = run(["train", str(governed["config"]), "--set", "model.dp_epsilon=null"])
+    assert code == EXIT_INPUT
+    assert "unbounded privacy spend" in capsys.readouterr().err
+    assert not (lab_home / "mlflow.db").exists()
+
+
+def test_revoked_authorizations_drop_rows(
+    governed: dict[str, Any], tmp_path: Path, lab_home: Path
+) -> None:
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    assert run(["align", str(governed["config"]), "--summary-json", str(first)]) == 0
+    revoked = sorted(governed["expected"])[:10]
+    with AuthorizationRegistry() as registry:
+        for enterprise in revoked:
+            registry.revoke(enterprise, "bank", "credit_risk_modeling")
+    assert run(["align", str(governed["config"]), "--summary-json", str(second)]) == 0
+    a, b = json.loads(first.read_text()), json.loads(second.read_text())
+    assert a["n_aligned"] == len(governed["expected"])
+    assert b["n_aligned"] == len(governed["expected"]) - 10
+
+
+def test_data_changed_after_publication_is_refused(
+    governed: dict[str, Any], capsys: pytest.CaptureFixture[str], lab_home: Path
+) -> None:
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    platform = governed["folder"] / "platform.csv"
+    platform.write_text(platform.read_text() + "\n")
+    capsys.readouterr()
+    assert run(["align", str(governed["config"])]) != 0
+    assert "differs from sme_test@1 as published" in capsys.readouterr().err
