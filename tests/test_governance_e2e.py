@@ -129,7 +129,8 @@ def test_no_unauthorised_row_reaches_the_job(
     report = tmp_path / "report.html"
     assert run(["audit", "report", "--out", str(report)]) == 0
     html = report.read_text()
-    assert summary["job_id"] in html and "burn-down" in html
+    assert summary["job_id"] in html
+    assert "burn-down" in html
     usage = tmp_path / "usage.json"
     import contextlib
     import io
@@ -140,7 +141,8 @@ def test_no_unauthorised_row_reaches_the_job(
     feedback = json.loads(buffer.getvalue())
     usage.write_text(buffer.getvalue())
     [row] = feedback["jobs"]
-    assert row["job_id"] == summary["job_id"] and feedback["banks"] == ["bank"]
+    assert row["job_id"] == summary["job_id"]
+    assert feedback["banks"] == ["bank"]
     assert row["joint_test_auc"] == pytest.approx(summary["metrics"]["test_auc"])
 
 
@@ -169,7 +171,8 @@ def test_over_budget_job_is_refused_before_reading_data(
     capsys.readouterr()
     assert run(["train", str(governed["config"])]) == EXIT_INPUT
     err = capsys.readouterr().err
-    assert "error:" in err and "cap" in err.lower()
+    assert "error:" in err
+    assert "cap" in err.lower()
     assert ledger_state() == before
     assert not (lab_home / "mlflow.db").exists()
     assert any(e.type == "budget_refused" for e in AuditLog().entries())
