@@ -5,6 +5,14 @@ imports only :mod:`secure_agg` (never the caller's program, unlike ``multiproces
 and serves requests until its stdin closes. Frames are described in
 :mod:`secure_agg.paillier_pool`; every header starts with ``length (4) || PublicKey.to_bytes()``.
 
+When the C extension :mod:`secure_agg._gmp_kernels` is built, the payloads of ``E``, ``O``,
+``C``, ``S`` and ``P`` go to it as they arrive (no conversion to Python integers) through the
+``*_payload`` functions of :mod:`secure_agg.paillier` and :mod:`secure_agg.packing`; otherwise the
+Python kernels answer. Both give the same results; the worker inherits ``SECURE_AGG_KERNELS``
+from the environment of the process that started the pool. After a ``C`` request the worker
+keeps the key holder's CRT tables (key material: in C memory, overwritten when freed) until an
+``F`` request; the primes themselves are dropped when the request is answered.
+
 Operations (integers big-endian, plaintexts ``key_bytes`` wide, ciphertexts ``2 * key_bytes``):
 
 ``E`` / ``N``
@@ -35,11 +43,8 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-import gmpy2
-import numpy as np
-
 from secure_agg import paillier
-from secure_agg.packing import _pack_kernel
+from secure_agg.packing import _pack_payload
 from secure_agg.paillier_pool import STATUS_FAILED, STATUS_OK, STATUS_REFUSED
 
 
@@ -58,17 +63,13 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
     pub, rest = paillier._unpack_header(header)
     width = pub.ciphertext_bytes
     if op in (b"E", b"N"):
-        values = paillier._check_plaintexts(pub, paillier._ints_from_bytes(payload, pub.key_bytes))
-        method = "djn" if op == b"E" else "naive"
-        return paillier._ints_to_bytes(paillier._encrypt_kernel(pub, values, method), width)
+        return paillier._encrypt_payload(pub, payload, "djn" if op == b"E" else "naive")
     if op == b"O":
-        cts = paillier._ints_from_bytes(payload, width)
-        return paillier._ints_to_bytes(paillier._obfuscate_kernel(pub, cts), width)
+        return paillier._obfuscate_payload(pub, payload)
     if op == b"C":
         key = paillier.PrivateKey.from_secret_bytes(pub, rest)
-        values = paillier._check_plaintexts(pub, paillier._ints_from_bytes(payload, pub.key_bytes))
         try:
-            return paillier._ints_to_bytes(paillier._encrypt_private_kernel(key, values), width)
+            return paillier._encrypt_private_payload(key, payload)
         finally:
             del key
     if op == b"D":
@@ -82,22 +83,12 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
         n_rows = int.from_bytes(rest[:8], "big")
         n_cols = int.from_bytes(rest[8:12], "big")
         n_groups = int.from_bytes(rest[12:16], "big")
-        split = n_rows * width
-        cts = [gmpy2.mpz(c) for c in paillier._ints_from_bytes(payload[:split], width)]
-        matrix = np.frombuffer(payload[split:], dtype=np.int32).reshape(n_rows, n_cols)
-        sums = paillier._sum_groups_kernel(pub._n2, cts, matrix, n_groups)
-        return b"".join(
-            bytes(width) if a is None else int(a).to_bytes(width, "big")
-            for column in sums
-            for a in column
-        )
+        return paillier._sum_groups_payload(pub, payload, n_rows, n_cols, n_groups)
     if op == b"P":
         bits = int.from_bytes(rest[:4], "big")
         capacity = int.from_bytes(rest[4:8], "big")
         rerandomize = rest[8:9] == b"\x01"
-        cts = paillier._ints_from_bytes(payload, width)
-        packed = _pack_kernel(pub, cts, bits, capacity, rerandomize)
-        return paillier._ints_to_bytes(packed, width)
+        return _pack_payload(pub, payload, bits=bits, capacity=capacity, rerandomize=rerandomize)
     raise paillier.PaillierError(f"unknown request {op!r}")
 
 

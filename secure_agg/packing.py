@@ -20,6 +20,7 @@ the split statistics anyway.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -51,6 +52,10 @@ HEADROOM_BITS = 64
 
 #: With ``workers=None``, packing runs in worker processes from this many ciphertexts on.
 PARALLEL_MIN_PACK = 256
+
+#: The same with the C kernels, which run on threads of the calling process (at 2048 bits and
+#: 150-bit values, 32 ciphertexts take ~15 ms).
+THREAD_MIN_PACK = 32
 
 
 class PackingError(ValueError):
@@ -298,8 +303,9 @@ class SumPacker:
     Horner's rule gives ``C = (…(c_{k-1}^(2^w) · c_{k-2})^(2^w) … ) · c_0 mod n²``, a ciphertext
     of ``M = Σ_j m_j · 2^(w·j)``. As ``M < 2^(w·k) <= 2^(key_bits - HEADROOM_BITS) < n``, no slot
     carries into the next and nothing wraps, so the key holder decrypts ``C`` once and cuts
-    ``M`` into the ``k`` values. Cost: ``w`` modular squarings per packed ciphertext (about 0.7 ms
-    at 2048 bits for ``w = 150``) against one decryption per ``k`` values (about 3 ms each).
+    ``M`` into the ``k`` values. Cost: ``w`` modular squarings per packed value (about 0.46 ms
+    at 2048 bits for ``w = 150`` with the C kernels, 0.63 ms without) against one decryption
+    per ``k`` values (about 3 ms each).
 
     Parameters
     ----------
@@ -359,7 +365,9 @@ class SumPacker:
             learns the packed sums and nothing about how they were formed. Default True; pass
             False only if the caller re-randomises itself.
         workers : int, optional
-            ``None``: all usable CPUs from :data:`PARALLEL_MIN_PACK` ciphertexts on; 1: here.
+            ``None``: all usable CPUs from :data:`THREAD_MIN_PACK` ciphertexts on with the C
+            kernels, from :data:`PARALLEL_MIN_PACK` without; 1: here; ``k > 1``: ``k`` threads
+            with the C kernels (they release the GIL), else ``k`` worker processes.
 
         Returns
         -------
@@ -374,16 +382,28 @@ class SumPacker:
         cts = [pub._check_ciphertext(c) for c in ciphertexts]
         k = self.capacity
         groups = math.ceil(len(cts) / k)
-        n_workers = paillier._workers_for(workers, len(cts), PARALLEL_MIN_PACK, groups)
+        threshold = PARALLEL_MIN_PACK if paillier._C is None else THREAD_MIN_PACK
+        n_workers = paillier._workers_for(workers, len(cts), threshold, groups)
         if n_workers <= 1:
             return _pack_kernel(pub, cts, self.bits_per_value, k, rerandomize)
+        width = pub.ciphertext_bytes
+        kernels = paillier._C
+        if kernels is not None:
+            data = paillier._ints_to_bytes(cts, width)
+            chunks = [
+                data[start * k * width : stop * k * width]
+                for start, stop in paillier._split(groups, n_workers)
+            ]
+            run = functools.partial(
+                _pack_payload, pub, bits=self.bits_per_value, capacity=k, rerandomize=rerandomize
+            )
+            return paillier._gather(paillier._in_threads(run, chunks), width)
         header = (
             paillier._pack_header(pub)
             + self.bits_per_value.to_bytes(4, "big")
             + k.to_bytes(4, "big")
             + (b"\x01" if rerandomize else b"\x00")
         )
-        width = pub.ciphertext_bytes
         parts = [
             (header, paillier._ints_to_bytes(cts[start * k : stop * k], width))
             for start, stop in paillier._split(groups, n_workers)
@@ -424,7 +444,21 @@ class SumPacker:
 def _pack_kernel(
     pub: PublicKey, ciphertexts: Sequence[int], bits: int, capacity: int, rerandomize: bool
 ) -> list[int]:
-    """Horner-pack ``ciphertexts`` in groups of ``capacity`` (see :class:`SumPacker`)."""
+    """Horner-pack ``ciphertexts`` in groups of ``capacity`` (see :class:`SumPacker`).
+
+    In C when the extension is built (``_gmp_kernels.pack``: the same products, squarings on
+    base-``n`` digits, ~1.4x faster); the loop below is the reference.
+    """
+    if paillier._C is not None:
+        width = pub.ciphertext_bytes
+        data = _pack_payload(
+            pub,
+            paillier._ints_to_bytes(ciphertexts, width),
+            bits=bits,
+            capacity=capacity,
+            rerandomize=rerandomize,
+        )
+        return paillier._ints_from_bytes(data, width)
     n2 = pub._n2
     shift = gmpy2.mpz(1) << bits
     packed: list[Any] = []
@@ -437,3 +471,18 @@ def _pack_kernel(
     if rerandomize:
         packed = paillier._obfuscate_kernel(pub, packed)
     return [int(c) for c in packed]
+
+
+def _pack_payload(
+    pub: PublicKey, payload: bytes, *, bits: int, capacity: int, rerandomize: bool
+) -> bytes:
+    """:func:`_pack_kernel` on fixed-width ciphertext bytes (the worker's ``P`` request)."""
+    width = pub.ciphertext_bytes
+    kernels = paillier._C
+    if kernels is None:
+        cts = paillier._ints_from_bytes(payload, width)
+        return paillier._ints_to_bytes(_pack_kernel(pub, cts, bits, capacity, rerandomize), width)
+    packed = kernels.pack(pub.nsquare.to_bytes(width, "big"), payload, width, bits, capacity)
+    if rerandomize:
+        packed = paillier._obfuscate_c(kernels, pub, packed)
+    return packed

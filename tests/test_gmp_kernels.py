@@ -43,6 +43,12 @@ REPO = Path(__file__).resolve().parents[1]
 needs_c = pytest.mark.skipif(gk is None, reason="secure_agg._gmp_kernels is not built")
 
 
+@pytest.fixture(autouse=True)
+def c_kernels_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests use the extension whenever it is built, whatever SECURE_AGG_KERNELS says."""
+    monkeypatch.setattr(paillier, "_C", gk)
+
+
 @functools.cache
 def keys(bits: int) -> tuple[PublicKey, PrivateKey]:
     return paillier.generate_keypair(bits, allow_insecure=True)
@@ -305,9 +311,12 @@ def test_sum_groups_many_many_columns_c_equals_python(monkeypatch: pytest.Monkey
     cts = paillier.encrypt_many(pub, values, workers=1)
     matrix = rng.integers(-1, 4, size=(60, 14))
     serial = paillier.sum_groups_many(pub, cts, matrix, 4, workers=1)
-    assert paillier.sum_groups_many(pub, cts, matrix, 4, workers=2) == serial
+    assert paillier.sum_groups_many(pub, cts, matrix, 4, workers=2) == serial  # columns split
+    assert paillier.sum_groups_many(pub, cts, matrix[:, :5], 4, workers=2) == serial[:5]  # rows
+    assert paillier.sum_groups_many(pub, cts, matrix[:, :0], 4, workers=2) == []
     monkeypatch.setattr(paillier, "_C", None)
     assert paillier.sum_groups_many(pub, cts, matrix, 4, workers=1) == serial
+    assert paillier.sum_groups_many(pub, cts, matrix[:, :0], 4, workers=2) == []
     for j in (0, 13):
         assert paillier.decrypt_many(priv, serial[j]) == [
             sum(v for v, g in zip(values, matrix[:, j], strict=True) if g == b) % pub.n
@@ -510,6 +519,18 @@ def test_crt_encryptor_keeps_its_tables_to_itself() -> None:
             pass
 
 
+@needs_c
+def test_forget_private_tables_drops_the_c_encryptor() -> None:
+    """The cache holds the only reference, so forgetting frees (and so wipes) the tables."""
+    _, priv = keys(512)
+    paillier.encrypt_many_private(priv, [1, 2], workers=1)
+    [(_, encryptor)] = paillier._CRT_C.values()
+    assert sys.getrefcount(encryptor) == 3  # the cache, this name, the call's argument
+    del encryptor
+    paillier.forget_private_tables()
+    assert paillier._CRT_C == {}
+
+
 # ---------------------------------------------------------------- memory and the GIL
 
 
@@ -596,6 +617,67 @@ def test_kernels_release_the_gil() -> None:
     thread.join()
     # With the GIL held for the whole call, this loop would run about once.
     assert ticks >= 20
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+@needs_c
+def test_worker_requests_agree_between_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker hands payloads to C as bytes; its replies equal the Python kernels' replies."""
+    from secure_agg import _paillier_worker as worker
+
+    pub, priv = keys(512)
+    kb, cb = pub.key_bytes, pub.ciphertext_bytes
+    values = edge_plaintexts(pub, 8)
+    cts = random_ciphertexts(pub, 10)
+    matrix = np.random.default_rng(2).integers(-1, 3, size=(12, 5)).astype(np.int32)
+    public = paillier._pack_header(pub)
+    secret = paillier._decrypt_header(priv)
+    sums_header = public + paillier._sums_header(12, 5, 3)
+    pack_header = public + (40).to_bytes(4, "big") + (3).to_bytes(4, "big")
+    replies = {}
+    for kernels in (paillier._C, None):
+        monkeypatch.setattr(paillier, "_C", kernels)
+        replies[kernels is None] = (
+            worker.handle(b"S", sums_header, to_bytes(cts, cb) + matrix.tobytes()),
+            worker.handle(b"P", pack_header + b"\x00", to_bytes(cts, cb)),
+        )
+        for op, header in ((b"E", public), (b"C", secret)):
+            out = from_bytes(worker.handle(op, header, to_bytes(values, kb)), cb)
+            assert paillier.decrypt_many(priv, out, workers=1) == values
+        fresh = from_bytes(worker.handle(b"O", public, to_bytes(cts, cb)), cb)
+        assert paillier.decrypt_many(priv, fresh, workers=1) == paillier.decrypt_many(
+            priv, cts, workers=1
+        )
+        with pytest.raises(ValueError, match="outside"):
+            worker.handle(b"E", public, to_bytes([pub.n], kb))
+    assert replies[False] == replies[True]
+
+
+def _use_threads_in_forked_child() -> None:
+    pub, priv = keys(512)
+    values = list(range(50))
+    cts = paillier.encrypt_many_private(priv, values, workers=2)
+    assert paillier.decrypt_many(priv, paillier.obfuscate_many(pub, cts, workers=2)) == values
+    os._exit(0)
+
+
+@needs_c
+def test_thread_pool_works_after_fork() -> None:
+    """A child forked after the kernels' threads ran gets a fresh pool instead of hanging."""
+    import multiprocessing
+
+    pub, priv = keys(512)
+    paillier.encrypt_many_private(priv, list(range(50)), workers=2)
+    paillier.obfuscate_many(pub, [1, 2, 3], workers=2)
+    child = multiprocessing.get_context("fork").Process(target=_use_threads_in_forked_child)
+    child.start()
+    child.join(120)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung on the parent's thread pool")
+    assert child.exitcode == 0
 
 
 # ---------------------------------------------------------------- without the extension
