@@ -73,7 +73,7 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         return clock(name)
 
     with stage("connect", "connecting to parties"):
-        parties = _connect(spec, transport)
+        parties = connect_parties(spec, transport)
     alignment: dict[str, object] = {}
     n_aligned = None
     if "align" in stages:
@@ -91,7 +91,7 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
     joint = JointOutcome(status="unavailable", reason="alignment-only task: no model trained")
     if spec.task == "train":
         with stage("split", "splitting for evaluation"):
-            sizes = _split(spec, transport)
+            sizes = split_for_evaluation(spec, transport)
         with stage("baseline", "bank-only baseline"):
             bank_only = _baselines(spec, transport)
         with stage("joint", "joint model"):
@@ -124,7 +124,8 @@ def _align(spec: JobSpec, transport: Transport) -> AlignmentOutcome:
     return conclude(replies, bank, settings)
 
 
-def _connect(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:
+def connect_parties(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:
+    """Send the job to every node (``job/hello``) and return what each party disclosed."""
     hello = Envelope(JOB, "hello", COORDINATOR, ANY_PARTY, {"job": spec.to_json()})
     replies = transport.hello(hello)
     raise_for_errors(replies)
@@ -155,7 +156,8 @@ def _label_holders(spec: JobSpec) -> list[str]:
     return [p.name for p in spec.parties if p.label_column is not None]
 
 
-def _split(spec: JobSpec, transport: Transport) -> dict[str, tuple[int, int]]:
+def split_for_evaluation(spec: JobSpec, transport: Transport) -> dict[str, tuple[int, int]]:
+    """Have every label holder split its rows into train and test; return the sizes."""
     requests = [Envelope(JOB, "split", COORDINATOR, name) for name in _label_holders(spec)]
     replies = run_protocol(transport, requests)
     return {env.sender: (env.integer("n_train"), env.integer("n_test")) for env in replies}

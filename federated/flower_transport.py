@@ -16,6 +16,7 @@ from flwr.app import Message
 from flwr.serverapp import Grid
 
 from federated.codec import decode, encode
+from federated.party import ERROR_PROTOCOL, ERROR_STAGE
 from federated.transport import Direction, Tap, TrafficStats, TransportError
 from models.protocol import ANY_PARTY, COORDINATOR, Envelope
 
@@ -23,6 +24,22 @@ logger = logging.getLogger(__name__)
 
 #: Flower message type of every lab protocol message.
 MESSAGE_TYPE = "query.lab"
+
+
+def error_reason(reason: str | bytes | None) -> str:
+    """The failing node's own message out of a Flower error reason (which may hold a traceback).
+
+    The simulation engine wraps a ClientApp exception as ``... Message: <text>'>``; the
+    deployment engine passes the text more directly. Either way, return the last message.
+    """
+    if reason is None:
+        return "unknown error"
+    if isinstance(reason, bytes):
+        reason = reason.decode("utf-8", "replace")
+    marker = "Message: "
+    if marker in reason:
+        reason = reason.rsplit(marker, 1)[1]
+    return reason.strip().rstrip(">").strip().strip("'").strip() or "unknown error"
 
 
 class FlowerTransport:
@@ -99,6 +116,59 @@ class FlowerTransport:
                 replies.append(env)
         return replies
 
+    @property
+    def node_of(self) -> dict[str, int]:
+        """Which node acts for which party (known after :meth:`hello`)."""
+        return dict(self._node_of)
+
+    def exchange_partial(
+        self, envelopes: Sequence[Envelope], *, timeout: float
+    ) -> tuple[list[Envelope], dict[str, str]]:
+        """Like :meth:`exchange`, but a party that fails or stays silent is reported, not fatal.
+
+        For protocols that tolerate dropouts (secure aggregation): returns the replies of the
+        parties that answered and, for each that did not, why (its error, or silence within
+        ``timeout`` seconds).
+        """
+        batches: dict[int, list[Envelope]] = defaultdict(list)
+        for env in envelopes:
+            node = self._node_of.get(env.recipient)
+            if node is None:
+                raise TransportError(f"no node acts for party '{env.recipient}'")
+            batches[node].append(env)
+        messages = []
+        for node, envs in batches.items():
+            for env in envs:
+                self._observe("to_party", env)
+            messages.append(
+                Message(content=encode(envs), dst_node_id=node, message_type=MESSAGE_TYPE)
+            )
+        started = time.monotonic()
+        raw = list(self.grid.send_and_receive(messages, timeout=timeout))
+        self.stats.hop(time.monotonic() - started)
+        replies: list[Envelope] = []
+        failed: dict[str, str] = {}
+        answered = set()
+        for reply in raw:
+            node = reply.metadata.src_node_id
+            party = self._party_of.get(node, str(node))
+            answered.add(node)
+            if reply.has_error():
+                failed[party] = f"node failed: {error_reason(reply.error.reason)}"
+                continue
+            for env in decode(reply.content):
+                self._observe("from_party", env)
+                if env.sender != party:
+                    raise TransportError(f"node of party '{party}' sent as '{env.sender}'")
+                if env.protocol == ERROR_PROTOCOL and env.stage == ERROR_STAGE:
+                    failed[party] = f"{env.text('error_type')}: {env.text('message')}"
+                else:
+                    replies.append(env)
+        for node in batches:
+            if node not in answered:
+                failed[self._party_of.get(node, str(node))] = f"no reply within {timeout:.0f} s"
+        return replies, failed
+
     def _wait_for_nodes(self) -> list[int]:
         deadline = time.monotonic() + self.timeout
         while True:
@@ -133,7 +203,8 @@ class FlowerTransport:
             if reply.has_error():
                 error = reply.error
                 raise TransportError(
-                    f"node of party '{self._party_of.get(node, node)}' failed: {error.reason}"
+                    f"node of party '{self._party_of.get(node, node)}' failed: "
+                    f"{error_reason(error.reason)}"
                 )
             envs = decode(reply.content)
             for env in envs:

@@ -165,6 +165,11 @@ class PartyRuntime:
         return self.binding.role
 
     @property
+    def disclose_errors(self) -> bool:
+        """Whether full error messages may go to the coordinator (see the class docstring)."""
+        return self._disclose
+
+    @property
     def store(self) -> PartyStore:
         """The party's persistent state."""
         return self._store

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from federated.horizontal_protocol import HorizontalParty
 from federated.job_protocol import JobParty
+from federated.secagg_party import SecAggParty
 from models.alignment import PSIParty
 from models.protocol import PartyProtocol
 from models.secureboost import SecureBoostParty
@@ -12,5 +14,11 @@ from models.secureboost import SecureBoostParty
 
 def party_protocols() -> Mapping[str, PartyProtocol]:
     """Return a fresh registry of party-side protocol handlers."""
-    handlers: list[PartyProtocol] = [JobParty(), PSIParty(), SecureBoostParty()]
+    handlers: list[PartyProtocol] = [
+        JobParty(),
+        PSIParty(),
+        SecureBoostParty(),
+        HorizontalParty(),
+        SecAggParty(),
+    ]
     return {h.name: h for h in handlers}

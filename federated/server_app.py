@@ -1,8 +1,9 @@
 """The ServerApp: the coordinator of one job.
 
 It reads the job spec from the run config (``job``), runs :func:`federated.driver.run_job`
-through a :class:`~federated.flower_transport.FlowerTransport`, and writes ``result.json``
-(or ``error.json``) into the run config's ``result-dir``. It never reads party data.
+(vertical) or :func:`federated.horizontal_server.run_horizontal` (horizontal) through a
+:class:`~federated.flower_transport.FlowerTransport`, and writes ``result.json`` (or
+``error.json``) into the run config's ``result-dir``. It never reads party data.
 """
 
 from __future__ import annotations
@@ -52,7 +53,12 @@ def main(grid: Grid, context: Context) -> None:
             timeout=spec.runtime.message_timeout,
             tap=capture,
         )
-        result = run_job(spec, transport)
+        if spec.kind == "horizontal":
+            from federated.horizontal_server import run_horizontal  # loads torch
+
+            result = run_horizontal(spec, transport, grid, result_dir)
+        else:
+            result = run_job(spec, transport)
         result.write(result_dir)
     except PartyError as exc:
         write_error(result_dir, exc.error_type, str(exc), exc.party)

@@ -95,6 +95,8 @@ class JobSpec:
     runtime: RuntimeSpec = field(default_factory=RuntimeSpec)
     alignment: AlignmentSpec = field(default_factory=AlignmentSpec)
     governance: GovernanceSpec = field(default_factory=GovernanceSpec)
+    secure_aggregation: Mapping[str, Any] = field(default_factory=dict)
+    holdout: Mapping[str, Any] | None = None
     task: Literal["train", "align"] = "train"
     config_hash: str = ""
 
@@ -154,6 +156,8 @@ class JobSpec:
                 runtime=RuntimeSpec(**data["runtime"]),
                 alignment=AlignmentSpec(**data["alignment"]),
                 governance=GovernanceSpec(**data.get("governance", {})),
+                secure_aggregation=dict(data.get("secure_aggregation", {})),
+                holdout=data.get("holdout"),
                 task=data["task"],
                 config_hash=data["config_hash"],
             )
@@ -166,9 +170,12 @@ class PartyBinding:
     """Where one party's data lives, known only to the node acting for that party.
 
     ``store`` is the party's own folder for what it keeps after a job (its model part); it
-    stays in the party's domain like the data. ``policy`` names the node's governance policy
+    stays in the party's domain like the data; so does ``holdout``, a held-out labelled file
+    the party keeps for a horizontal job's global evaluation. ``policy`` names the node's
+    governance policy
     (``module:Class``, see :mod:`federated.policy`) and ``governance_home`` the folder of its
-    catalog, authorizations and audit log.
+    catalog, authorizations and audit log. ``fault`` is a fault drill (off unless set; see
+    :mod:`federated.faults`).
     """
 
     name: str
@@ -177,6 +184,8 @@ class PartyBinding:
     store: Path | None = None
     policy: str | None = None
     governance_home: Path | None = None
+    holdout: Path | None = None
+    fault: str | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Plain form for node or run configs."""
@@ -187,6 +196,10 @@ class PartyBinding:
             out["policy"] = self.policy
         if self.governance_home is not None:
             out["governance-home"] = str(self.governance_home)
+        if self.holdout is not None:
+            out["holdout"] = str(self.holdout)
+        if self.fault is not None:
+            out["fault"] = self.fault
         return out
 
     @classmethod
@@ -200,6 +213,7 @@ class PartyBinding:
             raise SpecError(f"{source}: role must be 'bank' or 'platform', got '{role}'")
         store = raw.get("store")
         home = raw.get("governance-home")
+        holdout = raw.get("holdout")
         return cls(
             name=str(raw["party"]),
             role=cast(Role, role),
@@ -207,4 +221,6 @@ class PartyBinding:
             store=Path(str(store)) if store else None,
             policy=str(raw["policy"]) if raw.get("policy") else None,
             governance_home=Path(str(home)) if home else None,
+            holdout=Path(str(holdout)) if holdout else None,
+            fault=str(raw["fault"]) if raw.get("fault") else None,
         )

@@ -123,14 +123,37 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table.add_row("joint (federated)", fmt(metrics["test_auc"]), fmt(metrics["test_ks"]))
     else:
         table.add_row("joint (federated)", "not trained", "")
-    table.add_row("bank only (LightGBM)", fmt(base["bank_only_auc"]), fmt(base["bank_only_ks"]))
+    family = "LightGBM" if summary["kind"] == "vertical" else summary["model"]
+    if summary["kind"] == "vertical":
+        table.add_row("bank only (LightGBM)", fmt(base["bank_only_auc"]), fmt(base["bank_only_ks"]))
+    else:
+        for bank, row in base["per_bank"].items():
+            table.add_row(
+                f"{bank} alone ({family}; own test rows, global model: "
+                f"{fmt(row['global_own_test_auc'])})",
+                fmt(row["alone_own_test_auc"]),
+                "",
+            )
+        if base["bank_only_auc"] is not None:
+            table.add_row(
+                f"{base['bank_only_party']} alone, held-out file", fmt(base["bank_only_auc"]), ""
+            )
     if base["pooled_auc"] is not None:
         table.add_row(
-            "pooled reference (LightGBM, demo only)",
+            f"pooled reference ({family}, demo only)",
             fmt(base["pooled_auc"]),
             fmt(base["pooled_ks"]),
         )
     out.print(table)
+    secagg = summary.get("secure_aggregation")
+    if secagg is not None:
+        state = (
+            f"on (threshold {secagg['threshold']}, tolerates {secagg['dropouts_tolerated']} "
+            f"dropout(s) per round; dropouts seen: {secagg['dropouts'] or 'none'})"
+            if secagg["enabled"]
+            else "off (the coordinator sees every bank's update)"
+        )
+        out.print(f"secure aggregation: {state}")
     if summary["joint_model"]["status"] != "trained":
         out.print(f"[yellow]joint model:[/] {summary['joint_model']['reason']}")
     privacy = summary.get("privacy") or {}

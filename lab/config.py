@@ -55,6 +55,10 @@ from models.baselines import GBDTSettings
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
+#: Key of the horizontal hold-out file among an experiment's data paths (not a party name:
+#: party names cannot contain ':').
+HOLDOUT_KEY = "holdout:"
+
 #: The governance policy every party's node applies in the embedded runtime.
 NODE_POLICY = "lab.governance.node:LabNodePolicy"
 
@@ -118,6 +122,67 @@ class SecureBoostConfig(_Strict):
         return self
 
 
+class HorizontalModelConfig(_Strict):
+    """A torch model trained across banks with Flower strategies (horizontal jobs).
+
+    ``logreg``: logistic regression; ``mlp``: a small multilayer perceptron (``hidden``).
+    ``strategy``: FedAvg, or FedProx with ``proximal_mu > 0``. With ``dp_epsilon`` each bank
+    trains with record-level DP-SGD (Opacus), the noise planned before training so the whole
+    job meets (ε, δ) under ``accountant``.
+    """
+
+    type: Literal["logreg", "mlp"]
+    hidden: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(max_length=6)] = Field(
+        default_factory=lambda: [32, 16]
+    )
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 20
+    local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
+    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
+    dp_epsilon: Annotated[float, Field(gt=0.0)] | None = None
+    dp_delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
+    accountant: Literal["rdp", "prv"] = "rdp"
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _fedprox_needs_mu(self) -> HorizontalModelConfig:
+        if self.strategy == "fedprox" and self.proximal_mu <= 0:
+            raise ValueError("strategy 'fedprox' needs proximal_mu > 0 (e.g. 0.01)")
+        if self.strategy == "fedavg" and self.proximal_mu > 0:
+            raise ValueError("proximal_mu is a FedProx setting; set strategy: fedprox")
+        return self
+
+
+class SecureAggregationConfig(_Strict):
+    """Pairwise-masked secure aggregation of the banks' updates (horizontal jobs).
+
+    ``min_survivors``: how many banks must stay to the end of a round (default: two thirds,
+    at least 2); up to ``n - min_survivors`` may drop. ``neighbours``: SecAgg+ sparse graph
+    (default: all pairs). Updates are clipped to ``[-clipping_range, clipping_range]`` and
+    quantised to ``quantization_bits``.
+    """
+
+    enabled: bool = True
+    min_survivors: Annotated[int, Field(ge=2)] | None = None
+    neighbours: Annotated[int, Field(ge=2)] | None = None
+    clipping_range: Annotated[float, Field(gt=0.0)] = 8.0
+    quantization_bits: Annotated[int, Field(ge=8, le=30)] = 24
+
+
+class HoldoutConfig(_Strict):
+    """A held-out labelled file one bank keeps for the global evaluation of a horizontal job."""
+
+    party: Annotated[str, Field(pattern=_NAME)]
+    data: Annotated[str, Field(min_length=1)]
+    id_column: Annotated[str, Field(min_length=1)] = "id"
+    label_column: Annotated[str, Field(min_length=1)] = "y"
+
+
 class CryptoConfig(_Strict):
     """Key sizes. Keys below 2048 bits need ``insecure_test_keys: true`` (tests only)."""
 
@@ -143,6 +208,7 @@ class EvaluationConfig(_Strict):
     stratify: bool = True
     pooled_reference: bool = False
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    holdout: HoldoutConfig | None = None
 
 
 class AlignmentConfig(_Strict):
@@ -201,10 +267,11 @@ class ExperimentConfig(_Strict):
     kind: Literal["vertical", "horizontal"]
     description: str | None = None
     parties: Annotated[list[PartyConfig], Field(min_length=2)]
-    model: SecureBoostConfig
+    model: Annotated[SecureBoostConfig | HorizontalModelConfig, Field(discriminator="type")]
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
@@ -235,6 +302,8 @@ class Experiment:
         canonical = config.model_dump(mode="json")
         for party in canonical["parties"]:
             party["data"] = str(data_paths[party["name"]])
+        if canonical["evaluation"].get("holdout"):
+            canonical["evaluation"]["holdout"]["data"] = str(data_paths[HOLDOUT_KEY])
         self.canonical = canonical
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         self.config_hash = f"sha256:{hashlib.sha256(blob).hexdigest()}"
@@ -243,6 +312,15 @@ class Experiment:
     def name(self) -> str:
         """The experiment's name."""
         return self.config.name
+
+    @property
+    def holdout_path(self) -> Path | None:
+        """The resolved held-out file of a horizontal job, if it has one."""
+        return self.data_paths.get(HOLDOUT_KEY)
+
+    def _holds_holdout(self, party: str) -> bool:
+        holdout = self.config.evaluation.holdout
+        return holdout is not None and holdout.party == party
 
     def bindings(self) -> list[PartyBinding]:
         """Where each party's data and model store are, in config order (embedded runtime).
@@ -258,6 +336,7 @@ class Experiment:
                 store=lab_home() / "parties" / p.name,
                 policy=NODE_POLICY,
                 governance_home=lab_home(),
+                holdout=self.holdout_path if self._holds_holdout(p.name) else None,
             )
             for p in self.config.parties
         ]
@@ -265,13 +344,15 @@ class Experiment:
     def baseline_settings(self) -> GBDTSettings:
         """LightGBM budget of the references: the joint model's, overridden by the config."""
         model = self.config.model
-        base = GBDTSettings(
-            n_estimators=model.n_estimators,
-            max_depth=model.max_depth,
-            max_bin=model.max_bin,
-            learning_rate=model.learning_rate,
-            min_child_samples=model.min_child_samples,
-        )
+        base = GBDTSettings()
+        if isinstance(model, SecureBoostConfig):
+            base = GBDTSettings(
+                n_estimators=model.n_estimators,
+                max_depth=model.max_depth,
+                max_bin=model.max_bin,
+                learning_rate=model.learning_rate,
+                min_child_samples=model.min_child_samples,
+            )
         overrides = self.config.evaluation.baseline.model_dump(exclude_none=True)
         return GBDTSettings(**{**base.__dict__, **overrides})
 
@@ -325,6 +406,12 @@ class Experiment:
             governance=GovernanceSpec(
                 purpose=cfg.governance.purpose,
                 require_authorization=cfg.governance.require_authorization,
+            ),
+            secure_aggregation=cfg.secure_aggregation.model_dump(mode="json"),
+            holdout=(
+                None
+                if cfg.evaluation.holdout is None
+                else cfg.evaluation.holdout.model_dump(mode="json", exclude={"data"})
             ),
             task=task,
             config_hash=self.config_hash,
@@ -387,9 +474,14 @@ def experiment_from_dict(
     _check_parties(where, config)
     folder = base_dir or (source.parent if source is not None else Path.cwd())
     data_paths = {p.name: _resolve(folder, p.data) for p in config.parties}
+    holdout = config.evaluation.holdout
+    if holdout is not None:
+        data_paths[HOLDOUT_KEY] = _resolve(folder, holdout.data)
     if check_data:
         for index, party in enumerate(config.parties):
             _check_data(where, index, party, data_paths[party.name])
+        if holdout is not None:
+            _check_holdout(where, holdout, data_paths[HOLDOUT_KEY])
     return Experiment(config, source, data_paths)
 
 
@@ -504,11 +596,77 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
                     "labels in a vertical job"
                 )
-    else:
+        if not isinstance(config.model, SecureBoostConfig):
+            raise ConfigError(
+                f"{where}: model.type '{config.model.type}' is a horizontal model; a vertical job "
+                "trains 'secureboost'"
+            )
+        return
+    if not isinstance(config.model, HorizontalModelConfig):
         raise ConfigError(
-            f"{where}: kind 'horizontal' is not implemented in this version; horizontal jobs "
-            "need a horizontal model type (logistic regression, MLP), which this build lacks"
+            f"{where}: model.type '{config.model.type}' is a vertical model; a horizontal job "
+            "trains 'logreg' or 'mlp'"
         )
+    if platforms:
+        raise ConfigError(
+            f"{where}: a horizontal job is between banks with the same columns; "
+            f"{[p.name for p in platforms]} are platforms"
+        )
+    if len(banks) < 2:
+        raise ConfigError(f"{where}: a horizontal job needs at least two banks, found {len(banks)}")
+    for index, bank in enumerate(config.parties):
+        if bank.label_column is None:
+            raise ConfigError(
+                f"{where}: parties[{index}] ('{bank.name}') must set 'label_column': every bank "
+                "of a horizontal job trains on its own labels"
+            )
+        if bank.feature_set is not None:
+            raise ConfigError(
+                f"{where}: parties[{index}].feature_set: published feature sets are platform "
+                "data; horizontal jobs use each bank's own records"
+            )
+    holdout = config.evaluation.holdout
+    if holdout is not None and holdout.party not in names:
+        raise ConfigError(
+            f"{where}: evaluation.holdout.party '{holdout.party}' is not a party of this job"
+        )
+    _check_secure_aggregation(where, config.secure_aggregation, len(banks))
+
+
+def _check_secure_aggregation(where: str, secagg: SecureAggregationConfig, n_banks: int) -> None:
+    if not secagg.enabled:
+        return
+    if n_banks < 3:
+        raise ConfigError(
+            f"{where}: secure aggregation needs at least 3 banks (with 2, each bank learns the "
+            "other's model as the sum minus its own); add a bank, or turn it off with "
+            "secure_aggregation.enabled: false"
+        )
+    size = n_banks
+    if secagg.neighbours is not None:
+        if secagg.neighbours % 2:
+            raise ConfigError(
+                f"{where}: secure_aggregation.neighbours={secagg.neighbours} must be even"
+            )
+        if secagg.neighbours < n_banks - 1:
+            size = secagg.neighbours + 1
+    if secagg.min_survivors is not None and secagg.min_survivors > size:
+        raise ConfigError(
+            f"{where}: secure_aggregation.min_survivors={secagg.min_survivors} exceeds the "
+            f"{size} banks of a neighbourhood"
+        )
+
+
+def _check_holdout(where: str, holdout: HoldoutConfig, path: Path) -> None:
+    try:
+        columns = read_header(resolve_data_file(path))
+    except DataError as exc:
+        raise ConfigError(f"{where}: evaluation.holdout.data: {exc}") from exc
+    for key, column in (("id_column", holdout.id_column), ("label_column", holdout.label_column)):
+        if column not in columns:
+            raise ConfigError(
+                f"{where}: evaluation.holdout.{key} '{column}' is not a column of {path}"
+            )
 
 
 def _resolve(folder: Path, data: str) -> Path:

@@ -39,6 +39,7 @@ DEMO_ENTERPRISES = 50_000
 DEMO_BANK_SHARE = 0.4
 
 EXPERIMENT_FILE = "experiment.yaml"
+HORIZONTAL_EXPERIMENT_FILE = "experiment_horizontal.yaml"
 
 
 def default_experiment() -> dict[str, Any]:
@@ -80,7 +81,43 @@ def synthesize(
     experiment = default_experiment()
     experiment["name"] = f"sme-seed{seed}-secureboost"
     (out_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(experiment, sort_keys=False))
+    if n_banks >= 3:
+        horizontal = horizontal_experiment(n_banks)
+        horizontal["name"] = f"sme-seed{seed}-horizontal"
+        (out_dir / HORIZONTAL_EXPERIMENT_FILE).write_text(
+            yaml.safe_dump(horizontal, sort_keys=False)
+        )
     return manifest
+
+
+def horizontal_experiment(n_banks: int) -> dict[str, Any]:
+    """A horizontal job across the synthetic banks (non-IID: industry mix, size, default rate).
+
+    Every bank trains on its own loan files' columns (the same schema at every bank); the
+    platform's table plays no part. There is no common held-out file: each bank evaluates the
+    global model on its own test rows.
+    """
+    return {
+        "name": "sme-horizontal",
+        "kind": "horizontal",
+        "description": (
+            "Synthetic banks with different industry mixes, sizes and default rates train one "
+            "MLP with FedAvg and secure aggregation."
+        ),
+        "parties": [
+            {
+                "name": f"bank_{k}",
+                "role": "bank",
+                "data": f"bank_{k}.csv",
+                "id_column": "enterprise_id",
+                "label_column": "default_12m",
+            }
+            for k in range(1, n_banks + 1)
+        ],
+        "model": {"type": "mlp", "hidden": [32, 16], "rounds": 10, "strategy": "fedavg"},
+        "secure_aggregation": {"enabled": True},
+        "evaluation": {"test_size": 0.2, "random_state": 42, "stratify": True},
+    }
 
 
 def _is_intact(folder: Path) -> bool:

@@ -22,12 +22,12 @@ from features.io import PartyTable, read_party_table
 from federated.result import JobResult
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
-from lab import __version__, joint, reports, tracking
+from lab import __version__, horizontal, joint, reports, tracking
 from lab.config import Experiment
 from lab.errors import JobError
 from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
-from lab.pooled import PooledReference, pooled_reference
+from lab.pooled import PooledReference, pooled_horizontal, pooled_reference
 from models.evaluation import EvaluationReport
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,10 @@ def _run(
             raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
         pooled = None
         if task == "train" and cfg.evaluation.pooled_reference:
-            pooled = pooled_reference(experiment, tables)
+            if cfg.kind == "horizontal":
+                pooled = pooled_horizontal(experiment, tables)
+            else:
+                pooled = pooled_reference(experiment, tables)
         summary = _summary(experiment, result, pooled, task)
         artifacts = workdir / "artifacts"
         artifacts.mkdir()
@@ -152,9 +155,8 @@ def _run(
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))
             if result.joint.status == "trained":
-                summary["registered_model"] = joint.log_joint(
-                    run, target, artifacts, result, experiment
-                )
+                log = horizontal.log_horizontal if cfg.kind == "horizontal" else joint.log_joint
+                summary["registered_model"] = log(run, target, artifacts, result, experiment)
             summary["mlflow_run_id"] = run.run_id
             summary["mlflow_tracking_uri"] = target.uri
             summary["mlflow_experiment"] = target.experiment
@@ -224,6 +226,8 @@ def _summary(
             "bytes_sent": alignment["traffic"]["bytes_sent"],
             **tail,
         }
+    if cfg.kind == "horizontal":
+        return {**base, **_horizontal_summary(experiment, result, pooled), **tail}
     report = result.joint.report
     bank_only = _bank_only(result)
     trained = result.joint.status == "trained"
@@ -253,6 +257,43 @@ def _summary(
     }
 
 
+def _horizontal_summary(
+    experiment: Experiment, result: JobResult, pooled: PooledReference | None
+) -> dict[str, Any]:
+    """The summary of a horizontal job (global model on the held-out file when there is one)."""
+    cfg = experiment.config
+    report = result.joint.report
+    per_bank = horizontal.baselines(result)
+    holdout_bank = cfg.evaluation.holdout.party if cfg.evaluation.holdout else None
+    alone = per_bank.get(holdout_bank, {}) if holdout_bank else {}
+    return {
+        "model_params": cfg.model.model_dump(mode="json", exclude={"type"}),
+        "n_train": result.n_train,
+        "n_test": result.n_test,
+        "n_holdout": report.n if report else None,
+        "joint_model": {"status": result.joint.status, "reason": result.joint.reason},
+        "metrics": {
+            "test_auc": report.auc if report else None,
+            "test_ks": report.ks if report else None,
+            "test_gini": report.gini if report else None,
+            "evaluated_on": "held-out file" if report else "banks' own test rows only",
+        },
+        "baselines": {
+            "bank_only_auc": alone.get("alone_holdout_auc"),
+            "bank_only_party": holdout_bank,
+            "per_bank": per_bank,
+            "pooled_auc": pooled.report.auc if pooled else None,
+            "pooled_ks": pooled.report.ks if pooled else None,
+            "pooled_n_rows": pooled.n_joined if pooled else None,
+            "pooled_note": horizontal.POOLED_NOTE if pooled else "pooled reference not requested",
+        },
+        "privacy": horizontal.privacy_summary(result, experiment),
+        "secure_aggregation": horizontal.secure_aggregation_summary(result),
+        "timing": horizontal.timing_summary(result),
+        "registered_model": None,
+    }
+
+
 def _params(experiment: Experiment) -> dict[str, str]:
     canonical = dict(experiment.canonical)
     canonical.pop("description", None)
@@ -262,11 +303,21 @@ def _params(experiment: Experiment) -> dict[str, str]:
 def _metrics(summary: dict[str, Any], result: JobResult) -> dict[str, float]:
     metrics: dict[str, float] = {}
     for key, value in summary.get("metrics", {}).items():
-        if value is not None:
+        if isinstance(value, int | float):
             metrics[key] = value
     for key in ("bank_only_auc", "bank_only_ks", "pooled_auc", "pooled_ks"):
         value = summary.get("baselines", {}).get(key)
         if value is not None:
+            metrics[key] = value
+    for bank, values in summary.get("baselines", {}).get("per_bank", {}).items():
+        for key, value in values.items():
+            if value is not None:
+                metrics[f"{bank}_{key}"] = value
+    privacy = summary.get("privacy") or {}
+    if privacy.get("epsilon") is not None:
+        metrics["dp_epsilon"] = privacy["epsilon"]
+    for key, value in (summary.get("timing") or {}).items():
+        if isinstance(value, int | float) and key.endswith("per_round"):
             metrics[key] = value
     for key in ("n_train", "n_test", "n_aligned"):
         if summary.get(key) is not None:
@@ -311,10 +362,12 @@ def _write_artifacts(
     models: dict[str, EvaluationReport] = {}
     if result.joint.report is not None:
         models[f"joint {result.model_type}"] = result.joint.report
+    family = "LightGBM" if result.kind == "vertical" else f"{result.model_type}, own test rows"
     for party, report in result.bank_only.items():
-        models[f"{party} only (LightGBM)"] = report
+        models[f"{party} only ({family})"] = report
     if pooled is not None:
-        models["pooled reference (LightGBM)"] = pooled.report
+        pooled_family = "LightGBM" if result.kind == "vertical" else result.model_type
+        models[f"pooled reference ({pooled_family})"] = pooled.report
     files: list[tuple[str | None, Path]] = []
     plots = folder / "plots"
     plots.mkdir()

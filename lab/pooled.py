@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.io import PartyTable
+from features.io import PartyTable, read_party_table
 from lab.config import Experiment
 from models.baselines import fit_and_evaluate
 from models.evaluation import EvaluationReport, evaluation_split
@@ -87,3 +87,63 @@ def pooled_reference(experiment: Experiment, tables: dict[str, PartyTable]) -> P
         features, label, test_mask, experiment.baseline_settings(), seed=ev.random_state
     )
     return PooledReference(report=report, n_joined=int(rows.size))
+
+
+def pooled_horizontal(experiment: Experiment, tables: dict[str, PartyTable]) -> PooledReference:
+    """Pool every bank's training rows and train the job's own model on them in one process.
+
+    Each bank's training rows are those its node trains on (the same split rule); the model,
+    encoder and epochs (``rounds x local_epochs`` passes) are the federated job's, without DP.
+    Scored on the job's held-out file when it has one, else on the banks' pooled test rows.
+    """
+    from federated.horizontal_protocol import HorizontalSettings
+    from federated.horizontal_server import settings_for
+    from models.horizontal import (
+        LocalTrainingConfig,
+        evaluate_local,
+        schema_from_table,
+        train_local,
+    )
+
+    cfg = experiment.config
+    ev = cfg.evaluation
+    train_frames, train_labels, test_frames, test_labels = [], [], [], []
+    for party in cfg.parties:
+        table = tables[party.name]
+        if table.label is None:
+            raise ValueError(f"party '{party.name}' was read without its label column")
+        test = evaluation_split(
+            table.ids,
+            table.label,
+            test_size=ev.test_size,
+            random_state=ev.random_state,
+            stratify=ev.stratify,
+        )
+        train_frames.append(table.features.loc[~test])
+        train_labels.append(table.label[~test])
+        test_frames.append(table.features.loc[test])
+        test_labels.append(table.label[test])
+    features = pd.concat(train_frames, ignore_index=True)
+    labels = np.concatenate(train_labels)
+    schema = schema_from_table(features)
+    settings: HorizontalSettings = settings_for(experiment.job_spec(), schema)
+    encoder = settings.encoder()
+    model = settings.new_model(encoder.n_outputs)
+    local = settings.local_config()
+    config = LocalTrainingConfig(
+        **{**local.__dict__, "epochs": local.epochs * settings.rounds, "proximal_mu": 0.0}
+    )
+    train_local(model, encoder.transform(features), labels, config)
+    holdout = ev.holdout
+    if holdout is not None and experiment.holdout_path is not None:
+        held = read_party_table(
+            experiment.holdout_path, id_column=holdout.id_column, label_column=holdout.label_column
+        )
+        if held.label is None:
+            raise ValueError(f"{held.path}: the held-out file has no labels")
+        test_x, test_y = held.features, held.label
+    else:
+        test_x = pd.concat(test_frames, ignore_index=True)
+        test_y = np.concatenate(test_labels)
+    report = evaluate_local(model, encoder.transform(test_x), test_y)
+    return PooledReference(report=report, n_joined=int(labels.size))

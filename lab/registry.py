@@ -155,3 +155,112 @@ def _register(
         "bank_part_hash": part.content_hash,
         "platform_parts": platform_parts,
     }
+
+
+#: Model-version tag holding the content hash of a horizontal global model's arrays.
+TAG_MODEL_HASH = "lab.model_hash"
+
+
+class HorizontalGlobalModel(_PythonModel):  # type: ignore[misc]
+    """MLflow pyfunc around a horizontal job's global torch model and its feature encoder.
+
+    Scores a DataFrame with the banks' common raw columns (the encoder applies the job's merged
+    schema) and returns default probabilities.
+    """
+
+    def load_context(self, context: Any) -> None:
+        """Rebuild the network from the settings and load the weights (no pickle)."""
+        from federated.horizontal_protocol import HorizontalSettings
+        from models.horizontal import arrays_to_parameters
+
+        settings_path = Path(context.artifacts["settings"])
+        self.settings = HorizontalSettings.from_json(settings_path.read_text(encoding="utf-8"))
+        self.encoder = self.settings.encoder()
+        with np.load(context.artifacts["weights"], allow_pickle=False) as weights:
+            arrays = [weights[f"arr_{i}"] for i in range(len(weights.files))]
+        self.model = self.settings.new_model(self.encoder.n_outputs)
+        arrays_to_parameters(self.model, arrays)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
+        """Default probabilities for every row of ``model_input``."""
+        from models.horizontal import predict_proba
+
+        del context, params
+        missing = [c for c in self.encoder.feature_names if c not in model_input.columns]
+        if missing:
+            raise ValueError(
+                f"input lacks the model's columns {missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            )
+        features = self.encoder.transform(model_input[self.encoder.feature_names])
+        return predict_proba(self.model, features)
+
+
+def horizontal_signature(settings_json: str) -> Any:
+    """Input: the banks' common raw columns; output: the default probability."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    from federated.horizontal_protocol import HorizontalSettings
+
+    encoder = HorizontalSettings.from_json(settings_json).encoder()
+    kinds = {c["name"]: c["kind"] for c in encoder.to_schema()["columns"]}
+    inputs: list[ColSpec | TensorSpec] = [
+        ColSpec("double" if kinds.get(name) == "numeric" else "string", name, required=False)
+        for name in encoder.feature_names
+    ]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double")]))
+
+
+def register_horizontal(
+    target: tracking.TrackingTarget,
+    run: tracking.RunWriter,
+    weights: Path,
+    settings_json: str,
+    model_name: str,
+    alias: str = "challenger",
+) -> dict[str, Any]:
+    """Log a horizontal job's global model as a pyfunc in ``run`` and register a new version.
+
+    The model holds weights (``.npz``, no pickle) and the job's settings (architecture and the
+    merged feature schema); no key material and no party data.
+    """
+    import hashlib
+
+    import mlflow.pyfunc
+    from mlflow.tracking import MlflowClient
+
+    digest = "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
+    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
+        settings_path = Path(tmp) / "settings.json"
+        settings_path.write_text(settings_json, encoding="utf-8")
+        model_dir = Path(tmp) / "model"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(model_dir),
+                python_model=str(Path(__file__).with_name("pyfunc_horizontal.py")),
+                artifacts={"weights": str(weights), "settings": str(settings_path)},
+                signature=horizontal_signature(settings_json),
+                metadata={"lab_model": "horizontal-global", "model_hash": digest},
+                pip_requirements=[],
+            )
+        run.log_artifacts(model_dir, "model")
+    client = MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
+    if not client.search_registered_models(filter_string=f"name = '{model_name}'"):
+        client.create_registered_model(
+            model_name, description="Horizontal federated model: the banks' global model."
+        )
+    version = client.create_model_version(
+        model_name,
+        source=f"{run.artifact_uri()}/model",
+        run_id=run.run_id,
+        tags={TAG_MODEL_HASH: digest},
+        await_creation_for=0,
+    )
+    client.set_registered_model_alias(model_name, alias, version.version)
+    return {
+        "name": model_name,
+        "version": str(version.version),
+        "alias": alias,
+        "model_hash": digest,
+    }

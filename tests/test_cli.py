@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lab.cli import EXIT_INPUT, run
+from lab.demo import import_authorizations, publish_feature_set
 from tests.conftest import EXPERIMENTS
 
 COMMANDS = [[], ["train"], ["align"], ["check"], ["demo"], ["data"], ["data", "synth"]]
@@ -54,13 +55,29 @@ def test_data_synth_writes_a_runnable_experiment(
     experiment = yaml.safe_load((out / "experiment.yaml").read_text())
     assert experiment["parties"][0]["data"] == "bank_1.csv"
     assert run(["check", str(out / "experiment.yaml")]) == 0
-    # The bank's customers known to the platform are exactly what alignment finds.
+    # The experiment is governed: as the platform, publish the feature set and import the
+    # enterprises' authorizations (no budget is needed to align: alignment releases no features).
+    publish_feature_set(out, experiment["parties"][1]["feature_set"])
+    authorizations = import_authorizations(out, "bank", experiment["governance"]["purpose"], seed=3)
+    # The bank's customers known to the platform and authorised for the bank (with consent) are
+    # exactly what alignment finds.
     summary_path = tmp_path / "align.json"
     assert run(["align", str(out / "experiment.yaml"), "--summary-json", str(summary_path)]) == 0
     summary = json.loads(summary_path.read_text())
-    assert summary["n_aligned"] == manifest["banks"]["bank_1"]["matched_with_platform"]
+    ids = {
+        name: set(pd.read_csv(out / name, usecols=["enterprise_id"], dtype=str)["enterprise_id"])
+        for name in ("bank_1.csv", "platform.csv")
+    }
+    # The feature set serves key-personnel columns, so personal-data consent is needed too.
+    grants = pd.read_csv(authorizations, dtype=str)
+    authorised = set(grants.loc[grants["personal_consent"] == "true", "enterprise_id"])
+    matched = ids["bank_1.csv"] & ids["platform.csv"]
+    assert len(matched) == manifest["banks"]["bank_1"]["matched_with_platform"]
+    assert summary["n_aligned"] == len(matched & authorised)
     assert summary["n_bank"] == manifest["banks"]["bank_1"]["rows"]
-    assert summary["n_platform"] == {"platform": manifest["platform"]["rows"]}
+    # The platform's side of alignment is what its policy admitted, never its whole table.
+    assert len(ids["platform.csv"]) == manifest["platform"]["rows"]
+    assert summary["n_platform"] == {"platform": len(authorised & ids["platform.csv"])}
     # A non-empty folder is not overwritten by accident.
     capsys.readouterr()
     assert run([*args, "--seed", "4"]) == EXIT_INPUT
@@ -74,8 +91,11 @@ def test_demo_end_to_end(tmp_path: Path, lab_home: Path) -> None:
     summary = json.loads(summary_path.read_text())
     assert summary["name"] == "demo-sme-secureboost"
     assert summary["mlflow_run_id"]
-    # Joint modeling is worth it on the synthetic data: pooled clearly beats the bank alone.
-    assert summary["baselines"]["pooled_auc"] > summary["baselines"]["bank_only_auc"] + 0.03
+    # Joint modeling is worth it on the synthetic data, even with DP noise on the platform's
+    # histograms: the joint model and the pooled reference both beat the bank alone.
+    bank_only = summary["baselines"]["bank_only_auc"]
+    assert summary["metrics"]["test_auc"] > bank_only
+    assert summary["baselines"]["pooled_auc"] > bank_only + 0.01
     data_dirs = list((lab_home / "demo").iterdir())
     assert len(data_dirs) == 1
     manifest = data_dirs[0] / "manifest.json"

@@ -459,6 +459,12 @@ class BudgetLedger:
             raise _no_cap(feature_set, bank)
         return cap
 
+    def has_cap(self, feature_set: str, bank: str) -> bool:
+        """Whether the platform set a cap for the pair."""
+        feature_set = _check_ref(feature_set)
+        with read_transaction(self.conn) as conn:
+            return self._cap(conn, feature_set, bank) is not None
+
     def caps(self) -> list[Cap]:
         """All caps, ordered by feature set and bank."""
         with read_transaction(self.conn) as conn:

@@ -22,7 +22,7 @@ from typing import Any
 
 from federated.result import JobResult
 from federated.spec import JobSpec
-from lab.config import Experiment
+from lab.config import Experiment, HorizontalModelConfig
 from lab.governance import events
 from lab.governance.audit import AuditLog
 from lab.governance.errors import NonPrivateJobError
@@ -50,11 +50,25 @@ def privacy_parameters(experiment: Experiment) -> dict[str, Any]:
     """What an auditor needs to judge a job's privacy: keys, DP, reveal mode, who learns what."""
     cfg = experiment.config
     model = cfg.model
-    return {
-        "key_bits": cfg.crypto.key_bits,
-        "psi_reveal": cfg.alignment.reveal,
+    dp = {
         "dp_epsilon": model.dp_epsilon,
         "dp_delta": model.dp_delta if model.dp_epsilon else None,
+    }
+    if isinstance(model, HorizontalModelConfig):
+        secagg = cfg.secure_aggregation.enabled
+        return {
+            **dp,
+            "dp_unit": "one loan record of one bank" if model.dp_epsilon else None,
+            "secure_aggregation": secagg,
+            "coordinator_learns": (
+                "masked updates and their sum only" if secagg else "every bank's model update"
+            ),
+            "banks_learn": "the global model after every round",
+        }
+    return {
+        **dp,
+        "key_bits": cfg.crypto.key_bits,
+        "psi_reveal": cfg.alignment.reveal,
         "bank_only_trees": model.bank_only_trees,
         "bank_learns": "per-bin gradient sums of platform features"
         + (" (with Gaussian noise)" if model.dp_epsilon else " (exact)")
@@ -158,6 +172,8 @@ def governed(experiment: Experiment, spec: JobSpec) -> Iterator[GovernedJob]:
         for feature_set in feature_sets:
             if ledger is None or bank is None:
                 break
+            if not planned and not ledger.has_cap(feature_set, bank):
+                continue  # nothing to spend (alignment, bank-only trees) and nothing to record
             reservation = f"{spec.job_id}/{feature_set}"
             ledger.reserve(feature_set, bank, reservation, planned, delta)
             job.reservations.append(reservation)

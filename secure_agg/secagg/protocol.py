@@ -544,6 +544,68 @@ class SecAggClient:
     def __reduce__(self) -> Any:
         raise TypeError("a SecAggClient holds key material and must not be pickled")
 
+    # -------------------------------------------------------------- node-local state
+
+    def export_state(self) -> dict[str, Any]:
+        """This client's whole state as plain JSON values, key material included.
+
+        A round spans four messages and a Flower node may run each in a fresh process, so the
+        client keeps its state in the node's own store between them. This is the only way key
+        material leaves the object: store it where only this client's node can read it, never
+        send or log it, and drop it when the round ends.
+        """
+
+        def shares(table: dict[int, Share]) -> dict[str, list[str]]:
+            return {str(k): [str(v.x), str(v.y)] for k, v in table.items()}
+
+        return {
+            "client_id": self.client_id,
+            "config": self.config.to_bytes().hex(),
+            "stage": self._stage,
+            "neighbourhood": sorted(self._neighbourhood),
+            "encryption": self._encryption.secret_bytes().hex() if self._encryption else None,
+            "mask": self._mask.secret_bytes().hex() if self._mask else None,
+            "seed": self._seed.hex() if self._seed is not None else None,
+            "public_keys": {str(k): [a.hex(), b.hex()] for k, (a, b) in self._public_keys.items()},
+            "seed_shares": shares(self._seed_shares),
+            "mask_key_shares": shares(self._mask_key_shares),
+            "masked_with": sorted(self._masked_with),
+        }
+
+    @classmethod
+    def restore(cls, state: dict[str, Any]) -> SecAggClient:
+        """Rebuild a client from :meth:`export_state` (on the same node, next message).
+
+        Raises
+        ------
+        MessageError
+            If the state is malformed.
+        """
+        try:
+            config = SecAggConfig.from_bytes(bytes.fromhex(state["config"]))
+            client = cls(int(state["client_id"]), config)
+            client._stage = str(state["stage"])
+            client._neighbourhood = frozenset(int(c) for c in state["neighbourhood"])
+            if state["encryption"]:
+                client._encryption = KeyPair.from_secret_bytes(bytes.fromhex(state["encryption"]))
+            if state["mask"]:
+                client._mask = KeyPair.from_secret_bytes(bytes.fromhex(state["mask"]))
+            client._seed = bytes.fromhex(state["seed"]) if state["seed"] else None
+            client._public_keys = {
+                int(k): (bytes.fromhex(a), bytes.fromhex(b))
+                for k, (a, b) in state["public_keys"].items()
+            }
+            client._seed_shares = {
+                int(k): Share(int(x), int(y)) for k, (x, y) in state["seed_shares"].items()
+            }
+            client._mask_key_shares = {
+                int(k): Share(int(x), int(y)) for k, (x, y) in state["mask_key_shares"].items()
+            }
+            client._masked_with = frozenset(int(c) for c in state["masked_with"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MessageError(f"malformed SecAgg client state: {exc}") from exc
+        return client
+
 
 class SecAggServer:
     """The coordinator's side of a round: relays, checks dropouts, unmasks only the sum.
