@@ -542,6 +542,12 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
             lines.append(f"unknown key '{loc}' in {section}; check its spelling")
         elif kind == "missing":
             lines.append(f"missing required key '{loc}'")
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            ctx = err.get("ctx") or {}
+            key = f"{loc}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
+            tags = ctx.get("expected_tags") or ", ".join(repr(t) for t in _MODEL_TAGS)
+            got = f"unknown value {ctx['tag']!r}" if "tag" in ctx else "missing"
+            lines.append(f"'{key}': {got}; use one of {tags}")
         else:
             got = err.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
@@ -550,12 +556,15 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
     return head + ": " + "; ".join(lines)
 
 
+_MODEL_TAGS = ("secureboost", "logreg", "mlp")
+
+
 def _format_loc(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("secureboost",):
+        elif part in _MODEL_TAGS:
             continue  # discriminator tags add nothing for the reader
         else:
             out += f".{part}" if out else str(part)

@@ -31,6 +31,7 @@ def lab_home(
     home = tmp_path_factory.mktemp("labhome") / "home"
     monkeypatch.setenv("LAB_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return home
 
 

