@@ -34,9 +34,9 @@ import csv
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,21 +47,18 @@ import pandas as pd
 from features.ids import IdScheme, normalise
 from features.io import file_digest
 from lab.governance._common import (
-    connect,
     default_actor,
     iso,
     read_transaction,
-    utc_now,
     write_transaction,
 )
-from lab.governance.audit import AuditLog
 from lab.governance.errors import (
     AuthorizationImportError,
     AuthorizationNotFoundError,
     VocabularyError,
 )
+from lab.governance.store import GovernanceStore
 from lab.governance.vocabulary import GROUPS, check_groups, check_name, check_purpose
-from lab.home import lab_home
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +178,7 @@ class ImportSummary:
         }
 
 
-class AuthorizationRegistry:
+class AuthorizationRegistry(GovernanceStore):
     """The authorization registry of one lab home (or of an explicit database file).
 
     Parameters
@@ -194,44 +191,7 @@ class AuthorizationRegistry:
         Returns the current aware UTC datetime (import and revocation times).
     """
 
-    def __init__(
-        self,
-        path: Path | None = None,
-        *,
-        audit: AuditLog | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.path = path if path is not None else lab_home() / "governance.db"
-        self.audit = audit if audit is not None else AuditLog()
-        self._clock = clock or utc_now
-        self._conn: sqlite3.Connection | None = None
-
-    def __repr__(self) -> str:
-        return f"AuthorizationRegistry({str(self.path)!r})"
-
-    def close(self) -> None:
-        """Close the database connection (reopened on next use)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> AuthorizationRegistry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        """The open connection, creating the schema on first use."""
-        if self._conn is None:
-            conn = connect(self.path)
-            with write_transaction(conn):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            self._conn = conn
-        return self._conn
+    SCHEMA = _SCHEMA
 
     # -- writing ------------------------------------------------------------------------------
 

@@ -43,22 +43,18 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, Literal
 
 from lab.governance._common import (
-    connect,
     default_actor,
     iso,
     parse_iso,
     read_transaction,
-    utc_now,
     write_transaction,
 )
-from lab.governance.audit import AuditLog
 from lab.governance.errors import (
     AccountingError,
     BudgetExceededError,
@@ -68,8 +64,8 @@ from lab.governance.errors import (
     NoCapError,
     UnknownJobError,
 )
+from lab.governance.store import GovernanceStore
 from lab.governance.vocabulary import check_name, format_ref, parse_ref
-from lab.home import lab_home
 from models.privacy import ACCOUNTANTS, Accountant, PrivacyError, PrivacyEvent, Unit, epsilon
 
 logger = logging.getLogger(__name__)
@@ -341,7 +337,7 @@ def compose(events: Iterable[PrivacyEvent], delta: float, accountant: Accountant
         raise AccountingError(f"cannot account these events: {exc}") from exc
 
 
-class BudgetLedger:
+class BudgetLedger(GovernanceStore):
     """The privacy-budget ledger of one lab home (or of an explicit database file).
 
     Parameters
@@ -355,44 +351,7 @@ class BudgetLedger:
         Returns the current aware UTC datetime (tests move time to cross a renewal window).
     """
 
-    def __init__(
-        self,
-        path: Path | None = None,
-        *,
-        audit: AuditLog | None = None,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        self.path = path if path is not None else lab_home() / "governance.db"
-        self.audit = audit if audit is not None else AuditLog()
-        self._clock = clock or utc_now
-        self._conn: sqlite3.Connection | None = None
-
-    def __repr__(self) -> str:
-        return f"BudgetLedger({str(self.path)!r})"
-
-    def close(self) -> None:
-        """Close the database connection (reopened on next use)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def __enter__(self) -> BudgetLedger:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def conn(self) -> sqlite3.Connection:
-        """The open connection, creating the schema on first use."""
-        if self._conn is None:
-            conn = connect(self.path)
-            with write_transaction(conn):
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-            self._conn = conn
-        return self._conn
+    SCHEMA = _SCHEMA
 
     # -- caps ---------------------------------------------------------------------------------
 
