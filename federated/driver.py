@@ -18,7 +18,7 @@ from federated import progress
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
-from models import secureboost
+from models import secureboost, vertical_lr
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
 from models.protocol import ANY_PARTY, COORDINATOR, Envelope
@@ -170,6 +170,8 @@ def _baselines(spec: JobSpec, transport: Transport) -> dict[str, EvaluationRepor
 
 
 def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
+    if spec.kind == "vertical" and spec.model_type == "hetero_lr":
+        return _hetero_lr(spec, transport)
     if spec.kind != "vertical" or spec.model_type != "secureboost":
         return JointOutcome(
             status="unavailable",
@@ -179,9 +181,7 @@ def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
             ),
         )
     params = SecureBoostParams.from_spec(dict(spec.model), dict(spec.crypto))
-    bank = spec.label_holder().name
-    platforms = [p.name for p in spec.by_role("platform")]
-    order = [p.name for p in spec.parties]
+    bank, platforms, order = _vertical_roles(spec)
     start = secureboost.start_envelope(bank, platforms, order, params, spec.job_id)
     outcome = secureboost.conclude(run_protocol(transport, [start]))
     report = EvaluationReport.from_dict(outcome.report)
@@ -197,3 +197,32 @@ def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
             "privacy_events": outcome.privacy_events,
         },
     )
+
+
+def _hetero_lr(spec: JobSpec, transport: Transport) -> JointOutcome:
+    params = vertical_lr.HeteroLRParams.from_spec(dict(spec.model), dict(spec.crypto))
+    bank, platforms, order = _vertical_roles(spec)
+    start = vertical_lr.start_envelope(bank, platforms, order, params, spec.job_id)
+    outcome = vertical_lr.conclude(run_protocol(transport, [start]))
+    report = EvaluationReport.from_dict(outcome.report) if outcome.report else None
+    return JointOutcome(
+        status="trained",
+        report=report,
+        details={
+            "history": outcome.history,
+            "converged": outcome.converged,
+            "bank_part": outcome.bank_part,
+            "platform_parts": outcome.platform_parts,
+            "clock": outcome.clock,
+            "iv": outcome.iv,
+            "scorecard": outcome.scorecard,
+            "coefficients": outcome.coefficients,
+            "privacy_events": [],
+        },
+    )
+
+
+def _vertical_roles(spec: JobSpec) -> tuple[str, list[str], list[str]]:
+    """The bank, the platforms and every party in config order."""
+    platforms = [p.name for p in spec.by_role("platform")]
+    return spec.label_holder().name, platforms, [p.name for p in spec.parties]

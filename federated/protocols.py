@@ -10,6 +10,7 @@ from federated.secagg_party import SecAggParty
 from models.alignment import PSIParty
 from models.protocol import PartyProtocol
 from models.secureboost import SecureBoostParty
+from models.vertical_lr.protocol import HeteroLRParty
 
 
 def party_protocols() -> Mapping[str, PartyProtocol]:
@@ -18,6 +19,7 @@ def party_protocols() -> Mapping[str, PartyProtocol]:
         JobParty(),
         PSIParty(),
         SecureBoostParty(),
+        HeteroLRParty(),
         HorizontalParty(),
         SecAggParty(),
     ]

@@ -122,6 +122,49 @@ class SecureBoostConfig(_Strict):
         return self
 
 
+class ScorecardConfig(_Strict):
+    """Points scaling of a scorecard and the feature groups of its reason codes.
+
+    ``base_points`` at good:bad odds of ``base_odds`` to 1; ``pdo`` points double the odds.
+    ``groups`` maps a reason-code group to its columns (``column`` or ``party:column``); columns
+    not listed take the group their party publishes in ``columns.json``, else their own name.
+    """
+
+    base_points: float = 600.0
+    base_odds: Annotated[float, Field(gt=0.0)] = 50.0
+    pdo: Annotated[float, Field(gt=0.0)] = 20.0
+    groups: dict[
+        Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]
+    ] = Field(default_factory=dict)
+
+
+class HeteroLRConfig(_Strict):
+    """Vertical WOE logistic regression over Paillier encryption, and its scorecard.
+
+    Fine quantile bins (``max_bin``) per column, merged by the bank from (encrypted, for platform
+    columns) per-bin label counts into at most ``max_woe_bins`` coarse bins (``monotone``:
+    monotone bad rate; ``quantile``: size only), WOE-encoded; then mini-batch gradient descent
+    with L2 (``l2``), step ``learning_rate / (L sqrt(1 + decay * epoch))`` where ``L`` bounds the
+    loss's curvature (so defaults work whatever the features' scale), until the
+    relative weight change of an epoch is below ``tol`` or after ``max_epochs``.
+    ``batch_size: 0`` is full batch.
+    """
+
+    type: Literal["hetero_lr"]
+    learning_rate: Annotated[float, Field(gt=0.0, lt=2.0)] = 1.0
+    decay: Annotated[float, Field(ge=0.0)] = 1.0
+    l2: Annotated[float, Field(ge=0.0)] = 1e-3
+    batch_size: Annotated[int, Field(ge=0, le=1_000_000)] = 2048
+    max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
+    tol: Annotated[float, Field(ge=0.0)] = 0.02
+    max_bin: Annotated[int, Field(ge=2, le=256)] = 20
+    binning: Literal["monotone", "quantile"] = "monotone"
+    min_bin_share: Annotated[float, Field(gt=0.0, le=0.5)] = 0.05
+    max_woe_bins: Annotated[int, Field(ge=2, le=64)] = 8
+    woe_alpha: Annotated[float, Field(gt=0.0)] = 0.5
+    scorecard: ScorecardConfig = Field(default_factory=ScorecardConfig)
+
+
 class HorizontalModelConfig(_Strict):
     """A torch model trained across banks with Flower strategies (horizontal jobs).
 
@@ -267,7 +310,9 @@ class ExperimentConfig(_Strict):
     kind: Literal["vertical", "horizontal"]
     description: str | None = None
     parties: Annotated[list[PartyConfig], Field(min_length=2)]
-    model: Annotated[SecureBoostConfig | HorizontalModelConfig, Field(discriminator="type")]
+    model: Annotated[
+        SecureBoostConfig | HeteroLRConfig | HorizontalModelConfig, Field(discriminator="type")
+    ]
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
@@ -356,6 +401,38 @@ class Experiment:
         overrides = self.config.evaluation.baseline.model_dump(exclude_none=True)
         return GBDTSettings(**{**base.__dict__, **overrides})
 
+    def feature_groups(self) -> dict[tuple[str, str], str]:
+        """Feature group of each (party, column) where the party publishes column metadata.
+
+        Reads ``columns.json`` beside a party's data file (the synthetic generator writes one; a
+        published feature-set spec carries the same information). Column metadata is public; no
+        data is read.
+        """
+        groups: dict[tuple[str, str], str] = {}
+        for party in self.config.parties:
+            meta = self.data_paths[party.name].parent / "columns.json"
+            if not meta.is_file():
+                continue
+            raw = json.loads(meta.read_text(encoding="utf-8"))
+            columns = raw.get("columns", raw) if isinstance(raw, dict) else {}
+            if isinstance(columns, dict):
+                for name, info in columns.items():
+                    if isinstance(info, dict) and "group" in info:
+                        groups[(party.name, str(name))] = str(info["group"])
+        return groups
+
+    def _model_spec(self) -> dict[str, Any]:
+        """The model section as sent to the parties; scorecard groups resolved per column."""
+        model = self.config.model
+        out: dict[str, Any] = model.model_dump(mode="json")
+        if isinstance(model, HeteroLRConfig):
+            groups = {f"{p}:{c}": g for (p, c), g in self.feature_groups().items()}
+            for group, columns in model.scorecard.groups.items():
+                for column in columns:
+                    groups[column] = group
+            out["scorecard"]["groups"] = groups
+        return out
+
     def job_spec(
         self, job_id: str | None = None, task: Literal["train", "align"] = "train"
     ) -> JobSpec:
@@ -389,7 +466,7 @@ class Experiment:
                 )
                 for p in cfg.parties
             ),
-            model=cfg.model.model_dump(mode="json"),
+            model=self._model_spec(),
             crypto=cfg.crypto.model_dump(mode="json"),
             evaluation=EvaluationSpec(
                 test_size=cfg.evaluation.test_size,
@@ -556,7 +633,7 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
     return head + ": " + "; ".join(lines)
 
 
-_MODEL_TAGS = ("secureboost", "logreg", "mlp")
+_MODEL_TAGS = ("secureboost", "hetero_lr", "logreg", "mlp")
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
@@ -605,10 +682,10 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
                     "labels in a vertical job"
                 )
-        if not isinstance(config.model, SecureBoostConfig):
+        if not isinstance(config.model, SecureBoostConfig | HeteroLRConfig):
             raise ConfigError(
                 f"{where}: model.type '{config.model.type}' is a horizontal model; a vertical job "
-                "trains 'secureboost'"
+                "trains 'secureboost' or 'hetero_lr'"
             )
         return
     if not isinstance(config.model, HorizontalModelConfig):

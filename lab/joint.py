@@ -11,39 +11,18 @@ import pandas as pd
 
 from federated.result import JobResult
 from lab import registry, tracking
-from lab.config import Experiment
+from lab.config import Experiment, SecureBoostConfig
 from lab.reports import plot_importance
 from models.privacy import PrivacyEvent, epsilon
 
 UNKNOWN_GROUP = "ungrouped"
 
 
-def feature_groups(experiment: Experiment) -> dict[tuple[str, str], str]:
-    """Feature group of each (party, column) where the party publishes column metadata.
-
-    Reads ``columns.json`` beside a party's data file (the synthetic generator writes one; a
-    published feature-set spec carries the same information). Column metadata is public; no
-    data is read.
-    """
-    groups: dict[tuple[str, str], str] = {}
-    for party in experiment.config.parties:
-        meta = experiment.data_paths[party.name].parent / "columns.json"
-        if not meta.is_file():
-            continue
-        raw = json.loads(meta.read_text(encoding="utf-8"))
-        columns = raw.get("columns", raw) if isinstance(raw, dict) else {}
-        if isinstance(columns, dict):
-            for name, info in columns.items():
-                if isinstance(info, dict) and "group" in info:
-                    groups[(party.name, str(name))] = str(info["group"])
-    return groups
-
-
 def importance_frame(result: JobResult, experiment: Experiment) -> pd.DataFrame:
     """Split counts and total gain per (party, feature), with the feature's group."""
     rows = result.joint.details.get("importance", [])
     frame = pd.DataFrame(rows, columns=["party", "feature", "splits", "gain"])
-    groups = feature_groups(experiment)
+    groups = experiment.feature_groups()
     frame["group"] = [
         groups.get((p, f), UNKNOWN_GROUP)
         for p, f in zip(frame["party"], frame["feature"], strict=True)
@@ -58,13 +37,19 @@ def privacy_summary(result: JobResult, experiment: Experiment) -> dict[str, Any]
     raw = result.joint.details.get("privacy_events", [])
     model = experiment.config.model
     if not raw:
+        sees = (
+            "exact per-bin label counts of platform columns and its own gradients"
+            if result.model_type == "hetero_lr"
+            else "exact platform histogram sums"
+        )
         return {
             "epsilon": None,
             "delta": None,
             "accountant": None,
             "unit": None,
-            "note": "no differential privacy: the bank sees exact platform histogram sums",
+            "note": f"no differential privacy: the bank sees {sees}",
         }
+    assert isinstance(model, SecureBoostConfig)
     events = [PrivacyEvent.from_dict(e) for e in raw]
     return {
         "epsilon": epsilon(events, model.dp_delta, "rdp"),
@@ -82,6 +67,16 @@ def privacy_summary(result: JobResult, experiment: Experiment) -> dict[str, Any]
 
 def timing_summary(result: JobResult) -> dict[str, Any]:
     """Seconds and operation counts per party and phase, and per-tree seconds."""
+    history = result.joint.details.get("history")
+    if history is not None:
+        epochs = [float(h["seconds"]) for h in history]
+        return {
+            "epochs": len(history),
+            "seconds_per_epoch_mean": sum(epochs) / len(epochs) if epochs else None,
+            "seconds_per_epoch_max": max(epochs) if epochs else None,
+            "converged": bool(result.joint.details.get("converged")),
+            "phases": result.joint.details.get("clock", {}),
+        }
     per_tree = result.joint.details.get("per_tree", [])
     seconds = [float(t["seconds"]) for t in per_tree]
     return {
@@ -111,6 +106,8 @@ def log_joint(
     experiment: Experiment,
 ) -> dict[str, Any]:
     """Log per-tree metrics and joint artifacts; register the model; return registry info."""
+    if result.model_type == "hetero_lr":
+        return _log_hetero_lr(run, target, folder, result, experiment)
     details = result.joint.details
     per_tree = details.get("per_tree", [])
     for key in ("train_logloss", "test_auc", "seconds"):
@@ -123,11 +120,7 @@ def log_joint(
     if not importance.empty:
         plot_importance(importance, joint_dir / "feature_importance.png")
     pd.DataFrame(per_tree).to_csv(joint_dir / "per_tree.csv", index=False)
-    bank_part = Path(details["bank_part"]["path"])
-    shutil.copy(bank_part, joint_dir / "bank_part.json")
-    (joint_dir / "platform_parts.json").write_text(
-        json.dumps(details["platform_parts"], indent=1, sort_keys=True), encoding="utf-8"
-    )
+    bank_part = _keep_parts(joint_dir, details)
     run.log_artifacts(joint_dir, "joint")
     name = experiment.config.registry.model_name or experiment.config.name
     return registry.register_secureboost(
@@ -138,3 +131,54 @@ def log_joint(
         details["platform_parts"],
         alias=experiment.config.registry.alias,
     )
+
+
+def _log_hetero_lr(
+    run: tracking.RunWriter,
+    target: tracking.TrackingTarget,
+    folder: Path,
+    result: JobResult,
+    experiment: Experiment,
+) -> dict[str, Any]:
+    """Hetero LR: per-epoch history, IV table, coefficients, scorecard; register the model."""
+    from lab import registry_lr
+    from models.scorecard import Scorecard
+
+    details = result.joint.details
+    history = details.get("history", [])
+    run.log_metric_series("epoch_change", [float(h["change"]) for h in history])
+    run.log_metric_series("epoch_seconds", [float(h["seconds"]) for h in history])
+    run.log_metrics(joint_metrics(result))
+    run.log_metrics({"epochs": float(len(history)), "converged": float(bool(details["converged"]))})
+    joint_dir = folder / "joint"
+    joint_dir.mkdir()
+    pd.DataFrame(details.get("iv", [])).to_csv(joint_dir / "information_value.csv", index=False)
+    pd.DataFrame(history).to_csv(joint_dir / "epochs.csv", index=False)
+    coefficients = pd.DataFrame(
+        [{"feature": k, "coefficient": v} for k, v in details["coefficients"].items()]
+    )
+    coefficients.to_csv(joint_dir / "coefficients.csv", index=False)
+    card = Scorecard.from_dict(details["scorecard"])
+    card.to_csv(joint_dir / "scorecard.csv")
+    card.to_html(joint_dir / "scorecard.html", title=f"Scorecard: {experiment.config.name}")
+    bank_part = _keep_parts(joint_dir, details)
+    run.log_artifacts(joint_dir, "joint")
+    name = experiment.config.registry.model_name or experiment.config.name
+    return registry_lr.register_hetero_lr(
+        target,
+        run,
+        bank_part,
+        name,
+        details["platform_parts"],
+        alias=experiment.config.registry.alias,
+    )
+
+
+def _keep_parts(joint_dir: Path, details: dict[str, Any]) -> Path:
+    """Copy the bank part and the platform parts' references into the run's folder."""
+    bank_part = Path(details["bank_part"]["path"])
+    shutil.copy(bank_part, joint_dir / "bank_part.json")
+    (joint_dir / "platform_parts.json").write_text(
+        json.dumps(details["platform_parts"], indent=1, sort_keys=True), encoding="utf-8"
+    )
+    return bank_part

@@ -14,6 +14,7 @@ can encode them without pickle.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,6 +236,61 @@ class StageMachine:
             )
         store.put_json(self.key(), envelope.stage)
         return previous
+
+
+@dataclass
+class PhaseClock:
+    """Seconds and operation counts per phase, kept by a party in its store between messages."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def add(self, phase: str, seconds: float, ops: int = 0) -> None:
+        """Add ``seconds`` (and ``ops`` operations) to ``phase``."""
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+        if ops:
+            self.ops[phase] = self.ops.get(phase, 0) + ops
+
+    def since(self, phase: str, started: float, ops: int = 0) -> None:
+        """Add the time since ``started`` (a :func:`time.perf_counter` value) to ``phase``."""
+        self.add(phase, time.perf_counter() - started, ops)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"seconds": ..., "ops": ...}``."""
+        return {"seconds": dict(self.seconds), "ops": dict(self.ops)}
+
+    @classmethod
+    def load(cls, store: PartyStore, key: str) -> PhaseClock:
+        """The clock saved under ``key`` (empty if none)."""
+        raw = store.get_json(key) or {}
+        return cls(seconds=dict(raw.get("seconds", {})), ops=dict(raw.get("ops", {})))
+
+    def save(self, store: PartyStore, key: str) -> None:
+        """Keep the clock under ``key``."""
+        store.put_json(key, self.to_dict())
+
+
+class RoleHandler(Protocol):
+    """One role's side of a protocol."""
+
+    def handle(self, envelope: Envelope, ctx: PartyContext) -> list[Envelope]:
+        """Process one envelope and return the envelopes to send next."""
+
+
+class RoleDispatch:
+    """The party side of a bank/platform protocol: each envelope goes to the party's role."""
+
+    name: str
+
+    def __init__(self, bank: RoleHandler, platform: RoleHandler) -> None:
+        self._bank = bank
+        self._platform = platform
+
+    def handle(self, envelope: Envelope, ctx: PartyContext) -> list[Envelope]:
+        """Run one stage."""
+        if ctx.role == "bank":
+            return self._bank.handle(envelope, ctx)
+        return self._platform.handle(envelope, ctx)
 
 
 def dumps(value: Any) -> str:

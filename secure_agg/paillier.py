@@ -430,20 +430,25 @@ class _CrtEncryptor:
         return xp + p2 * ((xq - xp) * self._p2_inv % q2)
 
 
-_CRT: dict[str, tuple[bytes, _CrtEncryptor]] = {}
-_CRT_C: dict[str, tuple[bytes, _CCrtEncryptor]] = {}
+_CRT: OrderedDict[str, tuple[bytes, _CrtEncryptor]] = OrderedDict()
+_CRT_C: OrderedDict[str, tuple[bytes, _CCrtEncryptor]] = OrderedDict()
 _CRT_LOCK = threading.Lock()
+#: Key holders whose CRT tables a process keeps at once (an embedded job runs the bank and its
+#: platforms, each with its own key pair, in one process; a deployed party holds one key).
+CRT_CACHE_SIZE = 4
 
 
 def _crt(priv: PrivateKey) -> _CrtEncryptor:
-    """This process's CRT tables for ``priv`` (one key at a time; see forget_private_tables)."""
+    """This process's CRT tables for ``priv`` (a few keys, LRU; see forget_private_tables)."""
     tag = hashlib.sha256(priv.to_secret_bytes()).digest()
     fingerprint = priv.public_key.fingerprint
     with _CRT_LOCK:
         cached = _CRT.get(fingerprint)
         if cached is None or not secrets.compare_digest(cached[0], tag):
-            _CRT.clear()
             _CRT[fingerprint] = (tag, _CrtEncryptor(priv))
+        _CRT.move_to_end(fingerprint)
+        while len(_CRT) > CRT_CACHE_SIZE:
+            _CRT.popitem(last=False)
         return _CRT[fingerprint][1]
 
 
@@ -454,7 +459,6 @@ def _crt_c(kernels: _Kernels, priv: PrivateKey) -> _CCrtEncryptor:
     with _CRT_LOCK:
         cached = _CRT_C.get(pub.fingerprint)
         if cached is None or not secrets.compare_digest(cached[0], tag):
-            _CRT_C.clear()
             width = pub.ciphertext_bytes
             encryptor = kernels.CrtEncryptor(
                 int(priv._p2).to_bytes(width, "big"),
@@ -464,6 +468,9 @@ def _crt_c(kernels: _Kernels, priv: PrivateKey) -> _CCrtEncryptor:
                 C_CRT_WINDOW_BITS,
             )
             _CRT_C[pub.fingerprint] = (tag, encryptor)
+        _CRT_C.move_to_end(pub.fingerprint)
+        while len(_CRT_C) > CRT_CACHE_SIZE:
+            _CRT_C.popitem(last=False)
         return _CRT_C[pub.fingerprint][1]
 
 

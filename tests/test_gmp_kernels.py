@@ -523,6 +523,7 @@ def test_crt_encryptor_keeps_its_tables_to_itself() -> None:
 def test_forget_private_tables_drops_the_c_encryptor() -> None:
     """The cache holds the only reference, so forgetting frees (and so wipes) the tables."""
     _, priv = keys(512)
+    paillier.forget_private_tables()  # earlier tests' keys (the cache keeps a few)
     paillier.encrypt_many_private(priv, [1, 2], workers=1)
     [(_, encryptor)] = paillier._CRT_C.values()
     assert sys.getrefcount(encryptor) == 3  # the cache, this name, the call's argument
@@ -752,3 +753,23 @@ def test_package_works_without_the_extension(how: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "fallback ok" in done.stdout
+
+
+def test_crt_tables_of_a_few_keys_stay_cached_together() -> None:
+    """An embedded job's bank and platforms each hold a key pair: no rebuilding per message."""
+    paillier.forget_private_tables()
+    privs = [paillier.generate_keypair(512, allow_insecure=True)[1] for _ in range(3)]
+    for priv in privs * 2:
+        paillier.encrypt_many_private(priv, [1, 2], workers=1)
+    cache = paillier._CRT_C if paillier._C is not None else paillier._CRT
+    assert set(cache) == {p.public_key.fingerprint for p in privs}
+    for priv in privs:
+        paillier.encrypt_many_private(priv, [3], workers=1)
+    extra = paillier.generate_keypair(512, allow_insecure=True)[1]
+    paillier.encrypt_many_private(extra, [1], workers=1)
+    paillier.encrypt_many_private(
+        paillier.generate_keypair(512, allow_insecure=True)[1], [1], workers=1
+    )
+    assert len(cache) == paillier.CRT_CACHE_SIZE
+    paillier.forget_private_tables()
+    assert not cache

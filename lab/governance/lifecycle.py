@@ -22,7 +22,7 @@ from typing import Any
 
 from federated.result import JobResult
 from federated.spec import JobSpec
-from lab.config import Experiment, HorizontalModelConfig
+from lab.config import Experiment, HeteroLRConfig, HorizontalModelConfig
 from lab.governance import events
 from lab.governance.audit import AuditLog
 from lab.governance.errors import NonPrivateJobError
@@ -33,7 +33,11 @@ from models.secureboost import SecureBoostParams, planned_privacy_events
 
 def releases_statistics(spec: JobSpec) -> bool:
     """Whether the job releases statistics of platform data to the bank (beyond alignment)."""
-    if spec.task != "train" or spec.model_type != "secureboost":
+    if spec.task != "train":
+        return False
+    if spec.model_type == "hetero_lr":
+        return True  # per-bin label counts of platform columns, gradients of their coefficients
+    if spec.model_type != "secureboost":
         return False
     return int(spec.model.get("n_estimators", 30)) > int(spec.model.get("bank_only_trees", 0))
 
@@ -50,6 +54,23 @@ def privacy_parameters(experiment: Experiment) -> dict[str, Any]:
     """What an auditor needs to judge a job's privacy: keys, DP, reveal mode, who learns what."""
     cfg = experiment.config
     model = cfg.model
+    if isinstance(model, HeteroLRConfig):
+        return {
+            "dp_epsilon": None,
+            "dp_delta": None,
+            "key_bits": cfg.crypto.key_bits,
+            "psi_reveal": cfg.alignment.reveal,
+            "bank_learns": (
+                "per-bin row and bad counts of every platform column (anonymous ordered bins: "
+                "WOE and IV), its own gradients, the platforms' final coefficients and the "
+                "coarse bins of its test enterprises"
+            ),
+            "platform_learns": (
+                "aligned ids, training mask, the coarse mapping and WOE of its own bins, its own "
+                "gradients; no labels"
+            ),
+            "coordinator_learns": "ciphertexts, masked sums, sizes, timings",
+        }
     dp = {
         "dp_epsilon": model.dp_epsilon,
         "dp_delta": model.dp_delta if model.dp_epsilon else None,
@@ -161,8 +182,16 @@ def governed(experiment: Experiment, spec: JobSpec) -> Iterator[GovernedJob]:
     ledger = BudgetLedger(audit=audit) if feature_sets and bank else None
     job = GovernedJob(spec, experiment, audit, ledger)
     planned = planned_events(spec)
-    delta = experiment.config.model.dp_delta if planned else None
+    model = experiment.config.model
+    delta = model.dp_delta if planned and not isinstance(model, HeteroLRConfig) else None
     if feature_sets and releases_statistics(spec) and not planned:
+        if isinstance(model, HeteroLRConfig):
+            raise NonPrivateJobError(
+                f"job '{spec.name}' would show the bank exact per-bin label counts of budgeted "
+                f"feature set(s) {feature_sets}: an unbounded privacy spend, and hetero_lr has no "
+                "differential-privacy mode. Train secureboost with model.dp_epsilon on budgeted "
+                "feature sets, or use a platform file that is not a budgeted feature set"
+            )
         raise NonPrivateJobError(
             f"job '{spec.name}' would show the bank exact histogram sums of budgeted feature "
             f"set(s) {feature_sets}: an unbounded privacy spend. Set model.dp_epsilon (and "

@@ -10,6 +10,7 @@ from models.alignment.protocol import (
     PSIParty,
     Reveal,
     conclude,
+    job_rows,
     start_envelopes,
 )
 
@@ -24,6 +25,7 @@ __all__ = [
     "aligned_rows",
     "alignment_digest",
     "conclude",
+    "job_rows",
     "plaintext_intersection",
     "start_envelopes",
 ]

@@ -74,6 +74,23 @@ REVEAL_MODES: tuple[Reveal, ...] = get_args(Reveal)
 #: that follows alignment reads it.
 ALIGNED_ROWS_KEY = "align.rows"
 
+
+def job_rows(ctx: PartyContext) -> npt.NDArray[np.intp]:
+    """This party's aligned rows, in the agreed order (what a training protocol works on).
+
+    Raises
+    ------
+    ProtocolError
+        If the job has not aligned yet.
+    """
+    try:
+        return ctx.store.get_array(ALIGNED_ROWS_KEY).astype(np.intp)
+    except KeyError as exc:
+        raise ProtocolError(
+            f"party '{ctx.name}' has no aligned rows: align before training"
+        ) from exc
+
+
 _BANK = StageMachine(
     PROTOCOL,
     {

@@ -31,8 +31,8 @@ from models.protocol import PartyStore, ProtocolError
 from models.secureboost.core import PRECISION_BITS, IntArray
 from secure_agg import packing, paillier
 
-_PUBLIC = "sb.key.public"
-_SECRET = "sb.key.secret"  # noqa: S105 - a store key name; the private key, node-local only
+#: Store key prefix of the bank's key pair (``.public`` and ``.secret``: node-local only).
+_PREFIX = "sb.key"
 
 #: Offset of noisy slots in standard deviations.
 NOISE_OFFSET_SIGMAS = 40
@@ -198,28 +198,30 @@ class KeyPair:
         """Short identifier of the public key."""
         return self.public.fingerprint
 
-    def save(self, store: PartyStore) -> None:
-        """Keep the key pair in the bank's own store (node-local state, never sent)."""
-        store.put_json(_PUBLIC, self.public.to_bytes().hex())
-        store.put_array(_SECRET, np.frombuffer(self.private.to_secret_bytes(), dtype=np.uint8))
+    def save(self, store: PartyStore, *, prefix: str = _PREFIX) -> None:
+        """Keep the key pair in the party's own store (node-local state, never sent)."""
+        store.put_json(f"{prefix}.public", self.public.to_bytes().hex())
+        store.put_array(
+            f"{prefix}.secret", np.frombuffer(self.private.to_secret_bytes(), dtype=np.uint8)
+        )
 
     @classmethod
-    def load(cls, store: PartyStore, *, insecure: bool = False) -> KeyPair:
-        """Restore the key pair saved by :meth:`save`."""
-        raw = store.get_json(_PUBLIC)
+    def load(cls, store: PartyStore, *, insecure: bool = False, prefix: str = _PREFIX) -> KeyPair:
+        """Restore the key pair saved by :meth:`save` under the same ``prefix``."""
+        raw = store.get_json(f"{prefix}.public")
         if raw is None:
-            raise ProtocolError("the bank has no key pair: secureboost/setup has not run")
+            raise ProtocolError("this party has no key pair: the protocol's setup has not run")
         public = paillier.PublicKey.from_bytes(bytes.fromhex(raw), allow_insecure=insecure)
         private = paillier.PrivateKey.from_secret_bytes(
-            public, store.get_array(_SECRET).astype(np.uint8).tobytes()
+            public, store.get_array(f"{prefix}.secret").astype(np.uint8).tobytes()
         )
         return cls(public, private)
 
     @staticmethod
-    def forget(store: PartyStore) -> None:
+    def forget(store: PartyStore, *, prefix: str = _PREFIX) -> None:
         """Delete the key pair from the store and key-derived tables from memory (at the end)."""
-        store.delete(_SECRET)
-        store.delete(_PUBLIC)
+        store.delete(f"{prefix}.secret")
+        store.delete(f"{prefix}.public")
         paillier.forget_private_tables()
 
 

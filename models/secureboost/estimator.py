@@ -8,7 +8,6 @@ frame). Jobs use the same protocol through Flower (``lab train``).
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,6 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from models.alignment import ALIGNED_ROWS_KEY
-from models.evaluation import TEST_MASK_KEY
-from models.protocol import COORDINATOR, Envelope
 from models.secureboost.parts import BankPart, PlatformPart
 from models.secureboost.protocol import (
     SecureBoostOutcome,
@@ -89,69 +85,32 @@ class SecureBoostClassifier:
         X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
-        from federated.party import DictStore, PartyRuntime
-        from federated.protocols import party_protocols
-        from federated.spec import JobSpec, PartyBinding, PartySpec
-        from federated.transport import InProcessTransport, run_protocol
+        from federated.inprocess import inprocess_job
+        from federated.transport import run_protocol
 
-        labels = np.asarray(y)
-        if labels.ndim != 1 or len(labels) != len(X_bank):
-            raise ValueError(f"y must have one label per row of X_bank ({len(X_bank)})")
-        if not set(np.unique(labels)) <= {0, 1}:
-            raise ValueError("y must hold 0 (good) and 1 (bad)")
-        for name, frame in X_platforms.items():
-            if len(frame) != len(X_bank):
-                raise ValueError(
-                    f"X_platforms[{name!r}] has {len(frame)} rows, X_bank {len(X_bank)}"
-                )
         params = SecureBoostParams(**self.get_params())
-        ids = np.array([f"r{i}" for i in range(len(X_bank))])
-        with tempfile.TemporaryDirectory(prefix="secureboost-fit-") as tmp:
-            folder = Path(tmp)
-            frames = {"bank": X_bank.assign(id=ids, y=labels)}
-            frames.update({name: frame.assign(id=ids) for name, frame in X_platforms.items()})
-            runtimes = {}
-            specs = []
-            for name, frame in frames.items():
-                path = folder / f"{name}.parquet"
-                frame.reset_index(drop=True).to_parquet(path)
-                role = "bank" if name == "bank" else "platform"
-                specs.append(PartySpec(name, role, "id", "y" if role == "bank" else None))  # type: ignore[arg-type]
-                binding = PartyBinding(name, role, path, store=folder / "stores" / name)  # type: ignore[arg-type]
-                runtimes[name] = PartyRuntime(
-                    binding, DictStore(), party_protocols(), disclose_errors=True
-                )
-            spec = JobSpec(
-                job_id="fit",
-                name="secureboost-estimator",
-                kind="vertical",
-                parties=tuple(specs),
-                model={"type": "secureboost", **self.get_params()},
-                crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
-            )
-            transport = InProcessTransport(runtimes)
-            transport.hello(Envelope("job", "hello", COORDINATOR, "*", {"job": spec.to_json()}))
-            for runtime in runtimes.values():
-                runtime.store.put_array(ALIGNED_ROWS_KEY, np.arange(len(X_bank)))
-            runtimes["bank"].store.put_array(TEST_MASK_KEY, np.zeros(len(X_bank), dtype=bool))
-            order = list(frames)
-            start = start_envelope("bank", order[1:], order, params, spec.job_id)
-            outcome: SecureBoostOutcome = conclude(run_protocol(transport, [start]))
+        with inprocess_job(
+            X_bank,
+            y,
+            X_platforms,
+            name="secureboost-estimator",
+            model={"type": "secureboost", **self.get_params()},
+            crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
+        ) as job:
+            platforms = list(X_platforms)
+            start = start_envelope("bank", platforms, ["bank", *platforms], params, "fit")
+            outcome: SecureBoostOutcome = conclude(run_protocol(job.transport, [start]))
             self.bank_part_ = BankPart.from_dict(
                 json.loads(Path(outcome.bank_part["path"]).read_text(encoding="utf-8"))
             )
             self.platform_parts_ = {
                 name: PlatformPart.from_dict(
-                    json.loads(
-                        (folder / "stores" / name / "models" / f"{ref['model_id']}.json").read_text(
-                            encoding="utf-8"
-                        )
-                    )
+                    json.loads(job.model_file(name, ref["model_id"]).read_text(encoding="utf-8"))
                 )
                 for name, ref in outcome.platform_parts.items()
             }
             self.outcome_ = outcome
-            self.traffic_ = transport.stats.to_dict()
+            self.traffic_ = job.transport.stats.to_dict()
         self.classes_ = np.array([0, 1])
         return self
 

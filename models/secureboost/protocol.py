@@ -63,7 +63,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,7 @@ import numpy.typing as npt
 
 from features.binning import BinKind, BinSpec, fit_bins, transform
 from features.errors import DataError
-from models.alignment import ALIGNED_ROWS_KEY
+from models.alignment import job_rows
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
 from models.privacy import PrivacyEvent
 from models.protocol import (
@@ -79,7 +79,9 @@ from models.protocol import (
     Envelope,
     PartyContext,
     PayloadValue,
+    PhaseClock,
     ProtocolError,
+    RoleDispatch,
     StageMachine,
     dumps,
 )
@@ -168,35 +170,15 @@ class SecureBoostParams:
         )
 
 
-@dataclass
-class _Clock:
-    """Seconds and operation counts per phase, kept by each party."""
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    ops: dict[str, int] = field(default_factory=dict)
-
-    def add(self, phase: str, seconds: float, ops: int = 0) -> None:
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-        if ops:
-            self.ops[phase] = self.ops.get(phase, 0) + ops
+_CLOCK = "sb.clock"
 
 
-def _load_clock(ctx: PartyContext) -> _Clock:
-    raw = ctx.store.get_json("sb.clock") or {}
-    return _Clock(seconds=dict(raw.get("seconds", {})), ops=dict(raw.get("ops", {})))
+def _load_clock(ctx: PartyContext) -> PhaseClock:
+    return PhaseClock.load(ctx.store, _CLOCK)
 
 
-def _save_clock(ctx: PartyContext, clock: _Clock) -> None:
-    ctx.store.put_json("sb.clock", {"seconds": clock.seconds, "ops": clock.ops})
-
-
-def _job_rows(ctx: PartyContext) -> npt.NDArray[np.intp]:
-    try:
-        return ctx.store.get_array(ALIGNED_ROWS_KEY).astype(np.intp)
-    except KeyError as exc:
-        raise ProtocolError(
-            f"party '{ctx.name}' has no aligned rows: align before training"
-        ) from exc
+def _save_clock(ctx: PartyContext, clock: PhaseClock) -> None:
+    clock.save(ctx.store, _CLOCK)
 
 
 def _kinds(ctx: PartyContext) -> dict[str, BinKind]:
@@ -224,7 +206,7 @@ def _training_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
     the training rows and the bin specs, all of which the party has at hand.
     """
     specs_raw = ctx.store.get_json("sb.specs")
-    rows = _job_rows(ctx)
+    rows = job_rows(ctx)
     train = ctx.store.get_array("sb.train").astype(bool)
     table = ctx.table()
     key = hashlib.sha256(
@@ -272,7 +254,7 @@ class _Platform:
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")
-        rows = _job_rows(ctx)
+        rows = job_rows(ctx)
         train = env.array("train_mask").astype(bool)
         if train.size != rows.size:
             raise ProtocolError(
@@ -414,7 +396,7 @@ class _Platform:
         position: IntArray,
         nodes: list[int],
         state: dict[str, Any],
-        clock: _Clock,
+        clock: PhaseClock,
     ) -> dict[str, PayloadValue]:
         gh = ctx.store.get_array("sb.gh")
         specs = ctx.store.get_json("sb.specs")
@@ -446,7 +428,7 @@ class _Platform:
         }
 
     def _predict(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
-        rows = _job_rows(ctx)
+        rows = job_rows(ctx)
         train = ctx.store.get_array("sb.train").astype(bool)
         frame = ctx.table().features.iloc[rows[~train]].reset_index(drop=True)
         specs = {s["name"]: BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")}
@@ -516,7 +498,7 @@ class _Bank:
         settings = env.json("settings")
         params = SecureBoostParams(**settings["params"])
         platforms: list[str] = settings["platforms"]
-        rows = _job_rows(ctx)
+        rows = job_rows(ctx)
         try:
             test = ctx.store.get_array(TEST_MASK_KEY).astype(bool)
         except KeyError as exc:
@@ -529,7 +511,7 @@ class _Bank:
         specs = _bin_features(ctx, rows, train, params.max_bin)
         started = time.perf_counter()
         keys = crypto.KeyPair.generate(params.key_bits, insecure=params.insecure_test_keys)
-        clock = _Clock()
+        clock = PhaseClock()
         clock.add("keygen", time.perf_counter() - started)
         _save_clock(ctx, clock)
         ctx.store.put_array("sb.y", y)
@@ -988,7 +970,7 @@ class _Bank:
     def _finish(
         self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
     ) -> Envelope:
-        rows = _job_rows(ctx)
+        rows = job_rows(ctx)
         test = ctx.store.get_array(TEST_MASK_KEY).astype(bool)
         table = ctx.table()
         frame = table.features.iloc[rows[test]].reset_index(drop=True)
@@ -1186,20 +1168,13 @@ def _cleanup(ctx: PartyContext) -> None:
         crypto.KeyPair.forget(ctx.store)
 
 
-class SecureBoostParty:
+class SecureBoostParty(RoleDispatch):
     """Party side of the protocol; dispatches on the party's role."""
 
     name = PROTOCOL
 
     def __init__(self) -> None:
-        self._bank = _Bank()
-        self._platform = _Platform()
-
-    def handle(self, envelope: Envelope, ctx: PartyContext) -> list[Envelope]:
-        """Run one stage."""
-        if ctx.role == "bank":
-            return self._bank.handle(envelope, ctx)
-        return self._platform.handle(envelope, ctx)
+        super().__init__(_Bank(), _Platform())
 
 
 # ------------------------------------------------------------------------------- coordinator

@@ -1,0 +1,106 @@
+"""Parties in one process: the estimators' runtime for notebooks and tests.
+
+Each party gets its own table file, store and runtime (reading only its own table), joined
+to an :class:`~federated.transport.InProcessTransport`; rows are taken as already aligned.
+Jobs run the same protocols through Flower (``lab train``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from federated.party import DictStore, PartyRuntime
+from federated.protocols import party_protocols
+from federated.spec import JobSpec, PartyBinding, PartySpec
+from federated.transport import InProcessTransport
+from models.alignment import ALIGNED_ROWS_KEY
+from models.evaluation import TEST_MASK_KEY
+from models.protocol import COORDINATOR, Envelope
+
+
+@dataclass(frozen=True)
+class InProcessJob:
+    """A joined in-process job: its transport, runtimes and scratch folder."""
+
+    transport: InProcessTransport
+    runtimes: dict[str, PartyRuntime]
+    folder: Path
+    spec: JobSpec
+
+    def model_file(self, party: str, model_id: str) -> Path:
+        """Where a party saved a model part (``<store>/models/<model_id>.json``)."""
+        return self.folder / "stores" / party / "models" / f"{model_id}.json"
+
+
+def check_inputs(
+    x_bank: pd.DataFrame, y: npt.ArrayLike, x_platforms: Mapping[str, pd.DataFrame]
+) -> npt.NDArray[Any]:
+    """Validate estimator inputs; return the labels as an array."""
+    labels = np.asarray(y)
+    if labels.ndim != 1 or len(labels) != len(x_bank):
+        raise ValueError(f"y must have one label per row of X_bank ({len(x_bank)})")
+    if not set(np.unique(labels)) <= {0, 1}:
+        raise ValueError("y must hold 0 (good) and 1 (bad)")
+    for name, frame in x_platforms.items():
+        if len(frame) != len(x_bank):
+            raise ValueError(f"X_platforms[{name!r}] has {len(frame)} rows, X_bank {len(x_bank)}")
+    return labels
+
+
+@contextmanager
+def inprocess_job(
+    x_bank: pd.DataFrame,
+    y: npt.ArrayLike,
+    x_platforms: Mapping[str, pd.DataFrame],
+    *,
+    name: str,
+    model: dict[str, Any],
+    crypto: dict[str, Any],
+    test_mask: npt.NDArray[np.bool_] | None = None,
+) -> Iterator[InProcessJob]:
+    """Join a bank and its platforms in this process, aligned row by row, in a scratch folder.
+
+    The bank is named ``bank``; platforms keep their mapping keys. ``test_mask`` marks rows the
+    bank holds out of training (none by default).
+    """
+    labels = check_inputs(x_bank, y, x_platforms)
+    ids = np.array([f"r{i}" for i in range(len(x_bank))])
+    with tempfile.TemporaryDirectory(prefix=f"{name}-fit-") as tmp:
+        folder = Path(tmp)
+        frames = {"bank": x_bank.assign(id=ids, y=labels)}
+        frames.update({party: frame.assign(id=ids) for party, frame in x_platforms.items()})
+        runtimes = {}
+        specs = []
+        for party, frame in frames.items():
+            path = folder / f"{party}.parquet"
+            frame.reset_index(drop=True).to_parquet(path)
+            role: Literal["bank", "platform"] = "bank" if party == "bank" else "platform"
+            specs.append(PartySpec(party, role, "id", "y" if role == "bank" else None))
+            binding = PartyBinding(party, role, path, store=folder / "stores" / party)
+            runtimes[party] = PartyRuntime(
+                binding, DictStore(), party_protocols(), disclose_errors=True
+            )
+        spec = JobSpec(
+            job_id="fit",
+            name=name,
+            kind="vertical",
+            parties=tuple(specs),
+            model=model,
+            crypto=crypto,
+        )
+        transport = InProcessTransport(runtimes)
+        transport.hello(Envelope("job", "hello", COORDINATOR, "*", {"job": spec.to_json()}))
+        for runtime in runtimes.values():
+            runtime.store.put_array(ALIGNED_ROWS_KEY, np.arange(len(x_bank)))
+        mask = np.zeros(len(x_bank), dtype=bool) if test_mask is None else np.asarray(test_mask)
+        runtimes["bank"].store.put_array(TEST_MASK_KEY, mask.astype(bool))
+        yield InProcessJob(transport=transport, runtimes=runtimes, folder=folder, spec=spec)

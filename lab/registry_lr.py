@@ -1,0 +1,132 @@
+"""Registered hetero LR models: the bank's scorecard part as an MLflow pyfunc.
+
+The pyfunc scores a DataFrame with the bank's columns and, for every platform column of the
+model, an integer column ``platform:<party>:<column>`` holding the enterprise's anonymous coarse
+bin (what the platform's part answers; in production its scoring endpoint). It returns default
+probabilities; with the parameter ``output="scorecard"`` a frame of probability, points and the
+top reason-code groups. The scorecard (CSV and HTML) is logged with the model. No key material
+and no platform bin edge is in the registry.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab import registry, tracking
+from models.scorecard import Scorecard
+from models.vertical_lr.parts import BankLRPart
+
+BIN_PREFIX = registry.DECISION_PREFIX
+
+
+def bin_column(key: str) -> str:
+    """Input column of a platform feature ``party:column`` (its coarse bin index)."""
+    return f"{BIN_PREFIX}{key}"
+
+
+class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
+    """MLflow pyfunc around a :class:`~models.vertical_lr.parts.BankLRPart`."""
+
+    def load_context(self, context: Any) -> None:
+        """Read the bank part from the model's artifacts."""
+        self.part = BankLRPart.load(Path(context.artifacts["bank_part"]))
+        self.card = Scorecard.from_dict(self.part.scorecard)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        """Default probabilities (or the scorecard view) for every row of ``model_input``."""
+        del context
+        output = str((params or {}).get("output") or "probability")
+        frame = model_input.reset_index(drop=True)
+        platform_keys = [
+            self.part.table_key(t) for t in self.part.tables if t.party != self.part.party
+        ]
+        missing = [bin_column(k) for k in platform_keys if bin_column(k) not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"input lacks platform bin columns {missing[:3]}; the platform's part (or its "
+                "scoring endpoint) supplies them"
+            )
+        own = [s.name for s in self.part.specs]
+        absent = [c for c in own if c not in frame.columns]
+        if absent:
+            raise ValueError(
+                f"input lacks the bank's columns {absent[:5]}; send them (null when missing)"
+            )
+        bins = {k: frame[bin_column(k)].to_numpy(dtype=np.int64) for k in platform_keys}
+        probability = self.part.predict_proba(frame, bins)
+        if output == "probability":
+            return probability
+        if output != "scorecard":
+            raise ValueError(f"unknown output {output!r}; use 'probability' or 'scorecard'")
+        coarse = self.part.coarse_bins(frame, bins)
+        reasons = self.card.reason_codes(coarse, top_k=3)
+        return pd.DataFrame(
+            {
+                "probability": probability,
+                "score": self.card.score(coarse),
+                "reason_codes": [", ".join(r) for r in reasons],
+            }
+        )
+
+
+def signature(part: BankLRPart) -> Any:
+    """Input: bank columns and one integer coarse bin per platform column; output: probability."""
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs: list[Any] = [
+        ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=False)
+        for spec in part.specs
+    ]
+    inputs += [
+        ColSpec("long", bin_column(part.table_key(t)), required=False)
+        for t in part.tables
+        if t.party != part.party
+    ]
+    return ModelSignature(
+        inputs=Schema(inputs),
+        outputs=Schema([ColSpec("double")]),
+        params=ParamSchema([ParamSpec("output", "string", "probability")]),
+    )
+
+
+def register_hetero_lr(
+    target: tracking.TrackingTarget,
+    run: tracking.RunWriter,
+    bank_part_path: Path,
+    model_name: str,
+    platform_parts: dict[str, dict[str, str]],
+    alias: str = "challenger",
+) -> dict[str, Any]:
+    """Log the bank part (with its scorecard) as a pyfunc in ``run``; register a new version."""
+    import mlflow.pyfunc
+
+    part = BankLRPart.load(bank_part_path)
+    card = Scorecard.from_dict(part.scorecard)
+    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
+        folder = Path(tmp)
+        card.to_csv(folder / "scorecard.csv")
+        card.to_html(folder / "scorecard.html")
+        model_dir = folder / "model"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # no input example: the signature says it
+            mlflow.pyfunc.save_model(
+                path=str(model_dir),
+                python_model=str(Path(__file__).with_name("pyfunc_hetero_lr.py")),
+                artifacts={
+                    "bank_part": str(bank_part_path),
+                    "scorecard_csv": str(folder / "scorecard.csv"),
+                    "scorecard_html": str(folder / "scorecard.html"),
+                },
+                signature=signature(part),
+                metadata={"lab_model": "hetero-lr-bank-part", "platform_parts": platform_parts},
+                pip_requirements=[],
+            )
+        run.log_artifacts(model_dir, "model")
+    return registry._register(target, run, part, model_name, platform_parts, alias)
