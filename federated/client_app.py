@@ -71,6 +71,13 @@ def lab(message: Message, context: Context) -> Message:
     return Message(encode(replies), reply_to=message)
 
 
+@app.query("ping")
+def ping(message: Message, context: Context) -> Message:
+    """Echo a hop-latency probe (:mod:`federated.ping_app`); reads no party data."""
+    del context
+    return Message(message.content, reply_to=message)
+
+
 def _server_round(message: Message) -> int | None:
     config = message.content.config_records.get("config")
     value = config.get("server-round") if config is not None else None

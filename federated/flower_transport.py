@@ -42,6 +42,18 @@ def error_reason(reason: str | bytes | None) -> str:
     return reason.strip().rstrip(">").strip().strip("'").strip() or "unknown error"
 
 
+def _reply_node(reply: Message, sent: Sequence[Message]) -> int:
+    """The node a reply answers for.
+
+    An error reply the SuperLink makes for an unreachable node (``Node Unavailable``) comes
+    from the SuperLink itself, so the node is found from the message it replies to.
+    """
+    for message in sent:
+        if message.metadata.message_id == reply.metadata.reply_to_message_id:
+            return int(message.metadata.dst_node_id)
+    return int(reply.metadata.src_node_id)
+
+
 class FlowerTransport:
     """Delivers envelopes to party nodes through a Flower ``Grid``.
 
@@ -55,15 +67,26 @@ class FlowerTransport:
         Seconds to wait for the replies of one hop (and for nodes to connect) before failing.
     tap : callable, optional
         Sees every envelope delivered to or received from a party (message capture).
+    poll : tuple of float, optional
+        ``(fastest, slowest)`` seconds between pulls for replies on the deployment engine,
+        backing off geometrically while no reply arrives. ``None`` keeps the grid's own
+        ``send_and_receive`` (Flower 1.41's HTTP grid pulls every 3 s).
     """
 
     def __init__(
-        self, grid: Grid, expected_nodes: int, *, timeout: float, tap: Tap | None = None
+        self,
+        grid: Grid,
+        expected_nodes: int,
+        *,
+        timeout: float,
+        tap: Tap | None = None,
+        poll: tuple[float, float] | None = None,
     ) -> None:
         self.grid = grid
         self.expected_nodes = expected_nodes
         self.timeout = timeout
         self.tap = tap
+        self.poll = poll
         self.stats = TrafficStats()
         self._node_of: dict[str, int] = {}
         self._party_of: dict[int, str] = {}
@@ -144,13 +167,13 @@ class FlowerTransport:
                 Message(content=encode(envs), dst_node_id=node, message_type=MESSAGE_TYPE)
             )
         started = time.monotonic()
-        raw = list(self.grid.send_and_receive(messages, timeout=timeout))
+        raw = self.send_and_receive(messages, timeout)
         self.stats.hop(time.monotonic() - started)
         replies: list[Envelope] = []
         failed: dict[str, str] = {}
         answered = set()
         for reply in raw:
-            node = reply.metadata.src_node_id
+            node = _reply_node(reply, messages)
             party = self._party_of.get(node, str(node))
             answered.add(node)
             if reply.has_error():
@@ -194,12 +217,12 @@ class FlowerTransport:
                 Message(content=encode(envs), dst_node_id=node, message_type=MESSAGE_TYPE)
             )
         started = time.monotonic()
-        replies = list(self.grid.send_and_receive(messages, timeout=self.timeout))
+        replies = self.send_and_receive(messages, self.timeout)
         self.stats.hop(time.monotonic() - started)
         logger.debug("hop to %d node(s): %.3f s", len(messages), time.monotonic() - started)
         by_node: dict[int, list[Envelope]] = {}
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = _reply_node(reply, messages)
             if reply.has_error():
                 error = reply.error
                 raise TransportError(
@@ -218,6 +241,30 @@ class FlowerTransport:
                 "stopped"
             )
         return by_node
+
+    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
+        """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed.
+
+        One hop at the Flower level (no lab envelopes, no traffic accounting). With ``poll``
+        set, replies are pulled adaptively instead of at the grid's own fixed interval.
+        """
+        if self.poll is None or hasattr(self.grid, "pull_interval"):
+            return list(self.grid.send_and_receive(messages, timeout=timeout))
+        fastest, slowest = self.poll
+        waiting = set(self.grid.push_messages(messages))
+        deadline = time.monotonic() + timeout
+        delay = fastest
+        replies: list[Message] = []
+        while waiting:
+            pulled = list(self.grid.pull_messages(waiting))
+            replies.extend(pulled)
+            waiting -= {m.metadata.reply_to_message_id for m in pulled}
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                break
+            delay = fastest if pulled else min(slowest, delay * 1.5)
+            time.sleep(min(delay, left))
+        return replies
 
     def _observe(self, direction: Direction, env: Envelope) -> None:
         self.stats.record(direction, env)

@@ -36,6 +36,21 @@ def write_error(directory: Path, kind: str, message: str, party: str | None = No
     (directory / ERROR_FILE).write_text(json.dumps(payload), encoding="utf-8")
 
 
+def parse_poll(raw: str) -> tuple[float, float] | None:
+    """Run config ``poll`` (``"fastest,slowest"`` seconds, or empty for the grid's own)."""
+    if not raw.strip():
+        return None
+    try:
+        fastest, slowest = (float(x) for x in raw.split(","))
+    except ValueError:
+        raise SpecError(
+            f"run config 'poll' must be 'fastest,slowest' seconds, got {raw!r}"
+        ) from None
+    if not 0 < fastest <= slowest:
+        raise SpecError(f"run config 'poll' needs 0 < fastest <= slowest, got {raw!r}")
+    return fastest, slowest
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run the job described by the run config."""
@@ -52,6 +67,7 @@ def main(grid: Grid, context: Context) -> None:
             expected_nodes=len(spec.parties),
             timeout=spec.runtime.message_timeout,
             tap=capture,
+            poll=parse_poll(str(context.run_config.get("poll", ""))),
         )
         if spec.kind == "horizontal":
             from federated.horizontal_server import run_horizontal  # loads torch

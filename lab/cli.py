@@ -26,8 +26,11 @@ from rich.table import Table
 from features.errors import DataError
 from federated import progress
 from lab import __version__
+from lab.deploy.cli import DeploymentOpt
+from lab.deploy.cli import register as register_deploy
 from lab.errors import InputError, JobError
 from lab.governance.cli import audit_app, authorizations_app, budget_app, features_app
+from lab.serving.cli import add_serving_commands
 
 EXIT_INPUT = 2
 EXIT_JOB = 1
@@ -46,6 +49,8 @@ app.add_typer(features_app, name="features")
 app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
 app.add_typer(authorizations_app, name="authorizations")
+add_serving_commands(app)
+register_deploy(app)
 
 err = Console(stderr=True)
 out = Console()
@@ -210,6 +215,7 @@ def train(
         ),
     ] = False,
     verbose: VerboseOpt = False,
+    deployment: DeploymentOpt = None,
 ) -> None:
     """Run one experiment: validate, align, train, evaluate, track in MLflow."""
     _configure_logging(verbose)
@@ -219,7 +225,10 @@ def train(
     exp = load_experiment(experiment, set_ or [])
     with _progress_bar(not verbose):
         summary = run_experiment(
-            exp, RunOptions(summary_json=summary_json, capture=capture, verbose=verbose)
+            exp,
+            RunOptions(
+                summary_json=summary_json, capture=capture, verbose=verbose, deployment=deployment
+            ),
         )
     _print_summary(summary)
 

@@ -133,9 +133,9 @@ class ScorecardConfig(_Strict):
     base_points: float = 600.0
     base_odds: Annotated[float, Field(gt=0.0)] = 50.0
     pdo: Annotated[float, Field(gt=0.0)] = 20.0
-    groups: dict[
-        Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]
-    ] = Field(default_factory=dict)
+    groups: dict[Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]] = (
+        Field(default_factory=dict)
+    )
 
 
 class HeteroLRConfig(_Strict):

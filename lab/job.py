@@ -38,6 +38,7 @@ Task = Literal["train", "align"]
 INPUT_ERRORS = frozenset({"DataError", "SpecError", "EvaluationError", "ConfigError"})
 
 RUNTIME_NAME = "embedded (Flower simulation runtime)"
+DEPLOYED_RUNTIME_NAME = "deployment (SuperLink + SuperNodes, TLS, node auth)"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,8 @@ class RunOptions:
     capture: bool = False
     verbose: bool = False
     extra_tags: dict[str, str] = field(default_factory=dict)
+    #: A deployment folder (``lab up``) to run the job on instead of the embedded runtime.
+    deployment: Path | None = None
 
 
 def preflight(experiment: Experiment) -> dict[str, PartyTable]:
@@ -126,16 +129,23 @@ def _run(
         workdir = Path(tmp)
         job.touched_data()
         try:
-            result = run_embedded(
-                spec,
-                experiment.bindings(),
-                workdir,
-                EmbeddedOptions(
-                    cpus_per_party=cfg.runtime.cpus_per_party,
-                    capture=options.capture,
-                    verbose=options.verbose,
-                ),
-            )
+            if options.deployment is not None:
+                from lab.deploy.run import run_deployed
+
+                result = run_deployed(
+                    spec, experiment, options.deployment, workdir, capture=options.capture
+                )
+            else:
+                result = run_embedded(
+                    spec,
+                    experiment.bindings(),
+                    workdir,
+                    EmbeddedOptions(
+                        cpus_per_party=cfg.runtime.cpus_per_party,
+                        capture=options.capture,
+                        verbose=options.verbose,
+                    ),
+                )
         except JobFailedError as exc:
             if exc.error_type not in INPUT_ERRORS:
                 _record_failure(target, experiment, spec.job_id, exc, options)
@@ -147,10 +157,13 @@ def _run(
             else:
                 pooled = pooled_reference(experiment, tables)
         summary = _summary(experiment, result, pooled, task)
+        if options.deployment is not None:
+            summary["runtime"] = DEPLOYED_RUNTIME_NAME
         artifacts = workdir / "artifacts"
         artifacts.mkdir()
         files = _write_artifacts(artifacts, experiment, result, pooled)
         tags = _tags(experiment, result) | {tracking.TAG_TASK: task} | options.extra_tags
+        tags["lab.runtime"] = summary["runtime"]
         with tracking.open_run(target, f"{cfg.name}-{spec.job_id[:8]}", tags) as run:
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))

@@ -4,10 +4,16 @@ A registered SecureBoost version holds the bank's part (tree structure, its own 
 weights) as an MLflow pyfunc model, plus, as version tags, the id and content hash of each
 platform's part, which stays in the platform's domain. No key material is in either part.
 
-The pyfunc scores a DataFrame with the bank's feature columns and, for every platform split
-the model uses, a boolean column ``platform:<party>:<split_id>`` holding that platform's
-left/right decision (in production the platform's scoring endpoint supplies them). It returns
-default probabilities, not labels.
+The pyfunc scores a DataFrame with the bank's feature columns and either
+
+- (embedded) for every platform split the model uses, a boolean column
+  ``platform:<party>:<split_id>`` holding that platform's left/right decision, or
+- (served) a string column ``enterprise_id``: the pyfunc then asks each platform's scoring
+  endpoint for its decisions over HTTP (:mod:`lab.serving.client`; URL and credential from the
+  serving process's environment, never from the registered model).
+
+It returns default probabilities, not labels. The ``purpose`` parameter (default
+``loan_approval``) is what the platform checks each enterprise's authorization for.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,6 +34,10 @@ from models.secureboost.parts import BankPart
 TAG_PLATFORM_PARTS = "lab.platform_parts"
 TAG_BANK_PART_HASH = "lab.bank_part_hash"
 DECISION_PREFIX = "platform:"
+#: Input column naming the enterprise when the model asks the platform's endpoint.
+ID_COLUMN = "enterprise_id"
+#: Purpose the platform checks authorizations for unless the caller passes ``params``.
+DEFAULT_PURPOSE = "loan_approval"
 
 try:  # MLflow is heavy; import it only where the registry is used.
     import mlflow.pyfunc
@@ -49,38 +59,80 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
         """Read the bank part from the model's artifacts."""
         path = Path(context.artifacts["bank_part"])
         self.part = BankPart.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        self._clients: dict[str, Any] = {}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
         """Default probabilities for every row of ``model_input``."""
-        del context, params
+        del context
+        purpose = str((params or {}).get("purpose") or DEFAULT_PURPOSE)
+        frame = model_input.reset_index(drop=True)
         decisions: dict[str, tuple[list[str], np.ndarray]] = {}
         for party, ids in self.part.platform_splits().items():
             columns = [decision_column(party, sid) for sid in ids]
-            missing = [c for c in columns if c not in model_input.columns]
-            if missing:
+            missing = [c for c in columns if c not in frame.columns]
+            if not missing:
+                decisions[party] = (ids, frame[columns].to_numpy(dtype=bool))
+            elif ID_COLUMN in frame.columns and len(missing) == len(columns):
+                decisions[party] = (ids, self._remote(party, ids, frame, purpose))
+            else:
                 raise ValueError(
                     f"input lacks platform decision columns {missing[:3]}"
-                    f"{' ...' if len(missing) > 3 else ''}; ask the platform's scoring endpoint"
+                    f"{' ...' if len(missing) > 3 else ''}; pass them all, or pass "
+                    f"'{ID_COLUMN}' and let the model ask the platform's scoring endpoint"
                 )
-            decisions[party] = (ids, model_input[columns].to_numpy(dtype=bool))
-        return self.part.predict_proba(model_input.reset_index(drop=True), decisions)
+        used = sorted({n.rule.feature for tree in self.part.trees for n in tree.values() if n.rule})
+        absent = [c for c in used if c not in frame.columns]
+        if absent:
+            raise ValueError(
+                f"input lacks the bank's columns {absent[:5]}; send them (null when missing)"
+            )
+        return self.part.predict_proba(frame, decisions)
+
+    def _remote(
+        self, party: str, split_ids: list[str], frame: pd.DataFrame, purpose: str
+    ) -> np.ndarray:
+        from lab.serving.client import PlatformClient
+
+        ids = frame[ID_COLUMN]
+        if ids.isna().any():
+            raise ValueError(f"'{ID_COLUMN}' is empty in rows {ids[ids.isna()].index[:5].tolist()}")
+        client = self._clients.get(party)
+        if client is None:
+            client = self._clients[party] = PlatformClient.from_env(party)
+        ref = self.part.platform_parts[party]
+        return client.decisions(
+            model_id=ref["model_id"],
+            content_hash=ref["content_hash"],
+            purpose=purpose,
+            enterprise_ids=[str(i) for i in ids.tolist()],
+            split_ids=split_ids,
+        )
 
 
 def signature(part: BankPart) -> Any:
-    """Input: the bank's columns and one boolean per platform split; output: probability."""
+    """Input: bank columns, and ``enterprise_id`` or one boolean per platform split.
+
+    Output: the default probability. Parameter ``purpose``: what the platform checks
+    authorizations for when the model asks its endpoint.
+    """
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs: list[Any] = [
         ColSpec("double" if spec.kind == "numeric" else "string", name, required=False)
         for name, spec in part.bins.items()
     ]
+    inputs.append(ColSpec("string", ID_COLUMN, required=False))
     inputs += [
-        ColSpec("boolean", decision_column(party, sid))
+        ColSpec("boolean", decision_column(party, sid), required=False)
         for party, ids in part.platform_splits().items()
         for sid in ids
     ]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema([ColSpec("double")]))
+    return ModelSignature(
+        inputs=Schema(inputs),
+        outputs=Schema([ColSpec("double")]),
+        params=ParamSchema([ParamSpec("purpose", "string", DEFAULT_PURPOSE)]),
+    )
 
 
 def register_secureboost(
@@ -121,10 +173,15 @@ def _save(
     )
 
 
+class _HashedPart(Protocol):
+    @property
+    def content_hash(self) -> str: ...
+
+
 def _register(
     target: tracking.TrackingTarget,
     run: tracking.RunWriter,
-    part: BankPart,
+    part: _HashedPart,
     model_name: str,
     platform_parts: dict[str, dict[str, str]],
     alias: str,

@@ -352,9 +352,7 @@ def test_sparse_graph_tolerates_dropouts_per_neighbourhood() -> None:
     ring = [int(c) for c in setup.ring]
     at_share, at_collect, at_unmask = ring[0], ring[4], ring[8]
     share_requests = game.server.share_keys(keys)
-    shares = [
-        game.clients[c].share_keys(r) for c, r in share_requests.items() if c != at_share
-    ]
+    shares = [game.clients[c].share_keys(r) for c, r in share_requests.items() if c != at_share]
     mask_requests = game.server.collect_masked_vectors(shares)
     masked = [
         game.clients[c].collect_masked_vectors(r, game.vectors[c])

@@ -75,7 +75,9 @@ EventType = Literal[
     "job_failed",
     "alignment",
     "model_registered",
+    "model_promoted",
     "scoring_call",
+    "scoring_token_issued",
     "audit_recovered",
 ]
 #: Every event type the lab writes.

@@ -170,9 +170,17 @@ def scoring_call(
     purpose: str,
     n_scored: int,
     n_refused: int = 0,
+    outcome: str = "answered",
+    http_status: int = 200,
+    n_splits: int = 0,
     actor: str | None = None,
 ) -> AuditEntry:
-    """Record one call of the platform's scoring endpoint (counts, not ids or scores)."""
+    """Record one call of the platform's scoring endpoint (counts, not ids or scores).
+
+    ``outcome`` is ``answered`` or the refusal's code (``unauthenticated``, ``not_authorized``,
+    ``unknown_enterprise``, ``rate_limited``, ...); ``n_splits`` is how many split decisions
+    per enterprise were revealed (0 when refused).
+    """
     return log.record(
         "scoring_call",
         {
@@ -181,6 +189,35 @@ def scoring_call(
             "purpose": purpose,
             "n_scored": n_scored,
             "n_refused": n_refused,
+            "outcome": outcome,
+            "http_status": http_status,
+            "n_splits": n_splits,
+        },
+        actor,
+    )
+
+
+def model_promoted(
+    log: AuditLog,
+    *,
+    registry: str,
+    model_name: str,
+    version: str,
+    alias: str,
+    previous_version: str | None,
+    from_alias: str | None = None,
+    actor: str | None = None,
+) -> AuditEntry:
+    """Record that a bank pointed a registry alias (``challenger``/``champion``) at a version."""
+    return log.record(
+        "model_promoted",
+        {
+            "registry": registry,
+            "model_name": model_name,
+            "version": version,
+            "alias": alias,
+            "previous_version": previous_version,
+            "from_alias": from_alias,
         },
         actor,
     )

@@ -1,0 +1,240 @@
+"""CLI of serving: ``lab platform ...``, ``lab models ...``, ``lab mlflow ...``.
+
+Heavy imports (Starlette, uvicorn, MLflow) happen inside the commands, so ``lab --help`` stays
+fast. :func:`add_serving_commands` attaches the three sub-apps to the root ``lab`` app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lab.home import lab_home
+
+out = Console()
+
+platform_app = typer.Typer(
+    help="The platform's scoring endpoint (its half of vertical models).", no_args_is_help=True
+)
+models_app = typer.Typer(help="Registered models: list and promote.", no_args_is_help=True)
+mlflow_app = typer.Typer(help="A multi-user MLflow server (basic auth).", no_args_is_help=True)
+
+DirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="The platform's store (model parts in models/); default $LAB_HOME/parties/platform.",
+        file_okay=False,
+    ),
+]
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--governance-home",
+        help="Folder of the catalog, authorizations and audit log; default $LAB_HOME.",
+        file_okay=False,
+    ),
+]
+UriOpt = Annotated[
+    str | None,
+    typer.Option("--tracking-uri", help="Registry URI; default MLFLOW_TRACKING_URI or the lab's."),
+]
+
+
+def add_serving_commands(app: typer.Typer) -> None:
+    """Attach ``platform``, ``models`` and ``mlflow`` to the root app."""
+    app.add_typer(platform_app, name="platform")
+    app.add_typer(models_app, name="models")
+    app.add_typer(mlflow_app, name="mlflow")
+
+
+def _platform_dir(value: Path | None) -> Path:
+    return (value or lab_home() / "parties" / "platform").resolve()
+
+
+@platform_app.command("serve")
+def platform_serve(
+    data: Annotated[
+        Path, typer.Option("--data", help="The platform's feature table (as published).")
+    ],
+    feature_set: Annotated[
+        str, typer.Option("--feature-set", help="The published feature set, name@version.")
+    ],
+    platform_dir: DirOpt = None,
+    governance_home: HomeOpt = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 8700,
+    rate: Annotated[float, typer.Option(help="Calls per second per bank (sustained).")] = 20.0,
+    burst: Annotated[int, typer.Option(help="Calls a bank may make at once.", min=1)] = 40,
+) -> None:
+    """Serve split decisions to authenticated banks on 127.0.0.1 (Ctrl-C stops)."""
+    from lab.serving.platform_endpoint import HOST, create_app, make_server
+    from lab.serving.platform_scorer import PlatformScorer
+    from lab.serving.ratelimit import TokenBucketLimiter
+    from lab.serving.tokens import TokenStore
+
+    root = _platform_dir(platform_dir)
+    home = (governance_home or lab_home()).resolve()
+    scorer = PlatformScorer(root, data.resolve(), feature_set, home)
+    tokens = TokenStore.in_dir(root)
+    if not tokens.banks():
+        typer.echo(
+            f"warning: no bank holds a token yet; run `lab platform issue-token --bank NAME "
+            f"--dir {root}`",
+            err=True,
+        )
+    app = create_app(scorer, tokens, TokenBucketLimiter(rate, burst))
+    typer.echo(
+        f"platform endpoint on http://{HOST}:{port} ({len(scorer.models())} model part(s), "
+        f"{scorer.table.n_rows} enterprises, {rate:g} calls/s per bank)",
+        err=True,
+    )
+    make_server(app, port).run()
+
+
+@platform_app.command("issue-token")
+def platform_issue_token(
+    bank: Annotated[str, typer.Option("--bank", help="The bank's name (as in authorizations).")],
+    platform_dir: DirOpt = None,
+    governance_home: HomeOpt = None,
+    purpose: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--purpose",
+            help="Purpose the bank may score for (repeatable); default pre-loan screening, "
+            "loan approval and post-loan monitoring.",
+        ),
+    ] = None,
+) -> None:
+    """Issue (or replace) a bank's bearer token; prints it once, stores only its hash."""
+    from lab.governance.audit import AuditLog
+    from lab.serving.tokens import DEFAULT_PURPOSES, TokenStore
+
+    root = _platform_dir(platform_dir)
+    home = (governance_home or lab_home()).resolve()
+    purposes = tuple(purpose or DEFAULT_PURPOSES)
+    token = TokenStore.in_dir(root).issue(bank, purposes)
+    AuditLog(home / "audit" / "log.jsonl").record(
+        "scoring_token_issued", {"bank": bank, "purposes": sorted(set(purposes))}
+    )
+    typer.echo(token)
+
+
+def _uri(value: str | None) -> str:
+    from lab.tracking import default_tracking_uri
+
+    return value or default_tracking_uri()
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str | None, typer.Option("--version", help="Version to promote.")] = None,
+    alias: Annotated[
+        str | None, typer.Option("--alias", help="Alias to set with --version.")
+    ] = None,
+    from_alias: Annotated[
+        str | None, typer.Option("--from", help="Promote the version this alias names.")
+    ] = None,
+    to_alias: Annotated[str | None, typer.Option("--to", help="Alias to set with --from.")] = None,
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Point challenger/champion at a version: --version V --alias A, or --from A --to B."""
+    from lab.serving.errors import PromotionError
+    from lab.serving.promotion import promote
+
+    if version is not None and (alias is None or from_alias or to_alias):
+        raise PromotionError("use --version V --alias ALIAS (without --from/--to)")
+    if from_alias is not None and (to_alias is None or alias or version):
+        raise PromotionError("use --from ALIAS --to ALIAS (without --version/--alias)")
+    target = alias if version is not None else to_alias
+    if target is None:
+        raise PromotionError("use --version V --alias ALIAS, or --from challenger --to champion")
+    done = promote(_uri(tracking_uri), name, target, version=version, from_alias=from_alias)
+    before = f" (was version {done.previous_version})" if done.previous_version else ""
+    out.print(f"{done.name}@{done.alias} -> version {done.version}{before}")
+
+
+@models_app.command("list")
+def models_list(
+    tracking_uri: UriOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every version of every registered model, with its aliases."""
+    from lab.serving.promotion import list_models
+
+    rows = list_models(_uri(tracking_uri))
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table()
+    for column in ("model", "version", "aliases", "run"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], row["version"], ", ".join(row["aliases"]), row["run_id"] or "")
+    out.print(table)
+
+
+@mlflow_app.command("serve")
+def mlflow_serve(
+    server_dir: Annotated[
+        Path, typer.Option("--dir", help="Server folder (stores, auth config).", file_okay=False)
+    ],
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 5000,
+) -> None:
+    """Run `mlflow server --app-name basic-auth` on 127.0.0.1 with a sqlite store."""
+    from lab.serving.mlflow_server import prepare, server_command, server_env
+
+    layout = prepare(server_dir)
+    command = server_command(layout, port)
+    env = server_env(layout)
+    typer.echo(f"mlflow server on http://127.0.0.1:{port} (store {layout.backend_uri})", err=True)
+    os.execve(command[0], command, env)  # noqa: S606 - fixed argv, our own venv's mlflow
+
+
+@mlflow_app.command("add-user")
+def mlflow_add_user(
+    username: Annotated[str, typer.Argument(help="The new user's name.")],
+    role: Annotated[str, typer.Option("--role", help="modeler or auditor.")],
+    server_dir: Annotated[
+        Path, typer.Option("--dir", help="The server's folder.", file_okay=False)
+    ],
+    url: Annotated[str, typer.Option("--url", help="Server URL.")] = "http://127.0.0.1:5000",
+    experiment: Annotated[
+        list[str] | None,
+        typer.Option("--experiment", help="Give a modeler EDIT on this experiment (repeatable)."),
+    ] = None,
+) -> None:
+    """Create a user (as admin: MLFLOW_AUTH_ADMIN_PASSWORD); prints a generated password once.
+
+    Set LAB_MLFLOW_NEW_PASSWORD to choose the password instead.
+    """
+    from lab.serving.errors import ServingSetupError
+    from lab.serving.mlflow_server import ADMIN_PASSWORD_ENV, ROLES, Role, ServerLayout, add_user
+
+    admin_password = os.environ.get(ADMIN_PASSWORD_ENV)
+    if not admin_password:
+        raise ServingSetupError(f"set {ADMIN_PASSWORD_ENV} to the admin's password")
+    if role not in ROLES:
+        raise ServingSetupError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
+    chosen = os.environ.get("LAB_MLFLOW_NEW_PASSWORD")
+    password = chosen or secrets.token_urlsafe(18)
+    role_: Role = "auditor" if role == "auditor" else "modeler"
+    add_user(
+        url,
+        ServerLayout(server_dir.resolve()),
+        username,
+        password,
+        role_,
+        admin_password=admin_password,
+        edit_experiments=experiment or (),
+    )
+    out.print(f"created {role} {username!r}", highlight=False)
+    if not chosen:
+        typer.echo(password)

@@ -1,0 +1,169 @@
+"""The bank's side of scoring: ask the platform's endpoint for its split decisions over HTTP.
+
+Used by the registered SecureBoost pyfunc (:class:`lab.registry.SecureBoostBankModel`) when its
+input carries enterprise ids instead of precomputed decision columns. Where the endpoint is and
+which credential to present come from the serving process's environment, never from the
+registered model (a credential must not be in the registry, which auditors read):
+
+``LAB_PLATFORM_URL``
+    The platform endpoint's base URL, e.g. ``http://127.0.0.1:8700``.
+``LAB_PLATFORM_TOKEN`` or ``LAB_PLATFORM_TOKEN_FILE``
+    The bank's bearer token (``lab platform issue-token``), or a file holding it.
+
+For a model with several platforms, ``LAB_PLATFORM_URL_<PARTY>`` (party name upper-cased,
+other characters as ``_``) and the matching ``_TOKEN``/``_TOKEN_FILE`` override the defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from lab.serving.errors import PlatformCallError
+
+URL_ENV = "LAB_PLATFORM_URL"
+TOKEN_ENV = "LAB_PLATFORM_TOKEN"  # noqa: S105 - a variable name, not a secret
+TOKEN_FILE_ENV = "LAB_PLATFORM_TOKEN_FILE"  # noqa: S105
+#: Enterprises per call (the endpoint accepts up to 1000).
+CHUNK = 1000
+#: Seconds to wait for the platform before the bank's request fails.
+TIMEOUT_S = 10.0
+
+
+def _env_suffix(party: str) -> str:
+    return "_" + re.sub(r"[^A-Za-z0-9]", "_", party).upper()
+
+
+def _setting(name: str, party: str) -> str | None:
+    return os.environ.get(name + _env_suffix(party)) or os.environ.get(name) or None
+
+
+class PlatformClient:
+    """HTTP client of one platform's scoring endpoint (keeps its connection alive).
+
+    Parameters
+    ----------
+    url : str
+        Base URL of the endpoint.
+    token : str
+        The bank's bearer token; kept in memory only, never logged.
+    timeout : float
+        Seconds per call.
+    """
+
+    def __init__(self, url: str, token: str, *, timeout: float = TIMEOUT_S) -> None:
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            trust_env=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"PlatformClient({self.url!r})"
+
+    @classmethod
+    def from_env(cls, party: str) -> PlatformClient:
+        """The client for platform ``party`` from the environment (see the module docstring).
+
+        Raises
+        ------
+        PlatformCallError
+            If no URL or no token is configured.
+        """
+        url = _setting(URL_ENV, party)
+        token = _setting(TOKEN_ENV, party)
+        token_file = _setting(TOKEN_FILE_ENV, party)
+        if token is None and token_file is not None:
+            try:
+                token = Path(token_file).read_text(encoding="utf-8").strip() or None
+            except OSError as exc:
+                raise PlatformCallError(f"cannot read the token file {token_file}: {exc}") from exc
+        if url is None or token is None:
+            raise PlatformCallError(
+                f"no scoring endpoint configured for platform {party!r}: set {URL_ENV} and "
+                f"{TOKEN_ENV} (or {TOKEN_FILE_ENV}) in the serving process's environment, or "
+                "pass the platform decision columns in the input"
+            )
+        return cls(url, token)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()
+
+    def decisions(
+        self,
+        *,
+        model_id: str,
+        content_hash: str,
+        purpose: str,
+        enterprise_ids: Sequence[str],
+        split_ids: Sequence[str],
+    ) -> npt.NDArray[np.bool_]:
+        """Left (True) / right bits of shape (enterprises, splits), in the orders given.
+
+        Raises
+        ------
+        PlatformCallError
+            If the endpoint cannot be reached, refuses (its error code and message are kept),
+            or answers something other than what was asked.
+        """
+        import httpx
+
+        out = np.zeros((len(enterprise_ids), len(split_ids)), dtype=bool)
+        for start in range(0, len(enterprise_ids), CHUNK):
+            chunk = list(enterprise_ids[start : start + CHUNK])
+            body = {
+                "model_id": model_id,
+                "content_hash": content_hash,
+                "purpose": purpose,
+                "enterprise_ids": chunk,
+                "split_ids": list(split_ids),
+            }
+            try:
+                response = self._client.post("/v1/decisions", json=body)
+            except httpx.HTTPError as exc:
+                raise PlatformCallError(
+                    f"platform endpoint {self.url} unreachable: {type(exc).__name__}: {exc}"
+                ) from exc
+            payload = _json(response)
+            if response.status_code != 200:
+                raise PlatformCallError(
+                    f"platform endpoint {self.url} refused ({response.status_code} "
+                    f"{payload.get('error', '?')}): {payload.get('detail', response.text[:300])}",
+                    extra={
+                        "platform_status": response.status_code,
+                        "platform_error": payload.get("error"),
+                        "enterprise_ids": payload.get("enterprise_ids", []),
+                    },
+                )
+            bits = payload.get("bits")
+            if (
+                payload.get("split_ids") != list(split_ids)
+                or not isinstance(bits, list)
+                or len(bits) != len(chunk)
+                or any(not isinstance(b, str) or len(b) != len(split_ids) for b in bits)
+            ):
+                raise PlatformCallError(
+                    f"platform endpoint {self.url} answered splits or rows other than asked"
+                )
+            for i, row in enumerate(bits):
+                out[start + i] = [c == "1" for c in row]
+        return out
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        value = response.json()
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

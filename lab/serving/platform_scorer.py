@@ -1,0 +1,407 @@
+"""The platform's half of scoring: split decisions for authorized enterprises, nothing else.
+
+:class:`PlatformScorer` is what the scoring endpoint (:mod:`lab.serving.platform_endpoint`)
+runs for each call, with no HTTP in it. It holds, all in the platform's domain:
+
+- the platform's SecureBoost parts (``<dir>/models/<model_id>.json``, written by training);
+- the platform's feature table, read from the file published as a feature set in the catalog
+  (its content must still be what was published);
+- the governance home: the authorization registry and the audit log.
+
+A call names a model, a purpose, enterprise ids and optionally the splits (or trees) wanted. It
+is refused, in this order, if the model is unknown (404) or pinned at another content hash (409),
+a split or tree is not in the part (422), the bank's credential or the published columns do not
+allow the purpose (403), any enterprise lacks a valid authorization of this bank for this
+purpose covering every feature group the part reads (403, listing them), or an authorized
+enterprise has no row at the platform (404, listing them). A refusal is all or nothing: no bit is
+returned for any enterprise of a refused call, and no enterprise ever gets a default answer.
+
+What the bank learns from an answered call
+------------------------------------------
+For each enterprise and each requested platform split, one bit: whether the enterprise goes left.
+Never a feature value, a threshold or a bin; those stay here. Across many calls a bank learns the
+same instance partition training already revealed to it (see ``docs/secureboost.md``), now for
+new enterprises it names, and only for enterprises that authorized it.
+
+Authorization is checked before existence on purpose: an enterprise that has not authorized the
+bank gets the same refusal whether or not the platform holds its row, so the endpoint does not
+tell banks which enterprises the platform knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from features.errors import DataError
+from features.ids import normalise
+from features.io import PartyTable, read_party_table
+from lab.governance.audit import AuditLog
+from lab.governance.authorizations import AuthorizationRegistry
+from lab.governance.catalog import Catalog, ServedSet
+from lab.governance.errors import GovernanceError, PurposeNotAllowedError
+from lab.governance.vocabulary import PURPOSES, parse_ref
+from lab.serving.errors import (
+    ModelHashMismatchError,
+    NotAuthorizedError,
+    PurposeRefusedError,
+    RequestFormatError,
+    ServingSetupError,
+    UnknownEnterpriseError,
+    UnknownModelError,
+    UnknownSplitError,
+)
+from lab.serving.tokens import BankCredential
+from models.secureboost.parts import PlatformPart
+
+logger = logging.getLogger(__name__)
+
+#: Most enterprises one call may name (a bank scores applications, not the platform's table).
+MAX_ENTERPRISES_PER_CALL = 1000
+#: Model ids are file names in the platform's model store; nothing else is accepted.
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+_TREE_OF_SPLIT = re.compile(r"^t(\d+)n\d+$")
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """One validated call: which model, for what, which enterprises, which splits."""
+
+    model_id: str
+    purpose: str
+    enterprise_ids: tuple[str, ...]
+    split_ids: tuple[str, ...] | None = None
+    trees: tuple[int, ...] | None = None
+    content_hash: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> ScoringRequest:
+        """Validate a decoded JSON body.
+
+        Raises
+        ------
+        RequestFormatError
+            Naming the field at fault and what it must be.
+        """
+        if not isinstance(body, dict):
+            raise RequestFormatError("the body must be a JSON object; see docs/serving.md")
+        allowed = {"model_id", "purpose", "enterprise_ids", "split_ids", "trees", "content_hash"}
+        unknown = sorted(set(body) - allowed)
+        if unknown:
+            raise RequestFormatError(f"unknown fields {unknown}; allowed: {sorted(allowed)}")
+        model_id = body.get("model_id")
+        if not isinstance(model_id, str) or not MODEL_ID_PATTERN.fullmatch(model_id):
+            raise RequestFormatError(
+                f"model_id {model_id!r} must be the platform part's id, e.g. 'sb-...-platform'"
+            )
+        purpose = body.get("purpose")
+        if purpose not in PURPOSES:
+            raise RequestFormatError(f"purpose {purpose!r} must be one of {', '.join(PURPOSES)}")
+        ids = body.get("enterprise_ids")
+        if (
+            not isinstance(ids, list)
+            or not ids
+            or not all(isinstance(i, str) and i.strip() for i in ids)
+        ):
+            raise RequestFormatError("enterprise_ids must be a non-empty list of non-empty strings")
+        if len(ids) > MAX_ENTERPRISES_PER_CALL:
+            raise RequestFormatError(
+                f"{len(ids)} enterprise_ids in one call; send at most {MAX_ENTERPRISES_PER_CALL}"
+            )
+        split_ids = body.get("split_ids")
+        if split_ids is not None and (
+            not isinstance(split_ids, list) or not all(isinstance(s, str) for s in split_ids)
+        ):
+            raise RequestFormatError("split_ids must be a list of strings, e.g. ['t0n0']")
+        trees = body.get("trees")
+        if trees is not None and (
+            not isinstance(trees, list)
+            or not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in trees)
+        ):
+            raise RequestFormatError("trees must be a list of tree indices (integers >= 0)")
+        content_hash = body.get("content_hash")
+        if content_hash is not None and not isinstance(content_hash, str):
+            raise RequestFormatError("content_hash must be a string 'sha256:<hex>'")
+        return cls(
+            model_id=model_id,
+            purpose=str(purpose),
+            enterprise_ids=tuple(i.strip() for i in ids),
+            split_ids=None if split_ids is None else tuple(split_ids),
+            trees=None if trees is None else tuple(trees),
+            content_hash=content_hash,
+        )
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """The answer to one call: one left/right bit per (enterprise, split), request order."""
+
+    model_id: str
+    content_hash: str
+    split_ids: tuple[str, ...]
+    bits: npt.NDArray[np.bool_]  # (enterprises, splits), True = left
+
+    def to_json(self, purpose: str) -> dict[str, Any]:
+        """The response body: a string of ``0``/``1`` per enterprise (``1`` = left)."""
+        rows = ["".join("1" if b else "0" for b in row) for row in self.bits.tolist()]
+        return {
+            "model_id": self.model_id,
+            "content_hash": self.content_hash,
+            "purpose": purpose,
+            "split_ids": list(self.split_ids),
+            "bits": rows,
+        }
+
+
+class PlatformScorer:
+    """Answers scoring calls from the platform's own parts, data and governance records.
+
+    Parameters
+    ----------
+    platform_dir : Path
+        The platform's store (model parts in ``models/``), e.g. ``$LAB_HOME/parties/platform``.
+    data : Path
+        The platform's feature table, as published under ``feature_set``.
+    feature_set : str
+        ``name@version`` in the catalog of ``governance_home``: gives the id column, the id
+        scheme and each column's group, sensitivity and allowed purposes.
+    governance_home : Path
+        Folder of ``catalog/``, ``governance.db`` (authorizations) and ``audit/``.
+    today : callable, optional
+        The day authorizations must be valid on (default: today, UTC).
+
+    Raises
+    ------
+    ServingSetupError
+        If the store, the data or the feature set is missing, or the data is not what was
+        published.
+    """
+
+    def __init__(
+        self,
+        platform_dir: Path,
+        data: Path,
+        feature_set: str,
+        governance_home: Path,
+        *,
+        today: Any = None,
+    ) -> None:
+        self.platform_dir = platform_dir
+        self.models_dir = platform_dir / "models"
+        self.governance_home = governance_home
+        self.audit = AuditLog(governance_home / "audit" / "log.jsonl")
+        self._today = today or (lambda: datetime.now(UTC).date())
+        self._catalog = Catalog(governance_home / "catalog", audit=self.audit)
+        self.feature_set = feature_set
+        self.data = data
+        try:
+            parse_ref(feature_set)
+            served = self._catalog.check_served(feature_set, data)
+        except GovernanceError as exc:
+            raise ServingSetupError(f"cannot serve {data}: {exc}") from exc
+        self._spec = served.entry.spec
+        self._parts: dict[str, PlatformPart] = {}
+        self._served: dict[tuple[str, str], ServedSet] = {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        if not self.models_dir.is_dir():
+            raise ServingSetupError(
+                f"{self.models_dir}: no model store; train a vertical model first (the platform "
+                "part is written there) or pass the platform's store with --dir"
+            )
+        self.table = self._read_table(served)
+        self._row_of = {str(eid): i for i, eid in enumerate(self.table.ids.tolist())}
+
+    # -- setup ----------------------------------------------------------------------------------
+
+    def _read_table(self, served: ServedSet) -> PartyTable:
+        spec = served.entry.spec
+        categorical = [n for n, c in spec.columns.items() if c.type == "categorical"]
+        try:
+            table = read_party_table(
+                self.data,
+                id_column=spec.id_column,
+                categorical=categorical,
+                id_scheme=spec.id_scheme,
+            )
+        except DataError as exc:
+            raise ServingSetupError(f"cannot serve {self.data}: {exc}") from exc
+        if table.digest != served.entry.data_digest:
+            raise ServingSetupError(
+                f"{self.data} changed while being read ({table.digest}); restart the endpoint"
+            )
+        logger.info("platform table %s: %d enterprises", self.data, table.n_rows)
+        return table
+
+    def part(self, model_id: str) -> PlatformPart:
+        """The platform part ``model_id`` (loaded once).
+
+        Raises
+        ------
+        UnknownModelError
+            If the platform's store holds no such part.
+        """
+        with self._lock:
+            part = self._parts.get(model_id)
+            if part is not None:
+                return part
+            path = self.models_dir / f"{model_id}.json"
+            if not MODEL_ID_PATTERN.fullmatch(model_id) or not path.is_file():
+                raise UnknownModelError(
+                    f"the platform holds no model part {model_id!r}; check the bank part's "
+                    "platform reference (lab.platform_parts tag of the model version)"
+                )
+            import json
+
+            part = PlatformPart.from_dict(json.loads(path.read_text(encoding="utf-8")))
+            missing = sorted({r.feature for r in part.splits.values()} - set(self.table.features))
+            if missing:
+                raise ServingSetupError(
+                    f"model {model_id!r} reads columns {missing} that {self.data} lacks; serve "
+                    "the table the model was trained on"
+                )
+            self._parts[model_id] = part
+            return part
+
+    def models(self) -> list[str]:
+        """Ids of the parts in the platform's store."""
+        return sorted(p.stem for p in self.models_dir.glob("*.json"))
+
+    # -- one call ---------------------------------------------------------------------------------
+
+    def decide(self, bank: BankCredential, request: ScoringRequest) -> Decisions:
+        """Check ``request`` for ``bank`` and return the split decisions, or raise a refusal.
+
+        Raises
+        ------
+        UnknownModelError, ModelHashMismatchError, UnknownSplitError, PurposeRefusedError,
+        NotAuthorizedError, UnknownEnterpriseError
+            See the module docstring for the order.
+        """
+        part = self.part(request.model_id)
+        if request.content_hash is not None and request.content_hash != part.content_hash:
+            raise ModelHashMismatchError(
+                f"model {part.model_id!r} is {part.content_hash} at the platform but the bank "
+                f"pins {request.content_hash}; re-register the bank's model from the same job"
+            )
+        split_ids = self._split_ids(part, request)
+        if request.purpose not in bank.purposes:
+            raise PurposeRefusedError(
+                f"bank {bank.bank!r} may score for {sorted(bank.purposes)}, not "
+                f"{request.purpose!r}; ask the platform to issue a token for that purpose"
+            )
+        served = self._served_for(part, request.purpose)
+        refused = self._unauthorized(bank.bank, request, served)
+        if refused:
+            raise NotAuthorizedError(
+                f"{len(refused)} enterprise(s) have no valid authorization of bank "
+                f"{bank.bank!r} for {request.purpose!r} covering groups "
+                f"{sorted(served.groups)}: {_preview(refused)}; nothing was scored",
+                enterprise_ids=refused,
+            )
+        keys = self._keys(request.enterprise_ids)
+        unknown = [
+            eid
+            for eid, key in zip(request.enterprise_ids, keys, strict=True)
+            if key not in self._row_of
+        ]
+        if unknown:
+            raise UnknownEnterpriseError(
+                f"{len(unknown)} authorized enterprise(s) are not in the platform's data "
+                f"({self.feature_set}): {_preview(unknown)}; check the ids (no default is "
+                "scored for an unknown enterprise)",
+                enterprise_ids=unknown,
+            )
+        rows = np.fromiter((self._row_of[k] for k in keys), dtype=np.int64, count=len(keys))
+        frame = self.table.features.iloc[rows].reset_index(drop=True)
+        bits = part.decisions(frame, list(split_ids))
+        return Decisions(part.model_id, part.content_hash, split_ids, bits)
+
+    def _split_ids(self, part: PlatformPart, request: ScoringRequest) -> tuple[str, ...]:
+        if request.split_ids is None and request.trees is None:
+            return tuple(sorted(part.splits))
+        wanted: set[str] = set()
+        if request.split_ids is not None:
+            unknown = sorted(set(request.split_ids) - set(part.splits))
+            if unknown:
+                raise UnknownSplitError(
+                    f"model {part.model_id!r} has no platform splits {unknown[:10]}; ask for "
+                    "the split ids of the bank part's platform nodes"
+                )
+            wanted |= set(request.split_ids)
+        if request.trees is not None:
+            by_tree: dict[int, set[str]] = {}
+            for sid in part.splits:
+                match = _TREE_OF_SPLIT.fullmatch(sid)
+                if match:
+                    by_tree.setdefault(int(match.group(1)), set()).add(sid)
+            for tree in request.trees:
+                # A tree without platform splits is valid; it just adds nothing.
+                wanted |= by_tree.get(tree, set())
+        return tuple(sorted(wanted))
+
+    def _served_for(self, part: PlatformPart, purpose: str) -> ServedSet:
+        key = (part.model_id, purpose)
+        with self._lock:
+            served = self._served.get(key)
+        if served is not None:
+            return served
+        columns = sorted({rule.feature for rule in part.splits.values()})
+        try:
+            served = self._catalog.check_served(
+                self.feature_set, self.data, columns, purpose=purpose
+            )
+        except PurposeNotAllowedError as exc:
+            raise PurposeRefusedError(str(exc)) from exc
+        except GovernanceError as exc:
+            raise ServingSetupError(str(exc)) from exc
+        with self._lock:
+            self._served[key] = served
+        return served
+
+    def _registry(self) -> AuthorizationRegistry:
+        # sqlite connections stay in the thread that opened them.
+        registry: AuthorizationRegistry | None = getattr(self._local, "registry", None)
+        if registry is None:
+            registry = AuthorizationRegistry(
+                self.governance_home / "governance.db", audit=self.audit
+            )
+            self._local.registry = registry
+        return registry
+
+    def _unauthorized(self, bank: str, request: ScoringRequest, served: ServedSet) -> list[str]:
+        day: date = self._today()
+        registry = self._registry()
+        refused: list[str] = []
+        for eid in request.enterprise_ids:
+            variants = {eid, *self._keys([eid])}
+            ok = any(
+                a.valid_for(
+                    bank, request.purpose, day, served.groups, served.needs_personal_consent
+                )
+                for v in variants
+                for a in registry.records(bank=bank, purpose=request.purpose, enterprise_id=v)
+            )
+            if not ok:
+                refused.append(eid)
+        return refused
+
+    def _keys(self, ids: Sequence[str]) -> list[str]:
+        """Ids normalised with the feature set's id scheme (as the table's ids are)."""
+        series = normalise(pd.Series(list(ids), dtype="string").str.strip(), self._spec.id_scheme)
+        return [str(v) for v in series.tolist()]
+
+
+def _preview(ids: Sequence[str], n: int = 10) -> str:
+    shown = ", ".join(repr(i) for i in ids[:n])
+    return shown + (f" and {len(ids) - n} more" if len(ids) > n else "")

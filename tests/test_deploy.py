@@ -1,0 +1,405 @@
+"""The deployment runtime: real processes on 127.0.0.1, real TLS, real SuperNode authentication.
+
+Slow tests start a SuperLink and one SuperNode per party (``lab up``), run jobs through them
+and always stop everything (``lab down``) in a ``finally``. No timing assertions: timeouts
+are generous for a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from mlflow.tracking import MlflowClient
+
+from lab.cli import EXIT_JOB, run
+from lab.deploy import processes
+from lab.deploy.control import ControlClient
+from lab.deploy.deployment import down, supernode_command
+from lab.deploy.errors import DeploymentError
+from lab.deploy.node_keys import generate_node_key
+from lab.deploy.state import DeploymentState
+from lab.deploy.tls import TlsFiles, generate_tls
+from tests.conftest import make_vertical, vertical_config
+
+FAST_KEYS = {"key_bits": 512, "insecure_test_keys": True}
+
+
+# --- TLS and node keys (fast) ------------------------------------------------------------------
+
+
+def test_tls_material_is_a_private_ca_and_a_loopback_server_certificate(tmp_path: Path) -> None:
+    files = generate_tls(tmp_path / "tls")
+    for key in (files.ca_key, files.server_key):
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    server = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert server.issuer == ca.subject
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} == {"127.0.0.1"}
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    public = ca.public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    server.verify_directly_issued_by(ca)
+
+
+def test_a_client_trusting_the_ca_completes_a_tls_handshake_on_loopback(tmp_path: Path) -> None:
+    files = generate_tls(tmp_path / "tls")
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(files.server_cert, files.server_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            received.append(tls.recv(16))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client_ctx = ssl.create_default_context(cafile=str(files.ca_cert))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(b"hello")
+    thread.join(10)
+    listener.close()
+    assert received == [b"hello"]
+    # A client that does not trust this CA refuses the server.
+    other = generate_tls(tmp_path / "other")
+    strict = ssl.create_default_context(cafile=str(other.ca_cert))
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        conn, _ = listener.accept()
+        try:
+            server_ctx.wrap_socket(conn, server_side=True).close()
+        except (ssl.SSLError, OSError):
+            conn.close()
+
+    thread = threading.Thread(target=serve_once, daemon=True)
+    thread.start()
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        strict.wrap_socket(raw, server_hostname="127.0.0.1")
+    thread.join(10)
+    listener.close()
+
+
+def test_node_keys_are_p384_openssh_with_a_private_private_key(tmp_path: Path) -> None:
+    pair = generate_node_key(tmp_path, "bank")
+    assert stat.S_IMODE(pair.private_key.stat().st_mode) == 0o600
+    private = serialization.load_ssh_private_key(pair.private_key.read_bytes(), None)
+    assert isinstance(private, ec.EllipticCurvePrivateKey)
+    assert private.curve.name == "secp384r1"
+    public = serialization.load_ssh_public_key(pair.public_key.read_bytes())
+    assert public == private.public_key()
+    assert b"BEGIN PUBLIC KEY" in pair.public_bytes()
+
+
+def test_down_is_idempotent_and_a_folder_without_deployment_is_refused(tmp_path: Path) -> None:
+    assert down(tmp_path / "nothing") == []
+    assert run(["down", "--dir", str(tmp_path / "nothing")]) == 0
+    with pytest.raises(DeploymentError, match="lab up"):
+        DeploymentState.read(tmp_path)
+
+
+# --- real deployments (slow) ---------------------------------------------------------------------
+
+
+def _vertical_experiment(folder: Path, n: int = 300) -> Path:
+    make_vertical(folder, n=n)
+    config = vertical_config()
+    config["crypto"] = dict(FAST_KEYS)
+    config["runtime"] = {"message_timeout": 120.0}
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _family_pids(state: DeploymentState) -> set[int]:
+    pids: set[int] = set()
+    for pid in state.pids():
+        pids |= {p.pid for p in processes.family(pid)}
+    return pids
+
+
+@pytest.fixture
+def deployment_dir(tmp_path: Path) -> Iterator[Path]:
+    """A deployment folder that is always torn down."""
+    folder = tmp_path / "deployment"
+    try:
+        yield folder
+    finally:
+        down(folder, grace=5.0)
+
+
+@pytest.mark.slow
+def test_lab_up_train_down_on_loopback(
+    tmp_path: Path, lab_home: Path, deployment_dir: Path
+) -> None:
+    experiment = _vertical_experiment(tmp_path / "data")
+    up_args = ["up", "--dir", str(deployment_dir), "--experiment", str(experiment)]
+    assert run(up_args) == 0
+    state = DeploymentState.read(deployment_dir)
+    assert [n.party for n in state.nodes] == ["bank", "platform"]
+    # Each node was told only its own party's file; keys and TLS material are on disk.
+    for node in state.nodes:
+        config = (deployment_dir / "nodes" / node.party / "node-config.toml").read_text()
+        assert f"{node.party}.csv" in config
+        other = "platform" if node.party == "bank" else "bank"
+        assert f"{other}.csv" not in config
+        assert stat.S_IMODE(Path(node.private_key).stat().st_mode) == 0o600
+    # A second 'lab up' on a running folder is refused.
+    assert run(up_args) != 0
+
+    summary_path = tmp_path / "summary.json"
+    code = run(
+        [
+            "train",
+            str(experiment),
+            "--deployment",
+            str(deployment_dir),
+            "--summary-json",
+            str(summary_path),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["runtime"].startswith("deployment")
+    assert summary["joint_model"]["status"] == "trained"
+    registered = summary["registered_model"]
+    assert registered["name"] == "tiny"
+    client = MlflowClient(tracking_uri=f"sqlite:///{lab_home / 'mlflow.db'}")
+    versions = client.search_model_versions("name='tiny'")
+    assert [str(v.version) for v in versions] == [str(registered["version"])]
+    assert (
+        client.get_run(summary["mlflow_run_id"]).data.tags["lab.runtime"].startswith("deployment")
+    )
+    # The platform's model part stayed in the platform node's store.
+    assert any((Path(state.node("platform").store)).rglob("*"))
+
+    pids = _family_pids(state)
+    assert pids
+    assert run(["down", "--dir", str(deployment_dir)]) == 0
+    assert not [pid for pid in pids if processes.alive(pid)]
+    assert run(["down", "--dir", str(deployment_dir)]) == 0
+
+
+@pytest.mark.slow
+def test_an_unregistered_supernode_cannot_join(tmp_path: Path, deployment_dir: Path) -> None:
+    experiment = _vertical_experiment(tmp_path / "data")
+    assert run(["up", "--dir", str(deployment_dir), "--experiment", str(experiment)]) == 0
+    state = DeploymentState.read(deployment_dir)
+    intruder = generate_node_key(tmp_path / "intruder", "intruder")
+    config = tmp_path / "intruder" / "node-config.toml"
+    config.write_text(f'party = "bank"\nrole = "bank"\ndata = "{tmp_path / "data" / "bank.csv"}"\n')
+    command = supernode_command(
+        state.address,
+        TlsFiles.in_folder(deployment_dir / "tls"),
+        intruder.private_key,
+        config,
+        processes.free_port(),
+        "stock",
+    )
+    log = tmp_path / "intruder" / "supernode.log"
+    pid = processes.spawn(command, log, processes.service_env(), tmp_path)
+    try:
+        deadline = time.monotonic() + 180
+        while processes.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not processes.alive(pid), "the unregistered SuperNode kept running"
+        assert "Failed to activate SuperNode" in log.read_text()
+        with ControlClient(state.address, Path(state.ca_cert)) as control:
+            assert control.online_nodes() == {n.node_id for n in state.nodes}
+    finally:
+        processes.stop([pid], grace=2.0)
+
+
+REF = "sme_deploy@1"
+
+
+def _governed_experiment(folder: Path) -> Path:
+    """Synthetic data published as a feature set, authorised, with a DP budget."""
+    from lab.demo import publish_feature_set, synthesize
+
+    synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=5)
+    publish_feature_set(folder, REF)
+    ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
+    groups = sorted(
+        {
+            str(v["group"])
+            for v in json.loads((folder / "columns.json").read_text()).values()
+            if v.get("party") == "platform"
+        }
+    )
+    today = datetime.now(UTC).date()
+    rng = np.random.default_rng(0)
+    allowed = ids["enterprise_id"][rng.uniform(size=len(ids)) < 0.8]
+    pd.DataFrame(
+        {
+            "enterprise_id": allowed,
+            "bank": "bank",
+            "purpose": "credit_risk_modeling",
+            "valid_from": (today - timedelta(days=1)).isoformat(),
+            "valid_to": (today + timedelta(days=30)).isoformat(),
+            "groups": ";".join(groups),
+            "personal_consent": "true",
+            "reference": "T",
+        }
+    ).to_csv(folder / "auth.csv", index=False)
+    assert run(["authorizations", "import", str(folder / "auth.csv")]) == 0
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "20", "--delta", "1e-5"]) == 0
+    config: dict[str, Any] = {
+        "name": "governed-deploy",
+        "kind": "vertical",
+        "parties": [
+            {
+                "name": "bank",
+                "role": "bank",
+                "data": "bank_1.csv",
+                "id_column": "enterprise_id",
+                "label_column": "default_12m",
+            },
+            {
+                "name": "platform",
+                "role": "platform",
+                "data": "platform.csv",
+                "id_column": "enterprise_id",
+                "feature_set": REF,
+            },
+        ],
+        "model": {
+            "type": "secureboost",
+            "n_estimators": 4,
+            "max_depth": 3,
+            "max_bin": 8,
+            "dp_epsilon": 2.0,
+            "dp_delta": 1e-5,
+        },
+        "crypto": dict(FAST_KEYS),
+        "evaluation": {"test_size": 0.25, "random_state": 1},
+        "alignment": {"id_scheme": "uscc", "min_intersection": 20},
+        "governance": {"require_authorization": True},
+        "runtime": {"message_timeout": 60.0},
+    }
+    path = folder / "governed.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _worker_tasks(log: Path) -> int:
+    if not log.is_file():
+        return 0
+    return sum(" task " in line for line in log.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_a_party_killed_mid_job_fails_the_job_cleanly_and_a_rerun_succeeds(
+    tmp_path: Path, lab_home: Path, deployment_dir: Path
+) -> None:
+    from lab.governance.audit import AuditLog
+    from lab.governance.ledger import BudgetLedger
+
+    experiment = _governed_experiment(tmp_path / "sme")
+    up_args = [
+        "up",
+        "--dir",
+        str(deployment_dir),
+        "--experiment",
+        str(experiment),
+        "--governance-home",
+        str(lab_home),
+    ]
+    assert run(up_args) == 0
+    state = DeploymentState.read(deployment_dir)
+    platform = state.node("platform")
+    assert platform.worker is not None
+    env = processes.service_env({"LAB_HOME": str(lab_home)})
+    lab = str(Path(sys.executable).parent / "lab")
+    train = subprocess.Popen(
+        [lab, "train", str(experiment), "--deployment", str(deployment_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until the platform's node has served a few steps, then kill it (and its
+        # ClientApp worker) without warning.
+        deadline = time.monotonic() + 300
+        while _worker_tasks(Path(platform.worker.log)) < 4:
+            assert train.poll() is None, train.communicate()
+            assert time.monotonic() < deadline, "the job never reached the platform"
+            time.sleep(0.2)
+        for pid in (platform.supernode.pid, platform.worker.pid):
+            for proc in processes.family(pid):
+                proc.send_signal(signal.SIGKILL)
+        _, err = train.communicate(timeout=600)
+    finally:
+        if train.poll() is None:
+            train.kill()
+            train.communicate()
+    assert train.returncode == EXIT_JOB
+    assert "error:" in err
+    assert "'platform'" in err
+    # Nothing registered; the ledger closed the job (spent: data was touched); the audit log
+    # verifies and records the failure.
+    client = MlflowClient(tracking_uri=f"sqlite:///{lab_home / 'mlflow.db'}")
+    assert client.search_registered_models() == []
+    with BudgetLedger() as ledger:
+        jobs = ledger.jobs()
+    assert [(j.state, j.outcome) for j in jobs] == [("committed", "failed")]
+    log = AuditLog()
+    assert log.verify().ok
+    types = [e.type for e in log.entries()]
+    assert "job_failed" in types
+    assert "model_registered" not in types
+
+    # Restart the deployment; the same job now succeeds and registers its model.
+    assert run(["down", "--dir", str(deployment_dir)]) == 0
+    assert run(up_args) == 0
+    summary_path = tmp_path / "rerun.json"
+    code = run(
+        [
+            "train",
+            str(experiment),
+            "--deployment",
+            str(deployment_dir),
+            "--summary-json",
+            str(summary_path),
+        ]
+    )
+    assert code == 0
+    summary = json.loads(summary_path.read_text())
+    assert summary["registered_model"] is not None
+    with BudgetLedger() as ledger:
+        states = sorted((j.state, j.outcome) for j in ledger.jobs())
+    assert states == [("committed", "failed"), ("committed", "finished")]
+    assert AuditLog().verify().ok
+    assert os.environ.get("LAB_HOME") == str(lab_home)
