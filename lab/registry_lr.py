@@ -2,7 +2,8 @@
 
 The pyfunc scores a DataFrame with the bank's columns and, for every platform column of the
 model, an integer column ``platform:<party>:<column>`` holding the enterprise's anonymous coarse
-bin (what the platform's part answers; in production its scoring endpoint). It returns default
+bin (what the platform's part answers), or ``enterprise_id`` instead, and then asks each
+platform's scoring endpoint for those bins (:mod:`lab.serving`). It returns default
 probabilities; with the parameter ``output="scorecard"`` a frame of probability, points and the
 top reason-code groups. The scorecard (CSV and HTML) is logged with the model. No key material
 and no platform bin edge is in the registry.
@@ -37,20 +38,30 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
         """Read the bank part from the model's artifacts."""
         self.part = BankLRPart.load(Path(context.artifacts["bank_part"]))
         self.card = Scorecard.from_dict(self.part.scorecard)
+        self._clients: dict[str, Any] = {}
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
-        """Default probabilities (or the scorecard view) for every row of ``model_input``."""
+        """Default probabilities (or the scorecard view) for every row of ``model_input``.
+
+        Platform columns come as ``platform:<party>:<column>`` coarse bins, or, with
+        ``enterprise_id`` and none of them, from each platform's scoring endpoint
+        (``LAB_PLATFORM_URL`` / ``LAB_PLATFORM_TOKEN``, see :mod:`lab.serving.client`).
+        """
         del context
-        output = str((params or {}).get("output") or "probability")
+        params = params or {}
+        output = str(params.get("output") or "probability")
+        purpose = str(params.get("purpose") or registry.DEFAULT_PURPOSE)
         frame = model_input.reset_index(drop=True)
         platform_keys = [
             self.part.table_key(t) for t in self.part.tables if t.party != self.part.party
         ]
         missing = [bin_column(k) for k in platform_keys if bin_column(k) not in frame.columns]
-        if missing:
+        if missing and registry.ID_COLUMN in frame.columns and len(missing) == len(platform_keys):
+            frame = self._remote(frame, purpose)
+        elif missing:
             raise ValueError(
-                f"input lacks platform bin columns {missing[:3]}; the platform's part (or its "
-                "scoring endpoint) supplies them"
+                f"input lacks platform bin columns {missing[:3]}; pass them all, or pass "
+                f"'{registry.ID_COLUMN}' and let the model ask the platform's scoring endpoint"
             )
         own = [s.name for s in self.part.specs]
         absent = [c for c in own if c not in frame.columns]
@@ -74,6 +85,32 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
             }
         )
 
+    def _remote(self, frame: pd.DataFrame, purpose: str) -> pd.DataFrame:
+        """Add every platform's coarse-bin columns from its scoring endpoint."""
+        from lab.serving.client import PlatformClient
+
+        ids = frame[registry.ID_COLUMN]
+        if ids.isna().any():
+            raise ValueError(
+                f"'{registry.ID_COLUMN}' is empty in rows {ids[ids.isna()].index[:5].tolist()}"
+            )
+        out = frame.copy()
+        for party, ref in self.part.platform_parts.items():
+            client = self._clients.get(party)
+            if client is None:
+                client = self._clients[party] = PlatformClient.from_env(party)
+            features = [t.name for t in self.part.tables if t.party == party]
+            bins = client.coarse_bins(
+                model_id=ref["model_id"],
+                content_hash=ref["content_hash"],
+                purpose=purpose,
+                enterprise_ids=[str(i) for i in ids.tolist()],
+                features=features,
+            )
+            for j, name in enumerate(features):
+                out[bin_column(f"{party}:{name}")] = bins[:, j]
+        return out
+
 
 def signature(part: BankLRPart) -> Any:
     """Input: bank columns and one integer coarse bin per platform column; output: probability."""
@@ -84,6 +121,7 @@ def signature(part: BankLRPart) -> Any:
         ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=False)
         for spec in part.specs
     ]
+    inputs.append(ColSpec("string", registry.ID_COLUMN, required=False))
     inputs += [
         ColSpec("long", bin_column(part.table_key(t)), required=False)
         for t in part.tables
@@ -92,7 +130,12 @@ def signature(part: BankLRPart) -> Any:
     return ModelSignature(
         inputs=Schema(inputs),
         outputs=Schema([ColSpec("double")]),
-        params=ParamSchema([ParamSpec("output", "string", "probability")]),
+        params=ParamSchema(
+            [
+                ParamSpec("output", "string", "probability"),
+                ParamSpec("purpose", "string", registry.DEFAULT_PURPOSE),
+            ]
+        ),
     )
 
 

@@ -106,6 +106,7 @@ def train_served_model(
     n_enterprises: int = 600,
     bank_size: int = 300,
     deployment: Path | None = None,
+    model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """In the current ``LAB_HOME``: synthetic data published as a feature set, a SecureBoost job
     (512-bit test keys) registered as ``challenger``, authorizations for every platform id but
@@ -150,7 +151,7 @@ def train_served_model(
                 "id_column": "enterprise_id",
             },
         ],
-        "model": {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
+        "model": model or {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "evaluation": {"test_size": 0.25, "random_state": 1},
         "alignment": {"id_scheme": "uscc", "min_intersection": 20},

@@ -216,6 +216,42 @@ def test_answers_split_bits_equal_to_the_platform_part_and_no_feature_values(
     }
 
 
+def test_hetero_lr_part_answers_anonymous_coarse_bins_only(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    from models.vertical_lr.parts import PlatformLRPart
+
+    part = PlatformLRPart(
+        party="platform",
+        model_id="hlr-test-platform",
+        specs=(
+            BinSpec("vat_sales_12m_10k_cny", "numeric", (20.0, 50.0, 200.0)),
+            BinSpec("tax_credit_grade", "categorical", categories=("A", "B", "M")),
+        ),
+        mappings=((0, 0, 1, 2, 3), (0, 1, 1, 2, 3)),
+    )
+    part.save(platform["dir"] / "models")
+    ids = platform["ids"][:20]
+    body = {"model_id": part.model_id, "purpose": PURPOSE, "enterprise_ids": ids}
+    response = _post(endpoint["url"], body, endpoint["token"])
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert set(answer) == {"model_id", "content_hash", "purpose", "features", "bins"}
+    assert answer["features"] == ["vat_sales_12m_10k_cny", "tax_credit_grade"]
+    scorer = endpoint["scorer"]
+    rows = [scorer._row_of[i] for i in ids]
+    expected = part.coarse_bins(scorer.table.features.iloc[rows].reset_index(drop=True))
+    np.testing.assert_array_equal(np.asarray(answer["bins"]), expected)
+    assert _last_scoring(platform)["n_splits"] == 2  # values revealed per enterprise
+    # Split requests make no sense for it; authorization rules are the same.
+    response = _post(endpoint["url"], {**body, "split_ids": ["t0n0"]}, endpoint["token"])
+    assert response.status_code == 422
+    assert response.json()["error"] == "unknown_split"
+    outsider = platform["ids"][55]  # authorized bank_b only
+    response = _post(endpoint["url"], {**body, "enterprise_ids": [outsider]}, endpoint["token"])
+    assert response.status_code == 403
+
+
 def test_enterprise_without_authorization_is_refused_403_and_audited(
     platform: dict[str, Any], endpoint: dict[str, Any]
 ) -> None:
@@ -432,6 +468,60 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
     assert [c["outcome"] for c in calls] == ["answered", "not_authorized", "unauthenticated"]
     assert calls[0]["n_scored"] == 25
     assert calls[0]["n_splits"] == len(ids)
+
+
+@pytest.mark.slow
+def test_hetero_lr_scorecard_scores_through_the_platform_endpoint(
+    tmp_path: Path,
+    lab_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A registered hetero LR model asks the endpoint for coarse bins when given ids only."""
+    import mlflow.pyfunc
+
+    from features.io import read_party_table
+    from models.vertical_lr.parts import PlatformLRPart
+    from tests.serving_helpers import SERVED_BANK, SERVED_MODEL, SERVED_REF, train_served_model
+
+    trained = train_served_model(tmp_path / "sme", model={"type": "hetero_lr", "max_epochs": 2})
+    ref = trained["summary"]["registered_model"]["platform_parts"]["platform"]
+    platform_dir = lab_home / "parties" / "platform"
+    part = PlatformLRPart.load(platform_dir / "models", ref["model_id"])
+    uri = f"sqlite:///{lab_home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    model = mlflow.pyfunc.load_model(f"models:/{SERVED_MODEL}@challenger")
+    bank: pd.DataFrame = trained["bank"]
+    sample = bank.iloc[:15].drop(columns=["default_12m"]).reset_index(drop=True)
+    numeric = sample.select_dtypes("number").columns
+    sample[numeric] = sample[numeric].astype(float)
+    table = read_party_table(
+        trained["folder"] / "platform.csv", id_column="enterprise_id", id_scheme="uscc"
+    )
+    rows = [int(np.flatnonzero(table.ids == i)[0]) for i in sample["enterprise_id"]]
+    bins = part.coarse_bins(table.features.iloc[rows].reset_index(drop=True))
+    local = sample.drop(columns=["enterprise_id"]).copy()
+    for j, column in enumerate(part.features):
+        local[f"platform:platform:{column}"] = bins[:, j].astype(np.int64)
+    expected = np.asarray(model.predict(local))
+
+    scorer = PlatformScorer(platform_dir, trained["folder"] / "platform.csv", SERVED_REF, lab_home)
+    tokens = TokenStore.in_dir(platform_dir)
+    token = tokens.issue(SERVED_BANK, [PURPOSE])
+    app = create_app(scorer, tokens, TokenBucketLimiter(rate=1000, burst=1000))
+    with uvicorn_thread(app, free_port()) as url:
+        monkeypatch.setenv("LAB_PLATFORM_URL", url)
+        monkeypatch.setenv("LAB_PLATFORM_TOKEN", token)
+        remote = np.asarray(model.predict(sample))
+        np.testing.assert_allclose(remote, expected, rtol=1e-12)
+        card = model.predict(sample, params={"output": "scorecard"})
+        assert list(card.columns) == ["probability", "score", "reason_codes"]
+        refused = bank[bank["enterprise_id"] == trained["refused"]].drop(columns=["default_12m"])
+        with pytest.raises(Exception, match="not_authorized"):
+            model.predict(refused.astype({c: float for c in numeric}))
+    calls = [e.payload for e in AuditLog().entries("scoring_call")]
+    assert [c["outcome"] for c in calls][-3:] == ["answered", "answered", "not_authorized"]
+    assert calls[-3]["n_splits"] == len(part.features)
 
 
 # -- MLflow server mode: basic auth, auditors read-only ----------------------------------------

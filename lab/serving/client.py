@@ -117,35 +117,18 @@ class PlatformClient:
             If the endpoint cannot be reached, refuses (its error code and message are kept),
             or answers something other than what was asked.
         """
-        import httpx
-
         out = np.zeros((len(enterprise_ids), len(split_ids)), dtype=bool)
         for start in range(0, len(enterprise_ids), CHUNK):
             chunk = list(enterprise_ids[start : start + CHUNK])
-            body = {
-                "model_id": model_id,
-                "content_hash": content_hash,
-                "purpose": purpose,
-                "enterprise_ids": chunk,
-                "split_ids": list(split_ids),
-            }
-            try:
-                response = self._client.post("/v1/decisions", json=body)
-            except httpx.HTTPError as exc:
-                raise PlatformCallError(
-                    f"platform endpoint {self.url} unreachable: {type(exc).__name__}: {exc}"
-                ) from exc
-            payload = _json(response)
-            if response.status_code != 200:
-                raise PlatformCallError(
-                    f"platform endpoint {self.url} refused ({response.status_code} "
-                    f"{payload.get('error', '?')}): {payload.get('detail', response.text[:300])}",
-                    extra={
-                        "platform_status": response.status_code,
-                        "platform_error": payload.get("error"),
-                        "enterprise_ids": payload.get("enterprise_ids", []),
-                    },
-                )
+            payload = self._post(
+                {
+                    "model_id": model_id,
+                    "content_hash": content_hash,
+                    "purpose": purpose,
+                    "enterprise_ids": chunk,
+                    "split_ids": list(split_ids),
+                }
+            )
             bits = payload.get("bits")
             if (
                 payload.get("split_ids") != list(split_ids)
@@ -159,6 +142,69 @@ class PlatformClient:
             for i, row in enumerate(bits):
                 out[start + i] = [c == "1" for c in row]
         return out
+
+    def coarse_bins(
+        self,
+        *,
+        model_id: str,
+        content_hash: str,
+        purpose: str,
+        enterprise_ids: Sequence[str],
+        features: Sequence[str],
+    ) -> npt.NDArray[np.int64]:
+        """A hetero LR part's coarse bins, shape (enterprises, features), in the orders given.
+
+        Raises
+        ------
+        PlatformCallError
+            As :meth:`decisions`, or if the part's columns are not ``features``.
+        """
+        out = np.zeros((len(enterprise_ids), len(features)), dtype=np.int64)
+        for start in range(0, len(enterprise_ids), CHUNK):
+            chunk = list(enterprise_ids[start : start + CHUNK])
+            payload = self._post(
+                {
+                    "model_id": model_id,
+                    "content_hash": content_hash,
+                    "purpose": purpose,
+                    "enterprise_ids": chunk,
+                }
+            )
+            bins = payload.get("bins")
+            if (
+                payload.get("features") != list(features)
+                or not isinstance(bins, list)
+                or len(bins) != len(chunk)
+                or any(not isinstance(b, list) or len(b) != len(features) for b in bins)
+            ):
+                raise PlatformCallError(
+                    f"platform endpoint {self.url} answered columns or rows other than asked"
+                )
+            out[start : start + len(chunk)] = np.asarray(bins, dtype=np.int64)
+        return out
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a scoring request; return the JSON answer or raise :class:`PlatformCallError`."""
+        import httpx
+
+        try:
+            response = self._client.post("/v1/decisions", json=body)
+        except httpx.HTTPError as exc:
+            raise PlatformCallError(
+                f"platform endpoint {self.url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+        payload = _json(response)
+        if response.status_code != 200:
+            raise PlatformCallError(
+                f"platform endpoint {self.url} refused ({response.status_code} "
+                f"{payload.get('error', '?')}): {payload.get('detail', response.text[:300])}",
+                extra={
+                    "platform_status": response.status_code,
+                    "platform_error": payload.get("error"),
+                    "enterprise_ids": payload.get("enterprise_ids", []),
+                },
+            )
+        return payload
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@ Routes
     ``Authorization: Bearer <bank token>`` and a JSON body
     ``{"model_id", "purpose", "enterprise_ids", ["split_ids"], ["trees"], ["content_hash"]}``;
     answers ``{"model_id", "content_hash", "purpose", "split_ids", "bits"}`` with one string of
-    ``0``/``1`` per enterprise (``1`` = goes left at that split), in request order. Refusals are
+    ``0``/``1`` per enterprise (``1`` = goes left at that split), in request order. For a hetero
+    LR part (no ``split_ids``/``trees``) it answers ``{"model_id", "content_hash", "purpose",
+    "features", "bins"}``: each enterprise's anonymous coarse bin per column. Refusals are
     JSON ``{"error": <code>, "detail": <message>, ...}`` with status 401 (credential), 403
     (purpose or authorization, listing the enterprises), 404 (unknown model or enterprise,
     listing them), 409 (content hash), 413 (body too large), 422 (malformed request) or 429
@@ -169,7 +171,7 @@ def create_app(
                 n_refused=0,
                 outcome="answered",
                 status=200,
-                n_splits=len(answer.split_ids),
+                n_splits=answer.n_items,
             )
         except AuditError as exc:
             logger.error("audit log refused an entry: %s", exc)

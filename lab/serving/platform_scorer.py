@@ -23,6 +23,11 @@ Never a feature value, a threshold or a bin; those stay here. Across many calls 
 same instance partition training already revealed to it (see ``docs/secureboost.md``), now for
 new enterprises it names, and only for enterprises that authorized it.
 
+For a hetero LR part: for each enterprise and each platform column of the model, its anonymous
+coarse bin index (the bank's part holds the WOE and the coefficient of each bin, never its
+edges): what training revealed for the bank's own test enterprises, now for enterprises that
+authorized it.
+
 Authorization is checked before existence on purpose: an enterprise that has not authorized the
 bank gets the same refusal whether or not the platform holds its row, so the endpoint does not
 tell banks which enterprises the platform knows.
@@ -63,6 +68,10 @@ from lab.serving.errors import (
 )
 from lab.serving.tokens import BankCredential
 from models.secureboost.parts import PlatformPart
+from models.vertical_lr.parts import PlatformLRPart
+
+#: A platform's half of a registered model: SecureBoost split rules or hetero LR bins.
+AnyPart = PlatformPart | PlatformLRPart
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +160,11 @@ class Decisions:
     split_ids: tuple[str, ...]
     bits: npt.NDArray[np.bool_]  # (enterprises, splits), True = left
 
+    @property
+    def n_items(self) -> int:
+        """Values revealed per enterprise (audited)."""
+        return len(self.split_ids)
+
     def to_json(self, purpose: str) -> dict[str, Any]:
         """The response body: a string of ``0``/``1`` per enterprise (``1`` = left)."""
         rows = ["".join("1" if b else "0" for b in row) for row in self.bits.tolist()]
@@ -160,6 +174,31 @@ class Decisions:
             "purpose": purpose,
             "split_ids": list(self.split_ids),
             "bits": rows,
+        }
+
+
+@dataclass(frozen=True)
+class CoarseBins:
+    """The answer for a hetero LR part: each enterprise's anonymous coarse bin per column."""
+
+    model_id: str
+    content_hash: str
+    features: tuple[str, ...]
+    bins: npt.NDArray[np.int16]  # (enterprises, features)
+
+    @property
+    def n_items(self) -> int:
+        """Values revealed per enterprise (audited)."""
+        return len(self.features)
+
+    def to_json(self, purpose: str) -> dict[str, Any]:
+        """The response body: one list of coarse bin indices per enterprise."""
+        return {
+            "model_id": self.model_id,
+            "content_hash": self.content_hash,
+            "purpose": purpose,
+            "features": list(self.features),
+            "bins": self.bins.astype(int).tolist(),
         }
 
 
@@ -210,7 +249,7 @@ class PlatformScorer:
         except GovernanceError as exc:
             raise ServingSetupError(f"cannot serve {data}: {exc}") from exc
         self._spec = served.entry.spec
-        self._parts: dict[str, PlatformPart] = {}
+        self._parts: dict[str, AnyPart] = {}
         self._served: dict[tuple[str, str], ServedSet] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -243,8 +282,8 @@ class PlatformScorer:
         logger.info("platform table %s: %d enterprises", self.data, table.n_rows)
         return table
 
-    def part(self, model_id: str) -> PlatformPart:
-        """The platform part ``model_id`` (loaded once).
+    def part(self, model_id: str) -> AnyPart:
+        """The platform part ``model_id`` (loaded once): split rules or hetero LR bins.
 
         Raises
         ------
@@ -252,9 +291,9 @@ class PlatformScorer:
             If the platform's store holds no such part.
         """
         with self._lock:
-            part = self._parts.get(model_id)
-            if part is not None:
-                return part
+            cached = self._parts.get(model_id)
+            if cached is not None:
+                return cached
             path = self.models_dir / f"{model_id}.json"
             if not MODEL_ID_PATTERN.fullmatch(model_id) or not path.is_file():
                 raise UnknownModelError(
@@ -263,8 +302,13 @@ class PlatformScorer:
                 )
             import json
 
-            part = PlatformPart.from_dict(json.loads(path.read_text(encoding="utf-8")))
-            missing = sorted({r.feature for r in part.splits.values()} - set(self.table.features))
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            part: AnyPart = (
+                PlatformLRPart.from_dict(raw)
+                if raw.get("kind") == "hetero_lr.platform"
+                else PlatformPart.from_dict(raw)
+            )
+            missing = sorted(set(_columns(part)) - set(self.table.features))
             if missing:
                 raise ServingSetupError(
                     f"model {model_id!r} reads columns {missing} that {self.data} lacks; serve "
@@ -279,8 +323,11 @@ class PlatformScorer:
 
     # -- one call ---------------------------------------------------------------------------------
 
-    def decide(self, bank: BankCredential, request: ScoringRequest) -> Decisions:
-        """Check ``request`` for ``bank`` and return the split decisions, or raise a refusal.
+    def decide(self, bank: BankCredential, request: ScoringRequest) -> Decisions | CoarseBins:
+        """Check ``request`` for ``bank`` and return what the part computes, or raise a refusal.
+
+        SecureBoost parts answer split decisions; hetero LR parts answer coarse bins (and take
+        no ``split_ids`` or ``trees``).
 
         Raises
         ------
@@ -294,7 +341,12 @@ class PlatformScorer:
                 f"model {part.model_id!r} is {part.content_hash} at the platform but the bank "
                 f"pins {request.content_hash}; re-register the bank's model from the same job"
             )
-        split_ids = self._split_ids(part, request)
+        split_ids = self._split_ids(part, request) if isinstance(part, PlatformPart) else ()
+        if isinstance(part, PlatformLRPart) and (request.split_ids or request.trees):
+            raise UnknownSplitError(
+                f"model {part.model_id!r} is a hetero LR part: it answers coarse bins of its "
+                "columns; send no split_ids or trees"
+            )
         if request.purpose not in bank.purposes:
             raise PurposeRefusedError(
                 f"bank {bank.bank!r} may score for {sorted(bank.purposes)}, not "
@@ -324,6 +376,9 @@ class PlatformScorer:
             )
         rows = np.fromiter((self._row_of[k] for k in keys), dtype=np.int64, count=len(keys))
         frame = self.table.features.iloc[rows].reset_index(drop=True)
+        if isinstance(part, PlatformLRPart):
+            bins = part.coarse_bins(frame)
+            return CoarseBins(part.model_id, part.content_hash, tuple(part.features), bins)
         bits = part.decisions(frame, list(split_ids))
         return Decisions(part.model_id, part.content_hash, split_ids, bits)
 
@@ -350,13 +405,13 @@ class PlatformScorer:
                 wanted |= by_tree.get(tree, set())
         return tuple(sorted(wanted))
 
-    def _served_for(self, part: PlatformPart, purpose: str) -> ServedSet:
+    def _served_for(self, part: AnyPart, purpose: str) -> ServedSet:
         key = (part.model_id, purpose)
         with self._lock:
             served = self._served.get(key)
         if served is not None:
             return served
-        columns = sorted({rule.feature for rule in part.splits.values()})
+        columns = sorted(set(_columns(part)))
         try:
             served = self._catalog.check_served(
                 self.feature_set, self.data, columns, purpose=purpose
@@ -400,6 +455,13 @@ class PlatformScorer:
         """Ids normalised with the feature set's id scheme (as the table's ids are)."""
         series = normalise(pd.Series(list(ids), dtype="string").str.strip(), self._spec.id_scheme)
         return [str(v) for v in series.tolist()]
+
+
+def _columns(part: AnyPart) -> list[str]:
+    """The platform columns a part reads."""
+    if isinstance(part, PlatformLRPart):
+        return part.features
+    return [rule.feature for rule in part.splits.values()]
 
 
 def _preview(ids: Sequence[str], n: int = 10) -> str:
