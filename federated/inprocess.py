@@ -7,6 +7,7 @@ Jobs run the same protocols through Flower (``lab train``).
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ import pandas as pd
 from federated.party import DictStore, PartyRuntime
 from federated.protocols import party_protocols
 from federated.spec import JobSpec, PartyBinding, PartySpec
-from federated.transport import InProcessTransport
+from federated.transport import InProcessTransport, run_protocol
 from models.alignment import ALIGNED_ROWS_KEY
 from models.evaluation import TEST_MASK_KEY
 from models.protocol import COORDINATOR, Envelope
@@ -36,9 +37,30 @@ class InProcessJob:
     folder: Path
     spec: JobSpec
 
-    def model_file(self, party: str, model_id: str) -> Path:
-        """Where a party saved a model part (``<store>/models/<model_id>.json``)."""
-        return self.folder / "stores" / party / "models" / f"{model_id}.json"
+    @property
+    def platforms(self) -> list[str]:
+        """The platforms' names, in the order given."""
+        return [p.name for p in self.spec.parties if p.role == "platform"]
+
+    @property
+    def order(self) -> list[str]:
+        """Every party's name: the bank first."""
+        return [p.name for p in self.spec.parties]
+
+    def run(self, start: Envelope) -> list[Envelope]:
+        """Run a protocol from the coordinator's first envelope; return what reached it."""
+        return run_protocol(self.transport, [start])
+
+    def platform_parts(self, refs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, Any]]:
+        """Each platform's saved part (JSON) from its ``{"model_id": ...}`` reference."""
+        return {
+            party: json.loads(
+                (self.folder / "stores" / party / "models" / f"{ref['model_id']}.json").read_text(
+                    encoding="utf-8"
+                )
+            )
+            for party, ref in refs.items()
+        }
 
 
 def check_inputs(

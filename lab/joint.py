@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +121,8 @@ def log_joint(
     if not importance.empty:
         plot_importance(importance, joint_dir / "feature_importance.png")
     pd.DataFrame(per_tree).to_csv(joint_dir / "per_tree.csv", index=False)
-    bank_part = _keep_parts(joint_dir, details)
-    run.log_artifacts(joint_dir, "joint")
-    name = experiment.config.registry.model_name or experiment.config.name
-    return registry.register_secureboost(
-        target,
-        run,
-        bank_part,
-        name,
-        details["platform_parts"],
-        alias=experiment.config.registry.alias,
+    return _log_and_register(
+        run, target, joint_dir, details, experiment, registry.register_secureboost
     )
 
 
@@ -161,10 +154,28 @@ def _log_hetero_lr(
     card = Scorecard.from_dict(details["scorecard"])
     card.to_csv(joint_dir / "scorecard.csv")
     card.to_html(joint_dir / "scorecard.html", title=f"Scorecard: {experiment.config.name}")
-    bank_part = _keep_parts(joint_dir, details)
+    return _log_and_register(
+        run, target, joint_dir, details, experiment, registry_lr.register_hetero_lr
+    )
+
+
+def _log_and_register(
+    run: tracking.RunWriter,
+    target: tracking.TrackingTarget,
+    joint_dir: Path,
+    details: dict[str, Any],
+    experiment: Experiment,
+    register: Callable[..., dict[str, Any]],
+) -> dict[str, Any]:
+    """Keep the parts beside the joint artifacts, log them, register the bank part."""
+    bank_part = Path(details["bank_part"]["path"])
+    shutil.copy(bank_part, joint_dir / "bank_part.json")
+    (joint_dir / "platform_parts.json").write_text(
+        json.dumps(details["platform_parts"], indent=1, sort_keys=True), encoding="utf-8"
+    )
     run.log_artifacts(joint_dir, "joint")
     name = experiment.config.registry.model_name or experiment.config.name
-    return registry_lr.register_hetero_lr(
+    return register(
         target,
         run,
         bank_part,
@@ -172,13 +183,3 @@ def _log_hetero_lr(
         details["platform_parts"],
         alias=experiment.config.registry.alias,
     )
-
-
-def _keep_parts(joint_dir: Path, details: dict[str, Any]) -> Path:
-    """Copy the bank part and the platform parts' references into the run's folder."""
-    bank_part = Path(details["bank_part"]["path"])
-    shutil.copy(bank_part, joint_dir / "bank_part.json")
-    (joint_dir / "platform_parts.json").write_text(
-        json.dumps(details["platform_parts"], indent=1, sort_keys=True), encoding="utf-8"
-    )
-    return bank_part

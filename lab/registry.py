@@ -135,6 +135,11 @@ def signature(part: BankPart) -> Any:
     )
 
 
+class _HashedPart(Protocol):
+    @property
+    def content_hash(self) -> str: ...
+
+
 def register_secureboost(
     target: tracking.TrackingTarget,
     run: tracking.RunWriter,
@@ -148,34 +153,55 @@ def register_secureboost(
     Returns the registered name, version, alias and the references recorded with it.
     """
     part = BankPart.from_dict(json.loads(bank_part_path.read_text(encoding="utf-8")))
-    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
-        model_dir = Path(tmp) / "model"
-        with warnings.catch_warnings():
-            # "no input example": the signature below fully describes the input.
-            warnings.simplefilter("ignore", UserWarning)
-            _save(model_dir, part, platform_parts, bank_part_path)
-        run.log_artifacts(model_dir, "model")
-    return _register(target, run, part, model_name, platform_parts, alias)
-
-
-def _save(
-    model_dir: Path, part: BankPart, platform_parts: dict[str, dict[str, str]], bank_part_path: Path
-) -> None:
-    import mlflow.pyfunc
-
-    mlflow.pyfunc.save_model(
-        path=str(model_dir),
-        python_model=str(Path(__file__).with_name("pyfunc_secureboost.py")),
-        artifacts={"bank_part": str(bank_part_path)},
+    return log_and_register(
+        target,
+        run,
+        part,
+        model_name,
+        platform_parts,
+        alias,
+        python_model=Path(__file__).with_name("pyfunc_secureboost.py"),
+        artifacts={"bank_part": bank_part_path},
         signature=signature(part),
-        metadata={"lab_model": "secureboost-bank-part", "platform_parts": platform_parts},
-        pip_requirements=[],
+        lab_model="secureboost-bank-part",
     )
 
 
-class _HashedPart(Protocol):
-    @property
-    def content_hash(self) -> str: ...
+def log_and_register(
+    target: tracking.TrackingTarget,
+    run: tracking.RunWriter,
+    part: _HashedPart,
+    model_name: str,
+    platform_parts: dict[str, dict[str, str]],
+    alias: str,
+    *,
+    python_model: Path,
+    artifacts: dict[str, Path],
+    signature: Any,
+    lab_model: str,
+) -> dict[str, Any]:
+    """Log a bank part as a "model from code" pyfunc in ``run``; register it as a new version.
+
+    Nothing is pickled: ``python_model`` names the model class, ``artifacts`` are the files it
+    loads. Returns the registered name, version, alias and the platform references.
+    """
+    import mlflow.pyfunc
+
+    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
+        model_dir = Path(tmp) / "model"
+        with warnings.catch_warnings():
+            # "no input example": the signature fully describes the input.
+            warnings.simplefilter("ignore", UserWarning)
+            mlflow.pyfunc.save_model(
+                path=str(model_dir),
+                python_model=str(python_model),
+                artifacts={k: str(v) for k, v in artifacts.items()},
+                signature=signature,
+                metadata={"lab_model": lab_model, "platform_parts": platform_parts},
+                pip_requirements=[],
+            )
+        run.log_artifacts(model_dir, "model")
+    return _register(target, run, part, model_name, platform_parts, alias)
 
 
 def _register(

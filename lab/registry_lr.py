@@ -12,7 +12,6 @@ and no platform bin edge is in the registry.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -148,28 +147,23 @@ def register_hetero_lr(
     alias: str = "challenger",
 ) -> dict[str, Any]:
     """Log the bank part (with its scorecard) as a pyfunc in ``run``; register a new version."""
-    import mlflow.pyfunc
-
     part = BankLRPart.load(bank_part_path)
     card = Scorecard.from_dict(part.scorecard)
-    with tempfile.TemporaryDirectory(prefix="lab-model-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="lab-scorecard-") as tmp:
         folder = Path(tmp)
-        card.to_csv(folder / "scorecard.csv")
-        card.to_html(folder / "scorecard.html")
-        model_dir = folder / "model"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # no input example: the signature says it
-            mlflow.pyfunc.save_model(
-                path=str(model_dir),
-                python_model=str(Path(__file__).with_name("pyfunc_hetero_lr.py")),
-                artifacts={
-                    "bank_part": str(bank_part_path),
-                    "scorecard_csv": str(folder / "scorecard.csv"),
-                    "scorecard_html": str(folder / "scorecard.html"),
-                },
-                signature=signature(part),
-                metadata={"lab_model": "hetero-lr-bank-part", "platform_parts": platform_parts},
-                pip_requirements=[],
-            )
-        run.log_artifacts(model_dir, "model")
-    return registry._register(target, run, part, model_name, platform_parts, alias)
+        return registry.log_and_register(
+            target,
+            run,
+            part,
+            model_name,
+            platform_parts,
+            alias,
+            python_model=Path(__file__).with_name("pyfunc_hetero_lr.py"),
+            artifacts={
+                "bank_part": bank_part_path,
+                "scorecard_csv": card.to_csv(folder / "scorecard.csv"),
+                "scorecard_html": card.to_html(folder / "scorecard.html"),
+            },
+            signature=signature(part),
+            lab_model="hetero-lr-bank-part",
+        )

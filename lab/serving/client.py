@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,17 +118,10 @@ class PlatformClient:
             or answers something other than what was asked.
         """
         out = np.zeros((len(enterprise_ids), len(split_ids)), dtype=bool)
-        for start in range(0, len(enterprise_ids), CHUNK):
-            chunk = list(enterprise_ids[start : start + CHUNK])
-            payload = self._post(
-                {
-                    "model_id": model_id,
-                    "content_hash": content_hash,
-                    "purpose": purpose,
-                    "enterprise_ids": chunk,
-                    "split_ids": list(split_ids),
-                }
-            )
+        body = {"model_id": model_id, "content_hash": content_hash, "purpose": purpose}
+        for start, chunk, payload in self._answers(
+            enterprise_ids, {**body, "split_ids": list(split_ids)}
+        ):
             bits = payload.get("bits")
             if (
                 payload.get("split_ids") != list(split_ids)
@@ -160,16 +153,8 @@ class PlatformClient:
             As :meth:`decisions`, or if the part's columns are not ``features``.
         """
         out = np.zeros((len(enterprise_ids), len(features)), dtype=np.int64)
-        for start in range(0, len(enterprise_ids), CHUNK):
-            chunk = list(enterprise_ids[start : start + CHUNK])
-            payload = self._post(
-                {
-                    "model_id": model_id,
-                    "content_hash": content_hash,
-                    "purpose": purpose,
-                    "enterprise_ids": chunk,
-                }
-            )
+        body = {"model_id": model_id, "content_hash": content_hash, "purpose": purpose}
+        for start, chunk, payload in self._answers(enterprise_ids, body):
             bins = payload.get("bins")
             if (
                 payload.get("features") != list(features)
@@ -182,6 +167,14 @@ class PlatformClient:
                 )
             out[start : start + len(chunk)] = np.asarray(bins, dtype=np.int64)
         return out
+
+    def _answers(
+        self, enterprise_ids: Sequence[str], body: dict[str, Any]
+    ) -> Iterator[tuple[int, list[str], dict[str, Any]]]:
+        """``(offset, ids, answer)`` per call of at most :data:`CHUNK` enterprises."""
+        for start in range(0, len(enterprise_ids), CHUNK):
+            chunk = list(enterprise_ids[start : start + CHUNK])
+            yield start, chunk, self._post({**body, "enterprise_ids": chunk})
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         """POST a scoring request; return the JSON answer or raise :class:`PlatformCallError`."""

@@ -86,7 +86,6 @@ class SecureBoostClassifier:
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
         from federated.inprocess import inprocess_job
-        from federated.transport import run_protocol
 
         params = SecureBoostParams(**self.get_params())
         with inprocess_job(
@@ -97,17 +96,14 @@ class SecureBoostClassifier:
             model={"type": "secureboost", **self.get_params()},
             crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
         ) as job:
-            platforms = list(X_platforms)
-            start = start_envelope("bank", platforms, ["bank", *platforms], params, "fit")
-            outcome: SecureBoostOutcome = conclude(run_protocol(job.transport, [start]))
+            start = start_envelope("bank", job.platforms, job.order, params, "fit")
+            outcome: SecureBoostOutcome = conclude(job.run(start))
             self.bank_part_ = BankPart.from_dict(
                 json.loads(Path(outcome.bank_part["path"]).read_text(encoding="utf-8"))
             )
             self.platform_parts_ = {
-                name: PlatformPart.from_dict(
-                    json.loads(job.model_file(name, ref["model_id"]).read_text(encoding="utf-8"))
-                )
-                for name, ref in outcome.platform_parts.items()
+                name: PlatformPart.from_dict(raw)
+                for name, raw in job.platform_parts(outcome.platform_parts).items()
             }
             self.outcome_ = outcome
             self.traffic_ = job.transport.stats.to_dict()

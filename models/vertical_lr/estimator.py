@@ -57,7 +57,6 @@ class HeteroLRClassifier:
     ) -> HeteroLRClassifier:
         """Train on aligned rows; ``test_mask`` rows are held out (evaluated in ``outcome_``)."""
         from federated.inprocess import inprocess_job
-        from federated.transport import run_protocol
 
         params = self._params
         with inprocess_job(
@@ -69,17 +68,14 @@ class HeteroLRClassifier:
             crypto={"key_bits": params.key_bits, "insecure_test_keys": params.insecure_test_keys},
             test_mask=test_mask,
         ) as job:
-            platforms = list(X_platforms)
-            start = start_envelope("bank", platforms, ["bank", *platforms], params, "fit")
-            outcome: HeteroLROutcome = conclude(run_protocol(job.transport, [start]))
+            start = start_envelope("bank", job.platforms, job.order, params, "fit")
+            outcome: HeteroLROutcome = conclude(job.run(start))
             self.bank_part_ = BankLRPart.from_dict(
                 json.loads(Path(outcome.bank_part["path"]).read_text(encoding="utf-8"))
             )
             self.platform_parts_ = {
-                name: PlatformLRPart.from_dict(
-                    json.loads(job.model_file(name, ref["model_id"]).read_text(encoding="utf-8"))
-                )
-                for name, ref in outcome.platform_parts.items()
+                name: PlatformLRPart.from_dict(raw)
+                for name, raw in job.platform_parts(outcome.platform_parts).items()
             }
             self.outcome_ = outcome
             self.traffic_ = job.transport.stats.to_dict()

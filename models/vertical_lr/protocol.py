@@ -70,7 +70,7 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from features.binning import BinSpec, fit_bins, transform
+from features.binning import BinSpec, fit_transform
 from features.errors import DataError
 from features.woe import WoeTable, count_bins, iv_table
 from models.alignment import job_rows
@@ -210,10 +210,10 @@ def _fine_bins(
 ) -> tuple[tuple[BinSpec, ...], npt.NDArray[np.int32]]:
     """Fit fine bins on this party's training rows; return the specs and the binned rows."""
     table = ctx.table()
-    frame = table.features.iloc[rows[train]].reset_index(drop=True)
-    kinds = dict(table.feature_kinds)
-    specs = tuple(fit_bins(frame[c], kinds[c], max_bin) for c in frame.columns)
-    return specs, transform(frame, specs).bins
+    binned = fit_transform(
+        table.features.iloc[rows[train]].reset_index(drop=True), table.feature_kinds, max_bin
+    )
+    return binned.specs, binned.bins
 
 
 def _coarse(
