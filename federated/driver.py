@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
 
 from federated import progress
 from federated.result import JobResult, JointOutcome, PartyReport
@@ -21,12 +22,15 @@ from federated.transport import Transport, TransportError, raise_for_errors, run
 from models import secureboost, vertical_lr
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
-from models.protocol import ANY_PARTY, COORDINATOR, Envelope
+from models.protocol import ANY_PARTY, COORDINATOR, Envelope, ProtocolError
 from models.secureboost import SecureBoostParams
 
 logger = logging.getLogger(__name__)
 
 JOB = "job"
+
+#: Seconds the coordinator waits for nodes to close their part of a job that failed.
+CLOSE_TIMEOUT = 60.0
 
 
 class StageClock:
@@ -72,6 +76,23 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         done += 1
         return clock(name)
 
+    try:
+        result = _run_stages(spec, transport, stages, stage, clock)
+    except BaseException:
+        close_parties(transport, "failed")
+        raise
+    nodes = close_parties(transport, "finished", strict=True)
+    progress.report("job", len(stages), len(stages), "done")
+    return replace(result, nodes=nodes, traffic=transport.stats.to_dict())
+
+
+def _run_stages(
+    spec: JobSpec,
+    transport: Transport,
+    stages: list[str],
+    stage: Callable[[str, str], AbstractContextManager[None]],
+    clock: StageClock,
+) -> JobResult:
     with stage("connect", "connecting to parties"):
         parties = connect_parties(spec, transport)
     alignment: dict[str, object] = {}
@@ -96,7 +117,6 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
             bank_only = _baselines(spec, transport)
         with stage("joint", "joint model"):
             joint = _joint(spec, transport)
-    progress.report("job", len(stages), len(stages), "done")
     return JobResult(
         job_id=spec.job_id,
         name=spec.name,
@@ -112,6 +132,36 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         traffic=transport.stats.to_dict(),
         alignment=alignment,
     )
+
+
+def close_parties(
+    transport: Transport, outcome: str, *, strict: bool = False
+) -> dict[str, dict[str, object]]:
+    """Tell every joined node that the job ended (``job/end``); return what each charged.
+
+    Each node closes its part: a platform commits the releases it counted itself to its own
+    privacy-budget ledger (or releases the reservation if the job never reached its data).
+    With ``strict`` a node's failure to close raises; otherwise (the job already failed) it is
+    logged: that node keeps its reservation open, counted against its budget, until its
+    operator closes it.
+    """
+    names = transport.joined
+    if not names:
+        return {}
+    envelopes = [Envelope(JOB, "end", COORDINATOR, n, {"outcome": outcome}) for n in names]
+    try:
+        replies, failed = transport.exchange_partial(envelopes, timeout=CLOSE_TIMEOUT)
+    except (TransportError, ProtocolError) as exc:
+        if strict:
+            raise
+        logger.warning("could not close the job at its nodes: %s", exc)
+        return {}
+    if failed:
+        if strict:
+            party, why = next(iter(failed.items()))
+            raise TransportError(f"node of party '{party}' did not close the job: {why}")
+        logger.warning("nodes did not close the job: %s", failed)
+    return {env.sender: env.json("report") for env in replies if env.stage == "end"}
 
 
 def _align(spec: JobSpec, transport: Transport) -> AlignmentOutcome:
@@ -142,6 +192,7 @@ def connect_parties(spec: JobSpec, transport: Transport) -> tuple[PartyReport, .
             n_features=env.integer("n_features"),
             digest=env.text("digest"),
             feature_kinds=json.loads(env.text("feature_kinds")),
+            governance=json.loads(env.text("governance")) if "governance" in env.payload else {},
         )
     missing = [p.name for p in spec.parties if p.name not in joined]
     if missing:
@@ -194,7 +245,6 @@ def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
             "importance": outcome.importance,
-            "privacy_events": outcome.privacy_events,
         },
     )
 
@@ -214,10 +264,6 @@ def _hetero_lr(spec: JobSpec, transport: Transport) -> JointOutcome:
             "bank_part": outcome.bank_part,
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
-            "iv": outcome.iv,
-            "scorecard": outcome.scorecard,
-            "coefficients": outcome.coefficients,
-            "privacy_events": [],
         },
     )
 

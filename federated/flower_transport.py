@@ -140,6 +140,11 @@ class FlowerTransport:
         return replies
 
     @property
+    def joined(self) -> list[str]:
+        """Parties whose node answered ``hello``."""
+        return list(self._node_of)
+
+    @property
     def node_of(self) -> dict[str, int]:
         """Which node acts for which party (known after :meth:`hello`)."""
         return dict(self._node_of)

@@ -19,12 +19,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from federated.driver import close_parties
 from federated.party import DictStore, PartyRuntime
 from federated.protocols import party_protocols
 from federated.spec import JobSpec, PartyBinding, PartySpec
 from federated.transport import InProcessTransport, run_protocol
 from models.alignment import ALIGNED_ROWS_KEY
 from models.evaluation import TEST_MASK_KEY
+from models.guard import NodeLimits
 from models.protocol import COORDINATOR, Envelope
 
 
@@ -50,6 +52,10 @@ class InProcessJob:
     def run(self, start: Envelope) -> list[Envelope]:
         """Run a protocol from the coordinator's first envelope; return what reached it."""
         return run_protocol(self.transport, [start])
+
+    def close(self) -> dict[str, dict[str, Any]]:
+        """End the job at every party; return each one's privacy report (its own counts)."""
+        return close_parties(self.transport, "finished", strict=True)
 
     def platform_parts(self, refs: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, Any]]:
         """Each platform's saved part (JSON) from its ``{"model_id": ...}`` reference."""
@@ -87,12 +93,14 @@ def inprocess_job(
     name: str,
     model: dict[str, Any],
     crypto: dict[str, Any],
+    limits: NodeLimits,
     test_mask: npt.NDArray[np.bool_] | None = None,
 ) -> Iterator[InProcessJob]:
     """Join a bank and its platforms in this process, aligned row by row, in a scratch folder.
 
     The bank is named ``bank``; platforms keep their mapping keys. ``test_mask`` marks rows the
-    bank holds out of training (none by default).
+    bank holds out of training (none by default). ``limits`` are every party's node limits:
+    the caller acts for all of them (see :func:`models.guard.single_operator`).
     """
     labels = check_inputs(x_bank, y, x_platforms)
     ids = np.array([f"r{i}" for i in range(len(x_bank))])
@@ -109,7 +117,7 @@ def inprocess_job(
             specs.append(PartySpec(party, role, "id", "y" if role == "bank" else None))
             binding = PartyBinding(party, role, path, store=folder / "stores" / party)
             runtimes[party] = PartyRuntime(
-                binding, DictStore(), party_protocols(), disclose_errors=True
+                binding, DictStore(), party_protocols(), disclose_errors=True, limits=limits
             )
         spec = JobSpec(
             job_id="fit",

@@ -11,13 +11,20 @@ Stages (party side)
 ``baseline``
     The label holder trains LightGBM on its own columns on the train rows and evaluates on the
     test rows: what the bank can do alone.
+``end``
+    Every node closes its part in the job (finished or failed): a platform charges its own
+    privacy-budget ledger from its own count of releases and answers with what it charged
+    (mechanism, noise, releases, ε); after it the node refuses further messages of the job.
+    A node that never hears ``end`` keeps its reservation open: the planned spend stays
+    counted until its operator closes it.
 
 What each party learns
 ----------------------
 - The coordinator: every party's row count, feature names and kinds, data digest; train and
   test sizes; evaluation reports (aggregates: curve points and per-decile counts).
 - The bank: nothing about other parties beyond the job spec.
-- The platform: nothing from this protocol (it receives only ``hello``).
+- The platform: nothing from this protocol (it receives only ``hello`` and ``end``).
+- From ``end``, the coordinator: each node's privacy charge (DP parameters and ε), no data.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ _MACHINE = StageMachine(
         "hello": {StageMachine.START},
         "split": {"hello"},
         "baseline": {"split"},
+        "end": {StageMachine.START, "hello", "split", "baseline", "end"},
     },
 )
 
@@ -68,12 +76,15 @@ class JobParty:
             return [self._hello(envelope, ctx, spec)]
         if envelope.stage == "split":
             return [self._split(envelope, ctx)]
+        if envelope.stage == "end":
+            return [self._end(envelope, ctx)]
         return [self._baseline(envelope, ctx)]
 
     def _hello(self, envelope: Envelope, ctx: PartyRuntime, spec: JobSpec) -> Envelope:
         ctx.join(spec)
         table = ctx.table()
         admission = ctx.admission() or {}
+        grant = ctx.grant()
         return envelope.reply(
             "hello",
             {
@@ -85,8 +96,22 @@ class JobParty:
                 "n_features": len(table.feature_names),
                 "digest": table.digest,
                 "feature_kinds": dumps(dict(table.feature_kinds)),
+                "governance": dumps(
+                    {
+                        "governed": grant.governed,
+                        "feature_set": grant.feature_set,
+                        "authorization": grant.authorization,
+                    }
+                ),
             },
         )
+
+    def _end(self, envelope: Envelope, ctx: PartyRuntime) -> Envelope:
+        outcome = envelope.text("outcome")
+        if outcome not in ("finished", "failed"):
+            raise ProtocolError(f"job/end: outcome must be 'finished' or 'failed', not {outcome!r}")
+        report = ctx.close("finished" if outcome == "finished" else "failed")
+        return envelope.reply("end", {"party": ctx.name, "report": dumps(report)})
 
     def _split(self, envelope: Envelope, ctx: PartyRuntime) -> Envelope:
         spec = ctx.job()

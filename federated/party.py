@@ -22,9 +22,11 @@ import numpy.typing as npt
 from features.errors import DataError
 from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
-from federated.policy import load_policy
+from federated.policy import JobGrant, JobUse, NodePolicy, Outcome, load_policy, privacy_report
+from federated.privacy_plan import dp_grants
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
 from models.evaluation import EvaluationError
+from models.guard import NodeLimits, ReleaseGrant, count_release
 from models.protocol import (
     ANY_PARTY,
     COORDINATOR,
@@ -52,6 +54,10 @@ _JOB_KEY = "job.spec"
 _DIGEST_KEY = "job.digest"
 _ADMITTED_KEY = "job.admitted"
 _ADMISSION_KEY = "job.admission"
+_GRANT_KEY = "node.grant"
+_RELEASES_KEY = "node.releases"
+_TOUCHED_KEY = "node.touched"
+_CLOSED_KEY = "node.closed"
 
 
 class DictStore:
@@ -139,6 +145,10 @@ class PartyRuntime:
         Send full error messages to the coordinator. Off by default: a data error may quote ids
         or values, so only its redacted form leaves the party and the full message goes to the
         party's own log. The embedded runtime (one operator, one machine) turns it on.
+    limits : NodeLimits, optional
+        The node's limits when its binding names no governance policy (in-process runtimes);
+        default the secure defaults of :class:`~models.guard.NodeLimits`. A node with a policy
+        takes its limits from the policy in its own governance home.
     """
 
     def __init__(
@@ -148,11 +158,14 @@ class PartyRuntime:
         protocols: Mapping[str, PartyProtocol],
         *,
         disclose_errors: bool = False,
+        limits: NodeLimits | None = None,
     ) -> None:
         self.binding = binding
         self._store = store
         self._protocols = protocols
         self._disclose = disclose_errors
+        self._limits = limits
+        self._policy: NodePolicy | None = None
 
     @property
     def name(self) -> str:
@@ -181,8 +194,30 @@ class PartyRuntime:
             raise ProtocolError(f"party '{self.name}' received a job message before 'hello'")
         return JobSpec.from_json(raw)
 
+    @property
+    def guard(self) -> NodeGuardView:
+        """The node's own policy as protocol steps see it (see :mod:`models.guard`)."""
+        return NodeGuardView(self)
+
+    def node_policy(self) -> NodePolicy | None:
+        """The governance policy this node's binding names (loaded once), if any."""
+        if self._policy is None and self.binding.policy is not None:
+            self._policy = load_policy(self.binding.policy)
+        return self._policy
+
+    def grant(self) -> JobGrant:
+        """What this node decided for the current job when it joined."""
+        raw = self._store.get_json(_GRANT_KEY)
+        if raw is None:
+            raise ProtocolError(f"party '{self.name}' has not joined a job")
+        return JobGrant.from_dict(raw)
+
     def join(self, spec: JobSpec) -> PartySpec:
-        """Accept a job: check this node acts for one of its parties, and remember the spec."""
+        """Accept a job: check this node acts for one of its parties, and remember the spec.
+
+        The node's own policy decides, before any data is read, whether and how it serves the
+        job (:meth:`federated.policy.NodePolicy.open_job`): a refusal raises here.
+        """
         try:
             mine = spec.party(self.name)
         except SpecError as exc:
@@ -194,8 +229,92 @@ class PartyRuntime:
                 f"party '{self.name}' is a {self.role} on this node but a {mine.role} in job "
                 f"'{spec.name}'; fix the node's role or the experiment config"
             )
+        grant = self._open(spec, mine)
         self._store.put_json(_JOB_KEY, spec.to_json())
+        self._store.put_json(_GRANT_KEY, grant.to_dict())
         return mine
+
+    def _open(self, spec: JobSpec, mine: PartySpec) -> JobGrant:
+        policy = self.node_policy()
+        if policy is not None:
+            return policy.open_job(self.binding, spec)
+        if spec.governance.require_authorization or mine.feature_set:
+            raise SpecError(
+                f"job '{spec.name}' is governed (feature set or authorizations) but the node "
+                f"of party '{self.name}' has no governance policy; set 'policy' in its node "
+                "config"
+            )
+        return JobGrant(
+            governed=False,
+            limits=self._limits or NodeLimits(),
+            releases=dp_grants(spec, self.role),
+            detail={"governed": False, "note": "no governance policy on this node"},
+        )
+
+    def close(self, outcome: Outcome) -> dict[str, Any]:
+        """End this node's part in the job: charge its ledger from its own release count.
+
+        Idempotent; after it, the node refuses every further protocol message of the job.
+        """
+        done: dict[str, Any] | None = self._store.get_json(_CLOSED_KEY)
+        if done is not None:
+            return done
+        raw = self._store.get_json(_GRANT_KEY)
+        if raw is None:
+            return {}
+        grant = JobGrant.from_dict(raw)
+        use = self._use(outcome)
+        policy = self.node_policy()
+        if policy is not None:
+            report = policy.close_job(self.binding, self.job(), grant, use)
+        else:
+            report = privacy_report(grant, use)
+        self._store.put_json(_CLOSED_KEY, report)
+        return report
+
+    def record_release(self, mechanism: str) -> int:
+        """Count one DP release of this job under ``mechanism`` (see :class:`NodeGuardView`)."""
+        counts: dict[str, int] = dict(self._store.get_json(_RELEASES_KEY, {}))
+        counts[mechanism] = count_release(
+            self.grant().release_grant(mechanism), counts.get(mechanism, 0)
+        )
+        self._store.put_json(_RELEASES_KEY, counts)
+        self._progress()
+        return counts[mechanism]
+
+    def _use(self, outcome: Outcome) -> JobUse:
+        return JobUse(
+            touched=bool(self._store.get_json(_TOUCHED_KEY, False)),
+            releases=dict(self._store.get_json(_RELEASES_KEY, {})),
+            outcome=outcome,
+        )
+
+    def _touch(self) -> None:
+        """Mark that the job started using this party's data (the first protocol message)."""
+        if self._store.get_json(_TOUCHED_KEY, False):
+            return
+        self._store.put_json(_TOUCHED_KEY, True)
+        if self._store.get_json(_GRANT_KEY) is not None:
+            self._progress()
+
+    def _progress(self) -> None:
+        policy = self.node_policy()
+        if policy is not None:
+            policy.progress(self.binding, self.job(), self.grant(), self._use("failed"))
+
+    def notify(self, event: str, payload: Mapping[str, Any]) -> None:
+        """Hand an event of this job to the node's policy (its own audit log)."""
+        policy = self.node_policy()
+        admission = self.admission() or {}
+        full = {
+            **payload,
+            "n_rows": admission.get("n_rows"),
+            "n_admitted": admission.get("n_admitted"),
+        }
+        if policy is None:
+            logger.info("party %s: %s %s", self.name, event, full)
+            return
+        policy.record(self.binding, self.job(), event, full)
 
     def table(self) -> PartyTable:
         """This party's validated table; fails if the file changed since the job started."""
@@ -218,19 +337,19 @@ class PartyRuntime:
 
     def _admitted(self, job: JobSpec, table: PartyTable) -> PartyTable:
         """Apply the node's governance policy once per job; reuse its row mask afterwards."""
-        governed = job.governance.require_authorization or job.party(self.name).feature_set
-        if not governed:
+        grant = self.grant()
+        policy = self.node_policy()
+        if policy is None or not grant.governed:
+            if self._store.get_json(_ADMISSION_KEY) is None:
+                self._store.put_json(
+                    _ADMISSION_KEY,
+                    {"n_rows": table.n_rows, "n_admitted": table.n_rows, **grant.detail},
+                )
             return table
         try:
             mask = self._store.get_array(_ADMITTED_KEY).astype(bool)
         except KeyError:
-            if self.binding.policy is None:
-                raise SpecError(
-                    f"job '{job.name}' is governed (feature set or authorizations) but the node "
-                    f"of party '{self.name}' has no governance policy; set 'policy' in its node "
-                    "config"
-                ) from None
-            admission = load_policy(self.binding.policy).admit(self.binding, job, table)
+            admission = policy.admit(self.binding, job, grant, table)
             mask = np.isin(table.ids, admission.table.ids)
             self._store.put_array(_ADMITTED_KEY, mask)
             self._store.put_json(
@@ -267,6 +386,13 @@ class PartyRuntime:
                 raise ProtocolError(
                     f"party '{self.name}' does not speak protocol '{envelope.protocol}'"
                 )
+            if envelope.protocol != ERROR_PROTOCOL:
+                if self._store.get_json(_CLOSED_KEY) is not None:
+                    raise ProtocolError(
+                        f"party '{self.name}' closed its part in this job; it takes no more "
+                        f"'{envelope.protocol}/{envelope.stage}' messages"
+                    )
+                self._touch()
             return handler.handle(envelope, self)
         except EXPECTED_ERRORS as exc:
             logger.warning("party %s: %s: %s", self.name, type(exc).__name__, exc)
@@ -293,6 +419,30 @@ class PartyRuntime:
                 "while": f"{envelope.protocol}/{envelope.stage}",
             },
         )
+
+
+class NodeGuardView:
+    """A :class:`~models.guard.NodeGuard` over a party runtime's job state."""
+
+    def __init__(self, runtime: PartyRuntime) -> None:
+        self._runtime = runtime
+
+    @property
+    def limits(self) -> NodeLimits:
+        """The limits the node fixed for the current job when it joined."""
+        return self._runtime.grant().limits
+
+    def grant(self, mechanism: str) -> ReleaseGrant | None:
+        """The job's DP grant of ``mechanism``."""
+        return self._runtime.grant().release_grant(mechanism)
+
+    def record_release(self, mechanism: str) -> int:
+        """Count one release (refused beyond the grant)."""
+        return self._runtime.record_release(mechanism)
+
+    def notify(self, event: str, payload: Mapping[str, Any]) -> None:
+        """Record an event in the node's audit log."""
+        self._runtime.notify(event, payload)
 
 
 ProtocolRegistry = Callable[[], Mapping[str, PartyProtocol]]

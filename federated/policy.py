@@ -1,20 +1,34 @@
-"""A node's data-governance policy, applied to its own table before any protocol reads it.
+"""A node's data-governance policy, applied by the node itself to every job it takes part in.
 
-The policy is the platform's (or bank's) own rule for what it may serve: the published version
-of a feature set, and only enterprises with a valid authorization for the job's bank and
-purpose. The runtime loads it by name from the node's binding (``module:attribute``), so this
-package does not depend on any particular implementation; the lab's is
+The policy is the party's own rule for what it serves, read from its own governance home: the
+published version of a feature set, only enterprises with a valid authorization for the job's
+bank and purpose, the key sizes, batch sizes and DP noise it accepts, and the privacy budget it
+charges to its own ledger. A job spec or a peer's message may ask for more protection, never
+less. The runtime loads the policy by name from the node's binding (``module:attribute``), so
+this package does not depend on any particular implementation; the lab's is
 :class:`lab.governance.node.LabNodePolicy`.
+
+Lifecycle at a node (:class:`federated.party.PartyRuntime`)::
+
+    hello  -> open_job(binding, job)             limits, governing set, budget reserved
+           -> admit(binding, job, grant, table)  the rows and columns the job may use
+    ...    -> record(binding, job, event, ...)    alignments and alerts, in the node's audit log
+    end    -> close_job(binding, job, grant, ...) the ledger charged from the node's own count
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from features.io import PartyTable
 from federated.spec import JobSpec, PartyBinding, SpecError
+from models.guard import NodeLimits, ReleaseGrant
+from models.privacy import epsilon
+
+Outcome = Literal["finished", "failed"]
 
 
 @dataclass(frozen=True)
@@ -27,11 +41,139 @@ class Admission:
     detail: dict[str, object]
 
 
-class NodePolicy(Protocol):
-    """Decides which of a party's rows and columns a job may use."""
+@dataclass(frozen=True)
+class JobGrant:
+    """What a node decided for one job when it joined (kept in the node's job state).
 
-    def admit(self, binding: PartyBinding, job: JobSpec, table: PartyTable) -> Admission:
+    Attributes
+    ----------
+    governed : bool
+        The node serves a published feature set for this job (else its file as it is).
+    limits : NodeLimits
+        The node's limits for the job's protocols.
+    feature_set : str or None
+        ``name@version`` served.
+    authorization : bool
+        Rows are filtered by enterprise authorizations before alignment.
+    groups : tuple of str
+        Feature groups of the served columns (what an authorization must cover).
+    needs_personal_consent : bool
+        A served column is personal data.
+    reservation : str or None
+        The job's reservation in the node's privacy-budget ledger.
+    releases : tuple of ReleaseGrant
+        DP mechanisms the node will apply, with their noise and release counts.
+    detail : dict
+        Aggregates for the audit log and the coordinator (no ids).
+    """
+
+    governed: bool
+    limits: NodeLimits
+    feature_set: str | None = None
+    authorization: bool = False
+    groups: tuple[str, ...] = ()
+    needs_personal_consent: bool = False
+    reservation: str | None = None
+    releases: tuple[ReleaseGrant, ...] = ()
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def release_grant(self, mechanism: str) -> ReleaseGrant | None:
+        """The grant of ``mechanism``, if the job has one."""
+        return next((g for g in self.releases if g.mechanism == mechanism), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "governed": self.governed,
+            "limits": self.limits.to_dict(),
+            "feature_set": self.feature_set,
+            "authorization": self.authorization,
+            "groups": list(self.groups),
+            "needs_personal_consent": self.needs_personal_consent,
+            "reservation": self.reservation,
+            "releases": [g.to_dict() for g in self.releases],
+            "detail": dict(self.detail),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> JobGrant:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            governed=bool(raw["governed"]),
+            limits=NodeLimits.from_dict(raw["limits"]),
+            feature_set=raw.get("feature_set"),
+            authorization=bool(raw.get("authorization", False)),
+            groups=tuple(raw.get("groups", ())),
+            needs_personal_consent=bool(raw.get("needs_personal_consent", False)),
+            reservation=raw.get("reservation"),
+            releases=tuple(ReleaseGrant.from_dict(g) for g in raw.get("releases", ())),
+            detail=dict(raw.get("detail", {})),
+        )
+
+
+@dataclass(frozen=True)
+class JobUse:
+    """What a node observed of its own part in a job, when the job ends."""
+
+    touched: bool
+    releases: dict[str, int]
+    outcome: Outcome
+
+
+def privacy_report(grant: JobGrant, use: JobUse) -> dict[str, Any]:
+    """What a node released in a job: its own counts, their privacy events and their ε."""
+    spent = [e for g in grant.releases for e in g.events(int(use.releases.get(g.mechanism, 0)))]
+    report: dict[str, Any] = {
+        "governed": grant.governed,
+        "feature_set": grant.feature_set,
+        "reservation": grant.reservation,
+        "outcome": use.outcome,
+        "touched": use.touched,
+        "releases": dict(use.releases),
+        "events": [e.to_dict() for e in spent],
+        "epsilon": None,
+        "delta": None,
+    }
+    if grant.releases:
+        delta = grant.releases[0].delta
+        spent_epsilon = epsilon(spent, delta, "rdp") if spent else 0.0
+        report.update(delta=delta, accountant="rdp", epsilon=spent_epsilon)
+    return report
+
+
+class NodePolicy(Protocol):
+    """Decides, at the node, what a job may do with the node's data."""
+
+    def limits(self, binding: PartyBinding) -> NodeLimits:
+        """The node's limits, before any job."""
+
+    def open_job(self, binding: PartyBinding, job: JobSpec) -> JobGrant:
+        """Check ``job`` against the node's policy before any data is read; reserve budget.
+
+        Raises a :class:`~models.guard.PolicyRefusalError` naming the setting when the job asks for
+        something the node does not serve.
+        """
+
+    def admit(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, table: PartyTable
+    ) -> Admission:
         """Return the admitted part of ``table`` for ``job``, or raise with the reason."""
+
+    def record(
+        self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
+    ) -> None:
+        """Write what happened (an alignment, an alert) to the node's own audit log."""
+
+    def progress(self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse) -> None:
+        """Keep the job's use of the data durably, as it happens (first touch, each release).
+
+        If the node dies before ``end``, its owner settles the open reservation from this.
+        """
+
+    def close_job(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse
+    ) -> dict[str, Any]:
+        """Charge the node's ledger from its own count of releases; return what was charged."""
 
 
 def load_policy(name: str) -> NodePolicy:

@@ -33,6 +33,7 @@ class PartyReport:
     n_features: int
     digest: str
     feature_kinds: dict[str, str]
+    governance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class JobResult:
     traffic: dict[str, Any]
     privacy: dict[str, Any] = field(default_factory=dict)
     alignment: dict[str, Any] = field(default_factory=dict)
+    #: What each node reported when it closed its part (``job/end``): its privacy charge.
+    nodes: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (reports included)."""
@@ -93,6 +96,7 @@ class JobResult:
             traffic=data["traffic"],
             privacy=data.get("privacy", {}),
             alignment=data.get("alignment", {}),
+            nodes=data.get("nodes", {}),
         )
 
     def write(self, directory: Path) -> Path:

@@ -4,6 +4,11 @@ The coordinator (ServerApp) runs in a thread of the calling process; every party
 runs in Ray worker processes, one simulated SuperNode per party. The apps are exactly those a
 deployment runs; only where a node learns its party differs (run config ``sim-parties``
 instead of a SuperNode's ``node_config``).
+
+Ray's processes (GCS, raylet, workers, agents) hold every party's table and keys during a
+job, and by default Ray binds their gRPC servers to all interfaces, unauthenticated. The
+embedded runtime keeps Ray on loopback only (:func:`loopback_only`) and its dashboard off:
+nothing it starts can be reached from another host.
 """
 
 from __future__ import annotations
@@ -22,6 +27,27 @@ from federated.server_app import ERROR_FILE
 from federated.spec import JobSpec, PartyBinding
 
 logger = logging.getLogger(__name__)
+
+#: Ray's switch between "cluster" and single-host mode. With clusters off, Ray takes the
+#: loopback address as the node's address and binds every server of the node to it; with them
+#: on (the default on Linux), it replaces 127.0.0.1 by the host's outward address and binds
+#: its gRPC servers to all interfaces.
+RAY_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK = "127.0.0.1"
+
+
+def loopback_only() -> None:
+    """Make every Ray process this process starts listen on 127.0.0.1 only.
+
+    Sets the environment Ray's child processes inherit, and Ray's already-read constant if Ray
+    was imported earlier in this process.
+    """
+    os.environ[RAY_CLUSTER_ENV] = "0"
+    import sys
+
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
 
 
 class JobFailedError(RuntimeError):
@@ -135,9 +161,11 @@ def run_embedded(
     previous_level = flwr_logger.level
     if not options.verbose:
         flwr_logger.setLevel(logging.WARNING)
+    loopback_only()
     backend_config = {
         "client_resources": {"num_cpus": options.cpus_per_party, "num_gpus": 0.0},
         "init_args": {
+            "_node_ip_address": LOOPBACK,
             "include_dashboard": False,
             "num_cpus": os.cpu_count() or 1,
             "logging_level": "info" if options.verbose else "error",

@@ -114,6 +114,15 @@ class Transport(Protocol):
     def exchange(self, envelopes: Sequence[Envelope]) -> list[Envelope]:
         """Deliver envelopes to their recipients in one hop and return all replies."""
 
+    def exchange_partial(
+        self, envelopes: Sequence[Envelope], *, timeout: float
+    ) -> tuple[list[Envelope], dict[str, str]]:
+        """Like :meth:`exchange`, but return the failures (party -> why) instead of raising."""
+
+    @property
+    def joined(self) -> list[str]:
+        """Parties whose node answered ``hello``."""
+
 
 def raise_for_errors(replies: Sequence[Envelope]) -> None:
     """Raise :class:`PartyError` for the first error envelope among ``replies``."""
@@ -213,6 +222,26 @@ class InProcessTransport:
             replies.extend(self._deliver(party, env))
         self.stats.hop(time.perf_counter() - started)
         return replies
+
+    def exchange_partial(
+        self, envelopes: Sequence[Envelope], *, timeout: float
+    ) -> tuple[list[Envelope], dict[str, str]]:
+        """Deliver envelopes; a party's error envelope is reported, not raised."""
+        del timeout  # in-process calls return at once
+        replies: list[Envelope] = []
+        failed: dict[str, str] = {}
+        for env in self.exchange(envelopes):
+            if env.protocol == ERROR_PROTOCOL and env.stage == ERROR_STAGE:
+                error = f"{env.payload.get('error_type')!s}: {env.payload.get('message')!s}"
+                failed[env.sender] = error
+            else:
+                replies.append(env)
+        return replies, failed
+
+    @property
+    def joined(self) -> list[str]:
+        """Every connected party."""
+        return list(self.parties)
 
     def _deliver(self, party: PartyRuntime, env: Envelope) -> list[Envelope]:
         self._observe("to_party", env)

@@ -30,6 +30,7 @@ from lab.deploy.cli import DeploymentOpt
 from lab.deploy.cli import register as register_deploy
 from lab.errors import InputError, JobError
 from lab.governance.cli import audit_app, authorizations_app, budget_app, features_app
+from lab.governance.policy_cli import policy_app
 from lab.serving.cli import add_serving_commands
 
 EXIT_INPUT = 2
@@ -49,6 +50,7 @@ app.add_typer(features_app, name="features")
 app.add_typer(budget_app, name="budget")
 app.add_typer(audit_app, name="audit")
 app.add_typer(authorizations_app, name="authorizations")
+app.add_typer(policy_app, name="policy")
 add_serving_commands(app)
 register_deploy(app)
 
@@ -222,7 +224,9 @@ def train(
     from lab.config import load_experiment
     from lab.job import RunOptions, run_experiment
 
-    exp = load_experiment(experiment, set_ or [])
+    # On a deployment every party's file is its node's own: the lab reads none of them, not
+    # even a header (each node validates its own file when it joins the job).
+    exp = load_experiment(experiment, set_ or [], check_data=deployment is None)
     with _progress_bar(not verbose):
         summary = run_experiment(
             exp,

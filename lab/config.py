@@ -59,6 +59,9 @@ _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 #: party names cannot contain ':').
 HOLDOUT_KEY = "holdout:"
 
+#: What runs and artifacts record instead of a party's data location.
+DATA_REDACTED = "(kept in the party's own domain)"
+
 #: The governance policy every party's node applies in the embedded runtime.
 NODE_POLICY = "lab.governance.node:LabNodePolicy"
 
@@ -339,11 +342,17 @@ class Experiment:
     """
 
     def __init__(
-        self, config: ExperimentConfig, path: Path | None, data_paths: dict[str, Path]
+        self,
+        config: ExperimentConfig,
+        path: Path | None,
+        data_paths: dict[str, Path],
+        *,
+        local_files: bool = True,
     ) -> None:
         self.config = config
         self.path = path
         self.data_paths = data_paths
+        self.local_files = local_files
         canonical = config.model_dump(mode="json")
         for party in canonical["parties"]:
             party["data"] = str(data_paths[party["name"]])
@@ -357,6 +366,19 @@ class Experiment:
     def name(self) -> str:
         """The experiment's name."""
         return self.config.name
+
+    def shareable_config(self) -> dict[str, Any]:
+        """The canonical config without any party's data location (what MLflow records).
+
+        Where a party keeps its file is that party's business; runs record each party's data
+        digest (tags) instead.
+        """
+        out: dict[str, Any] = json.loads(json.dumps(self.canonical))
+        for party in out["parties"]:
+            party["data"] = DATA_REDACTED
+        if out["evaluation"].get("holdout"):
+            out["evaluation"]["holdout"]["data"] = DATA_REDACTED
+        return out
 
     @property
     def holdout_path(self) -> Path | None:
@@ -406,9 +428,12 @@ class Experiment:
 
         Reads ``columns.json`` beside a party's data file (the synthetic generator writes one; a
         published feature-set spec carries the same information). Column metadata is public; no
-        data is read.
+        data is read. Nothing is read when the parties' files are not this machine's to read
+        (``local_files`` false: a deployment).
         """
         groups: dict[tuple[str, str], str] = {}
+        if not self.local_files:
+            return groups
         for party in self.config.parties:
             meta = self.data_paths[party.name].parent / "columns.json"
             if not meta.is_file():
@@ -511,7 +536,8 @@ def load_experiment(
         ``key=value`` settings applied before validation (see :func:`apply_override`).
     check_data : bool
         Check that each party's data file exists and has the id, label and feature columns
-        the config names (reads headers only).
+        the config names (reads headers only). ``False`` when the files are the parties' own
+        on other nodes (a deployment): then the lab reads nothing of them.
 
     Raises
     ------
@@ -559,7 +585,7 @@ def experiment_from_dict(
             _check_data(where, index, party, data_paths[party.name])
         if holdout is not None:
             _check_holdout(where, holdout, data_paths[HOLDOUT_KEY])
-    return Experiment(config, source, data_paths)
+    return Experiment(config, source, data_paths, local_files=check_data)
 
 
 def apply_override(raw: dict[str, Any], item: str, *, where: str = "<config>") -> None:

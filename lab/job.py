@@ -24,7 +24,7 @@ from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
 from lab import __version__, horizontal, joint, reports, tracking
 from lab.config import Experiment
-from lab.errors import JobError
+from lab.errors import InputError, JobError
 from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
 from lab.pooled import PooledReference, pooled_horizontal, pooled_reference
@@ -35,7 +35,12 @@ logger = logging.getLogger(__name__)
 #: Party-reported failures caused by bad input: they leave no MLflow run behind.
 Task = Literal["train", "align"]
 
-INPUT_ERRORS = frozenset({"DataError", "SpecError", "EvaluationError", "ConfigError"})
+INPUT_ERRORS = frozenset(
+    {"DataError", "SpecError", "EvaluationError", "ConfigError", "PolicyRefusalError"}
+)
+
+#: A party's node refused the job under its own policy: reported as bad input (exit code 2).
+REFUSALS = frozenset({"PolicyRefusalError"})
 
 RUNTIME_NAME = "embedded (Flower simulation runtime)"
 DEPLOYED_RUNTIME_NAME = "deployment (SuperLink + SuperNodes, TLS, node auth)"
@@ -51,6 +56,10 @@ class RunOptions:
     extra_tags: dict[str, str] = field(default_factory=dict)
     #: A deployment folder (``lab up``) to run the job on instead of the embedded runtime.
     deployment: Path | None = None
+
+
+class JobRefusedError(InputError):
+    """A party's node refused the job under its own policy (nothing of its data was used)."""
 
 
 def preflight(experiment: Experiment) -> dict[str, PartyTable]:
@@ -96,19 +105,13 @@ def run_experiment(
     """
     options = options or RunOptions()
     started = time.perf_counter()
-    cfg = experiment.config
     spec = experiment.job_spec(task=task)
-    governed = cfg.governance.require_authorization or any(p.feature_set for p in cfg.parties)
-    if governed:
-        # Budget first: a job over budget is refused before any data is read.
-        with lifecycle.governed(experiment, spec) as job:
-            tables = preflight(experiment)
-            summary = _run(experiment, spec, tables, job, options, task, started)
-    else:
-        # Bad input leaves nothing behind: validate before the audit log hears of the job.
-        tables = preflight(experiment)
-        with lifecycle.governed(experiment, spec) as job:
-            summary = _run(experiment, spec, tables, job, options, task, started)
+    # Embedded: every file is on this machine, so bad data is refused before the runtime starts
+    # and before the audit log hears of the job. A deployment's files are its nodes' own: the
+    # lab reads none of them, and each node validates its file itself.
+    tables = preflight(experiment) if options.deployment is None else {}
+    with lifecycle.governed(experiment, spec) as job:
+        summary = _run(experiment, spec, tables, job, options, task, started)
     if options.summary_json is not None:
         write_json(options.summary_json, summary)
     return summary
@@ -149,9 +152,11 @@ def _run(
         except JobFailedError as exc:
             if exc.error_type not in INPUT_ERRORS:
                 _record_failure(target, experiment, spec.job_id, exc, options)
+            if exc.error_type in REFUSALS:
+                raise JobRefusedError(f"job '{cfg.name}' refused: {exc}") from exc
             raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
         pooled = None
-        if task == "train" and cfg.evaluation.pooled_reference:
+        if task == "train" and cfg.evaluation.pooled_reference and tables:
             if cfg.kind == "horizontal":
                 pooled = pooled_horizontal(experiment, tables)
             else:
@@ -191,6 +196,12 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
     tmp.replace(path)
+
+
+def _no_pooled(experiment: Experiment) -> str:
+    if experiment.config.evaluation.pooled_reference:
+        return "pooled reference not computed: on a deployment the lab reads no party's file"
+    return "pooled reference not requested"
 
 
 def _bank_only(result: JobResult) -> EvaluationReport | None:
@@ -261,9 +272,9 @@ def _summary(
             "pooled_auc": pooled.report.auc if pooled else None,
             "pooled_ks": pooled.report.ks if pooled else None,
             "pooled_n_joined": pooled.n_joined if pooled else None,
-            "pooled_note": POOLED_NOTE if pooled else "pooled reference not requested",
+            "pooled_note": POOLED_NOTE if pooled else _no_pooled(experiment),
         },
-        "privacy": joint.privacy_summary(result, experiment) if trained else {},
+        "privacy": joint.privacy_summary(result) if trained else {},
         "timing": joint.timing_summary(result) if trained else {},
         "registered_model": None,
         **tail,
@@ -298,7 +309,7 @@ def _horizontal_summary(
             "pooled_auc": pooled.report.auc if pooled else None,
             "pooled_ks": pooled.report.ks if pooled else None,
             "pooled_n_rows": pooled.n_joined if pooled else None,
-            "pooled_note": horizontal.POOLED_NOTE if pooled else "pooled reference not requested",
+            "pooled_note": horizontal.POOLED_NOTE if pooled else _no_pooled(experiment),
         },
         "privacy": horizontal.privacy_summary(result, experiment),
         "secure_aggregation": horizontal.secure_aggregation_summary(result),
@@ -308,7 +319,7 @@ def _horizontal_summary(
 
 
 def _params(experiment: Experiment) -> dict[str, str]:
-    canonical = dict(experiment.canonical)
+    canonical = dict(experiment.shareable_config())
     canonical.pop("description", None)
     return tracking.flatten("", canonical)
 
@@ -398,7 +409,9 @@ def _write_artifacts(
         report_path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
         files.append(("evaluation", report_path))
     config_path = folder / "experiment.yaml"
-    config_path.write_text(yaml.safe_dump(experiment.canonical, sort_keys=False), encoding="utf-8")
+    config_path.write_text(
+        yaml.safe_dump(experiment.shareable_config(), sort_keys=False), encoding="utf-8"
+    )
     files.append((None, config_path))
     result_path = result.write(folder)
     files.append((None, result_path))

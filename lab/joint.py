@@ -12,9 +12,9 @@ import pandas as pd
 
 from federated.result import JobResult
 from lab import registry, tracking
-from lab.config import Experiment, SecureBoostConfig
+from lab.config import Experiment
 from lab.reports import plot_importance
-from models.privacy import PrivacyEvent, epsilon
+from models.privacy import PrivacyEvent
 
 UNKNOWN_GROUP = "ungrouped"
 
@@ -33,11 +33,19 @@ def importance_frame(result: JobResult, experiment: Experiment) -> pd.DataFrame:
     return frame.sort_values("gain", ascending=False).reset_index(drop=True)
 
 
-def privacy_summary(result: JobResult, experiment: Experiment) -> dict[str, Any]:
-    """(ε, δ) of the job's privacy events, composed by Opacus's RDP accountant."""
-    raw = result.joint.details.get("privacy_events", [])
-    model = experiment.config.model
-    if not raw:
+def privacy_summary(result: JobResult) -> dict[str, Any]:
+    """(ε, δ) each platform's node charged for its own releases (Opacus RDP composition).
+
+    The figures are the nodes' own (:attr:`federated.result.JobResult.nodes`): each platform
+    counted the releases it made and charged its own ledger; the job reports the largest ε
+    (each platform's data is protected by its own charge).
+    """
+    charged = {
+        party: report
+        for party, report in result.nodes.items()
+        if isinstance(report, dict) and report.get("events")
+    }
+    if not charged:
         sees = (
             "exact per-bin label counts of platform columns and its own gradients"
             if result.model_type == "hetero_lr"
@@ -50,18 +58,24 @@ def privacy_summary(result: JobResult, experiment: Experiment) -> dict[str, Any]
             "unit": None,
             "note": f"no differential privacy: the bank sees {sees}",
         }
-    assert isinstance(model, SecureBoostConfig)
-    events = [PrivacyEvent.from_dict(e) for e in raw]
+    party, worst = max(charged.items(), key=lambda item: float(item[1]["epsilon"]))
+    events = [PrivacyEvent.from_dict(e) for e in worst["events"]]
     return {
-        "epsilon": epsilon(events, model.dp_delta, "rdp"),
-        "delta": model.dp_delta,
-        "accountant": "rdp",
+        "epsilon": float(worst["epsilon"]),
+        "delta": float(worst["delta"]),
+        "accountant": str(worst.get("accountant", "rdp")),
         "unit": events[0].unit,
         "mechanism": events[0].mechanism,
-        "events": raw,
+        "events": worst["events"],
+        "charged_by": party,
+        "per_party": {
+            p: {"epsilon": r["epsilon"], "releases": r["releases"], "ledger": r.get("ledger")}
+            for p, r in charged.items()
+        },
         "note": (
-            "covers the platform's histogram releases; the left/right directions of platform "
-            "splits (the instance partition) are not protected"
+            "counted and charged by each platform's own node; covers the platform's histogram "
+            "releases; the left/right directions of platform splits (the instance partition) "
+            "are not protected"
         ),
     }
 
@@ -133,11 +147,18 @@ def _log_hetero_lr(
     result: JobResult,
     experiment: Experiment,
 ) -> dict[str, Any]:
-    """Hetero LR: per-epoch history, IV table, coefficients, scorecard; register the model."""
+    """Hetero LR: per-epoch history, IV table, coefficients, scorecard; register the model.
+
+    The IV table, coefficients and scorecard come from the bank's own part (its domain), not
+    from the coordinator, which never sees per-bin statistics.
+    """
+    from features.woe import iv_table
     from lab import registry_lr
     from models.scorecard import Scorecard
+    from models.vertical_lr.parts import BankLRPart
 
     details = result.joint.details
+    part = BankLRPart.load(Path(details["bank_part"]["path"]))
     history = details.get("history", [])
     run.log_metric_series("epoch_change", [float(h["change"]) for h in history])
     run.log_metric_series("epoch_seconds", [float(h["seconds"]) for h in history])
@@ -145,13 +166,13 @@ def _log_hetero_lr(
     run.log_metrics({"epochs": float(len(history)), "converged": float(bool(details["converged"]))})
     joint_dir = folder / "joint"
     joint_dir.mkdir()
-    pd.DataFrame(details.get("iv", [])).to_csv(joint_dir / "information_value.csv", index=False)
+    iv_table(part.tables).to_csv(joint_dir / "information_value.csv", index=False)
     pd.DataFrame(history).to_csv(joint_dir / "epochs.csv", index=False)
     coefficients = pd.DataFrame(
-        [{"feature": k, "coefficient": v} for k, v in details["coefficients"].items()]
+        [{"feature": k, "coefficient": v} for k, v in part.coefficients.items()]
     )
     coefficients.to_csv(joint_dir / "coefficients.csv", index=False)
-    card = Scorecard.from_dict(details["scorecard"])
+    card = Scorecard.from_dict(part.scorecard)
     card.to_csv(joint_dir / "scorecard.csv")
     card.to_html(joint_dir / "scorecard.html", title=f"Scorecard: {experiment.config.name}")
     return _log_and_register(

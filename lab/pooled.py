@@ -24,16 +24,16 @@ NOTE = (
 
 
 def _admitted(experiment: Experiment, tables: dict[str, PartyTable]) -> dict[str, PartyTable]:
-    spec = experiment.job_spec(task="align")
-    if not (spec.governance.require_authorization or any(p.feature_set for p in spec.parties)):
-        return tables
-    from federated.policy import load_policy
+    """Each table restricted as its node's policy restricts it (what the job could use)."""
+    from lab.governance.node import LabNodePolicy, decide
 
+    spec = experiment.job_spec(task="align")
+    policy = LabNodePolicy()
     out = dict(tables)
     for binding in experiment.bindings():
-        if binding.policy is not None:
-            admission = load_policy(binding.policy).admit(binding, spec, tables[binding.name])
-            out[binding.name] = admission.table
+        grant = decide(binding, spec)
+        if grant.governed:
+            out[binding.name] = policy.admit(binding, spec, grant, tables[binding.name]).table
     return out
 
 

@@ -18,12 +18,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from features.io import PartyTable
+
+if TYPE_CHECKING:
+    from models.guard import NodeGuard
 
 #: Name used as sender or recipient for the coordinator (Flower's ServerApp).
 COORDINATOR = "coordinator"
@@ -173,6 +176,10 @@ class PartyContext(Protocol):
 
     def model_dir(self) -> Path:
         """The party's own folder for model parts it keeps after a job."""
+
+    @property
+    def guard(self) -> NodeGuard:
+        """The node's own policy: limits, DP grants and release counts, its audit log."""
 
 
 class PartyProtocol(Protocol):

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.guard import NodeLimits
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "data"
 EXPERIMENTS = REPO / "experiments"
@@ -21,6 +23,20 @@ for _key, _value in {
     "RAY_USAGE_STATS_ENABLED": "0",
 }.items():
     os.environ.setdefault(_key, _value)
+
+
+#: Node limits of in-process test runtimes that use short (fast, insecure) test keys.
+TEST_LIMITS = NodeLimits(min_key_bits=512, allow_insecure_test_keys=True)
+
+#: ``lab policy set`` assignments that let a test home's nodes use short test keys.
+TEST_KEY_POLICY = ("crypto.min_key_bits=512", "crypto.allow_insecure_test_keys=true")
+
+
+def allow_test_keys(home: Path, *extra: str) -> None:
+    """Let the nodes of ``home`` accept and make short test keys (their own policy decides)."""
+    from lab.governance.policy import set_policy
+
+    set_policy([*TEST_KEY_POLICY, *extra], home, actor="test")
 
 
 @pytest.fixture(autouse=True)

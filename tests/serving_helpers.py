@@ -112,6 +112,11 @@ def train_served_model(
     (512-bit test keys) registered as ``challenger``, authorizations for every platform id but
     the bank's last customer ... returns paths and the job summary.
 
+    The platform's node (this home's policy) allows test keys, hetero LR batches of 128+ rows
+    (the job's 225 training rows are one batch) and, on this unbudgeted set, exact statistics
+    (``dp.require=false``); its enterprises authorised the bank to model
+    credit risk, and, after training, to have loans approved with their data.
+
     With ``deployment``, the job runs on a deployment started there (``lab up``, TLS and node
     auth on loopback, every node sharing ``LAB_HOME`` as governance home); the caller stops it.
     """
@@ -123,6 +128,8 @@ def train_served_model(
     from lab.cli import run
     from lab.demo import publish_feature_set, synthesize
     from lab.governance.authorizations import AuthorizationRegistry
+    from lab.home import lab_home
+    from tests.conftest import allow_test_keys
 
     synthesize(
         folder,
@@ -133,6 +140,34 @@ def train_served_model(
         seed=21,
     )
     publish_feature_set(folder, SERVED_REF)
+    allow_test_keys(lab_home(), "dp.require=false", "hetero_lr.min_batch_size=128")
+    groups = sorted(
+        {
+            str(v["group"])
+            for v in json.loads((folder / "columns.json").read_text()).values()
+            if v.get("party") == "platform"
+        }
+    )
+    today = datetime.now(UTC).date()
+    platform = pd.read_csv(folder / "platform.csv", dtype={"enterprise_id": str})
+
+    def authorize(ids: list[str], purpose: str, name: str) -> None:
+        frame = pd.DataFrame(
+            {
+                "enterprise_id": ids,
+                "bank": SERVED_BANK,
+                "purpose": purpose,
+                "valid_from": (today - timedelta(days=1)).isoformat(),
+                "valid_to": (today + timedelta(days=30)).isoformat(),
+                "groups": ";".join(groups),
+                "personal_consent": "true",
+            }
+        )
+        frame.to_csv(folder / name, index=False)
+        with AuthorizationRegistry() as registry:
+            registry.import_csv(folder / name)
+
+    authorize(platform["enterprise_id"].tolist(), "credit_risk_modeling", "auth-training.csv")
     config = {
         "name": "served",
         "kind": "vertical",
@@ -161,8 +196,6 @@ def train_served_model(
     summary_path = folder / "summary.json"
     train = ["train", str(folder / "served.yaml"), "--summary-json", str(summary_path)]
     if deployment is not None:
-        from lab.home import lab_home
-
         up = ["up", "--dir", str(deployment), "--experiment", str(folder / "served.yaml")]
         if run([*up, "--governance-home", str(lab_home())]) != 0:
             raise RuntimeError("lab up failed")
@@ -171,31 +204,9 @@ def train_served_model(
     if code != 0:
         raise RuntimeError(f"training failed with exit code {code}")
     summary = json.loads(summary_path.read_text())
-    platform = pd.read_csv(folder / "platform.csv", dtype={"enterprise_id": str})
     bank = pd.read_csv(folder / "bank_1.csv", dtype={"enterprise_id": str})
     refused = str(bank["enterprise_id"].iloc[-1])
-    groups = sorted(
-        {
-            str(v["group"])
-            for v in json.loads((folder / "columns.json").read_text()).values()
-            if v.get("party") == "platform"
-        }
-    )
-    today = datetime.now(UTC).date()
-    auth = pd.DataFrame(
-        {
-            "enterprise_id": [i for i in platform["enterprise_id"] if i != refused],
-            "bank": SERVED_BANK,
-            "purpose": "loan_approval",
-            "valid_from": (today - timedelta(days=1)).isoformat(),
-            "valid_to": (today + timedelta(days=30)).isoformat(),
-            "groups": ";".join(groups),
-            "personal_consent": "true",
-        }
-    )
-    auth.to_csv(folder / "auth.csv", index=False)
-    with AuthorizationRegistry() as registry:
-        registry.import_csv(folder / "auth.csv")
+    authorize([i for i in platform["enterprise_id"] if i != refused], "loan_approval", "auth.csv")
     return {"folder": folder, "summary": summary, "bank": bank, "refused": refused}
 
 

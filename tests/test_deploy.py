@@ -39,7 +39,7 @@ from lab.deploy.errors import DeploymentError
 from lab.deploy.node_keys import generate_node_key
 from lab.deploy.state import DeploymentState
 from lab.deploy.tls import TlsFiles, generate_tls
-from tests.conftest import make_vertical, vertical_config
+from tests.conftest import allow_test_keys, make_vertical, vertical_config
 
 FAST_KEYS = {"key_bits": 512, "insecure_test_keys": True}
 
@@ -159,25 +159,117 @@ def deployment_dir(tmp_path: Path) -> Iterator[Path]:
         down(folder, grace=5.0)
 
 
+def _govern_in_node_home(home: Path, folder: Path, ref: str, share: float) -> set[str]:
+    """Act as the platform in its node's own home: publish its file, import authorizations."""
+    from lab.governance.audit import AuditLog
+    from lab.governance.authorizations import AuthorizationRegistry
+    from lab.governance.catalog import Catalog
+    from lab.governance.spec import spec_from_synth_columns, write_spec
+
+    audit = AuditLog(home / "audit" / "log.jsonl")
+    name, version = ref.split("@")
+    spec = spec_from_synth_columns(
+        folder / "columns.json", name=name, version=version, owner="platform", description="t"
+    )
+    write_spec(spec, folder / "spec.yaml")
+    Catalog(home / "catalog", audit=audit).publish(folder / "spec.yaml", folder / "platform.csv")
+    ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
+    rng = np.random.default_rng(4)
+    allowed = ids["enterprise_id"][rng.uniform(size=len(ids)) < share]
+    groups = sorted(
+        {
+            str(v["group"])
+            for v in json.loads((folder / "columns.json").read_text()).values()
+            if v.get("party") == "platform"
+        }
+    )
+    today = datetime.now(UTC).date()
+    pd.DataFrame(
+        {
+            "enterprise_id": allowed,
+            "bank": "bank",
+            "purpose": "credit_risk_modeling",
+            "valid_from": (today - timedelta(days=1)).isoformat(),
+            "valid_to": (today + timedelta(days=30)).isoformat(),
+            "groups": ";".join(groups),
+            "personal_consent": "true",
+            "reference": "T",
+        }
+    ).to_csv(folder / "auth.csv", index=False)
+    with AuthorizationRegistry(home / "governance.db", audit=audit) as registry:
+        registry.import_csv(folder / "auth.csv")
+    return set(allowed)
+
+
 @pytest.mark.slow
 def test_lab_up_train_down_on_loopback(
-    tmp_path: Path, lab_home: Path, deployment_dir: Path
+    tmp_path: Path, lab_home: Path, deployment_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    experiment = _vertical_experiment(tmp_path / "data")
+    from lab.demo import synthesize
+
+    folder = tmp_path / "sme"
+    synthesize(folder, n_enterprises=900, n_banks=1, bank_size=400, unmatched_rate=0.1, seed=6)
+    # The bank's job asks the platform for nothing: no feature set, authorizations "off".
+    config: dict[str, Any] = {
+        "name": "tiny",
+        "kind": "vertical",
+        "parties": [
+            {
+                "name": "bank",
+                "role": "bank",
+                "data": "bank_1.csv",
+                "id_column": "enterprise_id",
+                "label_column": "default_12m",
+            },
+            {
+                "name": "platform",
+                "role": "platform",
+                "data": "platform.csv",
+                "id_column": "enterprise_id",
+            },
+        ],
+        "model": {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
+        "crypto": dict(FAST_KEYS),
+        "evaluation": {"test_size": 0.25, "random_state": 1},
+        "alignment": {"id_scheme": "uscc", "min_intersection": 10},
+        "governance": {"require_authorization": False},
+        "runtime": {"message_timeout": 120.0},
+    }
+    experiment = folder / "tiny.yaml"
+    experiment.write_text(yaml.safe_dump(config))
     up_args = ["up", "--dir", str(deployment_dir), "--experiment", str(experiment)]
     assert run(up_args) == 0
     state = DeploymentState.read(deployment_dir)
     assert [n.party for n in state.nodes] == ["bank", "platform"]
     # Each node was told only its own party's file; keys and TLS material are on disk.
+    files = {"bank": "bank_1.csv", "platform": "platform.csv"}
     for node in state.nodes:
-        config = (deployment_dir / "nodes" / node.party / "node-config.toml").read_text()
-        assert f"{node.party}.csv" in config
+        node_config = (deployment_dir / "nodes" / node.party / "node-config.toml").read_text()
+        assert files[node.party] in node_config
         other = "platform" if node.party == "bank" else "bank"
-        assert f"{other}.csv" not in config
+        assert files[other] not in node_config
         assert stat.S_IMODE(Path(node.private_key).stat().st_mode) == 0o600
     # A second 'lab up' on a running folder is refused.
     assert run(up_args) != 0
+    # Each node decides from the policy in its own home: test keys in both; the platform has
+    # published its file and imported authorizations in *its* home, and lets this unbudgeted
+    # set give exact statistics.
+    for node in state.nodes:
+        allow_test_keys(Path(node.governance_home))
+    platform_home = Path(state.node("platform").governance_home)
+    allowed = _govern_in_node_home(platform_home, folder, "sme_node@1", share=0.5)
+    allow_test_keys(platform_home, "dp.require=false")
+    bank_ids = set(pd.read_csv(folder / "bank_1.csv", dtype=str)["enterprise_id"])
 
+    # The lab reads no party's file on a deployment: not a header, not a row.
+    def no_read(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the lab read a party's file on a deployment")
+
+    from lab import config as lab_config
+    from lab import job as lab_job
+
+    monkeypatch.setattr(lab_job, "read_party_table", no_read)
+    monkeypatch.setattr(lab_config, "read_header", no_read)
     summary_path = tmp_path / "summary.json"
     code = run(
         [
@@ -193,16 +285,25 @@ def test_lab_up_train_down_on_loopback(
     summary = json.loads(summary_path.read_text())
     assert summary["runtime"].startswith("deployment")
     assert summary["joint_model"]["status"] == "trained"
+    # The platform's node served only authorised enterprises, whatever the job said.
+    assert summary["n_aligned"] == len(bank_ids & allowed)
+    assert summary["alignment"]["n_platform"] == {"platform": len(allowed)}
     registered = summary["registered_model"]
     assert registered["name"] == "tiny"
     client = MlflowClient(tracking_uri=f"sqlite:///{lab_home / 'mlflow.db'}")
     versions = client.search_model_versions("name='tiny'")
     assert [str(v.version) for v in versions] == [str(registered["version"])]
-    assert (
-        client.get_run(summary["mlflow_run_id"]).data.tags["lab.runtime"].startswith("deployment")
-    )
-    # The platform's model part stayed in the platform node's store.
+    run_data = client.get_run(summary["mlflow_run_id"]).data
+    assert run_data.tags["lab.runtime"].startswith("deployment")
+    # No party's data location in what the bank's tracking server records.
+    assert not [v for v in run_data.params.values() if str(folder) in v]
+    # The platform's model part stayed in the platform node's store; its audit log (in its own
+    # home) records the alignment it served.
     assert any((Path(state.node("platform").store)).rglob("*"))
+    from lab.governance.audit import AuditLog
+
+    [aligned] = AuditLog(platform_home / "audit" / "log.jsonl").entries("alignment")
+    assert aligned.payload["n_authorized"] == len(allowed)
 
     pids = _family_pids(state)
     assert pids
@@ -247,9 +348,11 @@ REF = "sme_deploy@1"
 def _governed_experiment(folder: Path) -> Path:
     """Synthetic data published as a feature set, authorised, with a DP budget."""
     from lab.demo import publish_feature_set, synthesize
+    from lab.home import lab_home
 
     synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=5)
     publish_feature_set(folder, REF)
+    allow_test_keys(lab_home())
     ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
     groups = sorted(
         {
@@ -368,13 +471,20 @@ def test_a_party_killed_mid_job_fails_the_job_cleanly_and_a_rerun_succeeds(
     assert train.returncode == EXIT_JOB
     assert "error:" in err
     assert "'platform'" in err
-    # Nothing registered; the ledger closed the job (spent: data was touched); the audit log
-    # verifies and records the failure.
+    # Nothing registered. The platform's node died before it could close its reservation: the
+    # whole plan stays counted until the platform's operator settles it from what the node
+    # journaled (releases it made before it died); the audit log verifies and records it all.
     client = MlflowClient(tracking_uri=f"sqlite:///{lab_home / 'mlflow.db'}")
     assert client.search_registered_models() == []
     with BudgetLedger() as ledger:
-        jobs = ledger.jobs()
-    assert [(j.state, j.outcome) for j in jobs] == [("committed", "failed")]
+        [job] = ledger.jobs()
+    assert (job.state, job.outcome) == ("reserved", None)
+    assert run(["budget", "settle", job.job_id]) == 0
+    with BudgetLedger() as ledger:
+        [job] = ledger.jobs()
+    assert (job.state, job.outcome) == ("committed", "failed")
+    assert job.actual_events is not None
+    assert sum(e.steps for e in job.actual_events) <= sum(e.steps for e in job.planned_events)
     log = AuditLog()
     assert log.verify().ok
     types = [e.type for e in log.entries()]

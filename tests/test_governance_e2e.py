@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from lab import job as lab_job
 from lab.cli import EXIT_INPUT, run
 from lab.demo import publish_feature_set, synthesize
 from lab.governance.audit import AuditLog
 from lab.governance.authorizations import AuthorizationRegistry
 from lab.governance.ledger import BudgetLedger
+from tests.conftest import allow_test_keys
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +30,7 @@ def governed(tmp_path: Path, lab_home: Path) -> dict[str, Any]:
     folder = tmp_path / "sme"
     synthesize(folder, n_enterprises=2000, n_banks=1, bank_size=900, unmatched_rate=0.1, seed=11)
     publish_feature_set(folder, REF)
+    allow_test_keys(lab_home)
     platform_ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)[
         "enterprise_id"
     ]
@@ -146,11 +147,10 @@ def test_no_unauthorised_row_reaches_the_job(
     assert row["joint_test_auc"] == pytest.approx(summary["metrics"]["test_auc"])
 
 
-def test_over_budget_job_is_refused_before_reading_data(
+def test_over_budget_job_is_refused_by_the_platform_node_before_alignment(
     governed: dict[str, Any],
     lab_home: Path,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "1", "--delta", "1e-5"]) == 0
 
@@ -163,19 +163,22 @@ def test_over_budget_job_is_refused_before_reading_data(
         return [*rows, {"jobs": jobs}]
 
     before = ledger_state()
-
-    def no_read(*args: object, **kwargs: object) -> None:
-        raise AssertionError("data was read before the budget check")
-
-    monkeypatch.setattr(lab_job, "read_party_table", no_read)
     capsys.readouterr()
     assert run(["train", str(governed["config"])]) == EXIT_INPUT
     err = capsys.readouterr().err
     assert "error:" in err
     assert "cap" in err.lower()
+    assert "refuses" in err
     assert ledger_state() == before
     assert not (lab_home / "mlflow.db").exists()
-    assert any(e.type == "budget_refused" for e in AuditLog().entries())
+    entries = list(AuditLog().entries())
+    types = [e.type for e in entries]
+    assert "budget_refused" in types
+    [refusal] = [e for e in entries if e.type == "job_refused"]
+    assert refusal.payload["party"] == "platform"
+    # The platform's node refused at hello: no alignment, nothing of its data served.
+    assert "alignment" not in types
+    assert not [e for e in entries if e.type == "job_served" and e.payload["party"] == "platform"]
 
 
 def test_a_job_without_dp_on_a_budgeted_feature_set_is_refused(

@@ -20,7 +20,7 @@ from federated.transport import (
     run_protocol,
 )
 from models.protocol import COORDINATOR, Envelope
-from tests.conftest import make_vertical
+from tests.conftest import TEST_LIMITS, make_vertical
 
 
 def _spec() -> JobSpec:
@@ -47,12 +47,14 @@ def _transport(
             DictStore(),
             party_protocols(),  # type: ignore[arg-type]
             disclose_errors=disclose,
+            limits=TEST_LIMITS,
         ),
         "platform": PartyRuntime(
             PartyBinding("platform", roles[1], platform, store=folder / "platform-store"),  # type: ignore[arg-type]
             DictStore(),
             party_protocols(),  # type: ignore[arg-type]
             disclose_errors=disclose,
+            limits=TEST_LIMITS,
         ),
     }
     return InProcessTransport(parties, tap=tap)
@@ -100,8 +102,8 @@ def test_coordinator_sees_no_ids_or_labels(tmp_path: Path) -> None:
 
 def test_stage_out_of_order_is_reported_by_the_party(tmp_path: Path) -> None:
     transport = _transport(tmp_path)
-    run_job(_spec(), transport)  # completes hello/split/baseline
-    with pytest.raises(PartyError, match="not allowed after 'baseline'") as info:
+    run_job(_spec(), transport)  # completes hello/split/baseline and closes with end
+    with pytest.raises(PartyError, match="not allowed after 'end'") as info:
         run_protocol(transport, [Envelope("job", "split", COORDINATOR, "bank")])
     assert info.value.error_type == "ProtocolError"
 

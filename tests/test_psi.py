@@ -24,6 +24,7 @@ from models.alignment import (
     plaintext_intersection,
     start_envelopes,
 )
+from models.guard import ALL_REVEAL_MODES, NodeLimits
 from models.protocol import COORDINATOR, Envelope, ProtocolError
 from secure_agg import psi
 
@@ -159,12 +160,16 @@ def _parties(
             disclose_errors=True,
         )
     }
+    # Unit tests of the protocol itself: every reveal mode allowed (the policy tests below use
+    # the secure defaults).
+    limits = NodeLimits(psi_reveal=ALL_REVEAL_MODES)
     for party, ids in zip(spec.by_role("platform"), platform_ids, strict=True):
         runtimes[party.name] = PartyRuntime(
             PartyBinding(party.name, "platform", _write(folder, party.name, ids, False)),
             DictStore(),
             party_protocols(),
             disclose_errors=True,
+            limits=limits,
         )
     return runtimes
 

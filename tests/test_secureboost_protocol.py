@@ -176,7 +176,7 @@ def test_dp_mode_emits_events_whose_epsilon_meets_the_target() -> None:
     clf = SecureBoostClassifier(
         n_estimators=3, max_depth=2, max_bin=8, dp_epsilon=8.0, dp_delta=1e-5, **KEYS
     ).fit(bank, y, platforms)
-    events = clf.outcome_.privacy_events
+    events = clf.privacy_["platform"]["events"]
     assert len(events) == 1
     assert events[0]["steps"] == 3 * 2
     from models.privacy import PrivacyEvent

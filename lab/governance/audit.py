@@ -79,6 +79,11 @@ EventType = Literal[
     "scoring_call",
     "scoring_token_issued",
     "audit_recovered",
+    "policy_set",
+    "job_served",
+    "job_refused",
+    "job_closed",
+    "psi_probe_suspected",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

@@ -376,6 +376,11 @@ class AuthorizationRegistry(GovernanceStore):
         with read_transaction(self.conn) as conn:
             return [_from_row(r) for r in conn.execute(sql + " ORDER BY auth_id", params)]
 
+    def count(self) -> int:
+        """How many authorizations were ever imported (active, expired or revoked)."""
+        with read_transaction(self.conn) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM authorizations").fetchone()[0])
+
     def summary(self, at: date | None = None) -> list[dict[str, Any]]:
         """Counts per (bank, purpose): active, valid on ``at`` (today by default), revoked.
 

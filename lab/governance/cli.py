@@ -285,6 +285,24 @@ def budget_set(
     )
 
 
+@budget_app.command("settle")
+def budget_settle(
+    reservation: Annotated[
+        str, typer.Argument(help="The open reservation, JOB_ID/NAME@VERSION (lab audit jobs).")
+    ],
+    actor: ActorOpt = None,
+) -> None:
+    """Close a reservation whose platform node ended without closing it (crash, cut link).
+
+    Commits the releases the node journaled (or releases the reservation if the job never
+    touched data); without a journal, the whole plan is committed as spent.
+    """
+    from lab.governance.node import settle
+
+    outcome = settle(reservation, actor=actor)
+    out.print(f"[green]{outcome}[/] {reservation}")
+
+
 @budget_app.command("show")
 def budget_show(as_json: JsonOpt = False) -> None:
     """Caps, spent, reserved and remaining ε per feature set x bank."""
@@ -462,6 +480,41 @@ def audit_log(
             str(e.seq), e.ts[:19], e.type, e.actor, payload[:120] + ("..." * (len(payload) > 120))
         )
     out.print(table)
+
+
+#: Audit events an auditor should look at first.
+ALERT_TYPES = ("psi_probe_suspected", "job_refused")
+
+
+@audit_app.command("alerts")
+def audit_alerts(
+    last: Annotated[int, typer.Option("--last", help="Show the last N alerts.", min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Alignments that looked like membership probes, and jobs a node refused."""
+    log = AuditLog()
+    entries = sorted((e for kind in ALERT_TYPES for e in log.entries(kind)), key=lambda e: e.seq)[
+        -last:
+    ]
+    if as_json:
+        _echo_json([e.to_dict() for e in entries])
+        return
+    table = Table(title=f"Alerts ({', '.join(ALERT_TYPES)})")
+    for column in ("seq", "time (UTC)", "type", "job", "detail"):
+        table.add_column(column)
+    for e in entries:
+        detail = {k: v for k, v in e.payload.items() if k != "job_id"}
+        text = json.dumps(detail, ensure_ascii=False)
+        table.add_row(
+            str(e.seq),
+            e.ts[:19],
+            e.type,
+            str(e.payload.get("job_id", "")),
+            text[:140] + ("..." * (len(text) > 140)),
+        )
+    out.print(table)
+    if not entries:
+        out.print("no alerts")
 
 
 # --- lab authorizations ------------------------------------------------------------------------

@@ -145,3 +145,18 @@ class AuthorizationNotFoundError(AuthorizationError):
 
 class VocabularyError(GovernanceError):
     """A group, purpose or sensitivity is not in the lab's vocabulary."""
+
+
+# --- node policy -------------------------------------------------------------------------------
+
+
+class NodePolicyError(GovernanceError):
+    """Base class of errors of a node's own policy and of the jobs it refuses."""
+
+
+class PolicyFileError(NodePolicyError):
+    """A node's policy file is unreadable, or a setting is invalid; names the file and key."""
+
+
+class NotServedError(NodePolicyError):
+    """A node refuses to serve a job: its data is not published, or the job asks for another set."""

@@ -1,66 +1,510 @@
-"""The lab's node governance policy: published feature sets and enterprise authorizations.
+"""The lab's node policy: a party's node enforces its own governance, whatever the job says.
 
-Loaded by a party's node (``policy = "lab.governance.node:LabNodePolicy"``) and applied to
-the party's own table before any protocol reads it (:mod:`federated.policy`):
+Loaded by a party's node (``policy = "lab.governance.node:LabNodePolicy"``) and applied by the
+node itself (:mod:`federated.policy`), from the files of its own governance home: its policy
+(:mod:`lab.governance.policy`), catalog, authorizations, budget ledger and audit log.
 
-- a party that names a feature set (``name@version``) serves only the published version's
-  columns, for a purpose every column allows, from a file whose content is what was published;
-- with ``require_authorization``, a platform keeps only enterprises with a valid
-  authorization for the job's bank and purpose covering the served feature groups (and
-  personal-data consent when a served column is personal). Unauthorised rows never reach a
-  protocol; only counts leave the node.
+For a platform, before any data is read (:meth:`LabNodePolicy.open_job`):
+
+- the published feature-set version that governs the node's data file is found by the file's
+  content digest (or its published path, which then must not have changed), not taken from
+  the job: a job that leaves its ``feature_set`` out, or names another, cannot unpublish it;
+- a governed file is served only in its published columns, for a purpose they allow, and, when
+  the policy says ``authorization: required`` (the default) or the job asks for it, only for
+  enterprises with a valid authorization for the job's bank and purpose, filtered *before*
+  alignment (:meth:`LabNodePolicy.admit`), so a bank can at most learn the membership it is
+  entitled to;
+- key sizes, reveal modes, batch sizes and DP budgets the policy does not allow are refused,
+  naming the setting;
+- a job that releases statistics of a budgeted set must use DP; the node computes the noise
+  itself from the job's declared plan and reserves the plan's privacy events in its own ledger.
+  Its protocol steps add that noise and count every release; :meth:`LabNodePolicy.close_job`
+  charges the ledger from that count.
+
+A file that is no published version is served as it is only while the home governs nothing (or
+when the owner set ``unpublished: serve``), and a job asking for governance is then refused:
+a node with nothing configured serves nothing governed and says so.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from features.io import PartyTable
-from federated.policy import Admission
-from federated.spec import JobSpec, PartyBinding, SpecError
+from features.io import PartyTable, file_digest, resolve_data_file
+from federated.policy import Admission, JobGrant, JobUse, privacy_report
+from federated.privacy_plan import dp_grants, releases_statistics
+from federated.spec import JobSpec, PartyBinding
+from lab.governance import events
+from lab.governance._common import atomic_replace
 from lab.governance.audit import AuditLog
 from lab.governance.authorizations import AuthorizationRegistry
-from lab.governance.catalog import Catalog
+from lab.governance.catalog import Catalog, CatalogEntry, version_key
+from lab.governance.errors import (
+    DataDigestMismatchError,
+    GovernanceError,
+    JobStateError,
+    NonPrivateJobError,
+    NotServedError,
+)
+from lab.governance.ledger import BudgetLedger
+from lab.governance.policy import NodePolicyConfig, read_policy
 from lab.home import lab_home
+from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant
+from secure_agg.paillier import DEFAULT_KEY_BITS
+
+
+def _home(binding: PartyBinding) -> Path:
+    return binding.governance_home or lab_home()
+
+
+def _audit(home: Path) -> AuditLog:
+    return AuditLog(home / "audit" / "log.jsonl")
 
 
 class LabNodePolicy:
-    """Feature-set and authorization checks against the node's own governance home."""
+    """A node's governance from its own home (see the module docstring)."""
 
-    def admit(self, binding: PartyBinding, job: JobSpec, table: PartyTable) -> Admission:
-        """Return the admitted rows of ``table`` for ``job`` (see the module docstring)."""
-        home = binding.governance_home or lab_home()
-        audit = AuditLog(home / "audit" / "log.jsonl")
-        party = job.party(binding.name)
-        purpose = job.governance.purpose
-        groups: tuple[str, ...] = ()
-        needs_personal = False
-        detail: dict[str, object] = {"purpose": purpose}
-        if party.feature_set:
-            served = Catalog(home / "catalog", audit=audit).check_served(
-                party.feature_set, binding.data, table.feature_names, purpose=purpose
+    def limits(self, binding: PartyBinding) -> NodeLimits:
+        """The node's limits from its policy file."""
+        try:
+            return read_policy(_home(binding)).limits()
+        except GovernanceError as exc:
+            raise PolicyRefusalError(str(exc)) from exc
+
+    def open_job(self, binding: PartyBinding, job: JobSpec) -> JobGrant:
+        """Decide whether and how this node serves ``job`` (before any data is read).
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the setting or the governance rule, after auditing the refusal.
+        """
+        home = _home(binding)
+        audit = _audit(home)
+        try:
+            grant = _open(binding, job, home, audit)
+        except (GovernanceError, PolicyRefusalError) as exc:
+            audit.record(
+                "job_refused",
+                {
+                    "job_id": job.job_id,
+                    "party": binding.name,
+                    "bank": _bank(job),
+                    "reason": f"{type(exc).__name__}: {exc}"[:1000],
+                },
             )
-            groups = tuple(sorted(served.groups))
-            needs_personal = served.needs_personal_consent
-            detail.update(feature_set=party.feature_set, groups=list(groups))
+            if isinstance(exc, PolicyRefusalError):
+                raise
+            raise PolicyRefusalError(f"party '{binding.name}' refuses the job: {exc}") from exc
+        audit.record(
+            "job_served",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "role": binding.role,
+                "bank": _bank(job),
+                "purpose": job.governance.purpose,
+                "task": job.task,
+                "model": job.model_type,
+                "governed": grant.governed,
+                "feature_set": grant.feature_set,
+                "authorization": grant.authorization,
+                "reservation": grant.reservation,
+                "dp": [g.to_dict() for g in grant.releases],
+                "limits": grant.limits.to_dict(),
+            },
+        )
+        return grant
+
+    def admit(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, table: PartyTable
+    ) -> Admission:
+        """The rows of ``table`` the job may use: only authorized enterprises when required."""
         n_rows = table.n_rows
-        if not job.governance.require_authorization or binding.role != "platform":
+        detail: dict[str, object] = {
+            "purpose": job.governance.purpose,
+            "feature_set": grant.feature_set,
+            "groups": list(grant.groups),
+        }
+        if not grant.authorization:
             return Admission(table, n_rows, n_rows, detail)
-        if not party.feature_set:
-            raise SpecError(
-                f"party '{binding.name}' must name a published feature set for authorizations "
-                "to be checked (they cover feature groups)"
-            )
+        home = _home(binding)
         bank = job.label_holder().name
-        with AuthorizationRegistry(home / "governance.db", audit=audit) as registry:
+        purpose = job.governance.purpose
+        with AuthorizationRegistry(home / "governance.db", audit=_audit(home)) as registry:
             mask = registry.filter_rows(
                 table.ids,
                 bank,
                 purpose,
                 datetime.now(UTC).date(),
-                groups,
-                needs_personal,
+                grant.groups,
+                grant.needs_personal_consent,
                 id_scheme=job.alignment.id_scheme,
             )
-        detail.update(bank=bank, needs_personal_consent=needs_personal)
+        if not mask.any():
+            raise PolicyRefusalError(
+                f"party '{binding.name}': no enterprise of {grant.feature_set} has a valid "
+                f"authorization for bank '{bank}' and purpose '{purpose}'; nothing is served"
+            )
+        detail.update(bank=bank, needs_personal_consent=grant.needs_personal_consent)
         return Admission(table.subset(mask), n_rows, int(mask.sum()), detail)
+
+    def record(
+        self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
+    ) -> None:
+        """Audit what the node's protocols reported: alignments and probing alerts."""
+        audit = _audit(_home(binding))
+        if event == "alignment":
+            events.alignment(
+                audit,
+                job_id=job.job_id,
+                n_platform=int(payload["n_rows"]),
+                n_authorized=int(payload["n_admitted"]),
+                n_bank=int(payload["n_bank"]),
+                n_aligned=None if payload.get("n_aligned") is None else int(payload["n_aligned"]),
+                reveal=str(payload["reveal"]),
+            )
+            return
+        audit.record(
+            event, {"job_id": job.job_id, "party": binding.name, "bank": _bank(job), **payload}
+        )
+
+    def progress(self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse) -> None:
+        """Journal the job's use of a budgeted set durably (see :func:`settle`)."""
+        if grant.reservation is not None:
+            write_journal(_home(binding), grant, use)
+
+    def close_job(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse
+    ) -> dict[str, Any]:
+        """Charge the node's ledger from its own release count; audit and report the charge."""
+        home = _home(binding)
+        audit = _audit(home)
+        report = privacy_report(grant, use)
+        if grant.reservation is not None:
+            report["ledger"] = _close_reservation(home, audit, grant, use)
+            _journal_path(home, grant.reservation).unlink(missing_ok=True)
+        audit.record(
+            "job_closed",
+            {"job_id": job.job_id, "party": binding.name, "bank": _bank(job), **report},
+        )
+        return report
+
+
+def _close_reservation(home: Path, audit: AuditLog, grant: JobGrant, use: JobUse) -> str:
+    """Commit what the node counted (it touched data) or release the reservation (it did not)."""
+    if grant.reservation is None:
+        raise ValueError("no reservation to close")
+    spent = [e for g in grant.releases for e in g.events(int(use.releases.get(g.mechanism, 0)))]
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        if use.touched:
+            ledger.commit(grant.reservation, spent, outcome=use.outcome)
+            return "committed"
+        ledger.release(grant.reservation)
+        return "released"
+
+
+#: Folder of a governance home where nodes journal the use of open reservations.
+JOURNAL_DIR = "node-jobs"
+
+
+def _journal_path(home: Path, reservation: str) -> Path:
+    return home / JOURNAL_DIR / (reservation.replace("/", "__") + ".json")
+
+
+def write_journal(home: Path, grant: JobGrant, use: JobUse) -> None:
+    """Keep the use of an open reservation durably (written atomically, fsync-ed)."""
+    if grant.reservation is None:
+        return
+    path = _journal_path(home, grant.reservation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"grant": grant.to_dict(), "touched": use.touched, "releases": dict(use.releases)}
+    atomic_replace(path, json.dumps(doc, sort_keys=True).encode("utf-8"))
+
+
+def settle(reservation: str, home: Path | None = None, *, actor: str | None = None) -> str:
+    """Close an open reservation whose node ended without ``job/end`` (it crashed or was cut).
+
+    With the node's journal, the releases it counted are committed (or the reservation is
+    released if the job never touched data); without one, the whole plan is committed as spent,
+    because nothing proves less was used.
+
+    Returns
+    -------
+    str
+        ``committed`` or ``released``.
+
+    Raises
+    ------
+    UnknownJobError, JobStateError
+        If there is no such reservation, or it is closed already.
+    """
+    home = home or lab_home()
+    audit = _audit(home)
+    path = _journal_path(home, reservation)
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        record = ledger.job(reservation)
+        if record.state != "reserved":
+            raise JobStateError(
+                f"reservation {reservation} is {record.state} already; nothing to settle"
+            )
+        if not path.is_file():
+            ledger.commit(reservation, record.planned_events, outcome="failed", actor=actor)
+            return "committed"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    grant = JobGrant.from_dict(doc["grant"])
+    use = JobUse(touched=bool(doc["touched"]), releases=dict(doc["releases"]), outcome="failed")
+    outcome = _close_reservation(home, audit, grant, use)
+    path.unlink(missing_ok=True)
+    return outcome
+
+
+def _bank(job: JobSpec) -> str | None:
+    banks = job.by_role("bank")
+    return banks[0].name if job.kind == "vertical" and banks else None
+
+
+def _open(binding: PartyBinding, job: JobSpec, home: Path, audit: AuditLog) -> JobGrant:
+    grant = decide(binding, job, home, audit)
+    if not grant.governed or binding.role != "platform" or grant.feature_set is None:
+        return grant
+    policy = read_policy(home)
+    reservation = _reserve(home, audit, job, grant.feature_set, grant.releases, policy)
+    return replace(grant, reservation=reservation)
+
+
+def decide(
+    binding: PartyBinding, job: JobSpec, home: Path | None = None, audit: AuditLog | None = None
+) -> JobGrant:
+    """What this node's policy grants ``job``, without reserving budget or auditing anything.
+
+    The pooled reference of a demo uses it to join the very rows the platform serves.
+    """
+    home = home or _home(binding)
+    audit = audit or _audit(home)
+    policy = read_policy(home)
+    limits = policy.limits()
+    party = job.party(binding.name)
+    releases = dp_grants(job, binding.role)
+    _check_asks(binding, job, policy, limits, releases)
+    if binding.role != "platform":
+        served = None
+        if party.feature_set:
+            served = Catalog(home / "catalog", audit=audit).check_served(
+                party.feature_set, binding.data, party.features, purpose=job.governance.purpose
+            )
+        return JobGrant(
+            governed=served is not None,
+            limits=limits,
+            feature_set=party.feature_set,
+            releases=releases,
+            detail={"governed": served is not None},
+        )
+    catalog = Catalog(home / "catalog", audit=audit)
+    entry = governing_entry(catalog, binding.data, party.feature_set)
+    if entry is None:
+        return _unpublished(binding, job, policy, limits, releases, home)
+    if party.feature_set is not None and party.feature_set != entry.ref:
+        raise NotServedError(
+            f"the job asks for {party.feature_set}, but this node serves {entry.ref}; name "
+            f"{entry.ref} in the job or leave feature_set out"
+        )
+    served = catalog.check_served(
+        entry.ref, binding.data, party.features, purpose=job.governance.purpose
+    )
+    authorization = policy.authorization == "required" or job.governance.require_authorization
+    return JobGrant(
+        governed=True,
+        limits=limits,
+        feature_set=entry.ref,
+        authorization=authorization,
+        groups=tuple(sorted(served.groups)),
+        needs_personal_consent=served.needs_personal_consent,
+        releases=releases,
+        detail={"governed": True, "feature_set": entry.ref, "authorization": authorization},
+    )
+
+
+def governing_entry(catalog: Catalog, data: Path, asked: str | None = None) -> CatalogEntry | None:
+    """The published version that governs the file ``data``, if any.
+
+    Found by content digest (the job's ``asked`` version first when several match), else by
+    the path it was published from, in which case the file changed since publication.
+
+    Raises
+    ------
+    DataDigestMismatchError
+        If ``data`` was published but its content changed since.
+    """
+    entries = catalog.list_sets()
+    if not entries:
+        return None
+    path = resolve_data_file(data)
+    digest = file_digest(path)
+    matches = [e for e in entries if e.data_digest == digest]
+    if matches:
+        chosen = [e for e in matches if e.ref == asked] or matches
+        return max(chosen, key=lambda e: (e.published_at, version_key(e.version)))
+    resolved = str(path.resolve())
+    published_here = [e for e in entries if e.data_path == resolved]
+    if published_here:
+        latest = max(published_here, key=lambda e: e.published_at)
+        raise DataDigestMismatchError(
+            f"{path.name}: content {digest} differs from {latest.ref} as published "
+            f"({latest.data_digest}); serve the published file or publish a new version"
+        )
+    return None
+
+
+def _unpublished(
+    binding: PartyBinding,
+    job: JobSpec,
+    policy: NodePolicyConfig,
+    limits: NodeLimits,
+    releases: tuple[ReleaseGrant, ...],
+    home: Path,
+) -> JobGrant:
+    party = job.party(binding.name)
+    if party.feature_set is not None or job.governance.require_authorization:
+        asked = party.feature_set or "authorization checks"
+        raise NotServedError(
+            f"this node serves no published feature set from its data file, so it serves "
+            f"nothing governed (the job asks for {asked}); publish the file in this node's home "
+            "(lab features publish SPEC --data FILE)"
+        )
+    mode = policy.unpublished
+    if mode == "auto":
+        n_sets, n_auth = _governs(home)
+        mode = "refuse" if n_sets or n_auth else "serve"
+        if mode == "refuse":
+            raise NotServedError(
+                f"this node governs its data ({n_sets} published feature-set versions, {n_auth} "
+                "authorizations) and its data file is no published version; publish it (lab "
+                "features publish), or serve unpublished files as they are on purpose (lab "
+                "policy set unpublished=serve)"
+            )
+    elif mode == "refuse":
+        raise NotServedError(
+            "this node serves only published feature sets (policy unpublished=refuse) and its "
+            "data file is no published version; publish it"
+        )
+    return JobGrant(
+        governed=False,
+        limits=limits,
+        releases=releases,
+        detail={"governed": False, "note": f"unpublished file served as it is ({mode})"},
+    )
+
+
+def home_status(home: Path | None = None) -> dict[str, Any]:
+    """What the node of ``home`` governs, and what it does with unpublished files."""
+    home = home or lab_home()
+    n_sets, n_auth = _governs(home)
+    mode = read_policy(home).unpublished
+    effective = ("refuse" if n_sets or n_auth else "serve") if mode == "auto" else mode
+    if n_sets or n_auth:
+        summary = (
+            f"governs: {n_sets} published feature-set version(s), {n_auth} authorization(s); "
+            f"files that are no published version: {effective}"
+        )
+    else:
+        summary = (
+            "governs nothing yet: it serves unpublished files as they are and refuses every "
+            "governed job (publish a feature set and import authorizations to govern)"
+        )
+    return {
+        "published_versions": n_sets,
+        "authorizations": n_auth,
+        "unpublished": effective,
+        "summary": summary,
+    }
+
+
+def _governs(home: Path) -> tuple[int, int]:
+    """How many published versions and imported authorizations the home holds."""
+    n_sets = len(Catalog(home / "catalog", audit=_audit(home)).list_sets())
+    db = home / "governance.db"
+    if not db.is_file():
+        return n_sets, 0
+    with AuthorizationRegistry(db, audit=_audit(home)) as registry:
+        return n_sets, registry.count()
+
+
+def _check_asks(
+    binding: PartyBinding,
+    job: JobSpec,
+    policy: NodePolicyConfig,
+    limits: NodeLimits,
+    releases: tuple[ReleaseGrant, ...],
+) -> None:
+    """Refuse, before any data is read, what the job asks for below this node's policy."""
+    if job.kind != "vertical":
+        return
+    key_bits = int(job.crypto.get("key_bits", DEFAULT_KEY_BITS))
+    limits.check_key(key_bits, "the job's Paillier keys (crypto.key_bits)")
+    if binding.role != "platform":
+        return
+    limits.check_reveal(job.alignment.reveal)
+    if job.model_type == "hetero_lr" and job.task == "train":
+        batch = int(job.model.get("batch_size", 0))
+        if 0 < batch < limits.min_batch_size:
+            raise PolicyRefusalError(
+                f"model.batch_size={batch} is below this node's policy hetero_lr.min_batch_size="
+                f"{limits.min_batch_size}: per batch the bank learns sums of the platform's "
+                "partial logits over the batch's rows; use a larger batch"
+            )
+    cap = policy.dp.max_epsilon_per_job
+    asked = job.model.get("dp_epsilon")
+    if releases and cap is not None and asked is not None and float(asked) > cap:
+        raise PolicyRefusalError(
+            f"model.dp_epsilon={asked} is above this node's policy dp.max_epsilon_per_job={cap}; "
+            "ask for less (more noise)"
+        )
+
+
+def _reserve(
+    home: Path,
+    audit: AuditLog,
+    job: JobSpec,
+    ref: str,
+    releases: tuple[ReleaseGrant, ...],
+    policy: NodePolicyConfig,
+) -> str | None:
+    """Reserve the job's planned spend on ``ref`` in this node's own ledger.
+
+    A job releasing statistics of a set that has a cap for its bank (or of any published set,
+    with ``dp.require``) must use DP and fit the cap; a job that releases nothing is recorded
+    when there is a cap, so auditors see every job.
+    """
+    bank = job.label_holder().name
+    planned = [e for g in releases for e in g.events(g.max_releases)]
+    releasing = releases_statistics(job)
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        capped = ledger.has_cap(ref, bank)
+        if releasing and not planned and (capped or policy.dp.require):
+            raise _non_private(job, ref)
+        if not capped and not (policy.dp.require and (releasing or planned)):
+            return None  # nothing budgeted to charge (the ledger refuses the rest: no cap)
+        reservation = f"{job.job_id}/{ref}"
+        ledger.reserve(ref, bank, reservation, planned, releases[0].delta if planned else None)
+    return reservation
+
+
+def _non_private(job: JobSpec, ref: str) -> NonPrivateJobError:
+    if job.model_type == "hetero_lr":
+        return NonPrivateJobError(
+            f"job '{job.name}' would show the bank exact per-bin label counts of budgeted "
+            f"feature set {ref}: an unbounded privacy spend, and hetero_lr has no "
+            "differential-privacy mode. Train secureboost with model.dp_epsilon on budgeted "
+            "feature sets"
+        )
+    return NonPrivateJobError(
+        f"job '{job.name}' would show the bank exact histogram sums of budgeted feature set "
+        f"{ref}: an unbounded privacy spend. Set model.dp_epsilon (and dp_delta) so the "
+        "platform's histograms are noised, or make every tree bank-only"
+    )

@@ -37,6 +37,12 @@ coordinator    set sizes, the intersection size, blinded points it cannot link t
                ids (it lacks every scalar), HMACs it cannot test, traffic figures.
 =============  ===================================================================
 
+A platform's table here is what its node serves the job's bank (authorised enterprises of a
+published set), so "the intersection" is with that set. The platform refuses reveal modes its
+policy does not allow, refuses (before blinding any of the bank's points) a bank set larger than
+``psi_max_bank_ratio`` times its served set, and reports probing alerts and the alignment's
+sizes to its own audit log (:mod:`models.guard`).
+
 Nobody receives a plaintext id or an unkeyed hash of an id. Doubly-blinded values are truncated
 to the shortest length that keeps the chance of any false match below 2^-40. Vertical training
 needs the platform to know its aligned rows, so jobs that train use ``reveal: both``.
@@ -54,6 +60,7 @@ import numpy.typing as npt
 from features.errors import DataError
 from features.io import PartyTable
 from models.alignment.core import aligned_rows, alignment_digest
+from models.guard import PolicyRefusalError
 from models.protocol import (
     COORDINATOR,
     Envelope,
@@ -158,6 +165,8 @@ class PSIParty:
             raise ProtocolError(f"unknown reveal mode {settings['reveal']!r}")
         if ctx.role == "platform" and len(peers) != 1:
             raise ProtocolError("a platform aligns with exactly one bank")
+        if ctx.role == "platform":
+            ctx.guard.limits.check_reveal(str(settings["reveal"]))
         table = ctx.table()
         key = psi.BlindingKey.generate()
         agree = psi.BlindingKey.generate()
@@ -188,6 +197,8 @@ class PSIParty:
         if envelope.sender != bank:
             raise ProtocolError(f"psi/blinded from '{envelope.sender}', expected bank '{bank}'")
         theirs = _points(envelope)
+        _check_probe(ctx, len(theirs), int(settings["n_own"]), str(settings["reveal"]))
+        ctx.store.put_json(_SETTINGS, {**settings, "n_bank": len(theirs)})
         key = psi.BlindingKey.from_secret_bytes(_as_bytes(ctx.store.get_array(_KEY)))
         width = psi.comparison_bytes(len(theirs), settings["n_own"])
         double = psi.truncate(psi.blind(theirs, key), width)
@@ -217,6 +228,14 @@ class PSIParty:
             )
         elif reveal == "size":
             payload["n_aligned"] = envelope.integer("n_aligned")
+        n_aligned = payload.get("n_aligned")
+        _check_hits(
+            ctx, int(settings["n_bank"]), int(n_aligned) if isinstance(n_aligned, int) else None
+        )
+        ctx.guard.notify(
+            "alignment",
+            {"n_bank": int(settings["n_bank"]), "n_aligned": n_aligned, "reveal": reveal},
+        )
         _cleanup(ctx)
         return [Envelope(PROTOCOL, "done", ctx.name, COORDINATOR, payload)]
 
@@ -294,6 +313,55 @@ class PSIParty:
     def _agree(ctx: PartyContext, peer: str) -> bytes:
         own = psi.BlindingKey.from_secret_bytes(_as_bytes(ctx.store.get_array(_AGREE)))
         return own.agree(_as_bytes(ctx.store.get_array(f"psi.peer_agree.{peer}")))
+
+
+def _check_probe(ctx: PartyContext, n_bank: int, n_served: int, reveal: str) -> None:
+    """Refuse (or flag) a bank set far larger than the set this platform serves the bank.
+
+    Checked before the platform blinds anything of the bank's: a refused probe learns nothing.
+    """
+    limits = ctx.guard.limits
+    ratio = n_bank / max(1, n_served)
+    facts = {"n_bank": n_bank, "n_served": n_served, "ratio": round(ratio, 3), "reveal": reveal}
+    if ratio > limits.psi_max_bank_ratio:
+        ctx.guard.notify(
+            "psi_probe_suspected",
+            {**facts, "refused": True, "rule": f"psi.max_bank_ratio={limits.psi_max_bank_ratio}"},
+        )
+        raise PolicyRefusalError(
+            f"the bank aligns {n_bank} ids against the {n_served} enterprises this platform "
+            f"serves it (ratio {ratio:.1f}), above this node's policy psi.max_bank_ratio="
+            f"{limits.psi_max_bank_ratio}: a candidate list that large probes the platform's "
+            "membership; align the bank's own applicants only"
+        )
+    if ratio > limits.psi_alert_bank_ratio:
+        ctx.guard.notify(
+            "psi_probe_suspected",
+            {
+                **facts,
+                "refused": False,
+                "rule": f"psi.alert_bank_ratio={limits.psi_alert_bank_ratio}",
+            },
+        )
+
+
+def _check_hits(ctx: PartyContext, n_bank: int, n_aligned: int | None) -> None:
+    """Flag an alignment in which most of the bank's ids are not served (a membership probe)."""
+    limits = ctx.guard.limits
+    if n_aligned is None or n_bank == 0:
+        return
+    rate = n_aligned / n_bank
+    if rate < limits.psi_alert_hit_rate:
+        ctx.guard.notify(
+            "psi_probe_suspected",
+            {
+                "n_bank": n_bank,
+                "n_aligned": n_aligned,
+                "hit_rate": round(rate, 4),
+                "refused": False,
+                "rule": f"psi.alert_min_hit_rate={limits.psi_alert_hit_rate}",
+            },
+        )
 
 
 def _points(envelope: Envelope) -> psi.Points:

@@ -32,7 +32,8 @@ class SecureBoostClassifier:
 
     Parameters are those of :class:`~models.secureboost.protocol.SecureBoostParams`.
     After ``fit``: ``bank_part_``, ``platform_parts_`` (what each party keeps), ``outcome_``
-    (timings, operation counts, importance), ``classes_``.
+    (timings, operation counts, importance), ``privacy_`` (per party: the DP releases it
+    counted and their privacy events), ``classes_``.
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class SecureBoostClassifier:
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
         from federated.inprocess import inprocess_job
+        from models.guard import single_operator
 
         params = SecureBoostParams(**self.get_params())
         with inprocess_job(
@@ -95,6 +97,7 @@ class SecureBoostClassifier:
             name="secureboost-estimator",
             model={"type": "secureboost", **self.get_params()},
             crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
+            limits=single_operator(self.insecure_test_keys),
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")
             outcome: SecureBoostOutcome = conclude(job.run(start))
@@ -106,6 +109,7 @@ class SecureBoostClassifier:
                 for name, raw in job.platform_parts(outcome.platform_parts).items()
             }
             self.outcome_ = outcome
+            self.privacy_ = job.close()
             self.traffic_ = job.transport.stats.to_dict()
         self.classes_ = np.array([0, 1])
         return self

@@ -73,6 +73,7 @@ from features.binning import BinKind, BinSpec, fit_bins, transform
 from features.errors import DataError
 from models.alignment import job_rows
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
+from models.guard import PolicyRefusalError, ReleaseGrant
 from models.privacy import PrivacyEvent
 from models.protocol import (
     COORDINATOR,
@@ -99,6 +100,7 @@ from models.secureboost.core import (
     sigmoid,
 )
 from models.secureboost.parts import BankNode, BankPart, PlatformPart, RuleSplit
+from secure_agg import paillier
 
 PROTOCOL = "secureboost"
 
@@ -162,7 +164,10 @@ class SecureBoostParams:
     @classmethod
     def from_spec(cls, model: dict[str, Any], crypto_cfg: dict[str, Any]) -> SecureBoostParams:
         """Build from a job spec's ``model`` and ``crypto`` sections."""
-        fields = {k: v for k, v in model.items() if k in cls.__dataclass_fields__}
+        crypto_keys = ("key_bits", "insecure_test_keys")
+        fields = {
+            k: v for k, v in model.items() if k in cls.__dataclass_fields__ and k not in crypto_keys
+        }
         return cls(
             **fields,
             key_bits=int(crypto_cfg.get("key_bits", 2048)),
@@ -263,7 +268,15 @@ class _Platform:
         public_key = env.payload.get("public_key")
         if not isinstance(public_key, bytes):
             raise ProtocolError("secureboost/init lacks the bank's public key")
+        limits = ctx.guard.limits
+        bank_key = paillier.PublicKey.from_bytes(
+            public_key, allow_insecure=limits.allow_insecure_test_keys
+        )
+        limits.check_key(bank_key.key_bits, "the bank's Paillier key")
         specs = _bin_features(ctx, rows, train, int(settings["max_bin"]))
+        # The noise comes from this node's own DP grant (reserved in its own ledger), never
+        # from the bank's message.
+        noise = _own_noise(ctx, len(specs))
         ctx.store.put_array("sb.train", train)
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json(
@@ -271,41 +284,42 @@ class _Platform:
             {
                 "bank": env.sender,
                 "public_key": public_key.hex(),
-                "settings": settings,
+                "settings": {"max_bin": int(settings["max_bin"])},
+                "noise": noise,
                 "splits": {},
                 "tree": -1,
             },
         )
         features = [{"name": s.name, "kind": s.kind, "n_bins": s.n_bins} for s in specs]
-        noise = None
-        multiplier = settings.get("noise_multiplier")
-        if multiplier:
-            # One record moves (g, h, 1) into one bin per feature: L2 sensitivity of a level's
-            # release is sqrt(F * (1 + 1/16 + 1)) in (gradient, hessian, count) units.
-            sensitivity = float(np.sqrt(len(specs) * (1.0 + 1.0 / 16.0 + 1.0)))
-            noise = {
-                "sigma_gh": float(multiplier) * sensitivity * crypto.scale(),
-                "sigma_count": float(multiplier) * sensitivity,
-            }
         return env.reply("ready", {"features": dumps(features), "noise": dumps(noise)})
 
-    def _cipher(self, state: dict[str, Any]) -> crypto.PlatformCipher:
+    def _cipher(self, ctx: PartyContext, state: dict[str, Any]) -> crypto.PlatformCipher:
         layout = state.get("layout")
         if layout is None:
             raise ProtocolError("no row layout yet: secureboost/tree must come first")
         noise = crypto.NoiseSpec(**layout["noise"]) if layout["noise"] else None
-        settings = state["settings"]
+        own = state.get("noise")
+        if own is not None and (
+            noise is None
+            or noise.sigma_gh < float(own["sigma_gh"])
+            or noise.sigma_count < float(own["sigma_count"])
+        ):
+            raise PolicyRefusalError(
+                "the bank's row layout carries less noise than this node's DP grant requires "
+                f"({own}); the platform adds at least its own noise to every release"
+            )
+        limits = ctx.guard.limits
         return crypto.PlatformCipher.from_public_bytes(
             bytes.fromhex(state["public_key"]),
-            key_bits=int(settings["key_bits"]),
+            key_bits=limits.min_key_bits,
             max_rows=int(layout["max_rows"]),
             noise=noise,
-            insecure=bool(settings["insecure_test_keys"]),
+            insecure=limits.allow_insecure_test_keys,
         )
 
     def _tree(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
         state = {**state, "layout": env.json("layout")}
-        cipher = self._cipher(state)
+        cipher = self._cipher(ctx, state)
         if env.text("key") != cipher.fingerprint:
             raise ProtocolError("gradients were encrypted under a different key than announced")
         gh = env.array("gh")
@@ -380,7 +394,9 @@ class _Platform:
         stage = "dirs"
         if compute and known:
             payload.update(
-                self._histograms(ctx, self._cipher(state), bins, incoming, compute, state, clock)
+                self._histograms(
+                    ctx, self._cipher(ctx, state), bins, incoming, compute, state, clock
+                )
             )
             stage = "hist"
         elif compute:
@@ -398,6 +414,9 @@ class _Platform:
         state: dict[str, Any],
         clock: PhaseClock,
     ) -> dict[str, PayloadValue]:
+        if state.get("noise") is not None:
+            # Counted before anything is computed: a release beyond the grant never happens.
+            ctx.guard.record_release(DP_MECHANISM)
         gh = ctx.store.get_array("sb.gh")
         specs = ctx.store.get_json("sb.specs")
         widths = [int(s_n) + 1 for s_n in (BinSpec.from_dict(s).n_bins for s in specs)]
@@ -509,8 +528,11 @@ class _Bank:
             raise DataError(f"{table.path}: the bank's table has no labels")
         y = table.label[rows][train].astype(np.int64)
         specs = _bin_features(ctx, rows, train, params.max_bin)
+        limits = ctx.guard.limits
+        key_bits = limits.key_bits_for(params.key_bits)
+        limits.check_key(key_bits, "the bank's own Paillier key")
         started = time.perf_counter()
-        keys = crypto.KeyPair.generate(params.key_bits, insecure=params.insecure_test_keys)
+        keys = crypto.KeyPair.generate(key_bits, insecure=limits.allow_insecure_test_keys)
         clock = PhaseClock()
         clock.add("keygen", time.perf_counter() - started)
         _save_clock(ctx, clock)
@@ -520,7 +542,6 @@ class _Bank:
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json("sb.trees", [])
         ctx.store.put_json("sb.metrics", [])
-        multiplier = _noise_multiplier(params, len(platforms)) if params.dp_epsilon else None
         state = {
             "params": asdict(params),
             "platforms": {p: {} for p in platforms},
@@ -529,17 +550,11 @@ class _Bank:
             "pending": list(platforms),
             "tree": -1,
             "model_id": settings["model_id"],
-            "noise_multiplier": multiplier,
             "max_rows": int(train.sum()),
         }
         ctx.store.put_json("sb.state", state)
         keys.save(ctx.store)
-        init_settings = {
-            "max_bin": params.max_bin,
-            "noise_multiplier": multiplier,
-            "key_bits": params.key_bits,
-            "insecure_test_keys": params.insecure_test_keys,
-        }
+        init_settings = {"max_bin": params.max_bin}
         return [
             Envelope(
                 PROTOCOL,
@@ -582,8 +597,6 @@ class _Bank:
             started = time.perf_counter()
             sums = cipher.decrypt_sums(env.array("sums"), env.integer("n_sums"))
             clock.add("decrypt", time.perf_counter() - started, cipher.last_decryptions)
-            if cipher.layout.noise is not None:
-                state["releases"] = int(state.get("releases", 0)) + 1
             widths = [f["n_bins"] + 1 for f in state["platforms"][env.sender]["features"]]
             offset = 0
             for node in nodes:
@@ -1006,10 +1019,6 @@ class _Bank:
             report = evaluate_scores(y_test, sigmoid(staged[:, -1])).to_dict()
         path = part.save(ctx.model_dir())
         clock = _load_clock(ctx)
-        events = []
-        if state.get("noise_multiplier"):
-            releases = int(state.get("releases", 0))
-            events = [e.to_dict() for e in _dp_events(float(state["noise_multiplier"]), releases)]
         _cleanup(ctx)
         return Envelope(
             PROTOCOL,
@@ -1034,9 +1043,26 @@ class _Bank:
                     }
                 ),
                 "importance": dumps(_importance(state, ctx, specs)),
-                "privacy_events": dumps(events),
             },
         )
+
+
+def _own_noise(ctx: PartyContext, n_features: int) -> dict[str, float] | None:
+    """The Gaussian noise this platform adds to each level's histograms, from its own grant.
+
+    One record moves (g, h, 1) into one bin per feature: the L2 sensitivity of a level's
+    release is ``sqrt(F * (1 + 1/16 + 1))`` in (gradient, hessian, count) units, with
+    ``|g| <= 1`` and ``h <= 1/4`` (the bank encrypts gradients of the logistic loss, which the
+    platform cannot check under encryption: the honest-but-curious assumption).
+    """
+    grant = ctx.guard.grant(DP_MECHANISM)
+    if grant is None:
+        return None
+    sensitivity = float(np.sqrt(n_features * (1.0 + 1.0 / 16.0 + 1.0)))
+    return {
+        "sigma_gh": grant.noise_multiplier * sensitivity * crypto.scale(),
+        "sigma_count": grant.noise_multiplier * sensitivity,
+    }
 
 
 def _importance(
@@ -1069,9 +1095,8 @@ def _layout(state: dict[str, Any]) -> dict[str, Any]:
 def _bank_cipher(ctx: PartyContext, state: dict[str, Any]) -> crypto.BankCipher:
     layout = state["layout"]
     noise = crypto.NoiseSpec(**layout["noise"]) if layout["noise"] else None
-    insecure = bool(state["params"]["insecure_test_keys"])
     return crypto.BankCipher(
-        crypto.KeyPair.load(ctx.store, insecure=insecure),
+        crypto.KeyPair.load(ctx.store, insecure=ctx.guard.limits.allow_insecure_test_keys),
         crypto.RowLayout(int(layout["max_rows"]), noise),
     )
 
@@ -1117,13 +1142,21 @@ def _get_hist(ctx: PartyContext, node: int, party: str, state: dict[str, Any]) -
     return out
 
 
-def _releases(params: SecureBoostParams, n_platforms: int) -> int:
-    """Noisy histogram releases of a job: one per platform, level and platform-using tree."""
-    return max(1, (params.n_estimators - params.bank_only_trees) * params.max_depth * n_platforms)
+#: The DP mechanism of SecureBoost: Gaussian noise on each level's platform histograms.
+DP_MECHANISM = "secureboost-histogram-noise"
 
 
-def _noise_multiplier(params: SecureBoostParams, n_platforms: int) -> float:
-    """Noise multiplier making all histogram releases (ε, δ)-DP under the RDP accountant."""
+def releases_per_platform(params: SecureBoostParams) -> int:
+    """Noisy histogram releases of one platform: one per level of every platform-using tree."""
+    return max(1, (params.n_estimators - params.bank_only_trees) * params.max_depth)
+
+
+def noise_multiplier(params: SecureBoostParams, n_platforms: int) -> float:
+    """Noise multiplier making all histogram releases of a job (ε, δ)-DP (RDP accountant).
+
+    Calibrated over every platform's releases together, so each platform's own releases
+    (fewer) stay within (ε, δ) on its data.
+    """
     from opacus.accountants.utils import get_noise_multiplier
 
     if params.dp_epsilon is None:
@@ -1133,32 +1166,33 @@ def _noise_multiplier(params: SecureBoostParams, n_platforms: int) -> float:
             target_epsilon=params.dp_epsilon,
             target_delta=params.dp_delta,
             sample_rate=1.0,
-            steps=_releases(params, n_platforms),
+            steps=releases_per_platform(params) * max(1, n_platforms),
             accountant="rdp",
         )
     )
 
 
-def planned_privacy_events(params: SecureBoostParams, n_platforms: int) -> list[PrivacyEvent]:
-    """The privacy events a job with these settings will emit at most (none without DP).
+def release_grants(params: SecureBoostParams, n_platforms: int) -> tuple[ReleaseGrant, ...]:
+    """What a platform's node grants a job with these settings (nothing without DP).
 
-    The budget ledger checks them before the job touches data.
+    The node computes this from the job spec itself and reserves its events in its own ledger;
+    its protocol step then adds this noise and counts every release.
     """
     if params.dp_epsilon is None:
-        return []
-    return _dp_events(_noise_multiplier(params, n_platforms), _releases(params, n_platforms))
+        return ()
+    return (
+        ReleaseGrant(
+            mechanism=DP_MECHANISM,
+            noise_multiplier=noise_multiplier(params, n_platforms),
+            max_releases=releases_per_platform(params),
+            delta=params.dp_delta,
+        ),
+    )
 
 
-def _dp_events(multiplier: float, releases: int) -> list[PrivacyEvent]:
-    return [
-        PrivacyEvent(
-            noise_multiplier=multiplier,
-            sample_rate=1.0,
-            steps=releases,
-            unit="record",
-            mechanism="secureboost-histogram-noise",
-        )
-    ]
+def planned_privacy_events(params: SecureBoostParams, n_platforms: int) -> list[PrivacyEvent]:
+    """The privacy events one platform's data will undergo at most (none without DP)."""
+    return [e for g in release_grants(params, n_platforms) for e in g.events(g.max_releases)]
 
 
 def _cleanup(ctx: PartyContext) -> None:
@@ -1204,7 +1238,6 @@ class SecureBoostOutcome:
     platform_parts: dict[str, dict[str, str]]
     clock: dict[str, Any]
     importance: list[dict[str, Any]]
-    privacy_events: list[dict[str, Any]]
 
 
 def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
@@ -1220,7 +1253,6 @@ def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
         platform_parts=env.json("platform_parts"),
         clock=env.json("clock"),
         importance=env.json("importance"),
-        privacy_events=env.json("privacy_events"),
     )
 
 

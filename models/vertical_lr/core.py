@@ -47,12 +47,14 @@ class LRParams:
     l2 : float
         λ of the penalty ``(λ/2) ||w||²`` (intercept excluded).
     batch_size : int
-        Rows per mini-batch (the last batch of an epoch may be smaller); ``0`` = full batch.
+        Rows per mini-batch (the last batch of an epoch takes the remainder, so no batch is
+        smaller than ``batch_size``); ``0`` = full batch.
     max_epochs : int
         Upper bound on passes over the training rows.
     tol : float
-        Convergence: stop after an epoch whose relative weight change
-        ``||Δ(w, b)||₂ / max(1, ||(w, b)||₂)`` is below ``tol``.
+        Convergence: stop after an epoch in which every party's relative weight change
+        ``||Δw_p||₂ / max(1, ||w_p||₂)`` (the intercept counted with the first party's block)
+        is below ``tol``; with one block, the change of the whole ``(w, b)``.
     gradient : {"taylor", "exact"}
         Residual used in the gradient (see the module docstring).
     """
@@ -87,14 +89,25 @@ def batch_schedule(
     """Row indices of every mini-batch of one epoch (a seeded permutation, then chunks).
 
     The seed is drawn from the OS CSPRNG by the bank per job and shared with the platforms; the
-    order reveals nothing about any party's data.
+    order reveals nothing about any party's data. The last batch takes the remainder, so every
+    batch holds at least ``min(batch_size, n_rows)`` rows: a protocol summing a party's values
+    per batch never sums over fewer.
     """
     if n_rows <= 0:
         raise ValueError("no training rows")
     rng = np.random.Generator(np.random.PCG64([int(seed) & (2**63 - 1), int(epoch)]))
     order = rng.permutation(n_rows).astype(np.intp)
+    count = batch_count(n_rows, batch_size)
     size = n_rows if batch_size <= 0 else int(batch_size)
-    return [order[start : start + size] for start in range(0, n_rows, size)]
+    bounds = [k * size for k in range(count)] + [n_rows]
+    return [order[bounds[k] : bounds[k + 1]] for k in range(count)]
+
+
+def batch_count(n_rows: int, batch_size: int) -> int:
+    """Mini-batches per epoch of :func:`batch_schedule` (the remainder joins the last batch)."""
+    if n_rows <= 0:
+        raise ValueError("no training rows")
+    return 1 if batch_size <= 0 else max(1, n_rows // int(batch_size))
 
 
 def residual(
@@ -141,6 +154,7 @@ def fit(
     params: LRParams,
     *,
     seed: int = 0,
+    blocks: Sequence[int] | None = None,
 ) -> LRFit:
     """Train by mini-batch gradient descent on the schedule of :func:`batch_schedule`.
 
@@ -152,6 +166,10 @@ def fit(
     params : LRParams
     seed : int
         Seed of the batch schedule.
+    blocks : sequence of int, optional
+        Columns of each party, in order (the first holds the intercept): convergence asks
+        every party's own change to be below ``tol``, as the vertical protocol does, where no
+        party sees another's coefficients. Default: one block.
 
     Returns
     -------
@@ -161,6 +179,9 @@ def fit(
     labels = np.asarray(y, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] != labels.shape[0]:
         raise ValueError(f"x has shape {x.shape} but y has {labels.shape[0]} rows")
+    widths = list(blocks) if blocks is not None else [x.shape[1]]
+    if sum(widths) != x.shape[1]:
+        raise ValueError(f"blocks {widths} do not add up to {x.shape[1]} columns")
     coef = np.zeros(x.shape[1])
     intercept = 0.0
     history: list[dict[str, float]] = []
@@ -177,7 +198,8 @@ def fit(
             grad_b = float(d.sum()) / rows.size
             coef = coef - rate * grad
             intercept -= rate * grad_b
-        change = relative_change(coef - start_coef, intercept - start_intercept, coef, intercept)
+        changes = block_changes(coef, start_coef, intercept, start_intercept, widths)
+        change = changes[0] if len(changes) == 1 else max(changes)
         history.append(
             {
                 "epoch": float(epoch),
@@ -191,6 +213,23 @@ def fit(
     return LRFit(
         coef=coef, intercept=intercept, epochs=epoch + 1, converged=converged, history=history
     )
+
+
+def block_changes(
+    coef: FloatArray,
+    start_coef: FloatArray,
+    intercept: float,
+    start_intercept: float,
+    widths: Sequence[int],
+) -> list[float]:
+    """Each party's relative change over an epoch (the intercept with the first block)."""
+    moved = split_columns(coef - start_coef, widths)
+    sizes = split_columns(coef, widths)
+    out = []
+    for k, (delta, now) in enumerate(zip(moved, sizes, strict=True)):
+        b_delta, b_now = (intercept - start_intercept, intercept) if k == 0 else (0.0, 0.0)
+        out.append(relative_change(delta, b_delta, now, b_now))
+    return out
 
 
 def relative_change(

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from features.woe import iv_table
 from models.vertical_lr.parts import BankLRPart, PlatformLRPart
 from models.vertical_lr.protocol import HeteroLROutcome, HeteroLRParams, conclude, start_envelope
 
@@ -26,8 +27,8 @@ class HeteroLRClassifier:
 
     Parameters are those of :class:`~models.vertical_lr.protocol.HeteroLRParams`.
     After ``fit``: ``bank_part_`` (bins, WOE tables, coefficients, scorecard),
-    ``platform_parts_`` (each platform's bins and mapping), ``outcome_`` (IV, history, clocks),
-    ``traffic_``, ``classes_``.
+    ``platform_parts_`` (each platform's bins and mapping), ``outcome_`` (history, clocks),
+    ``iv_`` (IV of every column, from the bank's part), ``traffic_``, ``classes_``.
     """
 
     def __init__(self, **params: Any) -> None:
@@ -57,6 +58,7 @@ class HeteroLRClassifier:
     ) -> HeteroLRClassifier:
         """Train on aligned rows; ``test_mask`` rows are held out (evaluated in ``outcome_``)."""
         from federated.inprocess import inprocess_job
+        from models.guard import single_operator
 
         params = self._params
         with inprocess_job(
@@ -66,6 +68,7 @@ class HeteroLRClassifier:
             name="hetero-lr-estimator",
             model={"type": "hetero_lr"},
             crypto={"key_bits": params.key_bits, "insecure_test_keys": params.insecure_test_keys},
+            limits=single_operator(params.insecure_test_keys),
             test_mask=test_mask,
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")
@@ -78,6 +81,8 @@ class HeteroLRClassifier:
                 for name, raw in job.platform_parts(outcome.platform_parts).items()
             }
             self.outcome_ = outcome
+            self.iv_ = iv_table(self.bank_part_.tables).to_dict(orient="records")
+            job.close()
             self.traffic_ = job.transport.stats.to_dict()
         self.classes_ = np.array([0, 1])
         return self

@@ -33,7 +33,10 @@ Stages
     (the cross term of its gradient), masks and re-randomises them.
 ``cross_sums`` (platform -> bank)
     The platform unmasks its gradient and takes its step; it decrypts the bank's masked cross
-    terms (learning only term + mask) and returns them. The bank unmasks and takes its step.
+    terms (learning only term + mask) and returns them, refusing a batch with fewer than
+    ``rows_per_cross_term`` rows per term (its own policy). At the last batch of an epoch it adds
+    one bit: whether its own weights settled (relative change below ``tol``). The bank unmasks
+    and takes its step; it stops when it and every platform settled.
 ``finish`` / ``final``
     After the last epoch the platform saves its part (bins and mapping) and releases its
     coefficients and the coarse bins of the bank's test rows; the bank evaluates, builds the
@@ -44,13 +47,16 @@ What each party learns
 ================  ==============================================================================
 bank              per column of every platform: the number of fine bins, the row count and the
                   bad count of every (anonymous, ordered) fine bin, hence WOE and IV; per batch
-                  its own gradient (which includes ``Σ_{i∈bin} u_P,i`` per own coarse bin);
-                  the platforms' coefficients and, for its test rows, their coarse bins at the
-                  end. Never a platform value, bin edge or per-row partial logit.
+                  its own gradient (which includes ``Σ_{i∈bin} u_P,i`` per own coarse bin,
+                  over batches of at least the platform's ``min_batch_size`` rows); one bit
+                  per platform and epoch (its weights settled); the platforms' coefficients
+                  and, for its test rows, their coarse bins at the end. Never a platform
+                  value, bin edge, per-row partial logit or norm of a platform's weights.
 platform          ciphertexts it cannot read; the coarse mapping and WOE of its own bins (a
                   per-bin label statistic: the bank's bad-rate ratio per coarse bin), its own
                   gradient and coefficients. Never a label, a residual or a bank value.
-coordinator       ciphertexts, masked sums it cannot unmask, sizes, timings.
+coordinator       ciphertexts, masked sums it cannot unmask, sizes, timings; the bank's
+                  evaluation report, per-epoch history and model references (``done``).
 ================  ==============================================================================
 
 The WOE the platform receives is what any WOE-encoded model needs where the values are; with
@@ -72,9 +78,10 @@ import numpy.typing as npt
 
 from features.binning import BinSpec, fit_transform
 from features.errors import DataError
-from features.woe import WoeTable, count_bins, iv_table
+from features.woe import WoeTable, count_bins
 from models.alignment import job_rows
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
+from models.guard import NodeLimits, PolicyRefusalError
 from models.protocol import (
     COORDINATOR,
     Envelope,
@@ -88,7 +95,13 @@ from models.protocol import (
 from models.scorecard import Scorecard, ScorecardScaling
 from models.secureboost.crypto import KeyPair
 from models.vertical_lr import fixedpoint as fp
-from models.vertical_lr.core import LRParams, batch_schedule, curvature_bound
+from models.vertical_lr.core import (
+    LRParams,
+    batch_count,
+    batch_schedule,
+    curvature_bound,
+    relative_change,
+)
 from models.vertical_lr.parts import BankLRPart, PlatformLRPart
 from secure_agg import paillier
 
@@ -181,7 +194,7 @@ class HeteroLRParams:
     @classmethod
     def from_spec(cls, model: dict[str, Any], crypto_cfg: dict[str, Any]) -> HeteroLRParams:
         """Build from the experiment's ``model`` and ``crypto`` sections."""
-        names = set(cls.__dataclass_fields__)
+        names = set(cls.__dataclass_fields__) - {"key_bits", "insecure_test_keys"}
         values = {k: v for k, v in model.items() if k in names}
         scorecard = model.get("scorecard") or {}
         for key in ("base_points", "base_odds", "pdo", "groups"):
@@ -263,9 +276,40 @@ def _masked(pub: paillier.PublicKey, ciphertexts: Sequence[int]) -> tuple[list[i
     return paillier.obfuscate_many(pub, shifted), mask
 
 
-def _public(raw: bytes | str, insecure: bool) -> paillier.PublicKey:
+def _public(raw: bytes | str, limits: NodeLimits, whose: str) -> paillier.PublicKey:
+    """A peer's public key, refused unless this node's own policy accepts its size."""
     data = bytes.fromhex(raw) if isinstance(raw, str) else raw
-    return paillier.PublicKey.from_bytes(data, allow_insecure=insecure)
+    key = paillier.PublicKey.from_bytes(data, allow_insecure=limits.allow_insecure_test_keys)
+    limits.check_key(key.key_bits, whose)
+    return key
+
+
+def _check_schedule(ctx: PartyContext, settings: dict[str, Any]) -> None:
+    """Refuse a batch schedule over fewer rows than this platform's policy allows.
+
+    Per batch the bank learns weighted sums of the platform's partial logits ``u_P`` over the
+    batch's rows (its cross terms); over one row such a sum is that row's partial logit.
+    """
+    train = ctx.store.get_array("hlr.train").astype(bool)
+    n_train = int(settings["n_train"])
+    if n_train != int(train.sum()):
+        raise ProtocolError(
+            f"hetero_lr/bins declares {n_train} training rows but its mask marked {train.sum()}"
+        )
+    batch = int(settings["batch_size"])
+    smallest = n_train if batch <= 0 else min(batch, n_train)
+    limits = ctx.guard.limits
+    if smallest < limits.min_batch_size:
+        raise PolicyRefusalError(
+            f"the bank's mini-batches hold {smallest} rows, below this platform's policy "
+            f"hetero_lr.min_batch_size={limits.min_batch_size}: per batch the bank learns sums "
+            "of the platform's partial logits over the batch; use larger batches"
+        )
+
+
+def _n_batches(n_train: int, batch_size: int) -> int:
+    """Mini-batches of one epoch (:func:`models.vertical_lr.core.batch_count`)."""
+    return batch_count(n_train, batch_size)
 
 
 # --------------------------------------------------------------------------------- platform
@@ -298,14 +342,18 @@ class _Platform:
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")
-        insecure = bool(settings["insecure_test_keys"])
+        limits = ctx.guard.limits
         rows = job_rows(ctx)
         train = env.array("train_mask").astype(bool)
         if train.size != rows.size:
             raise ProtocolError(
                 f"train mask covers {train.size} rows but {ctx.name} aligned {rows.size}"
             )
-        bank_key = _public(env.payload["public_key"], insecure)  # type: ignore[arg-type]
+        bank_key = _public(
+            env.payload["public_key"],  # type: ignore[arg-type]
+            limits,
+            "the bank's Paillier key",
+        )
         clock = PhaseClock()
         started = time.perf_counter()
         specs, fine = _fine_bins(ctx, rows, train, int(settings["max_bin"]))
@@ -327,7 +375,11 @@ class _Platform:
         ).astype(np.int64)
         clock.since("woe_sums", started, ops=int(fine.size))
         started = time.perf_counter()
-        own = KeyPair.generate(int(settings["key_bits"]), insecure=insecure)
+        # This node's own key protects its partial logits: its size is this node's decision.
+        own = KeyPair.generate(
+            limits.key_bits_for(int(settings["key_bits"])),
+            insecure=limits.allow_insecure_test_keys,
+        )
         fp.check_key(own.public.n)
         own.save(ctx.store, prefix=_KEY)
         clock.since("keygen", started)
@@ -337,7 +389,7 @@ class _Platform:
         ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
         ctx.store.put_json(
             "hlr.state",
-            {"bank": env.sender, "bank_key": bank_key.to_bytes().hex(), "insecure": insecure},
+            {"bank": env.sender, "bank_key": bank_key.to_bytes().hex()},
         )
         features = [{"name": s.name, "kind": s.kind, "n_fine": s.n_bins + 1} for s in specs]
         return env.reply(
@@ -361,6 +413,7 @@ class _Platform:
             mapping = t["mapping"]
             if len(mapping) != n_fine or min(mapping) < 0 or max(mapping) >= len(t["woe"]):
                 raise ProtocolError(f"hetero_lr/bins: bad coarse mapping for column '{t['name']}'")
+        _check_schedule(ctx, settings)
         state.update(
             {
                 "tables": tables,
@@ -399,7 +452,7 @@ class _Platform:
         if state["peers"]:
             clock = _load_clock(ctx)
             started = time.perf_counter()
-            bank_key = _public(state["bank_key"], state["insecure"])
+            bank_key = _public(state["bank_key"], ctx.guard.limits, "the bank's Paillier key")
             shares = paillier.encrypt_many(bank_key, fp.to_residue(u, bank_key.n))
             clock.since("encrypt_peer", started, ops=len(u))
             _save_clock(ctx, clock)
@@ -438,7 +491,8 @@ class _Platform:
         if any(received.get(p) != at for p in state["peers"]):
             return []
         clock = _load_clock(ctx)
-        bank_key = _public(state["bank_key"], state["insecure"])
+        limits = ctx.guard.limits
+        bank_key = _public(state["bank_key"], limits, "the bank's Paillier key")
         n, n2 = gmpy2.mpz(bank_key.n), gmpy2.mpz(bank_key.nsquare)
         u = [int(v) for v in current["u"]]
         started = time.perf_counter()
@@ -466,7 +520,7 @@ class _Platform:
         clock.since("gradient_sums", started, ops=int(coarse[rows].size))
         started = time.perf_counter()
         masked, mask = _masked(bank_key, grads)
-        own = KeyPair.load(ctx.store, insecure=state["insecure"], prefix=_KEY)
+        own = KeyPair.load(ctx.store, insecure=limits.allow_insecure_test_keys, prefix=_KEY)
         enc_u = paillier.encrypt_many_private(own.private, fp.to_residue(u, own.public.n))
         clock.since("encrypt", started, ops=len(u) + len(grads))
         _save_clock(ctx, clock)
@@ -509,10 +563,18 @@ class _Platform:
         state["coef"] = coef.tolist()
         clock = _load_clock(ctx)
         started = time.perf_counter()
-        own = KeyPair.load(ctx.store, insecure=state["insecure"], prefix=_KEY)
+        limits = ctx.guard.limits
+        own = KeyPair.load(ctx.store, insecure=limits.allow_insecure_test_keys, prefix=_KEY)
         cross = paillier.ciphertexts_from_array(
             own.public, env.array("enc_cross"), fingerprint=own.public.fingerprint
         )
+        if len(cross) * limits.rows_per_cross_term > rows.size:
+            raise PolicyRefusalError(
+                f"the bank asks this platform to decrypt {len(cross)} weighted sums of a batch of "
+                f"{rows.size} rows; its policy hetero_lr.rows_per_cross_term="
+                f"{limits.rows_per_cross_term} needs {len(cross) * limits.rows_per_cross_term}+ "
+                "rows per batch so the sums never pin down single rows"
+            )
         plain = fp.from_residue(paillier.decrypt_many(own.private, cross), own.public.n)
         clock.since("decrypt", started, ops=len(cross))
         _save_clock(ctx, clock)
@@ -521,14 +583,12 @@ class _Platform:
             "batch": current["batch"],
             "sums": dumps([str(v) for v in plain]),
         }
-        n_batches = -(
-            -int(settings["n_train"])
-            // max(1, int(settings["batch_size"]) or int(settings["n_train"]))
-        )
+        n_batches = _n_batches(int(settings["n_train"]), int(settings["batch_size"]))
         if current["batch"] == n_batches - 1:
-            moved = coef - np.asarray(state["epoch_start"], dtype=np.float64)
-            payload["moved2"] = float(moved @ moved)
-            payload["size2"] = float(coef @ coef)
+            # One bit per epoch: whether this party's own coefficients have settled. The
+            # bank never sees the platform's coefficient norms or their change.
+            start = np.asarray(state["epoch_start"], dtype=np.float64)
+            payload["converged"] = bool(relative_change(coef - start, 0.0, coef, 0.0) < params.tol)
         state["current"] = None
         ctx.store.put_json("hlr.state", state)
         return env.reply("cross_sums", payload)
@@ -636,7 +696,10 @@ class _Bank:
         specs, fine = _fine_bins(ctx, rows, train, params.max_bin)
         clock.since("binning", started)
         started = time.perf_counter()
-        keys = KeyPair.generate(params.key_bits, insecure=params.insecure_test_keys)
+        limits = ctx.guard.limits
+        key_bits = limits.key_bits_for(params.key_bits)
+        limits.check_key(key_bits, "the bank's own Paillier key")
+        keys = KeyPair.generate(key_bits, insecure=limits.allow_insecure_test_keys)
         fp.check_key(keys.public.n)
         clock.since("keygen", started)
         started = time.perf_counter()
@@ -659,11 +722,7 @@ class _Bank:
             "seed": secrets.randbits(63),
         }
         ctx.store.put_json("hlr.state", state)
-        init = {
-            "max_bin": params.max_bin,
-            "key_bits": params.key_bits,
-            "insecure_test_keys": params.insecure_test_keys,
-        }
+        init = {"max_bin": params.max_bin, "key_bits": key_bits}
         ciphertexts = paillier.ciphertexts_to_array(keys.public, enc_y)
         return [
             Envelope(
@@ -684,7 +743,9 @@ class _Bank:
 
     def _send_bins(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         params = HeteroLRParams(**state["params"])
-        keys = KeyPair.load(ctx.store, insecure=params.insecure_test_keys, prefix=_KEY)
+        keys = KeyPair.load(
+            ctx.store, insecure=ctx.guard.limits.allow_insecure_test_keys, prefix=_KEY
+        )
         clock = _load_clock(ctx)
         y = ctx.store.get_array("hlr.y")
         fine = ctx.store.get_array("hlr.fine").astype(np.int32)
@@ -697,7 +758,9 @@ class _Bank:
         for p in state["platforms"]:
             per_platform[p] = self._platform_tables(ctx, p, params, keys, clock)
             tables.extend(per_platform[p])
-            ctx.store.put_json(f"hlr.platform_key.{p}", self._got(ctx, p, "public_key"))
+            key = self._got(ctx, p, "public_key")
+            _public(key, ctx.guard.limits, f"platform '{p}''s Paillier key")
+            ctx.store.put_json(f"hlr.platform_key.{p}", key)
         _save_clock(ctx, clock)
         ctx.store.put_json("hlr.tables", [t.to_dict() for t in tables])
         n_own = len(specs)
@@ -813,7 +876,9 @@ class _Bank:
         return batch_schedule(state["n_train"], params.batch_size, state["epoch"], state["seed"])
 
     def _send_batch(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
-        keys = KeyPair.load(ctx.store, insecure=state["params"]["insecure_test_keys"], prefix=_KEY)
+        keys = KeyPair.load(
+            ctx.store, insecure=ctx.guard.limits.allow_insecure_test_keys, prefix=_KEY
+        )
         if state["batch"] == 0:
             state["epoch_started"] = time.time()  # wall clock: parties may run in other processes
         rows = self._schedule(state)[state["batch"]]
@@ -842,8 +907,8 @@ class _Bank:
         ]
 
     def _send_updates(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
-        params = HeteroLRParams(**state["params"])
-        keys = KeyPair.load(ctx.store, insecure=params.insecure_test_keys, prefix=_KEY)
+        limits = ctx.guard.limits
+        keys = KeyPair.load(ctx.store, insecure=limits.allow_insecure_test_keys, prefix=_KEY)
         rows = self._schedule(state)[state["batch"]]
         tables, coarse, _ = self._own(ctx)
         clock = _load_clock(ctx)
@@ -859,7 +924,7 @@ class _Bank:
             grad = fp.from_residue(paillier.decrypt_many(keys.private, enc_grad), keys.public.n)
             clock.since("decrypt", started, ops=len(enc_grad))
             platform_key = _public(
-                ctx.store.get_json(f"hlr.platform_key.{p}"), params.insecure_test_keys
+                ctx.store.get_json(f"hlr.platform_key.{p}"), limits, f"platform '{p}''s key"
             )
             enc_u = paillier.ciphertexts_from_array(platform_key, self._got_array(ctx, p, "enc_u"))
             if len(enc_u) != rows.size:
@@ -905,14 +970,13 @@ class _Bank:
         r = np.asarray([int(v) for v in ctx.store.get_json("hlr.r")], dtype=object)
         masks = ctx.store.get_json("hlr.masks")
         cross = [0] * (len(tables) + 1)
-        moved2 = size2 = 0.0
+        votes = []
         for p in state["platforms"]:
             sums = [int(v) for v in json.loads(self._got(ctx, p, "sums"))]
             values = fp.unmask(sums, [int(m) for m in masks[p]])
             cross = [a + b for a, b in zip(cross, values, strict=True)]
             if state["batch"] == len(schedule) - 1:
-                moved2 += float(self._got(ctx, p, "moved2"))
-                size2 += float(self._got(ctx, p, "size2"))
+                votes.append(bool(self._got(ctx, p, "converged")))
         grads = []
         for j, table in enumerate(tables):
             weights = fp.encode(np.asarray(table.woe, dtype=np.float64))
@@ -928,32 +992,32 @@ class _Bank:
         coef = coef - rate * (np.asarray(grads) + lr.l2 * coef)
         intercept = float(state["intercept"]) - rate * grad_b
         state.update({"coef": coef.tolist(), "intercept": intercept})
-        self._forget_inputs(ctx, state, ("sums", "moved2", "size2", "epoch", "batch"))
+        self._forget_inputs(ctx, state, ("sums", "converged", "epoch", "batch"))
         ctx.store.delete("hlr.masks")
         ctx.store.delete("hlr.r")
         if state["batch"] < len(schedule) - 1:
             state["batch"] += 1
             return self._send_batch(ctx, state)
         start = np.asarray(state["epoch_start"], dtype=np.float64)
-        moved2 += float(np.sum(np.square(coef - start[:-1]))) + (intercept - start[-1]) ** 2
-        size2 += float(coef @ coef) + intercept**2
-        change = float(np.sqrt(moved2) / max(1.0, np.sqrt(size2)))
+        change = relative_change(coef - start[:-1], intercept - start[-1], coef, intercept)
+        settled = change < lr.tol and all(votes)
         state["history"].append(
             {
                 "epoch": state["epoch"],
                 "change": change,
+                "platforms_settled": all(votes),
                 "seconds": time.time() - float(state["epoch_started"]),
                 "batches": len(schedule),
             }
         )
         state["epoch"] += 1
         state["batch"] = 0
-        if change < lr.tol or state["epoch"] >= lr.max_epochs:
+        if settled or state["epoch"] >= lr.max_epochs:
             state.update(
                 {
                     "expect": "final",
                     "pending": list(state["platforms"]),
-                    "converged": change < lr.tol,
+                    "converged": settled,
                 }
             )
             ctx.store.put_json("hlr.state", state)
@@ -1033,7 +1097,6 @@ class _Bank:
         path = part.save(ctx.model_dir())
         clock = _load_clock(ctx)
         _cleanup(ctx)
-        iv = iv_table(tables)
         return Envelope(
             PROTOCOL,
             "done",
@@ -1052,9 +1115,6 @@ class _Bank:
                     }
                 ),
                 "platform_parts": dumps(refs),
-                "iv": dumps(iv.to_dict(orient="records")),
-                "scorecard": dumps(card.to_dict()),
-                "coefficients": dumps(coefficients),
                 "clock": dumps({ctx.name: clock.to_dict(), **clocks}),
             },
         )
@@ -1106,9 +1166,6 @@ class HeteroLROutcome:
     seed: int
     bank_part: dict[str, Any]
     platform_parts: dict[str, dict[str, str]]
-    iv: list[dict[str, Any]]
-    scorecard: dict[str, Any]
-    coefficients: dict[str, float]
     clock: dict[str, Any]
 
 
@@ -1125,8 +1182,5 @@ def conclude(replies: Sequence[Envelope]) -> HeteroLROutcome:
         seed=int(env.text("seed")),
         bank_part=env.json("bank_part"),
         platform_parts=env.json("platform_parts"),
-        iv=env.json("iv"),
-        scorecard=env.json("scorecard"),
-        coefficients=env.json("coefficients"),
         clock=env.json("clock"),
     )
