@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
-from federated import progress
+from federated import interrupt, progress
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
@@ -31,6 +31,9 @@ JOB = "job"
 
 #: Seconds the coordinator waits for nodes to close their part of a job that failed.
 CLOSE_TIMEOUT = 60.0
+#: ... of a job interrupted on request: a node busy with a long step is not waited for (its
+#: reservation stays open until its operator settles it from the node's journal).
+INTERRUPTED_CLOSE_TIMEOUT = 5.0
 
 
 class StageClock:
@@ -149,8 +152,9 @@ def close_parties(
     if not names:
         return {}
     envelopes = [Envelope(JOB, "end", COORDINATOR, n, {"outcome": outcome}) for n in names]
+    timeout = INTERRUPTED_CLOSE_TIMEOUT if interrupt.stop_requested() else CLOSE_TIMEOUT
     try:
-        replies, failed = transport.exchange_partial(envelopes, timeout=CLOSE_TIMEOUT)
+        replies, failed = transport.exchange_partial(envelopes, timeout=timeout, final=True)
     except (TransportError, ProtocolError) as exc:
         if strict:
             raise

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from flwr.app import Message
 from flwr.serverapp import Grid
 
+from federated import interrupt
 from federated.codec import decode, encode
 from federated.party import ERROR_PROTOCOL, ERROR_STAGE
 from federated.transport import Direction, Tap, TrafficStats, TransportError
@@ -150,13 +151,14 @@ class FlowerTransport:
         return dict(self._node_of)
 
     def exchange_partial(
-        self, envelopes: Sequence[Envelope], *, timeout: float
+        self, envelopes: Sequence[Envelope], *, timeout: float, final: bool = False
     ) -> tuple[list[Envelope], dict[str, str]]:
         """Like :meth:`exchange`, but a party that fails or stays silent is reported, not fatal.
 
         For protocols that tolerate dropouts (secure aggregation): returns the replies of the
         parties that answered and, for each that did not, why (its error, or silence within
-        ``timeout`` seconds).
+        ``timeout`` seconds). ``final``: the last hop of a job (``job/end``), delivered even
+        after a stop was requested.
         """
         batches: dict[int, list[Envelope]] = defaultdict(list)
         for env in envelopes:
@@ -172,7 +174,7 @@ class FlowerTransport:
                 Message(content=encode(envs), dst_node_id=node, message_type=MESSAGE_TYPE)
             )
         started = time.monotonic()
-        raw = self.send_and_receive(messages, timeout)
+        raw = self.send_and_receive(messages, timeout, interruptible=not final)
         self.stats.hop(time.monotonic() - started)
         replies: list[Envelope] = []
         failed: dict[str, str] = {}
@@ -247,20 +249,29 @@ class FlowerTransport:
             )
         return by_node
 
-    def send_and_receive(self, messages: list[Message], timeout: float) -> list[Message]:
+    def send_and_receive(
+        self, messages: list[Message], timeout: float, *, interruptible: bool = True
+    ) -> list[Message]:
         """Push ``messages`` and pull their replies until all arrived or ``timeout`` passed.
 
         One hop at the Flower level (no lab envelopes, no traffic accounting). With ``poll``
-        set, replies are pulled adaptively instead of at the grid's own fixed interval.
+        set, replies are pulled adaptively instead of at the grid's own fixed interval (the
+        simulation's in-memory grid: every ``pull_interval``). Between pulls a requested stop
+        (:mod:`federated.interrupt`) ends the wait, unless ``interruptible`` is off.
         """
-        if self.poll is None or hasattr(self.grid, "pull_interval"):
+        if self.poll is not None:
+            fastest, slowest = self.poll
+        elif hasattr(self.grid, "pull_interval"):
+            fastest = slowest = float(self.grid.pull_interval)
+        else:
             return list(self.grid.send_and_receive(messages, timeout=timeout))
-        fastest, slowest = self.poll
         waiting = set(self.grid.push_messages(messages))
         deadline = time.monotonic() + timeout
         delay = fastest
         replies: list[Message] = []
         while waiting:
+            if interruptible:
+                interrupt.check()
             pulled = list(self.grid.pull_messages(waiting))
             replies.extend(pulled)
             waiting -= {m.metadata.reply_to_message_id for m in pulled}

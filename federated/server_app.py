@@ -19,6 +19,7 @@ from flwr.serverapp import Grid, ServerApp
 from federated.capture import CAPTURE_FILE, CaptureWriter
 from federated.driver import run_job
 from federated.flower_transport import FlowerTransport
+from federated.interrupt import JobInterruptedError
 from federated.spec import JobSpec, SpecError
 from federated.transport import PartyError, TransportError
 from models.protocol import ProtocolError
@@ -26,6 +27,9 @@ from models.protocol import ProtocolError
 logger = logging.getLogger(__name__)
 
 ERROR_FILE = "error.json"
+
+#: Error type of a job stopped on request.
+INTERRUPTED = "JobInterrupted"
 
 app = ServerApp()
 
@@ -78,6 +82,8 @@ def main(grid: Grid, context: Context) -> None:
         result.write(result_dir)
     except PartyError as exc:
         write_error(result_dir, exc.error_type, str(exc), exc.party)
+    except JobInterruptedError as exc:
+        write_error(result_dir, INTERRUPTED, str(exc))
     except (TransportError, ProtocolError, SpecError) as exc:
         write_error(result_dir, type(exc).__name__, str(exc))
     except Exception as exc:  # the lab must learn why, whatever happened

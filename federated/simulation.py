@@ -13,15 +13,23 @@ nothing it starts can be reached from another host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import secrets
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 
+import psutil  # type: ignore[import-untyped]
+
+from federated import interrupt
 from federated.result import RESULT_FILE, JobResult
 from federated.server_app import ERROR_FILE
 from federated.spec import JobSpec, PartyBinding
@@ -48,6 +56,85 @@ def loopback_only() -> None:
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:
         constants.ENABLE_RAY_CLUSTER = False  # type: ignore[attr-defined]
+
+
+#: Seconds after a first Ctrl-C before the runtime's processes are killed if the job has not
+#: wound down by itself (a party may be in the middle of a long step).
+STOP_GRACE_SECONDS = 8.0
+
+
+def _ray_processes() -> list[psutil.Process]:
+    """Ray's processes started by this process (GCS, raylet, workers, agents) and their children.
+
+    Found by name among this process's descendants, so servers a caller started itself (tests,
+    notebooks) are never touched.
+    """
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            name = proc.name()
+            command = " ".join(proc.cmdline())
+        except psutil.Error:
+            continue
+        if name in ("gcs_server", "raylet") or name.startswith("ray::") or "/ray/" in command:
+            found[proc.pid] = proc
+            try:
+                found.update({c.pid: c for c in proc.children(recursive=True)})
+            except psutil.Error:
+                continue
+    return list(found.values())
+
+
+def stop_ray_processes(grace: float = 2.0) -> list[int]:
+    """Terminate (then kill) every Ray process of this process; return their pids."""
+    procs = _ray_processes()
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=grace)
+    return [p.pid for p in procs]
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """Ctrl-C stops the job in order, a second Ctrl-C at once.
+
+    The first asks the coordinator to stop: nodes close their part (``job/end``), the runtime
+    winds down, and after :data:`STOP_GRACE_SECONDS` Ray's processes are killed if it has not.
+    The second kills Ray's processes and raises ``KeyboardInterrupt``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupt.reset()
+    previous = signal.getsignal(signal.SIGINT)
+    watchdog: threading.Timer | None = None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal watchdog
+        del signum, frame
+        if interrupt.stop_requested():
+            stop_ray_processes(grace=0.5)
+            raise KeyboardInterrupt
+        logger.warning("interrupted: stopping the job (press Ctrl-C again to stop at once)")
+        interrupt.request_stop()
+        watchdog = threading.Timer(STOP_GRACE_SECONDS, stop_ray_processes)
+        watchdog.daemon = True
+        watchdog.start()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if watchdog is not None:
+            watchdog.cancel()
+        if interrupt.stop_requested():
+            stop_ray_processes()  # whatever did not wind down with the runtime
 
 
 class JobFailedError(RuntimeError):
@@ -173,18 +260,19 @@ def run_embedded(
         },
     }
     try:
-        _run_simulation(
-            num_supernodes=len(bindings),
-            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-            client_app=client_app,
-            server_app=server_app,
-            backend_config=backend_config,  # type: ignore[arg-type]
-            app_dir=str(app_dir()),
-            is_app=True,
-            run=run,
-            server_app_context=context,
-            verbose_logging=options.verbose,
-        )
+        with _interruptible():
+            _run_simulation(
+                num_supernodes=len(bindings),
+                exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+                client_app=client_app,
+                server_app=server_app,
+                backend_config=backend_config,  # type: ignore[arg-type]
+                app_dir=str(app_dir()),
+                is_app=True,
+                run=run,
+                server_app_context=context,
+                verbose_logging=options.verbose,
+            )
     finally:
         flwr_logger.setLevel(previous_level)
     return read_result(result_dir)

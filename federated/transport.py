@@ -115,9 +115,12 @@ class Transport(Protocol):
         """Deliver envelopes to their recipients in one hop and return all replies."""
 
     def exchange_partial(
-        self, envelopes: Sequence[Envelope], *, timeout: float
+        self, envelopes: Sequence[Envelope], *, timeout: float, final: bool = False
     ) -> tuple[list[Envelope], dict[str, str]]:
-        """Like :meth:`exchange`, but return the failures (party -> why) instead of raising."""
+        """Like :meth:`exchange`, but return the failures (party -> why) instead of raising.
+
+        ``final``: the job's last hop, delivered even after a stop was requested.
+        """
 
     @property
     def joined(self) -> list[str]:
@@ -224,10 +227,10 @@ class InProcessTransport:
         return replies
 
     def exchange_partial(
-        self, envelopes: Sequence[Envelope], *, timeout: float
+        self, envelopes: Sequence[Envelope], *, timeout: float, final: bool = False
     ) -> tuple[list[Envelope], dict[str, str]]:
         """Deliver envelopes; a party's error envelope is reported, not raised."""
-        del timeout  # in-process calls return at once
+        del timeout, final  # in-process calls return at once
         replies: list[Envelope] = []
         failed: dict[str, str] = {}
         for env in self.exchange(envelopes):

@@ -20,6 +20,7 @@ import yaml
 from features.errors import DataError
 from features.io import PartyTable, read_party_table
 from federated.result import JobResult
+from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
 from lab import __version__, horizontal, joint, reports, tracking
@@ -150,6 +151,11 @@ def _run(
                     ),
                 )
         except JobFailedError as exc:
+            if exc.error_type == INTERRUPTED:
+                raise JobError(
+                    f"job '{cfg.name}' interrupted: it stopped before it finished and "
+                    "registered nothing"
+                ) from exc
             if exc.error_type not in INPUT_ERRORS:
                 _record_failure(target, experiment, spec.job_id, exc, options)
             if exc.error_type in REFUSALS:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from federated.result import RESULT_FILE, JobResult
-from federated.server_app import ERROR_FILE
+from federated.server_app import ERROR_FILE, INTERRUPTED
 from federated.simulation import JobFailedError, app_dir, read_result
 from federated.spec import JobSpec
 from lab.config import Experiment
@@ -135,23 +135,15 @@ def run_app(
         run_id = control.start_run(app, config)
         logger.info("started run %d on %s", run_id, state.address)
         started = time.monotonic()
-        wrote_at: float | None = None
-        while True:
-            status = control.run_status(run_id)
-            if status.finished:
-                break
-            now = time.monotonic()
-            if wrote_at is None and _has_outcome(result_dir, outcome_files):
-                wrote_at = now
-            if wrote_at is not None and now - wrote_at > WIND_DOWN_SECONDS:
-                break  # the outcome is written; the run's bookkeeping is late
-            if deadline is not None and now - started > deadline:
-                control.stop_run(run_id)
-                raise JobFailedError(
-                    "TimeoutError",
-                    f"run {run_id} did not finish within {deadline:.0f} s; it was stopped",
-                )
-            time.sleep(STATUS_INTERVAL)
+        try:
+            status = _wait(control, run_id, result_dir, outcome_files, started, deadline)
+        except KeyboardInterrupt:
+            # Stop the coordinator's run; each node keeps its open reservation until its
+            # operator settles it from the node's journal (lab budget settle).
+            control.stop_run(run_id)
+            raise JobFailedError(
+                INTERRUPTED, f"the job was interrupted (Ctrl-C); run {run_id} was stopped"
+            ) from None
     if not _has_outcome(result_dir, outcome_files):
         raise JobFailedError(
             "RuntimeError",
@@ -159,6 +151,34 @@ def run_app(
             f"without a result ({status.details or 'no details'}); see {state.superlink.log}",
         )
     return status
+
+
+def _wait(
+    control: ControlClient,
+    run_id: int,
+    result_dir: Path,
+    outcome_files: tuple[str, ...],
+    started: float,
+    deadline: float | None,
+) -> RunStatus:
+    """Poll the run until it finished, or its outcome is written and it overran the wind-down."""
+    wrote_at: float | None = None
+    while True:
+        status = control.run_status(run_id)
+        if status.finished:
+            return status
+        now = time.monotonic()
+        if wrote_at is None and _has_outcome(result_dir, outcome_files):
+            wrote_at = now
+        if wrote_at is not None and now - wrote_at > WIND_DOWN_SECONDS:
+            return status  # the outcome is written; the run's bookkeeping is late
+        if deadline is not None and now - started > deadline:
+            control.stop_run(run_id)
+            raise JobFailedError(
+                "TimeoutError",
+                f"run {run_id} did not finish within {deadline:.0f} s; it was stopped",
+            )
+        time.sleep(STATUS_INTERVAL)
 
 
 def _has_outcome(result_dir: Path, names: tuple[str, ...]) -> bool:

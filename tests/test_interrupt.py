@@ -1,0 +1,197 @@
+"""Ctrl-C on a running ``lab train``: it stops within seconds, leaves no process, registers
+nothing, and the platform's node charges what it released (installed ``lab``, real runtime)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+from lab.demo import publish_feature_set, synthesize
+from tests.conftest import EXPERIMENTS, TEST_KEY_POLICY
+
+pytestmark = pytest.mark.slow
+
+LAB = str(Path(sys.executable).parent / "lab")
+
+
+def _start(args: list[str], home: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "LAB_HOME": str(home)}
+    return subprocess.Popen(
+        [LAB, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _family(pid: int) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def _wait_for(condition: object, job: subprocess.Popen[str], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert job.poll() is None, job.communicate()
+        assert time.monotonic() < deadline, "the job never got there"
+        time.sleep(0.2)
+
+
+def _interrupt(job: subprocess.Popen[str]) -> tuple[float, str, set[int]]:
+    """SIGINT the job; return seconds to exit, its stderr, and the processes it had started."""
+    family = _family(job.pid)
+    started = time.monotonic()
+    job.send_signal(signal.SIGINT)
+    try:
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    return time.monotonic() - started, err, family
+
+
+def _registered(home: Path) -> list[object]:
+    from mlflow.tracking import MlflowClient
+
+    if not (home / "mlflow.db").exists():
+        return []
+    return list(
+        MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}").search_registered_models()
+    )
+
+
+def test_ctrl_c_stops_an_embedded_job_and_every_process_it_started(lab_home: Path) -> None:
+    job = _start(
+        [
+            "train",
+            str(EXPERIMENTS / "breast_secureboost.yaml"),
+            "--set",
+            "model.n_estimators=60",
+        ],
+        lab_home,
+    )
+    # Mid-training: Ray's workers act for the parties.
+    _wait_for(
+        lambda: any(
+            "ClientAppActor" in " ".join(p.cmdline()) or p.name().startswith("ray::ClientApp")
+            for p in psutil.Process(job.pid).children(recursive=True)
+        ),
+        job,
+    )
+    time.sleep(8)
+    seconds, err, family = _interrupt(job)
+    assert job.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: job 'breast-secureboost' interrupted"), err
+    assert "Traceback" not in err
+    assert family
+    assert not [pid for pid in family if psutil.pid_exists(pid) and _alive(pid)]
+    assert _registered(lab_home) == []
+    print(f"interrupted embedded job exited after {seconds:.1f} s")  # figure for the issue note
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    from lab.governance.audit import AuditLog
+    from lab.governance.ledger import BudgetLedger
+
+    ref = "sme_stop@1"
+    folder = tmp_path / "sme"
+    synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=9)
+    publish_feature_set(folder, ref)
+    from lab.governance.policy import set_policy
+
+    set_policy(list(TEST_KEY_POLICY), lab_home)
+    ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
+    groups = sorted(
+        {
+            str(v["group"])
+            for v in json.loads((folder / "columns.json").read_text()).values()
+            if v.get("party") == "platform"
+        }
+    )
+    today = datetime.now(UTC).date()
+    pd.DataFrame(
+        {
+            "enterprise_id": ids["enterprise_id"],
+            "bank": "bank",
+            "purpose": "credit_risk_modeling",
+            "valid_from": (today - timedelta(days=1)).isoformat(),
+            "valid_to": (today + timedelta(days=30)).isoformat(),
+            "groups": ";".join(groups),
+            "personal_consent": "true",
+        }
+    ).to_csv(folder / "auth.csv", index=False)
+    from lab.governance.authorizations import AuthorizationRegistry
+
+    with AuthorizationRegistry() as registry:
+        registry.import_csv(folder / "auth.csv")
+    with BudgetLedger() as ledger:
+        ledger.set_cap(ref, "bank", epsilon=50.0, delta=1e-5)
+    config = {
+        "name": "stopped",
+        "kind": "vertical",
+        "parties": [
+            {
+                "name": "bank",
+                "role": "bank",
+                "data": "bank_1.csv",
+                "id_column": "enterprise_id",
+                "label_column": "default_12m",
+            },
+            {
+                "name": "platform",
+                "role": "platform",
+                "data": "platform.csv",
+                "id_column": "enterprise_id",
+            },
+        ],
+        "model": {
+            "type": "secureboost",
+            "n_estimators": 200,
+            "max_depth": 3,
+            "max_bin": 8,
+            "dp_epsilon": 8.0,
+        },
+        "crypto": {"key_bits": 512, "insecure_test_keys": True},
+        "alignment": {"id_scheme": "uscc", "min_intersection": 10},
+    }
+    (folder / "stopped.yaml").write_text(yaml.safe_dump(config))
+    job = _start(["train", str(folder / "stopped.yaml")], lab_home)
+    log = AuditLog()
+    _wait_for(lambda: log.head() is not None and any(True for _ in log.entries("alignment")), job)
+    time.sleep(3)
+    seconds, err, family = _interrupt(job)
+    assert job.returncode == 1, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert not [pid for pid in family if _alive(pid)]
+    assert _registered(lab_home) == []
+    # The platform's node heard job/end and committed the releases it had made, as failed.
+    with BudgetLedger() as ledger:
+        [record] = ledger.jobs()
+    assert (record.state, record.outcome) == ("committed", "failed")
+    assert record.actual_events is not None
+    made = sum(e.steps for e in record.actual_events)
+    assert 0 < made < sum(e.steps for e in record.planned_events)
+    types = [e.type for e in AuditLog().entries()]
+    assert "job_failed" in types
+    assert "model_registered" not in types
+    print(f"interrupted governed job exited after {seconds:.1f} s, {made} releases charged")
