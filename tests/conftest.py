@@ -27,9 +27,12 @@ for _key, _value in {
 def lab_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """Every test gets its own (not yet created) LAB_HOME and no outside tracking URI."""
-    home = tmp_path_factory.mktemp("labhome") / "home"
+    """Every test gets its own (not yet created) LAB_HOME, audit key folder and no outside
+    tracking URI. The keys live beside the home, not in it (as they must)."""
+    root = tmp_path_factory.mktemp("labhome")
+    home = root / "home"
     monkeypatch.setenv("LAB_HOME", str(home))
+    monkeypatch.setenv("LAB_KEYS", str(root / "keys"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return home
