@@ -23,6 +23,15 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Audit keys of module- and session-scoped fixtures: never the user's ~/.config/lab/keys."""
+    keys = tmp_path_factory.mktemp("session-keys")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAB_KEYS", str(keys))
+        yield keys
+
+
 @pytest.fixture(autouse=True)
 def lab_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
