@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from features.io import file_digest
+from features.safe_csv import write_csv
 from features.synth import SMEConfig, generate, write
 from lab.config import experiment_from_dict
 from lab.errors import InputError
@@ -205,7 +206,7 @@ def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> P
     )
     path = folder / "authorizations.csv"
     if not path.exists():
-        frame.to_csv(path, index=False)
+        write_csv(frame, path)
     with AuthorizationRegistry() as registry:
         registry.import_csv(path, actor="demo-platform")
     return path

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.home import ensure, lab_home
+from lab.paths import inside
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -82,7 +83,8 @@ def _experiment_id(client: Any, target: TrackingTarget) -> str:
         return str(existing.experiment_id)
     location = None
     if target.artifact_root is not None:
-        location = ensure(target.artifact_root / target.experiment).as_uri()
+        folder = inside(target.artifact_root, target.experiment, what="MLflow experiment")
+        location = ensure(folder).as_uri()
     return str(client.create_experiment(target.experiment, artifact_location=location))
 
 
