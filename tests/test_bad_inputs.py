@@ -263,7 +263,7 @@ def test_too_few_bad_outcomes_are_refused_before_training(tmp_path: Path, lab_ho
     assert len(errors) == 1, done.stderr
     assert "Traceback" not in done.stderr
     assert "(job/split): the test part of the bank's split would hold 1 bad outcome(s)" in errors[0]
-    assert "at least 5 in each part" in errors[0]
+    assert "at least 3 in each part" in errors[0]
     assert "is not allowed after" not in done.stderr
     assert not (lab_home / "parties" / "platform" / "models").exists()  # nothing trained
 
