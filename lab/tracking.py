@@ -110,6 +110,8 @@ def runs_tagged(uri: str, key: str, value: str) -> list[tuple[str, dict[str, str
     """
     from mlflow.entities import ViewType
 
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []  # no store yet: nothing anchored there (and reading must not create one)
     client = _client(TrackingTarget(uri=uri, experiment="", artifact_root=None))
     experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
     if not experiment_ids:

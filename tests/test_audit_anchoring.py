@@ -265,6 +265,8 @@ def test_the_job_runs_mlflow_head_catches_a_key_holder(lab_home: Path) -> None:
         tracking.TAG_AUDIT_HEAD: str(log.head()),
         tracking.TAG_AUDIT_KEY: log.key_fingerprint(),
     }
+    assert anchors.from_mlflow(tracking.default_tracking_uri(), tags[tracking.TAG_AUDIT_KEY]) == []
+    assert not (lab_home / "mlflow.db").exists()  # looking did not create a store
     target = tracking.target_for(None, "anchoring")
     with tracking.open_run(target, "job-1", tags):
         pass
