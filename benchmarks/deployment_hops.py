@@ -123,6 +123,7 @@ def main() -> None:
     report: dict[str, Any] = {"experiment": str(args.experiment), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="lab-hops-") as tmp:
         os.environ.setdefault("LAB_HOME", str(Path(tmp) / "lab-home"))
+        os.environ.setdefault("LAB_KEYS", str(Path(tmp) / "lab-keys"))  # the home's audit key
         hops = {}
         for profile in ("stock", "tuned"):
             hops[profile] = measure_hops(args.experiment, profile, args.rounds, Path(tmp) / profile)

@@ -138,6 +138,7 @@ def main() -> None:
         overrides.append(f"model.max_epochs={args.epochs}")
     with tempfile.TemporaryDirectory(prefix="hlr-bench-") as tmp:
         os.environ["LAB_HOME"] = str(Path(tmp) / "home")
+        os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         experiment = load_experiment(args.experiment, overrides)
         started = time.perf_counter()
         summary = run_experiment(experiment, RunOptions())

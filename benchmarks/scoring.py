@@ -85,6 +85,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lab-scoring-") as tmp:
         home = Path(tmp) / "home"
         os.environ["LAB_HOME"] = str(home)
+        os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         from lab.cli import run
         from tests.serving_helpers import (
             SERVED_BANK,

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from lab.governance import events
 from lab.governance._common import canonical_json
-from lab.governance.audit import GENESIS, AuditLog, Head, Tamper, entry_hash
+from lab.governance.audit import GENESIS, AuditLog, Head, Tamper, VerifyReport, entry_hash
 from lab.governance.errors import AuditIntegrityError, AuditPayloadError
+from lab.governance.signing import PublicKey
 
 N = 6
 
@@ -383,14 +384,32 @@ def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> Non
 # -- property: any single-point damage is detected ----------------------------------------------
 
 
-def _pristine() -> tuple[bytes, bytes]:
+def _pristine() -> tuple[bytes, bytes, PublicKey]:
+    # Built at import, before any fixture: its key folder is explicit (never ~/.config).
     with tempfile.TemporaryDirectory() as folder:
-        log = AuditLog(Path(folder) / "log.jsonl")
+        log = AuditLog(Path(folder) / "audit" / "log.jsonl", keys_root=Path(folder) / "keys")
         _fill(log, 5)
-        return log.path.read_bytes(), log.head_path.read_bytes()
+        public = log.keys.public()
+        assert public is not None
+        return log.path.read_bytes(), log.head_path.read_bytes(), public
 
 
 PRISTINE = _pristine()
+
+
+def _verify_copy(raw: bytes, head: bytes) -> VerifyReport:
+    """Verify a copy of the pristine log elsewhere, with its public key (as from an anchor)."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = AuditLog(Path(folder) / "audit" / "log.jsonl", keys_root=Path(folder) / "keys")
+        log.path.parent.mkdir()
+        log.path.write_bytes(raw)
+        log.head_path.write_bytes(head)
+        return log.verify(public_key=PRISTINE[2])
+
+
+def test_an_undamaged_copy_verifies() -> None:
+    report = _verify_copy(PRISTINE[0], PRISTINE[1])
+    assert report.ok, report.summary()
 
 
 @settings(
@@ -398,7 +417,7 @@ PRISTINE = _pristine()
 )
 @given(data=st.data())
 def test_any_damage_is_detected(data: st.DataObject) -> None:
-    raw, head = PRISTINE
+    raw, head, _ = PRISTINE
     lines = raw.decode().splitlines(keepends=True)
     op = data.draw(st.sampled_from(["byte", "delete", "swap", "duplicate", "truncate"]))
     if op == "byte":
@@ -421,12 +440,10 @@ def test_any_damage_is_detected(data: st.DataObject) -> None:
         damaged = "".join([*lines[:j], lines[i], *lines[j:]]).encode()
     else:
         damaged = raw[: data.draw(st.integers(0, len(raw) - 1))]
-    with tempfile.TemporaryDirectory() as folder:
-        log = AuditLog(Path(folder) / "log.jsonl")
-        log.path.write_bytes(damaged)
-        log.head_path.write_bytes(head)
-        report = log.verify()
+    report = _verify_copy(damaged, head)
     assert not report.ok, f"{op} went unnoticed"
+    assert report.problem is not None
+    assert report.problem.kind is not Tamper.UNVERIFIED
 
 
 # -- recovery after a crash -----------------------------------------------------------------------
