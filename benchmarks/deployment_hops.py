@@ -136,6 +136,7 @@ def main() -> None:
     report: dict[str, Any] = {"experiment": str(args.experiment), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="lab-hops-") as tmp:
         os.environ.setdefault("LAB_HOME", str(Path(tmp) / "lab-home"))
+        os.environ.setdefault("LAB_KEYS", str(Path(tmp) / "lab-keys"))  # the home's audit key
         allow_fast_keys(None, sets)
         hops = {}
         for profile in ("stock", "tuned"):

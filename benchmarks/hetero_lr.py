@@ -139,6 +139,7 @@ def main() -> None:
         overrides.append(f"model.max_epochs={args.epochs}")
     with tempfile.TemporaryDirectory(prefix="hlr-bench-") as tmp:
         os.environ["LAB_HOME"] = str(Path(tmp) / "home")
+        os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         if args.key_bits < 2048:
             # The benchmark owns every node of its home: their policy allows FATE's key size.
             set_policy(

@@ -42,6 +42,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from features.safe_csv import write_csv  # noqa: E402
 from federated.party import DictStore, PartyRuntime  # noqa: E402
 from federated.protocols import party_protocols  # noqa: E402
 from federated.spec import AlignmentSpec, JobSpec, PartyBinding, PartySpec  # noqa: E402
@@ -81,10 +82,8 @@ def make_ids(
 def write_tables(folder: Path, bank: list[str], platform: list[str]) -> tuple[Path, Path]:
     rng = np.random.default_rng(1)
     bank_path, platform_path = folder / "bank.csv", folder / "platform.csv"
-    pd.DataFrame({"id": bank, "y": rng.integers(0, 2, len(bank)), "x": 0.5}).to_csv(
-        bank_path, index=False
-    )
-    pd.DataFrame({"id": platform, "z": 1.5}).to_csv(platform_path, index=False)
+    write_csv(pd.DataFrame({"id": bank, "y": rng.integers(0, 2, len(bank)), "x": 0.5}), bank_path)
+    write_csv(pd.DataFrame({"id": platform, "z": 1.5}), platform_path)
     return bank_path, platform_path
 
 

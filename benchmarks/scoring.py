@@ -16,7 +16,14 @@ separate processes, then times single-enterprise requests:
   endpoint with the same token: the part of the above spent at the platform.
 
 Requests are sequential (one in flight), after ``--warmup`` untimed ones. Reports p50/p95/max
-in milliseconds. Everything is stopped at the end.
+in milliseconds.
+
+Then the abuse figures, ``--abusive`` calls of each kind fired back to back, counting the audit
+entries they added to the platform's log (read after the endpoint stopped, so whatever it
+buffers is flushed): calls without a token; calls with the bank's token about an enterprise that
+did not authorize it (a probe: audited call by call, on purpose); and calls naming 1,000
+enterprises each, past the bank's decision budget (enterprises x splits). Everything is stopped
+at the end.
 """
 
 from __future__ import annotations
@@ -63,16 +70,22 @@ def _time(fn: Any, n: int, warmup: int) -> list[float]:
     return out
 
 
+def _lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--abusive", type=int, default=1000, help="calls per abuse kind")
     parser.add_argument("--summary-json", type=Path, default=Path("out/scoring.json"))
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="lab-scoring-") as tmp:
         home = Path(tmp) / "home"
         os.environ["LAB_HOME"] = str(home)
+        os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         from lab.cli import run
         from tests.serving_helpers import (
             SERVED_BANK,
@@ -118,11 +131,53 @@ def main() -> None:
 
             e2e = _time(end_to_end, args.requests, args.warmup)
             hop = _time(platform_hop, args.requests, args.warmup)
+            log_path = home / "audit" / "log.jsonl"
+            try:
+                from lab.serving import refusals
+
+                window = refusals.DEFAULT_WINDOW_S
+            except ImportError:  # an endpoint that audits every call on its own
+                window = 0.0
+            abuse: dict[str, Any] = {}
+            probe = {
+                "model_id": ref["model_id"],
+                "purpose": "loan_approval",
+                "enterprise_ids": ["x"],
+            }
+            heavy = {**probe, "enterprise_ids": [f"x{i}" for i in range(1000)]}
+            kinds = (
+                ("no_token", {}, probe),
+                ("probing_unauthorized_ids", headers, probe),
+                ("over_decision_budget", headers, heavy),
+            )
+            for kind, auth, body in kinds:
+                lines = _lines(log_path)
+                started = time.perf_counter()
+                codes: dict[int, int] = {}
+                for _ in range(args.abusive):
+                    code = client.post(platform_url, json=body, headers=auth).status_code
+                    codes[code] = codes.get(code, 0) + 1
+                seconds = time.perf_counter() - started
+                time.sleep(window + 1)  # let a window close, so its counts land in this kind
+                abuse[kind] = {
+                    "calls": args.abusive,
+                    "status_counts": {str(k): v for k, v in sorted(codes.items())},
+                    "seconds": round(seconds, 2),
+                    "log_lines_before": lines,
+                }
             client.close()
+        final = _lines(log_path)  # the endpoint has stopped: buffered counts are flushed
+        order = list(abuse)
+        for index, kind in enumerate(order):
+            end = abuse[order[index + 1]]["log_lines_before"] if index + 1 < len(order) else final
+            written = end - abuse[kind].pop("log_lines_before")
+            abuse[kind]["audit_entries_written"] = written
+            abuse[kind]["audit_entries_per_1000_calls"] = round(written * 1000 / args.abusive, 1)
     summary = {
         "what": "single-enterprise scoring latency, sequential requests on 127.0.0.1",
         "end_to_end_invocations": _percentiles(e2e),
         "platform_hop_reference": _percentiles(hop),
+        "abuse": abuse,
         "model": {"n_estimators": 3, "max_depth": 2, "platform_splits": n_splits},
         "train_seconds": round(train_s, 1),
         "cpus": os.cpu_count(),

@@ -170,6 +170,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
         os.environ["LAB_HOME"] = str(Path(tmp) / "home")
+        os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         if args.scale:
             (Path(tmp) / "data").mkdir()
             experiment = scale_experiment(

@@ -9,7 +9,11 @@ Conventions
 - Ids are strings, normalised by stripping surrounding whitespace. Empty and duplicate ids are
   errors (one enterprise appears at most once per party table: the privacy unit).
 - A feature column is numeric when every non-missing value parses as a finite number, and
-  categorical (strings) otherwise or when listed in ``categorical``.
+  categorical (strings) otherwise or when listed in ``categorical``. A column whose only
+  non-numbers are numbers written with a comma (``1,5``, ``1,500``) is refused rather than
+  silently made categorical.
+- Every CSV row has the header's number of fields: a short row is refused with its line
+  number (pandas would silently fill it with missing values).
 - Missing values are empty cells and the usual NA spellings (:data:`MISSING_TOKENS`).
 - Labels are binary: 0 (good) or 1 (bad, e.g. default within 12 months), both present.
 """
@@ -43,6 +47,9 @@ MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "None
 SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 _MAX_SHOWN = 5
+
+#: A number written with a decimal comma or thousands separators: ``1,5``, ``-0,25``, ``1,500``.
+_COMMA_NUMBER = r"[+-]?(?:\d+,\d*|\d*,\d+)(?:,\d+)*(?:\.\d+)?"
 
 
 @dataclass(frozen=True)
@@ -276,15 +283,52 @@ def _read_raw(path: Path) -> pd.DataFrame:
             )
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{path}: the file is empty; export the data with a header row") from exc
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+    except pd.errors.ParserError as exc:
+        _check_row_lengths(path)  # names the lines; pandas' message names only the first
+        raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
+    except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
     names = [str(c) for c in frame.columns]
     if not path.name.endswith(".parquet"):
         names = _csv_header(path)  # pandas renames duplicates ("a" -> "a.1"): look at the file
+        if len(frame.columns) and (frame.iloc[:, -1] == "").any():
+            _check_row_lengths(path)  # a short row looks like empty trailing cells
     duplicated = sorted({c for c in names if names.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicate column names {duplicated}; rename them")
     return frame
+
+
+def _check_row_lengths(path: Path) -> None:
+    """Refuse a CSV whose rows do not all have the header's number of fields.
+
+    Raises
+    ------
+    DataError
+        Naming the lines (as a text editor counts them) and their field counts.
+    """
+    opener = gzip.open if path.name.endswith(".gz") else open
+    bad: list[tuple[int, int]] = []
+    n_bad = 0
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        start = reader.line_num + 1
+        for row in reader:
+            if row and len(row) != len(header):
+                n_bad += 1
+                if len(bad) < _MAX_SHOWN:
+                    bad.append((start, len(row)))
+            start = reader.line_num + 1
+    if not n_bad:
+        return
+    shown = ", ".join(f"line {line} has {n}" for line, n in bad)
+    more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
+    raise DataError(
+        f"{path}: {n_bad} row(s) do not have the header's {len(header)} fields: {shown}{more}; "
+        "fix those rows (a missing or extra separator, or a value with a comma that is not "
+        "quoted) so no value shifts into another column or goes missing"
+    )
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -396,6 +440,31 @@ def _parse_label(path: Path, series: pd.Series, column: str) -> npt.NDArray[np.i
     return label
 
 
+def _refuse_comma_numbers(
+    path: Path, name: str, text: pd.Series, parsed: pd.Series, missing: npt.NDArray[np.bool_]
+) -> None:
+    """Refuse a column whose only non-numbers are numbers written with a comma.
+
+    Such a column (``1,5`` for 1.5, or ``1,500``) would otherwise become categorical without a
+    word, and every value would be a level of its own.
+    """
+    failed = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
+    if not failed.size:
+        return
+    values = text.iloc[failed]
+    if not bool(values.str.fullmatch(_COMMA_NUMBER).all()):
+        return
+    shown = list(dict.fromkeys(values.astype(str).tolist()))
+    raise DataError(
+        f"{path}: feature column '{name}' holds {failed.size} number(s) written with a comma, "
+        f"e.g. {_preview(shown)} at {_rows(failed, path)}; write decimals with '.' and no "
+        "thousands separators (1.5, 1500), or list the column under the party's 'categorical' "
+        "if it is a code",
+        redacted=f"{path}: feature column '{name}' holds {failed.size} number(s) written with a "
+        f"comma at {_rows(failed, path)}; write decimals with '.' and no thousands separators",
+    )
+
+
 def _parse_feature(
     path: Path, series: pd.Series, name: str, *, force_categorical: bool
 ) -> tuple[pd.Series, FeatureKind]:
@@ -410,6 +479,8 @@ def _parse_feature(
     else:
         text = series.astype("string").str.strip().mask(missing)
         parsed = None if force_categorical else pd.to_numeric(text, errors="coerce")
+        if parsed is not None:
+            _refuse_comma_numbers(path, name, text, parsed, missing)
         if parsed is None or parsed.isna().to_numpy()[~missing].any():
             return text.astype("category").rename(name), "categorical"
         values = parsed.to_numpy(dtype=float, na_value=np.nan)

@@ -361,7 +361,9 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (for tests and :func:`main`)."""
     command: Callable[..., Any] = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="lab", standalone_mode=False)  # type: ignore[attr-defined]
+        # Without standalone mode Typer catches ``typer.Exit`` itself and *returns* its code
+        # (a command's own return value is None): that code is the command's exit status.
+        status = command.main(args=argv, prog_name="lab", standalone_mode=False)  # type: ignore[attr-defined]
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.exceptions.Abort:
@@ -379,6 +381,17 @@ def run(argv: list[str] | None = None) -> int:
         if os.environ.get("LAB_DEBUG") == "1":
             traceback.print_exc()
         return _fail(EXIT_INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
+    return _exit_status(status)
+
+
+def _exit_status(value: Any) -> int:
+    """The process exit status for what ``main(standalone_mode=False)`` returned.
+
+    ``typer.Exit(code)`` raised by a command comes back as ``code``; a command that returns
+    normally comes back as its return value (``None`` for every ``lab`` command): success.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     return 0
 
 

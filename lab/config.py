@@ -49,8 +49,10 @@ from federated.spec import (
     PartySpec,
     RuntimeSpec,
 )
+from lab import yaml_strict
 from lab.errors import ConfigError
 from lab.home import lab_home
+from lab.paths import NAME_PATTERN, NAME_RULE
 from models.baselines import GBDTSettings
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -292,10 +294,24 @@ class RegistryConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """Where MLflow records the job (default: sqlite in the lab's home folder)."""
+    """Where MLflow records the job (default: sqlite in the lab's home folder).
+
+    ``experiment`` also names the job's artifact folder under ``$LAB_HOME/mlartifacts``, so it
+    is a plain name (:data:`lab.paths.NAME_PATTERN`), never a path.
+    """
 
     uri: Annotated[str, Field(min_length=1)] | None = None
     experiment: Annotated[str, Field(min_length=1)] | None = None
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment_is_a_name(cls, value: str | None) -> str | None:
+        if value is not None and (not NAME_PATTERN.fullmatch(value) or ".." in value):
+            raise ValueError(
+                f"an experiment name becomes a folder under $LAB_HOME/mlartifacts; use "
+                f"{NAME_RULE} (no '/', no '..')"
+            )
+        return value
 
 
 class RuntimeConfig(_Strict):
@@ -548,9 +564,11 @@ def load_experiment(
     if not path.is_file():
         raise ConfigError(f"{path}: experiment config not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml_strict.load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the file ({exc})") from exc
+    except yaml_strict.DuplicateKeyError as exc:
+        raise ConfigError(f"{path}: {exc.describe()}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     return experiment_from_dict(raw, source=path, overrides=overrides, check_data=check_data)
@@ -599,7 +617,7 @@ def apply_override(raw: dict[str, Any], item: str, *, where: str = "<config>") -
     if not sep or not key.strip():
         raise ConfigError(f"--set '{item}': expected KEY=VALUE, e.g. model.n_estimators=5")
     try:
-        value = yaml.safe_load(text) if text.strip() else ""
+        value = yaml_strict.load(text) if text.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"--set '{item}': value is not valid YAML") from exc
     parts = key.strip().split(".")

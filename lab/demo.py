@@ -20,7 +20,9 @@ import pandas as pd
 import yaml
 
 from features.io import file_digest
+from features.safe_csv import write_csv
 from features.synth import SMEConfig, generate, write
+from lab import yaml_strict
 from lab.config import experiment_from_dict
 from lab.errors import InputError
 from lab.governance.authorizations import AuthorizationRegistry
@@ -45,7 +47,7 @@ HORIZONTAL_EXPERIMENT_FILE = "experiment_horizontal.yaml"
 def default_experiment() -> dict[str, Any]:
     """The embedded default experiment of the demo (data paths relative to the data folder)."""
     text = (resources.files("lab") / "defaults" / "demo.yaml").read_text(encoding="utf-8")
-    raw: dict[str, Any] = yaml.safe_load(text)
+    raw: dict[str, Any] = yaml_strict.load(text)
     return raw
 
 
@@ -205,7 +207,7 @@ def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> P
     )
     path = folder / "authorizations.csv"
     if not path.exists():
-        frame.to_csv(path, index=False)
+        write_csv(frame, path)
     with AuthorizationRegistry() as registry:
         registry.import_csv(path, actor="demo-platform")
     return path

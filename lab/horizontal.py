@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.safe_csv import write_csv
 from federated.result import JobResult
 from lab import registry, tracking
 from lab.config import Experiment, HorizontalModelConfig
@@ -142,7 +143,7 @@ def log_horizontal(
         run.log_metric_series(f"round_{column}", values)
     hz_dir = folder / "horizontal"
     hz_dir.mkdir()
-    frame.to_csv(hz_dir / "rounds.csv", index=False)
+    write_csv(frame, hz_dir / "rounds.csv")
     (hz_dir / "rounds.json").write_text(json.dumps(details.get("rounds", []), indent=1))
     (hz_dir / "bank_alone.json").write_text(json.dumps(details.get("bank_alone", {}), indent=1))
     run.log_artifacts(hz_dir, "horizontal")

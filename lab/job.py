@@ -26,6 +26,7 @@ from federated.spec import JobSpec
 from lab import __version__, horizontal, joint, reports, tracking
 from lab.config import Experiment
 from lab.errors import InputError, JobError
+from lab.governance import anchors as audit_anchors
 from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
 from lab.pooled import PooledReference, pooled_horizontal, pooled_reference
@@ -383,7 +384,7 @@ def _tags(experiment: Experiment, result: JobResult) -> dict[str, str]:
     }
     for party in result.parties:
         tags[tracking.TAG_DATA_DIGEST + party.name] = party.digest
-    return tags
+    return tags | audit_anchors.run_tags()  # the audit head, anchored outside $LAB_HOME/audit
 
 
 def _write_artifacts(
@@ -438,6 +439,7 @@ def _record_failure(
         tracking.TAG_KIND: experiment.config.kind,
         tracking.TAG_MODEL: experiment.config.model.type,
         tracking.TAG_ERROR: f"{exc.error_type}: {exc}"[:5000],
+        **audit_anchors.run_tags(),
         **options.extra_tags,
     }
     with tracking.open_run(target, f"{experiment.name}-{job_id[:8]}", tags) as run:

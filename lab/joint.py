@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.safe_csv import write_csv
 from federated.result import JobResult
 from lab import registry, tracking
 from lab.config import Experiment
@@ -131,10 +132,10 @@ def log_joint(
     joint_dir = folder / "joint"
     joint_dir.mkdir()
     importance = importance_frame(result, experiment)
-    importance.to_csv(joint_dir / "feature_importance.csv", index=False)
+    write_csv(importance, joint_dir / "feature_importance.csv")
     if not importance.empty:
         plot_importance(importance, joint_dir / "feature_importance.png")
-    pd.DataFrame(per_tree).to_csv(joint_dir / "per_tree.csv", index=False)
+    write_csv(pd.DataFrame(per_tree), joint_dir / "per_tree.csv")
     return _log_and_register(
         run, target, joint_dir, details, experiment, registry.register_secureboost
     )
@@ -166,12 +167,12 @@ def _log_hetero_lr(
     run.log_metrics({"epochs": float(len(history)), "converged": float(bool(details["converged"]))})
     joint_dir = folder / "joint"
     joint_dir.mkdir()
-    iv_table(part.tables).to_csv(joint_dir / "information_value.csv", index=False)
-    pd.DataFrame(history).to_csv(joint_dir / "epochs.csv", index=False)
+    write_csv(iv_table(part.tables), joint_dir / "information_value.csv")
+    write_csv(pd.DataFrame(history), joint_dir / "epochs.csv")
     coefficients = pd.DataFrame(
         [{"feature": k, "coefficient": v} for k, v in part.coefficients.items()]
     )
-    coefficients.to_csv(joint_dir / "coefficients.csv", index=False)
+    write_csv(coefficients, joint_dir / "coefficients.csv")
     card = Scorecard.from_dict(part.scorecard)
     card.to_csv(joint_dir / "scorecard.csv")
     card.to_html(joint_dir / "scorecard.html", title=f"Scorecard: {experiment.config.name}")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from features.safe_csv import write_csv
 from models.evaluation import EvaluationReport
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
@@ -111,7 +112,7 @@ def write_gains(report: EvaluationReport, stem: Path) -> list[Path]:
     frame = gains_table(report)
     csv = stem.with_suffix(".csv")
     html = stem.with_suffix(".html")
-    frame.to_csv(csv, index=False)
+    write_csv(frame, csv)
     html.write_text(
         frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0), encoding="utf-8"
     )

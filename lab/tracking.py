@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.home import ensure, lab_home
+from lab.paths import inside
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -34,6 +35,10 @@ TAG_MODEL = "lab.model_type"
 TAG_JOINT_STATUS = "lab.joint_model_status"
 TAG_DATA_DIGEST = "lab.data_digest."
 TAG_ERROR = "lab.error"
+#: The head (``SEQ:HASH``) of the audit log of the lab home that ran the job, at run creation,
+#: and its signing key's fingerprint: an anchor outside ``$LAB_HOME/audit``.
+TAG_AUDIT_HEAD = "lab.audit_head"
+TAG_AUDIT_KEY = "lab.audit_key"
 
 _MAX_PARAM_LEN = 6000
 
@@ -78,7 +83,8 @@ def _experiment_id(client: Any, target: TrackingTarget) -> str:
         return str(existing.experiment_id)
     location = None
     if target.artifact_root is not None:
-        location = ensure(target.artifact_root / target.experiment).as_uri()
+        folder = inside(target.artifact_root, target.experiment, what="MLflow experiment")
+        location = ensure(folder).as_uri()
     return str(client.create_experiment(target.experiment, artifact_location=location))
 
 
@@ -95,6 +101,36 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     else:
         out[prefix] = str(value)[:_MAX_PARAM_LEN]
     return out
+
+
+def runs_tagged(uri: str, key: str, value: str) -> list[tuple[str, dict[str, str]]]:
+    """``(run id, tags)`` of every run (any experiment, any state) whose tag ``key`` is ``value``.
+
+    Used to collect the audit heads the lab exported into job runs.
+    """
+    from mlflow.entities import ViewType
+
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return []  # no store yet: nothing anchored there (and reading must not create one)
+    client = _client(TrackingTarget(uri=uri, experiment="", artifact_root=None))
+    experiment_ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    if not experiment_ids:
+        return []
+    quoted = value.replace("'", "")
+    found: list[tuple[str, dict[str, str]]] = []
+    token: str | None = None
+    while True:
+        page = client.search_runs(
+            experiment_ids,
+            filter_string=f"tags.`{key}` = '{quoted}'",
+            run_view_type=ViewType.ALL,
+            max_results=1000,
+            page_token=token,
+        )
+        found.extend((str(run.info.run_id), dict(run.data.tags)) for run in page)
+        token = page.token
+        if not token:
+            return found
 
 
 class RunWriter:

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from features.safe_csv import write_csv
 from features.woe import WoeTable, iv_strength
 
 __all__ = [
@@ -477,7 +478,7 @@ class Scorecard:
     def to_csv(self, path: str | Path) -> Path:
         """Write :meth:`table` as CSV (full precision, no index) and return the path."""
         out = Path(path)
-        self.table().to_csv(out, index=False)
+        write_csv(self.table(), out)
         return out
 
     def iv_frame(self) -> pd.DataFrame:

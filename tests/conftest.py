@@ -25,6 +25,15 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Audit keys of module- and session-scoped fixtures: never the user's ~/.config/lab/keys."""
+    keys = tmp_path_factory.mktemp("session-keys")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAB_KEYS", str(keys))
+        yield keys
+
+
 #: Node limits of in-process test runtimes that use short (fast, insecure) test keys.
 TEST_LIMITS = NodeLimits(min_key_bits=512, allow_insecure_test_keys=True)
 
@@ -43,9 +52,12 @@ def allow_test_keys(home: Path, *extra: str) -> None:
 def lab_home(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Path]:
-    """Every test gets its own (not yet created) LAB_HOME and no outside tracking URI."""
-    home = tmp_path_factory.mktemp("labhome") / "home"
+    """Every test gets its own (not yet created) LAB_HOME, audit key folder and no outside
+    tracking URI. The keys live beside the home, not in it (as they must)."""
+    root = tmp_path_factory.mktemp("labhome")
+    home = root / "home"
     monkeypatch.setenv("LAB_HOME", str(home))
+    monkeypatch.setenv("LAB_KEYS", str(root / "keys"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return home

@@ -166,6 +166,27 @@ CASES: list[tuple[str, Setup, list[str]]] = [
         _cfg(_party(1, data="platform.xlsx")),
         ["parties[1].data", "platform.xlsx"],
     ),
+    # ---- the last bad inputs (issue 12) ----
+    (
+        "short-row",
+        _raw_file("platform.csv", "id,score,tax_grade\nE00000,1.5,A\nE00001,2.5\nE00002,3,B\n"),
+        ["platform.csv", "do not have the header's 3 fields", "line 3 has 2"],
+    ),
+    (
+        "long-row",
+        _raw_file("platform.csv", "id,score\nE00000,1.5\nE00001,2,5\nE00002,3\n"),
+        ["platform.csv", "do not have the header's 2 fields", "line 3 has 3"],
+    ),
+    (
+        "comma-decimals",
+        _data("platform.csv", lambda f: _set(_set(f, 1, "score", "1,5"), 6, "score", "-0,25")),
+        ["feature column 'score'", "written with a comma", "'1,5'", "lines [3, 8]", "'.'"],
+    ),
+    (
+        "experiment-name-is-a-path",
+        _cfg(lambda c: c.update(tracking={"experiment": "../../outside"})),
+        ["'tracking.experiment'", "folder under $LAB_HOME/mlartifacts", "'../../outside'"],
+    ),
 ]
 
 
@@ -207,6 +228,46 @@ def test_corpus_is_large_enough() -> None:
     assert len(CASES) >= 15
 
 
+def test_a_yaml_key_given_twice_is_refused_with_its_line(
+    tmp_path: Path, lab_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_vertical(tmp_path)
+    text = yaml.safe_dump(vertical_config(), sort_keys=False)
+    text = text.replace("  n_estimators: 3\n", "  n_estimators: 3\n  n_estimators: 50\n")
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(text, encoding="utf-8")
+    first = text.splitlines().index("  n_estimators: 3") + 1
+    assert run(["train", str(config_path)]) == EXIT_INPUT
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        f"error: {config_path}: line {first + 1}, column 3: key 'n_estimators' is given twice "
+        f"(first at line {first}); keep one of them"
+    )
+    assert not lab_home.exists()
+
+
+@pytest.mark.slow
+def test_too_few_bad_outcomes_are_refused_before_training(tmp_path: Path, lab_home: Path) -> None:
+    """Three bads in 200 rows: the split's test part would get one. No protocol crash."""
+    from tests.cli_helpers import run_lab
+
+    make_vertical(tmp_path)
+    _edit_csv(tmp_path, "bank.csv", lambda f: f.assign(y=["1"] * 3 + ["0"] * (len(f) - 3)))
+    cfg = vertical_config()
+    cfg["crypto"] = {"key_bits": 512, "insecure_test_keys": True}
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    done = run_lab(["train", str(config_path)], home=lab_home)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "(job/split): the test part of the bank's split would hold 1 bad outcome(s)" in errors[0]
+    assert "at least 3 in each part" in errors[0]
+    assert "is not allowed after" not in done.stderr
+    assert not (lab_home / "parties" / "platform" / "models").exists()  # nothing trained
+
+
 def test_invalid_yaml(tmp_path: Path, lab_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "broken.yaml"
     bad.write_text("name: [unclosed\nkind: vertical\n", encoding="utf-8")
@@ -244,3 +305,20 @@ def test_bad_override(
     config_path.write_text(yaml.safe_dump(vertical_config()), encoding="utf-8")
     assert run(["train", str(config_path), "--set", override]) == EXIT_INPUT
     assert fragment in capsys.readouterr().err
+
+
+def test_a_feature_set_spec_key_given_twice_is_refused(tmp_path: Path) -> None:
+    from lab.governance.errors import SpecError
+    from lab.governance.spec import load_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "name: sme\nversion: '1'\nowner: team\ndescription: x\nid_column: id\ncolumns:\n"
+        "  score: {type: numeric, group: tax, sensitivity: internal, purposes: [loan_approval]}\n"
+        "  score: {type: integer, group: tax, sensitivity: internal, purposes: [loan_approval]}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        SpecError, match=r"line 8, column 3: key 'score' is given twice \(first at line 7\)"
+    ):
+        load_spec(spec)

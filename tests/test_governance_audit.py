@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from lab.governance import events
 from lab.governance._common import canonical_json
-from lab.governance.audit import GENESIS, AuditLog, Head, Tamper, entry_hash
+from lab.governance.audit import GENESIS, AuditLog, Head, Tamper, VerifyReport, entry_hash
 from lab.governance.errors import AuditIntegrityError, AuditPayloadError
+from lab.governance.signing import PublicKey
 
 N = 6
 
@@ -224,22 +225,43 @@ def test_malformed_line_in_the_middle(log: AuditLog) -> None:
     assert _problem(log) == (Tamper.MALFORMED, 2, 2)
 
 
-def test_consistent_rewrite_needs_an_external_anchor(log: AuditLog) -> None:
-    anchor = log.head()
-    assert anchor is not None
+def _rewrite_from_seq_3(log: AuditLog, *, sign: bool) -> None:
+    """Rewrite from seq 3 on, recomputing every hash and the head (and, with the key, the sigs)."""
     entries = _lines(log)
-    # Rewrite from seq 3 on, recomputing every hash and the head: the chain alone is fooled.
     for i in range(2, N):
         entries[i]["payload"]["n_aligned"] = 0
         entries[i]["prev"] = entries[i - 1]["hash"]
         entries[i] = _rehash(entries[i])
+        if sign:
+            entries[i]["sig"] = log.keys.sign(entries[i]["hash"])
     _write(log, entries)
     log.head_path.write_text(canonical_json({"seq": N, "hash": entries[-1]["hash"]}))
+
+
+def test_consistent_rewrite_breaks_the_signatures(log: AuditLog) -> None:
+    _rewrite_from_seq_3(log, sign=False)
+    kind, line, seq = _problem(log)
+    assert (kind, line, seq) == (Tamper.FORGED, 3, 3)
+    assert "does not verify" in str(log.verify().problem)
+
+
+def test_rewrite_by_a_key_holder_needs_the_witness_or_an_external_anchor(log: AuditLog) -> None:
+    anchor = log.head()
+    assert anchor is not None
+    _rewrite_from_seq_3(log, sign=True)
+    # The witness in the key folder still names the genuine last entry.
+    assert _problem(log)[0] is Tamper.HEAD_MISMATCH
+    assert "witness" in str(log.verify().problem)
+    # Whoever can also rewrite the witness is caught only by an anchor kept elsewhere.
+    witness = json.loads(log.keys.witness_path.read_text())
+    witness["hash"] = _lines(log)[-1]["hash"]
+    log.keys.witness_path.write_text(json.dumps(witness))
     assert log.verify().ok
     report = log.verify(expected_head=anchor)
     assert report.problem is not None
     assert report.problem.kind is Tamper.HEAD_MISMATCH
     assert report.problem.seq == N
+    assert "--expect-head" in report.problem.detail
 
 
 def test_external_anchor_parsing() -> None:
@@ -362,14 +384,32 @@ def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> Non
 # -- property: any single-point damage is detected ----------------------------------------------
 
 
-def _pristine() -> tuple[bytes, bytes]:
+def _pristine() -> tuple[bytes, bytes, PublicKey]:
+    # Built at import, before any fixture: its key folder is explicit (never ~/.config).
     with tempfile.TemporaryDirectory() as folder:
-        log = AuditLog(Path(folder) / "log.jsonl")
+        log = AuditLog(Path(folder) / "audit" / "log.jsonl", keys_root=Path(folder) / "keys")
         _fill(log, 5)
-        return log.path.read_bytes(), log.head_path.read_bytes()
+        public = log.keys.public()
+        assert public is not None
+        return log.path.read_bytes(), log.head_path.read_bytes(), public
 
 
 PRISTINE = _pristine()
+
+
+def _verify_copy(raw: bytes, head: bytes) -> VerifyReport:
+    """Verify a copy of the pristine log elsewhere, with its public key (as from an anchor)."""
+    with tempfile.TemporaryDirectory() as folder:
+        log = AuditLog(Path(folder) / "audit" / "log.jsonl", keys_root=Path(folder) / "keys")
+        log.path.parent.mkdir()
+        log.path.write_bytes(raw)
+        log.head_path.write_bytes(head)
+        return log.verify(public_key=PRISTINE[2])
+
+
+def test_an_undamaged_copy_verifies() -> None:
+    report = _verify_copy(PRISTINE[0], PRISTINE[1])
+    assert report.ok, report.summary()
 
 
 @settings(
@@ -377,7 +417,7 @@ PRISTINE = _pristine()
 )
 @given(data=st.data())
 def test_any_damage_is_detected(data: st.DataObject) -> None:
-    raw, head = PRISTINE
+    raw, head, _ = PRISTINE
     lines = raw.decode().splitlines(keepends=True)
     op = data.draw(st.sampled_from(["byte", "delete", "swap", "duplicate", "truncate"]))
     if op == "byte":
@@ -400,12 +440,10 @@ def test_any_damage_is_detected(data: st.DataObject) -> None:
         damaged = "".join([*lines[:j], lines[i], *lines[j:]]).encode()
     else:
         damaged = raw[: data.draw(st.integers(0, len(raw) - 1))]
-    with tempfile.TemporaryDirectory() as folder:
-        log = AuditLog(Path(folder) / "log.jsonl")
-        log.path.write_bytes(damaged)
-        log.head_path.write_bytes(head)
-        report = log.verify()
+    report = _verify_copy(damaged, head)
     assert not report.ok, f"{op} went unnoticed"
+    assert report.problem is not None
+    assert report.problem.kind is not Tamper.UNVERIFIED
 
 
 # -- recovery after a crash -----------------------------------------------------------------------
@@ -428,6 +466,11 @@ def test_recover_drops_a_torn_line(log: AuditLog) -> None:
 def test_recover_adopts_unanchored_entries_only_when_named(log: AuditLog) -> None:
     entries = _lines(log)
     unanchored = _rehash({**entries[-1], "seq": N + 1, "prev": entries[-1]["hash"]})
+    forged = dict(unanchored)
+    _write(log, [*entries, forged])  # an unanchored entry nobody signed is never adopted
+    with pytest.raises(AuditIntegrityError, match="signature does not verify"):
+        log.recover(Head(N + 1, forged["hash"]))
+    unanchored["sig"] = log.keys.sign(unanchored["hash"])
     _write(log, [*entries, unanchored])  # appended, then the writer died before the head
     assert _problem(log)[0] is Tamper.INSERTED
     with pytest.raises(AuditIntegrityError, match=f"--adopt {N + 1}:{unanchored['hash']}"):

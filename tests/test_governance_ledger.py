@@ -332,3 +332,124 @@ def test_twenty_processes_racing_for_the_last_budget_never_overspend(tmp_path: P
     audit = AuditLog(log)
     assert audit.verify().ok
     assert len(list(audit.entries("budget_refused"))) == racers - room
+
+
+def _race_fresh(db: str, log: str, job: str, barrier: Any, results: Any) -> None:
+    """A racer in a new interpreter: nothing imported (no torch, no Opacus) before it reserves."""
+    from lab.governance.audit import AuditLog
+    from lab.governance.errors import BudgetExceededError
+    from lab.governance.ledger import BudgetLedger
+
+    ledger = BudgetLedger(Path(db), audit=AuditLog(Path(log)))
+    barrier.wait()
+    try:
+        ledger.reserve(FS, BANK, job, [EVENT], DELTA)
+        results.put((job, "reserved"))
+    except BudgetExceededError:
+        results.put((job, "refused"))
+    except Exception as exc:
+        results.put((job, f"error: {type(exc).__name__}: {exc}"))
+
+
+@pytest.mark.slow
+def test_twenty_fresh_interpreters_all_get_a_decision(tmp_path: Path) -> None:
+    """Like separate `lab train` processes: each must import Opacus before it can compose.
+
+    Timings are in benchmarks/budget_race.py; here: every racer decides, nobody crashes with
+    'database is locked', nothing is overspent.
+    """
+    db, log = tmp_path / "governance.db", tmp_path / "log.jsonl"
+    already, room, racers = 4, 3, 20
+    with BudgetLedger(db, audit=AuditLog(log)) as ledger:
+        ledger.set_cap(FS, BANK, epsilon=cap_between(already + room), delta=DELTA)
+        for i in range(already):
+            ledger.reserve(FS, BANK, f"past-{i}", [EVENT])
+            ledger.commit(f"past-{i}", [EVENT])
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(racers)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_race_fresh, args=(str(db), str(log), f"fresh-{i}", barrier, results))
+        for i in range(racers)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = dict(results.get(timeout=600) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert not [o for o in outcomes.values() if o.startswith("error")], outcomes
+    assert sorted(outcomes.values()).count("reserved") == room
+    with BudgetLedger(db, audit=AuditLog(log)) as ledger:
+        (row,) = ledger.status()
+        assert row.remaining_epsilon >= 0
+    assert AuditLog(log).verify().ok
+
+
+def test_composition_never_runs_under_the_write_lock(
+    ledger: BudgetLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.governance.ledger as ledger_module
+
+    seen: list[bool] = []
+    real = ledger_module.compose
+
+    def spy(*args: Any, **kwargs: Any) -> float:
+        seen.append(ledger.conn.in_transaction)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ledger_module, "compose", spy)
+    ledger.set_cap(FS, BANK, epsilon=cap_between(1), delta=DELTA)
+    ledger.reserve(FS, BANK, "j1", [EVENT])
+    ledger.commit("j1", [EVENT])
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(FS, BANK, "j2", [EVENT])
+    assert len(seen) >= 8
+    assert not any(seen), "Opacus composed inside a transaction"
+
+
+def test_a_decision_made_on_a_stale_snapshot_is_composed_again(
+    ledger: BudgetLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another job reserves between the snapshot and the lock: the first must not overspend."""
+    import lab.governance.ledger as ledger_module
+
+    ledger.set_cap(FS, BANK, epsilon=cap_between(1), delta=DELTA)
+    other = BudgetLedger(ledger.path, audit=ledger.audit)
+    real = ledger_module._budget_check
+    calls: list[str] = []
+
+    def interleave(job_id: str, *args: Any) -> Any:
+        calls.append(job_id)
+        if job_id == "slow" and calls.count("slow") == 1:
+            other.reserve(FS, BANK, "fast", [EVENT])  # sneaks in before "slow" takes the lock
+        return real(job_id, *args)
+
+    monkeypatch.setattr(ledger_module, "_budget_check", interleave)
+    with pytest.raises(BudgetExceededError):
+        ledger.reserve(FS, BANK, "slow", [EVENT])
+    assert calls == ["slow", "fast", "slow"]
+    assert [j.job_id for j in ledger.jobs()] == ["fast"]
+    other.close()
+
+
+def test_a_store_locked_elsewhere_ends_in_a_clear_retry_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lab.governance._common as common
+    from lab.governance.errors import StoreBusyError
+
+    monkeypatch.setattr(common, "SQLITE_TIMEOUT_S", 0.2)
+    db = tmp_path / "governance.db"
+    ledger = BudgetLedger(db, audit=AuditLog(tmp_path / "log.jsonl"))
+    ledger.set_cap(FS, BANK, epsilon=5.0, delta=DELTA)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreBusyError, match=r"is busy: .* retry the command"):
+            ledger.reserve(FS, BANK, "j1", [])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ledger.reserve(FS, BANK, "j1", []).state == "reserved"
+    ledger.close()

@@ -65,8 +65,10 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     root = tmp_path_factory.mktemp("platform")
     home = root / "home"
     folder = root / "sme"
+    keys = root / "keys"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LAB_HOME", str(home))
+        mp.setenv("LAB_KEYS", str(keys))
         synthesize(folder, n_enterprises=300, n_banks=1, bank_size=120, unmatched_rate=0.1, seed=5)
         publish_feature_set(folder, REF)
         table = pd.read_csv(folder / "platform.csv", dtype={"enterprise_id": str})
@@ -85,6 +87,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
                     "tax_credit_grade", "categorical", categories=("A", "B", "M")
                 ),
             },
+            bank=BANK,
         )
         platform_dir = home / "parties" / "platform"
         part.save(platform_dir / "models")
@@ -98,6 +101,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         ) as reg:
             reg.import_csv(_authorizations(root / "auth.csv", rows))
         yield {
+            "keys": keys,
             "home": home,
             "folder": folder,
             "dir": platform_dir,
@@ -119,7 +123,7 @@ def endpoint(platform: dict[str, Any]) -> Iterator[dict[str, Any]]:
     other = tokens.issue("bank_b", ["post_loan_monitoring"])
     app = create_app(scorer, tokens, TokenBucketLimiter(rate=1000, burst=1000))
     with uvicorn_thread(app, free_port()) as url:
-        yield {"url": url, "token": token, "other": other, "scorer": scorer}
+        yield {"url": url, "token": token, "other": other, "scorer": scorer, "app": app}
 
 
 def _post(url: str, body: Any, token: str | None) -> httpx.Response:
@@ -131,9 +135,13 @@ def _body(ids: list[str], **extra: Any) -> dict[str, Any]:
     return {"model_id": MODEL_ID, "purpose": PURPOSE, "enterprise_ids": ids, **extra}
 
 
+def _log(platform: dict[str, Any]) -> AuditLog:
+    """The platform's audit log, with the key folder it was created with."""
+    return AuditLog(platform["home"] / "audit" / "log.jsonl", keys_root=platform["keys"])
+
+
 def _last_scoring(platform: dict[str, Any]) -> dict[str, Any]:
-    log = AuditLog(platform["home"] / "audit" / "log.jsonl")
-    return [e for e in log.entries("scoring_call")][-1].payload
+    return [e for e in _log(platform).entries("scoring_call")][-1].payload
 
 
 def test_tokens_are_stored_hashed(platform: dict[str, Any], endpoint: dict[str, Any]) -> None:
@@ -153,15 +161,12 @@ def test_call_without_valid_credentials_is_refused_401(
     platform: dict[str, Any], endpoint: dict[str, Any]
 ) -> None:
     ids = platform["ids"][:2]
+    endpoint["app"].state.refusals.flush()
     for token in (None, "labsc_not-a-token", endpoint["token"] + "x"):
         response = _post(endpoint["url"], _body(ids), token)
         assert response.status_code == 401
         assert response.json()["error"] == "unauthenticated"
         assert "bits" not in response.json()
-        entry = _last_scoring(platform)
-        assert entry["caller"] == "unauthenticated"
-        assert entry["outcome"] == "unauthenticated"
-        assert entry["http_status"] == 401
     # A scheme other than Bearer is no credential either.
     response = httpx.post(
         f"{endpoint['url']}/v1/decisions",
@@ -170,6 +175,12 @@ def test_call_without_valid_credentials_is_refused_401(
         trust_env=False,
     )
     assert response.status_code == 401
+    # Counted, not written one by one: one entry for the window.
+    assert endpoint["app"].state.refusals.flush() == 1
+    (entry,) = [e.payload for e in _log(platform).entries("scoring_calls_aggregated")][-1:]
+    assert entry["caller"] == "unauthenticated"
+    assert entry["outcome"] == "unauthenticated"
+    assert (entry["http_status"], entry["n_calls"]) == (401, 4)
 
 
 def test_answers_split_bits_equal_to_the_platform_part_and_no_feature_values(
@@ -229,6 +240,7 @@ def test_hetero_lr_part_answers_anonymous_coarse_bins_only(
             BinSpec("tax_credit_grade", "categorical", categories=("A", "B", "M")),
         ),
         mappings=((0, 0, 1, 2, 3), (0, 1, 1, 2, 3)),
+        bank=BANK,
     )
     part.save(platform["dir"] / "models")
     ids = platform["ids"][:20]
@@ -271,7 +283,7 @@ def test_enterprise_without_authorization_is_refused_403_and_audited(
     assert entry["n_scored"] == 0
     log_text = (platform["home"] / "audit" / "log.jsonl").read_text()
     assert not any(i in log_text for i in [*refused, ids[0]])
-    assert AuditLog(platform["home"] / "audit" / "log.jsonl").verify().ok
+    assert _log(platform).verify().ok
 
 
 def test_purpose_outside_the_token_is_refused(
@@ -329,9 +341,7 @@ def test_revoking_an_authorization_takes_effect_at_once(
     eid = platform["ids"][39]
     assert _post(endpoint["url"], _body([eid]), endpoint["token"]).status_code == 200
     home = platform["home"]
-    with AuthorizationRegistry(
-        home / "governance.db", audit=AuditLog(home / "audit" / "log.jsonl")
-    ) as reg:
+    with AuthorizationRegistry(home / "governance.db", audit=_log(platform)) as reg:
         assert reg.revoke(eid, BANK, PURPOSE) == 1
     assert _post(endpoint["url"], _body([eid]), endpoint["token"]).status_code == 403
 
@@ -348,11 +358,218 @@ def test_rate_limit_per_bank_429(platform: dict[str, Any], endpoint: dict[str, A
         assert limited.status_code == 429
         assert limited.json()["error"] == "rate_limited"
         assert int(limited.headers["Retry-After"]) >= 1
-        assert _last_scoring(platform)["outcome"] == "rate_limited"
         # Another bank has its own bucket.
         other = _post(url, _body(ids, purpose="post_loan_monitoring"), endpoint["other"])
-        assert other.status_code == 403  # authenticated and not limited; bank_b's purpose
-        assert other.json()["error"] == "purpose_not_allowed" or other.status_code == 403
+        assert other.status_code == 404  # not limited: bank_b reaches the model check
+        assert other.json()["error"] == "unknown_model"  # (the model is bank_a's)
+    # The server stopped: its lifespan flushed the two 429s as one aggregated entry.
+    entry = [e.payload for e in _log(platform).entries("scoring_calls_aggregated")][-1]
+    assert (entry["caller"], entry["outcome"], entry["n_calls"]) == (BANK, "rate_limited", 2)
+
+
+# -- abuse: every attack refused, and audited exactly once -------------------------------------
+
+
+def _count(platform: dict[str, Any]) -> int:
+    return sum(1 for _ in _log(platform).entries())
+
+
+def _scoring_since(platform: dict[str, Any], before: int) -> list[dict[str, Any]]:
+    return [e.payload for e in list(_log(platform).entries())[before:]]
+
+
+def test_deeply_nested_json_is_a_422_audited_once(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    before = _count(platform)
+    body = b"[" * 100_000 + b"]" * 100_000  # < 256 KiB, too deep for the JSON parser
+    response = httpx.post(
+        f"{endpoint['url']}/v1/decisions",
+        content=body,
+        headers={"Authorization": f"Bearer {endpoint['token']}"},
+        trust_env=False,
+    )
+    assert response.status_code == 422
+    assert "nested too deeply" in response.json()["detail"]
+    (entry,) = _scoring_since(platform, before)
+    assert (entry["outcome"], entry["http_status"], entry["caller"]) == (
+        "invalid_request",
+        422,
+        BANK,
+    )
+
+
+def test_an_internal_error_is_a_500_audited_once(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    broken = platform["dir"] / "models" / "sb-broken.json"
+    broken.write_text(json.dumps({"kind": "secureboost-platform-part", "bank": BANK}))
+    try:
+        before = _count(platform)
+        response = _post(endpoint["url"], {**_body(platform["ids"][:2]), "model_id": "sb-broken"},
+                         endpoint["token"])  # fmt: skip
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": "internal_error",
+            "detail": "internal error at the platform; retry later",
+        }
+        (entry,) = _scoring_since(platform, before)
+        assert (entry["outcome"], entry["http_status"], entry["model"]) == (
+            "internal_error",
+            500,
+            "sb-broken",
+        )
+    finally:
+        broken.unlink()
+
+
+def test_a_flood_without_a_token_is_counted_not_written_call_by_call(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    scorer = endpoint["scorer"]
+    app = create_app(scorer, TokenStore.in_dir(platform["dir"]), TokenBucketLimiter(1000, 50))
+    with uvicorn_thread(app, free_port()) as url:
+        before = _count(platform)
+        with httpx.Client(trust_env=False) as client:
+            codes = [
+                client.post(f"{url}/v1/decisions", json=_body(["x"])).status_code
+                for _ in range(200)
+            ]
+        assert set(codes) <= {401, 429}
+        assert _count(platform) == before  # nothing fsync-ed per call
+    # The lifespan flushed at shutdown: at most one entry per (caller, outcome).
+    entries = _scoring_since(platform, before)
+    assert 1 <= len(entries) <= 2
+    assert sum(e["n_calls"] for e in entries) == 200
+    assert {e["outcome"] for e in entries} <= {"unauthenticated", "rate_limited"}
+    assert all(e["caller"] == "unauthenticated" for e in entries)
+
+
+def _raw_post(url: str, head: bytes, body_parts: list[bytes]) -> bytes:
+    """Send a request over a raw socket, stop sending once the server answers."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.05)
+        answer = b""
+        for part in body_parts:
+            try:
+                answer = sock.recv(65536)
+            except TimeoutError:
+                answer = b""
+            if answer:
+                break
+            try:
+                sock.sendall(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        sock.settimeout(20)
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        return answer
+
+
+def test_a_64_mib_body_is_refused_before_it_is_read(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    before = _count(platform)
+    auth = f"Authorization: Bearer {endpoint['token']}\r\n".encode()
+    head = (
+        b"POST /v1/decisions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + auth
+        + b"Content-Length: 67108864\r\n\r\n"
+    )
+    # Declared: refused at once, though only a few KiB were ever sent.
+    answer = _raw_post(endpoint["url"], head, [b" " * 4096] * 4)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    # Chunked, no length declared: refused once the streamed bytes pass the limit.
+    head = head.replace(b"Content-Length: 67108864", b"Transfer-Encoding: chunked")
+    chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+    answer = _raw_post(endpoint["url"], head, [chunk] * 1024)  # up to 64 MiB
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    entries = _scoring_since(platform, before)
+    assert [(e["outcome"], e["http_status"]) for e in entries] == [("body_too_large", 413)] * 2
+
+
+def test_the_rate_limit_counts_enterprises_times_splits_per_bank(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    scorer = endpoint["scorer"]
+    app = create_app(
+        scorer,
+        TokenStore.in_dir(platform["dir"]),
+        TokenBucketLimiter(1000, 1000),
+        work_limiter=TokenBucketLimiter(rate=0.5, burst=250),
+    )
+    ids = platform["ids"][:39]  # 39 enterprises x 3 splits = 117 decisions a call (40: revoked)
+    with uvicorn_thread(app, free_port()) as url:
+        codes = [_post(url, _body(ids), endpoint["token"]).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        # One split is a third of the cost: still room for it.
+        assert _post(url, _body(ids[:2], split_ids=["t0n0"]), endpoint["token"]).status_code == 200
+        too_big = _post(url, _body(ids * 3), endpoint["token"])  # 351 > the whole bucket
+        assert too_big.status_code == 422
+        assert "asks for 351 decisions" in too_big.json()["detail"]
+
+
+def test_a_model_part_serves_only_the_bank_that_trained_it(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    tokens = TokenStore.in_dir(platform["dir"])
+    intruder = tokens.issue("bank_b", [PURPOSE, "post_loan_monitoring"])
+    own = platform["ids"][50:53]  # bank_b's own authorized enterprises
+    before = _count(platform)
+    response = _post(endpoint["url"], _body(own), intruder)
+    assert response.status_code == 404
+    missing = _post(endpoint["url"], {**_body(own), "model_id": "sb-nothing"}, intruder)
+    assert missing.status_code == 404
+    # The same answer as a model that does not exist: nothing to probe.
+    assert response.json()["detail"].replace(MODEL_ID, "X") == missing.json()["detail"].replace(
+        "sb-nothing", "X"
+    )
+    first, second = _scoring_since(platform, before)
+    assert (first["outcome"], first["caller"]) == ("foreign_model", "bank_b")
+    assert second["outcome"] == "unknown_model"
+    # Authorization before any other answer: a bad pin or split is not revealed to bank_b ...
+    for extra in ({"content_hash": "sha256:00"}, {"split_ids": ["t9n9"]}):
+        assert _post(endpoint["url"], _body(own, **extra), intruder).status_code == 404
+    # ... nor to bank_a about enterprises that did not authorize it.
+    strangers = platform["ids"][200:202]
+    for extra in ({"content_hash": "sha256:00"}, {"split_ids": ["t9n9"]}):
+        refused = _post(endpoint["url"], _body(strangers, **extra), endpoint["token"])
+        assert (refused.status_code, refused.json()["error"]) == (403, "not_authorized")
+
+
+def test_a_part_without_a_bank_is_served_to_nobody_until_bound(
+    platform: dict[str, Any], endpoint: dict[str, Any]
+) -> None:
+    from tests.cli_helpers import run_lab
+
+    legacy = PlatformPart(
+        party="platform",
+        model_id="sb-legacy-platform",
+        splits={"t0n0": RuleSplit("vat_sales_12m_10k_cny", (0,), missing_left=True)},
+        bins={"vat_sales_12m_10k_cny": BinSpec("vat_sales_12m_10k_cny", "numeric", (50.0,))},
+    )
+    legacy.save(platform["dir"] / "models")
+    body = {**_body(platform["ids"][:2]), "model_id": legacy.model_id}
+    before = _count(platform)
+    assert _post(endpoint["url"], body, endpoint["token"]).status_code == 404
+    assert _scoring_since(platform, before)[0]["outcome"] == "unbound_model"
+    env = {"LAB_KEYS": str(platform["keys"])}
+    args = ["platform", "bind", legacy.model_id, "--bank", BANK]
+    done = run_lab(args, home=platform["home"], env=env)
+    assert done.returncode == 0, done.stderr
+    assert _post(endpoint["url"], body, endpoint["token"]).status_code == 200
+    again = run_lab([*args[:3], "--bank", "bank_b"], home=platform["home"], env=env)
+    assert again.returncode == 2
+    assert "already bound to bank 'bank_a'" in again.stderr
+    assert [e.type for e in _log(platform).entries()][before + 1] == "model_part_bound"
 
 
 # -- end to end: a trained model served by the bank, asking the platform over HTTP -------------
@@ -465,7 +682,10 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
         pgids = [p.pid for p in live["procs"]]
     assert not any(group_alive(g) for g in pgids)
     calls = [e.payload for e in AuditLog().entries("scoring_call")]
-    assert [c["outcome"] for c in calls] == ["answered", "not_authorized", "unauthenticated"]
+    assert [c["outcome"] for c in calls] == ["answered", "not_authorized"]
+    # The 401 was counted and written when `lab platform serve` stopped (SIGTERM).
+    flood = [e.payload for e in AuditLog().entries("scoring_calls_aggregated")]
+    assert [(f["outcome"], f["n_calls"]) for f in flood] == [("unauthenticated", 1)]
     assert calls[0]["n_scored"] == 25
     assert calls[0]["n_splits"] == len(ids)
 

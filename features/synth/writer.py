@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from features.safe_csv import write_csv
 from features.synth.config import SMEConfig
 from features.synth.generator import SMEDataset
 from features.synth.schema import COLUMNS, ID_COLUMN, LABEL_COLUMN, ColumnInfo
@@ -118,7 +119,7 @@ def write(dataset: SMEDataset, out_dir: str | Path, *, overwrite: bool = False) 
     tables = {"platform": dataset.platform, **dataset.banks}
     for name, frame in tables.items():
         path = out / f"{name}.csv"
-        frame.to_csv(path, index=False, lineterminator="\n")
+        write_csv(frame, path, lineterminator="\n")
         files[path.name] = path
     meta = {name: info.to_dict() for name, info in dataset.columns.items()}
     path = out / "columns.json"

@@ -16,8 +16,10 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,10 +28,14 @@ from typing import Any
 #: Environment variable naming who acts (a person or a service account), else the OS user.
 ACTOR_ENV = "LAB_ACTOR"
 
-#: How long a writer waits for another process's sqlite write lock before giving up, seconds.
-#: Budget checks hold the lock while the accountant composes events (well under a second each),
-#: so even 20 queued jobs pass well within this.
-SQLITE_TIMEOUT_S = 120.0
+#: sqlite busy timeout: how long one attempt waits for another process's lock, seconds. Nothing
+#: slow runs under the write lock (budget checks compose events before taking it), so a writer
+#: holds it for milliseconds: one audit append.
+SQLITE_TIMEOUT_S = 10.0
+
+#: Attempts to take the write lock (each waiting up to :data:`SQLITE_TIMEOUT_S`) before a
+#: :class:`~lab.governance.errors.StoreBusyError` tells the user to retry.
+BUSY_ATTEMPTS = 3
 
 
 def canonical_json(value: Any) -> str:
@@ -164,14 +170,62 @@ def connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether sqlite refused because another connection holds a lock."""
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def database_path(conn: sqlite3.Connection) -> str:
+    """The file of a connection's main database (for messages)."""
+    for row in conn.execute("PRAGMA database_list"):
+        if row[1] == "main":
+            return str(row[2])
+    return "<sqlite>"  # pragma: no cover - every connection has a main database
+
+
+def begin_immediate(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, retried a few times when busy, else a clear error.
+
+    Raises
+    ------
+    StoreBusyError
+        If another process held the write lock through every attempt.
+    """
+    from lab.governance.errors import StoreBusyError
+
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            if attempt == BUSY_ATTEMPTS:
+                waited = BUSY_ATTEMPTS * SQLITE_TIMEOUT_S
+                path = database_path(conn)
+                raise StoreBusyError(
+                    f"{path} is busy: another process held its write lock for more than "
+                    f"{waited:g} s; nothing was changed; retry the command, and if it stays "
+                    f"busy find the process holding the file (e.g. `fuser {path}`)"
+                ) from exc
+            time.sleep((50 + secrets.randbelow(200)) / 1000)  # jitter, then wait again
+
+
 @contextlib.contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """Run the block in ``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on any exception).
 
     ``BEGIN IMMEDIATE`` takes the database's write lock at once, before anything is read, so
-    a read-decide-write sequence inside the block is serialised across processes.
+    a read-decide-write sequence inside the block is serialised across processes. Keep the
+    block short: every other writer waits for it.
+
+    Raises
+    ------
+    StoreBusyError
+        If the write lock could not be taken (see :func:`begin_immediate`).
     """
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     try:
         yield conn
     except BaseException:

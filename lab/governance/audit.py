@@ -9,13 +9,22 @@ where the hash is taken over the canonical JSON of the other six fields (sorted 
 spaces, UTF-8) and ``prev`` of entry 1 is 64 zeros. A *head anchor* ``log.head`` holds the seq
 and hash of the last entry and is replaced in the same critical section as every append.
 
+Signed entries (since the key was created) carry two more fields: ``key``, the fingerprint of
+the writer's Ed25519 public key (hashed like the others), and ``sig``, the signature of the
+entry's hash (not hashed). The key pair and a witness of the last entry live outside the
+audited folder (:mod:`lab.governance.signing`).
+
 What this proves, and what it does not
 --------------------------------------
 The chain makes any edit, deletion, insertion or reordering of entries visible, and the head
 anchor makes deleting entries from the end visible too. Someone who can write both files can
-still rewrite the whole log consistently from some point on; only an anchor kept elsewhere
-defeats that: note :meth:`AuditLog.head` (``lab audit head``) in a report, a ticket or an
-MLflow run, and pass it back as ``verify(expected_head=...)``.
+rewrite the log consistently from some point on; the signatures defeat that unless they also
+hold the private key, and the witness in the key folder reveals a truncation (with the head
+rewritten to match) or the deletion of both files. Against whoever holds the key folder too,
+only anchors kept elsewhere help: :meth:`AuditLog.anchor` (``lab audit anchor``), the head the
+lab writes into every job's MLflow run, and the heads the peer party records in its own log
+(:meth:`AuditLog.record_peer_head`); :meth:`AuditLog.verify` checks the log against each one it
+is given and names them all.
 
 Payloads carry sizes, digests and parameters, never enterprise ids: :meth:`AuditLog.record`
 refuses keys that name ids (:data:`FORBIDDEN_KEYS`), long lists and large payloads, so a
@@ -40,7 +49,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -56,7 +65,20 @@ from lab.governance._common import (
     sha256_hex,
     utc_now,
 )
-from lab.governance.errors import AuditIntegrityError, AuditPayloadError
+from lab.governance.errors import (
+    AuditAnchorError,
+    AuditIntegrityError,
+    AuditKeyError,
+    AuditPayloadError,
+)
+from lab.governance.signing import (
+    FINGERPRINT_HEX,
+    KEYS_ENV,
+    AuditKeys,
+    PublicKey,
+    Witness,
+)
+from lab.governance.vocabulary import check_name
 from lab.home import lab_home
 
 logger = logging.getLogger(__name__)
@@ -84,6 +106,9 @@ EventType = Literal[
     "job_refused",
     "job_closed",
     "psi_probe_suspected",
+    "peer_head",
+    "scoring_calls_aggregated",
+    "model_part_bound",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
@@ -93,6 +118,15 @@ GENESIS = "0" * 64
 
 #: The fields of an entry, in display order.
 ENTRY_FIELDS = ("seq", "ts", "type", "actor", "payload", "prev", "hash")
+
+#: The fields of a signed entry: ``key`` is hashed with the others, ``sig`` signs the hash.
+SIGNED_FIELDS = (*ENTRY_FIELDS, "key", "sig")
+
+#: ``format`` of an anchor file written by ``lab audit anchor``.
+ANCHOR_FORMAT = "lab-audit-anchor/1"
+
+#: Moments at which a party records its peer's head (:meth:`AuditLog.record_peer_head`).
+PEER_HEAD_MOMENTS = ("start", "end")
 
 #: Payload keys (at any depth) refused because they would carry enterprise ids or rows.
 FORBIDDEN_KEYS = frozenset(
@@ -109,7 +143,10 @@ MAX_LIST_LENGTH = 1000
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One line of the log (see the module docstring for the fields)."""
+    """One line of the log (see the module docstring for the fields).
+
+    ``key`` and ``sig`` are ``None`` for entries written before the log had a signing key.
+    """
 
     seq: int
     ts: str
@@ -118,10 +155,17 @@ class AuditEntry:
     payload: dict[str, Any]
     prev: str
     hash: str
+    key: str | None = None
+    sig: str | None = None
+
+    @property
+    def signed(self) -> bool:
+        """Whether the entry carries a signature."""
+        return self.sig is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the entry as a JSON-ready dict."""
-        return {
+        """Return the entry as a JSON-ready dict (``key``/``sig`` only when signed)."""
+        out: dict[str, Any] = {
             "seq": self.seq,
             "ts": self.ts,
             "type": self.type,
@@ -130,6 +174,11 @@ class AuditEntry:
             "prev": self.prev,
             "hash": self.hash,
         }
+        if self.key is not None:
+            out["key"] = self.key
+        if self.sig is not None:
+            out["sig"] = self.sig
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AuditEntry:
@@ -141,14 +190,17 @@ class AuditEntry:
             If a field is missing, extra or of the wrong type.
         """
         keys = set(data)
-        if keys != set(ENTRY_FIELDS):
+        if keys != set(ENTRY_FIELDS) and keys != set(SIGNED_FIELDS):
             missing = sorted(set(ENTRY_FIELDS) - keys)
-            extra = sorted(keys - set(ENTRY_FIELDS))
+            extra = sorted(keys - set(SIGNED_FIELDS))
+            if not missing and not extra:
+                raise ValueError("a signed entry needs both 'key' and 'sig'")
             raise ValueError(f"fields missing {missing} / unexpected {extra}")
         seq = data["seq"]
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise ValueError(f"seq must be an integer, got {seq!r}")
-        for name in ("ts", "type", "actor", "prev", "hash"):
+        names = ("ts", "type", "actor", "prev", "hash") + (("key", "sig") if "sig" in data else ())
+        for name in names:
             if not isinstance(data[name], str):
                 raise ValueError(f"{name} must be a string, got {data[name]!r}")
         if not isinstance(data["payload"], dict):
@@ -161,12 +213,17 @@ class AuditEntry:
             payload=data["payload"],
             prev=data["prev"],
             hash=data["hash"],
+            key=data.get("key"),
+            sig=data.get("sig"),
         )
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
-    """Return the hash an entry must carry: SHA-256 of its canonical JSON without ``hash``."""
-    return sha256_hex(canonical_json({k: v for k, v in entry.items() if k != "hash"}))
+    """Return the hash an entry must carry: SHA-256 of its canonical JSON without ``hash``/``sig``.
+
+    ``key`` (the signer's fingerprint) is hashed like any other field; ``sig`` signs the hash.
+    """
+    return sha256_hex(canonical_json({k: v for k, v in entry.items() if k not in ("hash", "sig")}))
 
 
 @dataclass(frozen=True)
@@ -203,7 +260,7 @@ class Tamper(StrEnum):
     EDITED = "edited"
     """An entry's content changed (its hash no longer matches, or it was recomputed)."""
     DELETED = "deleted"
-    """Entries are missing from the middle (a gap in seq, the chain skips them)."""
+    """Entries are missing from the middle (a gap in seq), or the whole log and head are gone."""
     INSERTED = "inserted"
     """An entry that was never appended by the lab (forged, duplicated, or after the head)."""
     REORDERED = "reordered"
@@ -214,6 +271,62 @@ class Tamper(StrEnum):
     """The head anchor is missing, malformed, or does not match the log's last entry."""
     MALFORMED = "malformed"
     """A line is not a well-formed entry."""
+    FORGED = "forged"
+    """An entry's signature is missing, made with another key, or does not verify."""
+    UNVERIFIED = "unverified"
+    """Signatures cannot be checked: no public key is available for a log that needs one."""
+
+
+@dataclass(frozen=True)
+class ExternalHead:
+    """A (seq, hash) of this log kept somewhere its editor cannot rewrite.
+
+    Attributes
+    ----------
+    seq, hash : int, str
+        The entry the log must still contain.
+    source : str
+        Where it was kept (``--expect-head``, an anchor file, an MLflow run, a peer's log).
+    key : str or None
+        Fingerprint of the signing key the anchor names, if it names one.
+    """
+
+    seq: int
+    hash: str
+    source: str
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class PeerHead:
+    """A peer party's head as recorded in this log (a ``peer_head`` entry).
+
+    Attributes
+    ----------
+    party : str
+        The peer.
+    seq, hash : int, str
+        Its log's head at that moment.
+    key : str or None
+        Fingerprint of the peer's signing key, if it sent one.
+    when : str
+        ``start`` or ``end`` of the job.
+    job_id : str
+        The job.
+    ts : str
+        When it was recorded here.
+    recorded_at : int
+        The seq of the ``peer_head`` entry in this log.
+    """
+
+    party: str
+    seq: int
+    hash: str
+    key: str | None
+    when: str
+    job_id: str
+    ts: str
+    recorded_at: int
 
 
 @dataclass(frozen=True)
@@ -230,12 +343,16 @@ class Problem:
         The seq of the entry at fault, or of the first missing one.
     detail : str
         One sentence for the auditor.
+    where : str or None
+        What disagreed when it is not a line of the log (the witness, an anchor, the key
+        folder); ``None`` with ``line`` ``None`` means the head file.
     """
 
     kind: Tamper
     line: int | None
     seq: int | None
     detail: str
+    where: str | None = None
 
 
 @dataclass(frozen=True)
@@ -252,12 +369,16 @@ class VerifyReport:
         The head anchor found (``None`` if missing or unreadable).
     problem : Problem or None
         The first bad entry and the kind of tampering; ``None`` if the log is intact.
+    compared : tuple of str
+        Everything the log was checked against (chain, head, signatures and key, witness,
+        external anchors), in the order checked.
     """
 
     path: Path
     entries: int
     head: Head | None
     problem: Problem | None
+    compared: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -270,7 +391,10 @@ class VerifyReport:
             anchor = f"head {self.head}" if self.head else "empty"
             return f"ok: {self.entries} entries, chain and head intact ({anchor})"
         p = self.problem
-        where = f"line {p.line}" if p.line is not None else str(self.path.with_suffix(".head"))
+        if p.line is not None:
+            where = f"line {p.line}"
+        else:
+            where = p.where or str(self.path.with_suffix(".head"))
         seq = f" (seq {p.seq})" if p.seq is not None else ""
         return f"TAMPERED: {p.kind.value} at {where}{seq}: {p.detail}"
 
@@ -288,7 +412,9 @@ class VerifyReport:
                 "line": self.problem.line,
                 "seq": self.problem.seq,
                 "detail": self.problem.detail,
+                "where": self.problem.where,
             },
+            "compared": list(self.compared),
         }
 
 
@@ -300,12 +426,21 @@ class AuditLog:
     path : Path, optional
         The JSON Lines file; default ``$LAB_HOME/audit/log.jsonl``. The head anchor and the lock
         live beside it (``.head``, ``.lock``). Nothing is created until the first append.
+    keys_root : Path, optional
+        Folder of the audit key folders; default ``$LAB_KEYS`` (see
+        :mod:`lab.governance.signing`). The first append creates this log's key pair there.
+
+    Raises
+    ------
+    AuditKeyError
+        If the key folder would lie inside the audited folder.
     """
 
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, *, keys_root: Path | None = None) -> None:
         self.path = (path if path is not None else lab_home() / "audit" / "log.jsonl").resolve()
         self.head_path = self.path.with_suffix(".head")
         self.lock_path = self.path.with_suffix(".lock")
+        self.keys = AuditKeys(self.path, keys_root)
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r})"
@@ -313,7 +448,7 @@ class AuditLog:
     # -- writing ------------------------------------------------------------------------------
 
     def record(self, type: str, payload: Mapping[str, Any], actor: str | None = None) -> AuditEntry:
-        """Append one entry and return it (durable when this returns).
+        """Append one signed entry and return it (durable when this returns).
 
         Parameters
         ----------
@@ -329,7 +464,10 @@ class AuditLog:
         AuditPayloadError
             Unknown type, a non-JSON value, an id-like key, a list or payload too large.
         AuditIntegrityError
-            If the log's last entry does not match the head anchor (run :meth:`verify`).
+            If the log's last entry does not match the head anchor, or the log is behind the
+            witness in its key folder (run :meth:`verify`).
+        AuditKeyError
+            If the log is signed but its key folder is missing or unreadable.
         """
         if type not in EVENT_TYPES:
             raise AuditPayloadError(
@@ -341,24 +479,70 @@ class AuditLog:
             raise AuditPayloadError("actor is empty; pass who acts or set LAB_ACTOR")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with file_lock(self.lock_path):
-            head = self._anchored_tail()
+            head, last = self._anchored_tail()
+            seq = 1 if head is None else head.seq + 1
+            public, witness = self._signing_state(head, last, seq)
             fields: dict[str, Any] = {
-                "seq": 1 if head is None else head.seq + 1,
+                "seq": seq,
                 "ts": iso(utc_now()),
                 "type": type,
                 "actor": who,
                 "payload": body,
                 "prev": GENESIS if head is None else head.hash,
+                "key": public.fingerprint,
             }
             fields["hash"] = entry_hash(fields)
+            fields["sig"] = self.keys.sign(fields["hash"])
             entry = AuditEntry.from_dict(fields)
             self._append_line((canonical_json(fields) + "\n").encode("utf-8"), new=head is None)
             atomic_replace(
                 self.head_path,
                 (canonical_json({"seq": entry.seq, "hash": entry.hash}) + "\n").encode(),
             )
+            self.keys.write_witness(
+                Witness(entry.seq, entry.hash, witness.signed_from, public.fingerprint, witness.log)
+            )
         logger.debug("audit %s seq=%d", type, entry.seq)
         return entry
+
+    def _signing_state(
+        self, head: Head | None, last: AuditEntry | None, seq: int
+    ) -> tuple[PublicKey, Witness]:
+        """The key to sign with and the witness, creating both for a log that has none."""
+        fix = (
+            "run `lab audit verify`; restore the log (or the key folder) from backup, or point "
+            f"{KEYS_ENV} at this log's key folder"
+        )
+        public = self.keys.public()
+        if public is None:
+            if last is not None and last.signed:
+                raise AuditKeyError(
+                    f"{self.path} is signed (key {last.key}) but its key folder "
+                    f"{self.keys.folder} has no key; refusing to append; {fix}"
+                )
+            public = self.keys.create(signed_from=seq)
+        witness = self.keys.witness()
+        if witness is None:
+            raise AuditKeyError(f"the witness {self.keys.witness_path} is missing; {fix}")
+        n = 0 if head is None else head.seq
+        rewritten = (
+            head is not None
+            and witness.seq == n
+            and witness.seq >= witness.signed_from
+            and witness.hash != head.hash
+        )
+        if witness.seq > n or rewritten:
+            raise AuditIntegrityError(
+                f"{self.path} ends at seq {n} but the witness {self.keys.witness_path} records "
+                f"seq {witness.seq}: the log was truncated, rewritten or deleted; refusing to "
+                f"append; {fix}"
+            )
+        if last is not None and last.signed and last.key != public.fingerprint:
+            raise AuditKeyError(
+                f"{self.path}: the last entry is signed by key {last.key}, not by this log's key "
+                f"{public.fingerprint}; refusing to append; {fix}"
+            )
+        return public, witness
 
     def _append_line(self, line: bytes, *, new: bool) -> None:
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -373,28 +557,28 @@ class AuditLog:
         if new:
             fsync_dir(self.path.parent)
 
-    def _anchored_tail(self) -> Head | None:
-        """Return the head after checking the log's last line matches it (under the lock)."""
+    def _anchored_tail(self) -> tuple[Head | None, AuditEntry | None]:
+        """Return the head and last entry after checking that they match (under the lock)."""
         head = _read_head(self.head_path)
-        last = _read_last_line(self.path)
+        raw = _read_last_line(self.path)
         fix = (
             "run `lab audit verify`; after a crash `lab audit recover` repairs an interrupted "
             f"append, anything else needs {self.path.name} restored from backup"
         )
-        if head is None and last is None:
+        if head is None and raw is None:
             if self.head_path.exists():
                 raise AuditIntegrityError(f"{self.head_path} is unreadable; {fix}")
-            return None
+            return None, None
         if head is None:
             raise AuditIntegrityError(
                 f"{self.path} has entries but its head anchor is missing or unreadable; {fix}"
             )
-        if last is None:
+        if raw is None:
             raise AuditIntegrityError(
                 f"{self.path} is empty or missing but the head anchors seq {head.seq}; {fix}"
             )
         try:
-            entry = AuditEntry.from_dict(json.loads(last))
+            entry = AuditEntry.from_dict(json.loads(raw))
         except (ValueError, UnicodeDecodeError) as exc:
             raise AuditIntegrityError(f"{self.path}: the last line is not an entry; {fix}") from exc
         if (
@@ -406,7 +590,16 @@ class AuditLog:
                 f"{self.path}: the last entry (seq {entry.seq}) does not match the head anchor "
                 f"(seq {head.seq}); refusing to append; {fix}"
             )
-        return head
+        if entry.signed:
+            public = self.keys.public()
+            if public is not None and not (
+                entry.key == public.fingerprint and public.verify(entry.sig or "", entry.hash)
+            ):
+                raise AuditIntegrityError(
+                    f"{self.path}: the last entry (seq {entry.seq}) is not signed by this log's "
+                    f"key {public.fingerprint}; refusing to append; {fix}"
+                )
+        return head, entry
 
     def recover(self, adopt: Head | None = None, *, actor: str | None = None) -> list[str]:
         """Repair the log after a crash interrupted an append; refuse anything else.
@@ -417,7 +610,8 @@ class AuditLog:
           acknowledged and are dropped;
         - complete entries after the head anchor (the writer died before replacing the head):
           they are adopted only if ``adopt`` names the last of them (``SEQ:HASH``), so that a
-          person has looked at them (``lab audit log``) and vouches for them.
+          person has looked at them (``lab audit log``) and vouches for them; their signatures
+          must verify.
 
         The repair itself is then recorded as an ``audit_recovered`` entry.
 
@@ -468,12 +662,131 @@ class AuditLog:
                         f"inspect them (`lab audit log`) and adopt them with `lab audit recover "
                         f"--adopt {last}`"
                     )
+                bad = _check_signatures(_entries_of(lines), self.keys.public(), None)
+                if bad is not None:
+                    raise AuditIntegrityError(
+                        f"{self.path}: cannot adopt entries after the head: {bad.detail} "
+                        f"(line {bad.line}); restore from backup"
+                    )
                 atomic_replace(self.head_path, (canonical_json(vars(last)) + "\n").encode())
                 done.append(f"adopted entries up to seq {last.seq} after the head anchor")
         if done:
             self.record("audit_recovered", {"actions": done}, actor)
             logger.warning("audit log recovered: %s", "; ".join(done))
         return done
+
+    # -- anchors and peers --------------------------------------------------------------------
+
+    def anchor(self) -> dict[str, Any] | None:
+        """An anchor of the current head to keep outside the lab home (``lab audit anchor``).
+
+        Returns
+        -------
+        dict or None
+            ``{"format", "log", "seq", "hash", "key", "public_key", "ts"}`` (JSON-ready; the
+            public key lets a verifier without the key folder check signatures), or ``None``
+            for an empty log.
+        """
+        head = self.head()
+        if head is None:
+            return None
+        public = self.keys.public()
+        return {
+            "format": ANCHOR_FORMAT,
+            "log": str(self.path),
+            "seq": head.seq,
+            "hash": head.hash,
+            "key": None if public is None else public.fingerprint,
+            "public_key": None if public is None else public.b64,
+            "ts": iso(utc_now()),
+        }
+
+    def key_fingerprint(self) -> str | None:
+        """Fingerprint of this log's signing key (``None`` before the first signed append)."""
+        public = self.keys.public()
+        return None if public is None else public.fingerprint
+
+    def record_peer_head(
+        self,
+        party: str,
+        head: Head | ExternalHead | str,
+        when: str,
+        *,
+        job_id: str,
+        key: str | None = None,
+        actor: str | None = None,
+    ) -> AuditEntry:
+        """Record the peer party's audit head in this log (at a job's start or end).
+
+        The job protocol calls it on each side with the head the other side sent, so each
+        party's log holds anchors of the other's: an editor of one home cannot rewrite its log
+        without disagreeing with the peer's (``lab audit verify --peer-log``).
+
+        Parameters
+        ----------
+        party : str
+            The peer's name.
+        head : Head, ExternalHead or str
+            The peer's head (``SEQ:HASH`` as :meth:`head` prints it).
+        when : {"start", "end"}
+            Which moment of the job.
+        job_id : str
+            The job.
+        key : str, optional
+            Fingerprint of the peer's signing key (:meth:`key_fingerprint` on its side);
+            taken from ``head`` when it is an :class:`ExternalHead` that names one.
+        actor : str, optional
+            Who records; default ``$LAB_ACTOR`` or the OS user.
+
+        Raises
+        ------
+        AuditPayloadError
+            If ``when`` or the head is malformed.
+        """
+        parsed = Head.parse(head) if isinstance(head, str) else head
+        if when not in PEER_HEAD_MOMENTS:
+            raise AuditPayloadError(
+                f"peer head moment {when!r} must be one of {', '.join(PEER_HEAD_MOMENTS)}"
+            )
+        fp = key if key is not None else getattr(parsed, "key", None)
+        if fp is not None and (len(fp) != FINGERPRINT_HEX or not _is_hex(fp)):
+            raise AuditPayloadError(
+                f"peer key {fp!r} is not a key fingerprint ({FINGERPRINT_HEX} hex digits)"
+            )
+        check_name(party, "party name")
+        payload = {
+            "party": party,
+            "seq": parsed.seq,
+            "hash": parsed.hash,
+            "key": fp,
+            "when": when,
+            "job_id": job_id,
+        }
+        return self.record("peer_head", payload, actor)
+
+    def peer_heads(self, party: str | None = None, key: str | None = None) -> list[PeerHead]:
+        """The peers' heads recorded in this log, optionally of one party or one key."""
+        found: list[PeerHead] = []
+        for entry in self.entries("peer_head"):
+            p = entry.payload
+            try:
+                head = PeerHead(
+                    party=str(p["party"]),
+                    seq=int(p["seq"]),
+                    hash=str(p["hash"]),
+                    key=None if p.get("key") is None else str(p["key"]),
+                    when=str(p["when"]),
+                    job_id=str(p["job_id"]),
+                    ts=entry.ts,
+                    recorded_at=entry.seq,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise AuditAnchorError(
+                    f"{self.path}: peer_head entry seq {entry.seq} is malformed ({exc})"
+                ) from exc
+            if (party is None or head.party == party) and (key is None or head.key == key):
+                found.append(head)
+        return found
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -521,13 +834,29 @@ class AuditLog:
         head_text = self.head_path.read_text("utf-8") if self.head_path.exists() else None
         return data, head_text
 
-    def verify(self, expected_head: Head | None = None) -> VerifyReport:
-        """Check the chain and the head; name the first bad entry and the kind of tampering.
+    def verify(
+        self,
+        expected_head: Head | None = None,
+        *,
+        anchors: Sequence[ExternalHead] = (),
+        public_key: PublicKey | None = None,
+    ) -> VerifyReport:
+        """Check the log against everything that vouches for it; name the first bad entry.
+
+        In order: the hash chain, the head file, every entry's Ed25519 signature (with the
+        key from this log's key folder, else ``public_key``), the witness in the key folder,
+        then each external anchor. The report lists what was compared.
 
         Parameters
         ----------
         expected_head : Head, optional
-            An anchor kept outside the lab home: the log must still contain that entry.
+            An anchor kept outside the lab home (``--expect-head``): the log must still
+            contain that entry.
+        anchors : sequence of ExternalHead
+            More such anchors (anchor files, MLflow runs, a peer's log).
+        public_key : PublicKey, optional
+            The key to check signatures with when the key folder is absent (from an anchor
+            file); if both exist they must agree.
 
         Returns
         -------
@@ -539,9 +868,68 @@ class AuditLog:
         if not torn:
             lines.pop()
         head_or_bad = _parse_head(head_text)
-        problem = _find_problem(lines, torn, head_or_bad, expected_head)
         head = head_or_bad if isinstance(head_or_bad, Head) else None
-        return VerifyReport(path=self.path, entries=len(lines), head=head, problem=problem)
+        compared = [f"hash chain of {len(lines)} entries in {self.path}"]
+        compared.append(
+            f"head file {self.head_path}" + (f" (seq {head.seq})" if head else " (absent)")
+        )
+        external = list(anchors)
+        if expected_head is not None:
+            external.insert(0, ExternalHead(expected_head.seq, expected_head.hash, "--expect-head"))
+
+        def report(problem: Problem | None) -> VerifyReport:
+            return VerifyReport(self.path, len(lines), head, problem, tuple(compared))
+
+        problem = _find_problem(lines, torn, head_or_bad, None)
+        if problem is not None:
+            return report(problem)
+        entries = _entries_of(lines)
+        try:
+            public, witness = self._trusted_key(public_key)
+        except AuditKeyError as exc:
+            return report(
+                Problem(Tamper.UNVERIFIED, None, None, str(exc), where=str(self.keys.folder))
+            )
+        signed = [e for e in entries if e.signed]
+        if public is not None:
+            span = f"seq {signed[0].seq}..{signed[-1].seq}" if signed else "no signed entries"
+            compared.append(
+                f"Ed25519 signatures ({span}) with key {public.fingerprint} from {public.source}"
+            )
+        problem = _check_signatures(entries, public, witness)
+        if problem is not None:
+            return report(problem)
+        if witness is not None:
+            compared.append(f"witness {self.keys.witness_path} (seq {witness.seq})")
+            problem = _check_witness(witness, entries, self.keys.witness_path)
+            if problem is not None:
+                return report(problem)
+        for anchor in external:
+            compared.append(f"anchor {anchor.source} (seq {anchor.seq})")
+            problem = _check_anchor(anchor, entries, public)
+            if problem is not None:
+                return report(problem)
+        return report(None)
+
+    def _trusted_key(self, given: PublicKey | None) -> tuple[PublicKey | None, Witness | None]:
+        """The key to verify with (key folder, else ``given``) and the witness, if any.
+
+        Raises
+        ------
+        AuditKeyError
+            If the key folder's key and ``given`` disagree, or a key file is unreadable.
+        """
+        try:
+            public = self.keys.public()
+            witness = self.keys.witness()
+        except PermissionError as exc:  # pragma: no cover - depends on the auditor's account
+            raise AuditKeyError(f"cannot read the key folder {self.keys.folder}: {exc}") from exc
+        if public is not None and given is not None and public.raw != given.raw:
+            raise AuditKeyError(
+                f"the key folder's public key {public.fingerprint} ({public.source}) is not the "
+                f"anchored key {given.fingerprint} ({given.source}): the key was replaced"
+            )
+        return public or given, witness
 
 
 # -- payload checks ---------------------------------------------------------------------------
@@ -903,5 +1291,152 @@ def _check_expected(
             expected.seq,
             f"seq {expected.seq} does not have the externally anchored hash: the log was "
             "rewritten from there on",
+        )
+    return None
+
+
+# -- signatures, witness and anchors ------------------------------------------------------------
+
+
+def _entries_of(lines: list[bytes]) -> list[AuditEntry]:
+    """Parse lines already known to be entries (after :func:`_find_problem` passed)."""
+    return [AuditEntry.from_dict(json.loads(raw)) for raw in lines]
+
+
+def _check_signatures(
+    entries: list[AuditEntry], public: PublicKey | None, witness: Witness | None
+) -> Problem | None:
+    """Every entry from the first signed one (or the witness's ``signed_from``) must verify."""
+    signed_from = witness.signed_from if witness is not None else None
+    if signed_from is None:
+        signed_from = next((e.seq for e in entries if e.signed), None)
+    if public is None:
+        if signed_from is not None:
+            return Problem(
+                Tamper.UNVERIFIED,
+                None,
+                signed_from,
+                f"entries from seq {signed_from} are signed but no public key is available: "
+                "the key folder is missing; pass the anchor file of `lab audit anchor` "
+                "(--anchor) or restore the key folder",
+                where="the key folder",
+            )
+        if entries:
+            return Problem(
+                Tamper.UNVERIFIED,
+                None,
+                None,
+                f"the log's {len(entries)} entries are unsigned and it has no signing key, so "
+                "nothing outside the home vouches for them; the next append creates the key",
+                where="the key folder",
+            )
+        return None
+    for line, e in enumerate(entries, start=1):
+        if signed_from is None or e.seq < signed_from:
+            if e.signed:
+                return Problem(
+                    Tamper.FORGED,
+                    line,
+                    e.seq,
+                    f"a signed entry before signing began (seq {signed_from})",
+                )
+            continue
+        if not e.signed:
+            return Problem(
+                Tamper.FORGED,
+                line,
+                e.seq,
+                f"the entry is unsigned but every entry from seq {signed_from} is signed with "
+                f"key {public.fingerprint}",
+            )
+        if e.key != public.fingerprint:
+            return Problem(
+                Tamper.FORGED,
+                line,
+                e.seq,
+                f"the entry names key {e.key}, not the log's key {public.fingerprint} "
+                f"({public.source})",
+            )
+        if not public.verify(e.sig or "", e.hash):
+            return Problem(
+                Tamper.FORGED,
+                line,
+                e.seq,
+                f"the signature does not verify with key {public.fingerprint} ({public.source}): "
+                "the entry was forged or re-chained",
+            )
+    return None
+
+
+def _check_witness(witness: Witness, entries: list[AuditEntry], where: Path) -> Problem | None:
+    """The log must still hold the last entry its writer signed (as the witness remembers)."""
+    if witness.seq < 1:
+        return None
+    n = entries[-1].seq if entries else 0
+    if not entries:
+        return Problem(
+            Tamper.DELETED,
+            None,
+            1,
+            f"the log and its head are gone (or empty) but the witness {where} records seq "
+            f"{witness.seq}: the whole log was deleted",
+            where=f"witness {where}",
+        )
+    if witness.seq > n:
+        span = str(witness.seq) if witness.seq == n + 1 else f"{n + 1}..{witness.seq}"
+        return Problem(
+            Tamper.TRUNCATED,
+            len(entries) + 1,
+            n + 1,
+            f"the log ends at seq {n} but the witness {where} records seq {witness.seq}: seq "
+            f"{span} were removed from the end (and the head rewritten to match)",
+        )
+    if witness.seq < witness.signed_from:
+        return None  # nothing signed yet: the witness only records where the log stood
+    found = next((e for e in entries if e.seq == witness.seq), None)
+    if found is None or found.hash != witness.hash:
+        return Problem(
+            Tamper.HEAD_MISMATCH,
+            None,
+            witness.seq,
+            f"seq {witness.seq} does not have the hash the witness {where} records: the log "
+            "was rewritten",
+            where=f"witness {where}",
+        )
+    return None
+
+
+def _check_anchor(
+    anchor: ExternalHead, entries: list[AuditEntry], public: PublicKey | None
+) -> Problem | None:
+    """The log must still contain the anchored entry (and be signed by the anchored key)."""
+    n = entries[-1].seq if entries else 0
+    if anchor.key is not None and public is not None and anchor.key != public.fingerprint:
+        return Problem(
+            Tamper.FORGED,
+            None,
+            anchor.seq,
+            f"the anchor {anchor.source} names signing key {anchor.key}, the log is checked "
+            f"with key {public.fingerprint}: the key was replaced",
+            where=f"anchor {anchor.source}",
+        )
+    if anchor.seq > n:
+        what = "the log is empty or missing" if n == 0 else f"the log ends at seq {n}"
+        return Problem(
+            Tamper.DELETED if n == 0 else Tamper.TRUNCATED,
+            None,
+            n + 1,
+            f"the anchor {anchor.source} names seq {anchor.seq} but {what}",
+            where=f"anchor {anchor.source}",
+        )
+    found = next((e for e in entries if e.seq == anchor.seq), None)
+    if found is None or found.hash != anchor.hash:
+        return Problem(
+            Tamper.HEAD_MISMATCH,
+            None,
+            anchor.seq,
+            f"seq {anchor.seq} does not have the hash anchored in {anchor.source}: the log was "
+            "rewritten from there on",
+            where=f"anchor {anchor.source}",
         )
     return None

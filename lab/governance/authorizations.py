@@ -381,6 +381,29 @@ class AuthorizationRegistry(GovernanceStore):
         with read_transaction(self.conn) as conn:
             return int(conn.execute("SELECT COUNT(*) FROM authorizations").fetchone()[0])
 
+    def records_of(
+        self, bank: str, purpose: str, enterprise_ids: Iterable[str]
+    ) -> dict[str, list[Authorization]]:
+        """Authorizations of ``bank`` for ``purpose`` of each given enterprise, in one snapshot.
+
+        The scoring endpoint's per-call lookup: one query per 500 ids instead of one per id.
+        Ids are matched as given (after stripping); absent ids map to an empty list.
+        """
+        wanted = list(dict.fromkeys(i.strip() for i in enterprise_ids))
+        found: dict[str, list[Authorization]] = {i: [] for i in wanted}
+        with read_transaction(self.conn) as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                # Only "?" placeholders are formatted in; every value is a bound parameter.
+                marks = ", ".join("?" for _ in chunk)
+                sql = "SELECT * FROM authorizations WHERE bank = ? AND purpose = ? AND "
+                sql += f"enterprise_id IN ({marks}) ORDER BY auth_id"
+                rows = conn.execute(sql, [bank, purpose, *chunk])
+                for row in rows:
+                    record = _from_row(row)
+                    found[record.enterprise_id].append(record)
+        return found
+
     def summary(self, at: date | None = None) -> list[dict[str, Any]]:
         """Counts per (bank, purpose): active, valid on ``at`` (today by default), revoked.
 

@@ -49,6 +49,7 @@ from lab.governance.spec import FeatureSetSpec, load_spec, spec_from_dict
 from lab.governance.validation import read_and_validate
 from lab.governance.vocabulary import check_name, check_purpose, format_ref, parse_ref
 from lab.home import lab_home
+from lab.paths import inside
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +188,8 @@ class Catalog:
 
     def entry_path(self, name: str, version: str) -> Path:
         """Where the entry of ``name@version`` is stored."""
-        return self.root / check_name(name, "feature-set name") / f"{version}.json"
+        folder = inside(self.root, check_name(name, "feature-set name"), what="feature set")
+        return inside(folder, f"{check_name(version, 'feature-set version')}.json", what="version")
 
     def publish(
         self, spec_path: Path, data_path: Path, *, actor: str | None = None

@@ -22,6 +22,7 @@ from lab.governance._common import utc_now
 from lab.governance.audit import AuditLog, Head
 from lab.governance.ledger import DEFAULT_WINDOW_DAYS, BudgetLedger
 from lab.governance.vocabulary import PURPOSES, parse_ref
+from lab.home import lab_home
 from models.privacy import ACCOUNTANTS
 
 if TYPE_CHECKING:
@@ -356,18 +357,159 @@ def audit_verify(
             "--expect-head", help="SEQ:HASH noted earlier (`lab audit head`) the log must contain."
         ),
     ] = None,
+    anchor: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--anchor",
+            help="Anchor file of `lab audit anchor` to check against (repeatable).",
+            dir_okay=False,
+        ),
+    ] = None,
+    peer_log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--peer-log",
+            help="Another party's audit log: check the heads of this log it recorded (repeatable).",
+            dir_okay=False,
+        ),
+    ] = None,
+    mlflow: Annotated[
+        bool,
+        typer.Option(
+            "--mlflow", help="Also check the heads exported into MLflow job runs (lab.audit_head)."
+        ),
+    ] = False,
+    tracking_uri: Annotated[
+        str | None,
+        typer.Option("--tracking-uri", help="MLflow store for --mlflow (default: the lab's)."),
+    ] = None,
+    ledger: Annotated[
+        bool,
+        typer.Option(
+            "--ledger/--no-ledger",
+            help="Also reconcile governance.db with the budget entries of the log.",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check the hash chain and head; name the first bad entry (exit 1 if tampered)."""
-    anchor = Head.parse(expect_head) if expect_head else None
-    report = AuditLog().verify(expected_head=anchor)
+    """Check the log (chain, head, signatures, witness, anchors) and the ledger; exit 1 if not ok.
+
+    Names the first bad entry and everything it compared against.
+    """
+    from lab.governance import anchors as anchor_io
+
+    log = AuditLog()
+    external = []
+    public = None
+    for path in anchor or []:
+        head, key = anchor_io.read_anchor(path)
+        external.append(head)
+        public = public or key
+    fingerprint = log.key_fingerprint() or (public.fingerprint if public else None)
+    peers: list[AuditLog] = []
+    for path in peer_log or []:
+        peer = AuditLog(path)
+        peers.append(peer)
+        if fingerprint is not None:
+            external.extend(anchor_io.from_peer_log(peer, fingerprint))
+    if mlflow and fingerprint is not None:
+        from lab.tracking import default_tracking_uri
+
+        external.extend(anchor_io.from_mlflow(tracking_uri or default_tracking_uri(), fingerprint))
+    report = log.verify(
+        Head.parse(expect_head) if expect_head else None, anchors=external, public_key=public
+    )
+    peer_reports = [peer.verify() for peer in peers]
+    reconciled = None
+    if ledger and report.ok and (lab_home() / "governance.db").exists():
+        from lab.governance.reconcile import reconcile
+
+        with BudgetLedger(audit=log) as budget:
+            reconciled = reconcile(budget)
+    ok = report.ok and all(r.ok for r in peer_reports) and (reconciled is None or reconciled.ok)
+    if as_json:
+        _echo_json(
+            {
+                **report.to_dict(),
+                "ok": ok,
+                "log_ok": report.ok,
+                "peers": [r.to_dict() for r in peer_reports],
+                "ledger": None if reconciled is None else reconciled.to_dict(),
+            }
+        )
+    else:
+        style = "green" if report.ok else "bold red"
+        out.print(f"[{style}]{report.summary()}[/]", highlight=False, soft_wrap=True)
+        out.print("compared against:", highlight=False, soft_wrap=True)
+        for item in report.compared:
+            out.print(f"  - {item}", highlight=False, soft_wrap=True)
+        if mlflow and not any(a.source.startswith("MLflow") for a in external):
+            out.print(
+                "  - (no MLflow run carries this log's head)", highlight=False, soft_wrap=True
+            )
+        for peer_report in peer_reports:
+            tag = "green" if peer_report.ok else "bold red"
+            out.print(
+                f"[{tag}]peer log {peer_report.path}: {peer_report.summary()}[/]", highlight=False
+            )
+        if reconciled is not None:
+            tag = "green" if reconciled.ok else "bold red"
+            out.print(f"[{tag}]{reconciled.summary()}[/]", highlight=False, soft_wrap=True)
+            for diff in reconciled.differences[1:]:
+                out.print(f"  - {diff.describe()}", highlight=False, soft_wrap=True)
+    if not ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("reconcile")
+def audit_reconcile(as_json: JsonOpt = False) -> None:
+    """Rebuild budget caps and jobs from the audit log's budget entries; diff with governance.db.
+
+    Exits 1 if they differ (or the log itself is damaged).
+    """
+    from lab.governance.reconcile import reconcile
+
+    log = AuditLog()
+    checked = log.verify()
+    if not checked.ok:
+        out.print(f"[bold red]{checked.summary()}[/]", highlight=False, soft_wrap=True)
+        out.print(
+            "the ledger cannot be reconciled against a damaged log", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1)
+    with BudgetLedger(audit=log) as budget:
+        report = reconcile(budget)
     if as_json:
         _echo_json(report.to_dict())
     else:
         style = "green" if report.ok else "bold red"
-        out.print(f"[{style}]{report.summary()}[/]", highlight=False)
+        out.print(f"[{style}]{report.summary()}[/]", highlight=False, soft_wrap=True)
+        for diff in report.differences[1:]:
+            out.print(f"  - {diff.describe()}", highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("anchor")
+def audit_anchor(
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the anchor to this new file (kept outside the home).",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Print (and optionally write) an anchor of the head: seq, hash, signing key, public key.
+
+    Keep it where an editor of this lab home cannot write (a ticket, another machine); check
+    later with `lab audit verify --anchor FILE`.
+    """
+    from lab.governance.anchors import write_anchor
+
+    anchor = write_anchor(AuditLog(), out_path)
+    typer.echo(json.dumps(anchor, sort_keys=True))
 
 
 @audit_app.command("head")

@@ -22,6 +22,10 @@ class GovernanceError(InputError):
 # --- audit log ---------------------------------------------------------------------------------
 
 
+class StoreBusyError(GovernanceError):
+    """A governance database stayed locked by another process; nothing was changed, retry."""
+
+
 class AuditError(GovernanceError):
     """Base class of audit-log errors."""
 
@@ -32,6 +36,14 @@ class AuditPayloadError(AuditError):
 
 class AuditIntegrityError(AuditError):
     """The log's last entry and its head anchor disagree, so nothing more may be appended."""
+
+
+class AuditKeyError(AuditIntegrityError):
+    """The audit log's signing key or witness is missing, unreadable, or in the wrong place."""
+
+
+class AuditAnchorError(AuditError):
+    """An external anchor (``lab audit anchor`` file, MLflow tag, peer head) is unusable."""
 
 
 # --- budget ledger -----------------------------------------------------------------------------

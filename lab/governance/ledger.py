@@ -20,10 +20,15 @@ Lifecycle of a job
 
 Concurrency
 -----------
-Every read-decide-write runs inside sqlite ``BEGIN IMMEDIATE``: the database write lock is taken
-before the spent budget is read, so concurrent reservations from any number of processes are
-serialised and can never jointly overspend. The audit entry is appended while the lock is held
-and before ``COMMIT``; if the append fails the transaction rolls back.
+Every decision is written inside sqlite ``BEGIN IMMEDIATE`` (the database write lock), so
+concurrent reservations from any number of processes are serialised and can never jointly
+overspend. Composition (Opacus, and torch's import the first time) is slow, so it runs *before*
+the lock, on a snapshot of what counts; under the lock the decision is taken only if what counts
+is still exactly that snapshot, else it is composed again (optimistic concurrency). The lock is
+therefore held for one audit append, and twenty racing processes each get a decision within
+seconds. The audit entry is appended while the lock is held and before ``COMMIT``; if the
+append fails the transaction rolls back. A lock held elsewhere for longer than the busy timeout
+ends in :class:`~lab.governance.errors.StoreBusyError` ("retry"), never a crash.
 
 Renewal window
 --------------
@@ -40,15 +45,17 @@ own ε exceeds ``remaining`` may still fit; :meth:`BudgetLedger.reserve` is the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from lab.governance._common import (
+    begin_immediate,
     default_actor,
     iso,
     parse_iso,
@@ -62,6 +69,7 @@ from lab.governance.errors import (
     JobStateError,
     LedgerError,
     NoCapError,
+    StoreBusyError,
     UnknownJobError,
 )
 from lab.governance.store import GovernanceStore
@@ -72,6 +80,10 @@ logger = logging.getLogger(__name__)
 
 #: Default renewal window: one year, the usual period of a platform-bank data agreement.
 DEFAULT_WINDOW_DAYS = 365
+
+#: How many times a decision is recomputed when other jobs change the budget while it is being
+#: composed (each success of another contender can invalidate it once).
+MAX_DECISION_ATTEMPTS = 64
 
 JobState = Literal["reserved", "committed", "released"]
 Outcome = Literal["finished", "failed"]
@@ -484,11 +496,15 @@ class BudgetLedger(GovernanceStore):
         job_id = _check_job_id(job_id)
         planned = tuple(_check_events(planned_events))
         who = actor or default_actor()
-        with write_transaction(self.conn) as conn:
-            existing = self._job(conn, job_id)
+        for _ in range(MAX_DECISION_ATTEMPTS):
+            # 1. Read what counts now (a snapshot; no write lock held).
+            now = self._clock()
+            with read_transaction(self.conn) as conn:
+                existing = self._job(conn, job_id)
+                cap = self._cap(conn, feature_set, bank)
+                counted = [] if cap is None else self._counted(conn, cap, now)
             if existing is not None:
                 return self._same_reservation(existing, feature_set, bank, planned, delta)
-            cap = self._cap(conn, feature_set, bank)
             if cap is None:
                 raise _no_cap(feature_set, bank)
             if delta is not None and not 0 < delta <= cap.delta:
@@ -496,47 +512,42 @@ class BudgetLedger(GovernanceStore):
                     f"job {job_id} targets delta={delta:g} but the cap of {bank} on "
                     f"{feature_set} is delta={cap.delta:g}; target delta <= {cap.delta:g}"
                 )
-            now = self._clock()
-            window = self._window_jobs(conn, cap, now)
-            counted = [e for job in window for e in job.counted_events()]
-            would_be = compose(counted + list(planned), cap.delta, cap.accountant)
-            check = BudgetCheck(
-                feature_set=feature_set,
-                bank=bank,
-                job_id=job_id,
-                cap_epsilon=cap.epsilon,
-                delta=cap.delta,
-                accountant=cap.accountant,
-                window_days=cap.window_days,
-                spent_epsilon=compose(counted, cap.delta, cap.accountant),
-                planned_epsilon=compose(planned, cap.delta, cap.accountant),
-                would_be_epsilon=would_be,
-                fits=would_be <= cap.epsilon,
-            )
+            # 2. Compose outside the lock (Opacus: imports torch once, then milliseconds).
+            check = _budget_check(job_id, cap, counted, planned)
             payload = {**check.to_dict(), "events": [e.to_dict() for e in planned]}
-            if not check.fits:
-                # The refusal is audited; the ledger is left as it was (nothing was written).
-                self.audit.record("budget_refused", payload, who)
-                raise BudgetExceededError(_refusal_message(check, cap), check)
-            conn.execute(
-                "INSERT INTO budget_jobs (job_id, feature_set, bank, state, planned_events, "
-                "job_delta, reserved_at, reserved_by) VALUES (?, ?, ?, 'reserved', ?, ?, ?, ?)",
-                (job_id, feature_set, bank, _dump(planned), delta, iso(now), who),
+            # 3. Decide under the write lock, if nothing that counts changed meanwhile.
+            with write_transaction(self.conn) as conn:
+                existing = self._job(conn, job_id)
+                if existing is not None:
+                    return self._same_reservation(existing, feature_set, bank, planned, delta)
+                if self._cap(conn, feature_set, bank) != cap or _events_key(
+                    self._counted(conn, cap, now)
+                ) != _events_key(counted):
+                    continue  # another job reserved or closed meanwhile: compose again
+                if not check.fits:
+                    # The refusal is audited; the ledger is left as it was (nothing written).
+                    self.audit.record("budget_refused", payload, who)
+                    raise BudgetExceededError(_refusal_message(check, cap), check)
+                conn.execute(
+                    "INSERT INTO budget_jobs (job_id, feature_set, bank, state, planned_events, "
+                    "job_delta, reserved_at, reserved_by) VALUES (?, ?, ?, 'reserved', ?, ?, ?, ?)",
+                    (job_id, feature_set, bank, _dump(planned), delta, iso(now), who),
+                )
+                self.audit.record("budget_checked", payload, who)
+                record = self._job(conn, job_id)
+            logger.info(
+                "reserved %s on %s for %s: eps %.4g -> %.4g of %.4g",
+                job_id,
+                feature_set,
+                bank,
+                check.spent_epsilon,
+                check.would_be_epsilon,
+                cap.epsilon,
             )
-            self.audit.record("budget_checked", payload, who)
-            record = self._job(conn, job_id)
-        logger.info(
-            "reserved %s on %s for %s: eps %.4g -> %.4g of %.4g",
-            job_id,
-            feature_set,
-            bank,
-            check.spent_epsilon,
-            check.would_be_epsilon,
-            cap.epsilon,
-        )
-        if record is None:  # pragma: no cover - inserted above in the same transaction
-            raise UnknownJobError(f"job {job_id} vanished after its reservation")
-        return record
+            if record is None:  # pragma: no cover - inserted above in the same transaction
+                raise UnknownJobError(f"job {job_id} vanished after its reservation")
+            return record
+        raise _busy(self, job_id)
 
     def commit(
         self,
@@ -563,54 +574,52 @@ class BudgetLedger(GovernanceStore):
         if outcome not in ("finished", "failed"):
             raise LedgerError(f"outcome must be 'finished' or 'failed', got {outcome!r}")
         who = actor or default_actor()
-        with write_transaction(self.conn) as conn:
-            job = self._require_job(conn, job_id)
-            if job.state == "committed":
-                if job.actual_events == actual and job.outcome == outcome:
-                    return job
-                raise JobStateError(
-                    f"job {job_id} was already committed with other events or outcome "
-                    f"({job.outcome}); a spend is recorded once"
+        for _ in range(MAX_DECISION_ATTEMPTS):
+            with read_transaction(self.conn) as conn:
+                job = self._require_job(conn, job_id)
+                cap = self._cap(conn, job.feature_set, job.bank)
+            extra = {} if cap is None else _spend_figures(job, actual, cap)  # outside the lock
+            with write_transaction(self.conn) as conn:
+                current = self._require_job(conn, job_id)
+                if current.state == "committed":
+                    if current.actual_events == actual and current.outcome == outcome:
+                        return current
+                    raise JobStateError(
+                        f"job {job_id} was already committed with other events or outcome "
+                        f"({current.outcome}); a spend is recorded once"
+                    )
+                if current.state == "released":
+                    raise JobStateError(
+                        f"job {job_id} was released (it never touched data); it cannot spend "
+                        "now. Reserve a new job id"
+                    )
+                if current != job or self._cap(conn, job.feature_set, job.bank) != cap:
+                    continue  # the cap changed meanwhile: account again
+                now = iso(self._clock())
+                conn.execute(
+                    "UPDATE budget_jobs SET state = 'committed', outcome = ?, actual_events = ?, "
+                    "closed_at = ?, closed_by = ? WHERE job_id = ?",
+                    (outcome, _dump(actual), now, who, job_id),
                 )
-            if job.state == "released":
-                raise JobStateError(
-                    f"job {job_id} was released (it never touched data); it cannot spend now. "
-                    "Reserve a new job id"
-                )
-            cap = self._cap(conn, job.feature_set, job.bank)
-            now = iso(self._clock())
-            conn.execute(
-                "UPDATE budget_jobs SET state = 'committed', outcome = ?, actual_events = ?, "
-                "closed_at = ?, closed_by = ? WHERE job_id = ?",
-                (outcome, _dump(actual), now, who, job_id),
-            )
-            payload: dict[str, Any] = {
-                "job_id": job_id,
-                "feature_set": job.feature_set,
-                "bank": job.bank,
-                "outcome": outcome,
-                "dp": bool(actual),
-                "events": [e.to_dict() for e in actual],
-            }
-            if cap is not None:
-                spent = compose(actual, cap.delta, cap.accountant)
-                planned = compose(job.planned_events, cap.delta, cap.accountant)
-                payload.update(
-                    epsilon=spent,
-                    planned_epsilon=planned,
-                    delta=cap.delta,
-                    accountant=cap.accountant,
-                    exceeded_plan=spent > planned,
-                )
-                if spent > planned:
+                payload: dict[str, Any] = {
+                    "job_id": job_id,
+                    "feature_set": job.feature_set,
+                    "bank": job.bank,
+                    "outcome": outcome,
+                    "dp": bool(actual),
+                    "events": [e.to_dict() for e in actual],
+                    **extra,
+                }
+                if extra.get("exceeded_plan"):
                     logger.warning(
                         "job %s spent eps %.4g, more than the %.4g it reserved",
                         job_id,
-                        spent,
-                        planned,
+                        extra["epsilon"],
+                        extra["planned_epsilon"],
                     )
-            self.audit.record("budget_spent", payload, who)
-            return self._require_job(conn, job_id)
+                self.audit.record("budget_spent", payload, who)
+                return self._require_job(conn, job_id)
+        raise _busy(self, job_id)
 
     def release(self, job_id: str, *, actor: str | None = None) -> JobRecord:
         """Drop the reservation of a job that failed before touching data (idempotent).
@@ -707,6 +716,34 @@ class BudgetLedger(GovernanceStore):
         with read_transaction(self.conn) as conn:
             return self._require_job(conn, job_id)
 
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[tuple[list[Cap], list[JobRecord]]]:
+        """Every cap and job, with the write lock held for the block so nothing changes.
+
+        For reconciling the ledger with the audit log: while the block runs no budget
+        decision can be half-written (its audit entry appended, its row not yet committed).
+        Falls back to a plain read snapshot when the database is read-only to this account.
+        """
+        conn = self.conn
+        try:
+            begin_immediate(conn)
+        except sqlite3.OperationalError as exc:
+            if "readonly" not in str(exc).lower():
+                raise
+            conn.execute("BEGIN")
+        try:
+            caps = [
+                _cap_from_row(r)
+                for r in conn.execute("SELECT * FROM budget_caps ORDER BY feature_set, bank")
+            ]
+            jobs = [
+                _job_from_row(r)
+                for r in conn.execute("SELECT * FROM budget_jobs ORDER BY reserved_at, job_id")
+            ]
+            yield caps, jobs
+        finally:
+            conn.execute("ROLLBACK")
+
     def epsilon_of(self, job: JobRecord) -> tuple[float, float | None]:
         """Return (planned ε, spent ε or None) of a job at its cap's δ and accountant."""
         cap = self.cap(job.feature_set, job.bank)
@@ -739,6 +776,10 @@ class BudgetLedger(GovernanceStore):
                 f"no reservation for job {job_id!r}; reserve() must run before the job touches data"
             )
         return job
+
+    def _counted(self, conn: sqlite3.Connection, cap: Cap, now: datetime) -> list[PrivacyEvent]:
+        """The events that count against ``cap`` at ``now`` (spends and open reservations)."""
+        return [e for job in self._window_jobs(conn, cap, now) for e in job.counted_events()]
 
     @staticmethod
     def _window_jobs(conn: sqlite3.Connection, cap: Cap, now: datetime) -> list[JobRecord]:
@@ -779,6 +820,52 @@ class BudgetLedger(GovernanceStore):
                 f"job {job.job_id!r} is already {job.state}; use a new job id for a new run"
             )
         return job
+
+
+def _budget_check(
+    job_id: str, cap: Cap, counted: list[PrivacyEvent], planned: tuple[PrivacyEvent, ...]
+) -> BudgetCheck:
+    """The numbers of a reservation decision (composes three times; no lock may be held)."""
+    would_be = compose(counted + list(planned), cap.delta, cap.accountant)
+    return BudgetCheck(
+        feature_set=cap.feature_set,
+        bank=cap.bank,
+        job_id=job_id,
+        cap_epsilon=cap.epsilon,
+        delta=cap.delta,
+        accountant=cap.accountant,
+        window_days=cap.window_days,
+        spent_epsilon=compose(counted, cap.delta, cap.accountant),
+        planned_epsilon=compose(planned, cap.delta, cap.accountant),
+        would_be_epsilon=would_be,
+        fits=would_be <= cap.epsilon,
+    )
+
+
+def _spend_figures(job: JobRecord, actual: tuple[PrivacyEvent, ...], cap: Cap) -> dict[str, Any]:
+    """ε spent and planned of a job at its cap's δ (for the ``budget_spent`` audit entry)."""
+    spent = compose(actual, cap.delta, cap.accountant)
+    planned = compose(job.planned_events, cap.delta, cap.accountant)
+    return {
+        "epsilon": spent,
+        "planned_epsilon": planned,
+        "delta": cap.delta,
+        "accountant": cap.accountant,
+        "exceeded_plan": spent > planned,
+    }
+
+
+def _events_key(events: Iterable[PrivacyEvent]) -> list[tuple[float, float, int, str, str]]:
+    """An order-free key of a multiset of events (what a composition depends on)."""
+    return sorted((e.noise_multiplier, e.sample_rate, e.steps, e.unit, e.mechanism) for e in events)
+
+
+def _busy(ledger: BudgetLedger, job_id: str) -> StoreBusyError:
+    return StoreBusyError(
+        f"{ledger.path}: the budget of job {job_id} kept changing under it (other jobs reserved "
+        f"or closed {MAX_DECISION_ATTEMPTS} times while it was being accounted); nothing was "
+        "recorded; retry the command"
+    )
 
 
 def _closed_since(job: JobRecord, start: datetime) -> bool:

@@ -38,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from features.ids import IdScheme
+from lab import yaml_strict
 from lab.governance._common import canonical_json, sha256_hex
 from lab.governance.errors import SpecError, VocabularyError
 from lab.governance.vocabulary import (
@@ -192,9 +193,11 @@ def load_spec(path: Path) -> FeatureSetSpec:
         Naming the file, the key and what is wrong.
     """
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml_strict.load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec ({exc.strerror}); check the path") from exc
+    except yaml_strict.DuplicateKeyError as exc:
+        raise SpecError(f"{path}: {exc.describe()}") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from exc
     if not isinstance(raw, dict):

@@ -17,6 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from lab.home import lab_home
+from lab.serving.ratelimit import (
+    DEFAULT_CALL_BURST,
+    DEFAULT_CALL_RATE,
+    DEFAULT_DECISION_BURST,
+    DEFAULT_DECISION_RATE,
+)
+from lab.serving.refusals import DEFAULT_WINDOW_S
 
 out = Console()
 
@@ -70,8 +77,28 @@ def platform_serve(
     platform_dir: DirOpt = None,
     governance_home: HomeOpt = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = 8700,
-    rate: Annotated[float, typer.Option(help="Calls per second per bank (sustained).")] = 20.0,
-    burst: Annotated[int, typer.Option(help="Calls a bank may make at once.", min=1)] = 40,
+    rate: Annotated[
+        float, typer.Option(help="Calls per second per bank (sustained).", min=0.001)
+    ] = DEFAULT_CALL_RATE,
+    burst: Annotated[
+        int, typer.Option(help="Calls a bank may make at once.", min=1)
+    ] = DEFAULT_CALL_BURST,
+    decision_rate: Annotated[
+        float,
+        typer.Option(
+            help="Decisions (enterprises x splits) per second per bank (sustained).", min=0.001
+        ),
+    ] = DEFAULT_DECISION_RATE,
+    decision_burst: Annotated[
+        int,
+        typer.Option(help="Decisions a bank may ask at once (also the most per call).", min=1),
+    ] = DEFAULT_DECISION_BURST,
+    audit_window: Annotated[
+        float,
+        typer.Option(
+            help="Seconds of 401/429 refusals written as one audit entry per caller.", min=0.1
+        ),
+    ] = DEFAULT_WINDOW_S,
 ) -> None:
     """Serve split decisions to authenticated banks on 127.0.0.1 (Ctrl-C stops)."""
     from lab.serving.platform_endpoint import HOST, create_app, make_server
@@ -89,10 +116,17 @@ def platform_serve(
             f"--dir {root}`",
             err=True,
         )
-    app = create_app(scorer, tokens, TokenBucketLimiter(rate, burst))
+    app = create_app(
+        scorer,
+        tokens,
+        TokenBucketLimiter(rate, burst),
+        work_limiter=TokenBucketLimiter(decision_rate, decision_burst),
+        audit_window_s=audit_window,
+    )
     typer.echo(
         f"platform endpoint on http://{HOST}:{port} ({len(scorer.models())} model part(s), "
-        f"{scorer.table.n_rows} enterprises, {rate:g} calls/s per bank)",
+        f"{scorer.table.n_rows} enterprises, {rate:g} calls/s and {decision_rate:g} "
+        "decisions/s per bank)",
         err=True,
     )
     make_server(app, port).run()
@@ -124,6 +158,26 @@ def platform_issue_token(
         "scoring_token_issued", {"bank": bank, "purposes": sorted(set(purposes))}
     )
     typer.echo(token)
+
+
+@platform_app.command("bind")
+def platform_bind(
+    model_id: Annotated[str, typer.Argument(help="The platform part's model id.")],
+    bank: Annotated[str, typer.Option("--bank", help="The bank that trained it.")],
+    platform_dir: DirOpt = None,
+    governance_home: HomeOpt = None,
+) -> None:
+    """Bind a part trained before parts named their bank; only that bank may score with it."""
+    from lab.governance.audit import AuditLog
+    from lab.serving.platform_scorer import bind_part
+
+    root = _platform_dir(platform_dir)
+    home = (governance_home or lab_home()).resolve()
+    path = bind_part(root / "models", model_id, bank)
+    AuditLog(home / "audit" / "log.jsonl").record(
+        "model_part_bound", {"model": model_id, "bank": bank}
+    )
+    out.print(f"bound {model_id} to {bank} ({path})", highlight=False)
 
 
 def _uri(value: str | None) -> str:

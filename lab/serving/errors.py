@@ -24,6 +24,11 @@ class ServingError(InputError):
         super().__init__(message)
         self.extra = dict(extra or {})
 
+    @property
+    def audit_outcome(self) -> str:
+        """What the platform's audit log records (the code, unless the truth must not leave)."""
+        return self.code
+
     def body(self) -> dict[str, Any]:
         """The JSON error body the endpoint returns."""
         return {"error": self.code, "detail": str(self), **self.extra}
@@ -68,6 +73,23 @@ class UnknownModelError(ServingError):
     code = "unknown_model"
 
 
+class ForeignModelError(UnknownModelError):
+    """The part exists but was trained with another bank (or is bound to none).
+
+    The caller gets exactly the answer of an unknown model (404 ``unknown_model``), so a bank
+    cannot probe which model ids other banks have; the audit log records the truth.
+    """
+
+    def __init__(self, message: str, *, outcome: str) -> None:
+        super().__init__(message)
+        self._outcome = outcome
+
+    @property
+    def audit_outcome(self) -> str:
+        """``foreign_model`` or ``unbound_model``."""
+        return self._outcome
+
+
 class ModelHashMismatchError(ServingError):
     """The bank's reference pins another version of the platform part (HTTP 409)."""
 
@@ -109,6 +131,27 @@ class UnknownEnterpriseError(ServingError):
     def __init__(self, message: str, *, enterprise_ids: Sequence[str]) -> None:
         super().__init__(message, extra={"enterprise_ids": list(enterprise_ids)})
         self.enterprise_ids = tuple(enterprise_ids)
+
+
+class BodyTooLargeError(ServingError):
+    """The request body exceeds the endpoint's limit (HTTP 413), found while streaming it."""
+
+    status = 413
+    code = "body_too_large"
+
+
+class InternalServingError(ServingError):
+    """An unexpected failure while answering (HTTP 500); audited like every other call."""
+
+    status = 500
+    code = "internal_error"
+
+
+class AuditUnavailableError(ServingError):
+    """The platform's audit log refused the entry, so the call is refused (HTTP 503)."""
+
+    status = 503
+    code = "audit_unavailable"
 
 
 class PlatformCallError(ServingError):

@@ -8,13 +8,21 @@ runs for each call, with no HTTP in it. It holds, all in the platform's domain:
   (its content must still be what was published);
 - the governance home: the authorization registry and the audit log.
 
-A call names a model, a purpose, enterprise ids and optionally the splits (or trees) wanted. It
-is refused, in this order, if the model is unknown (404) or pinned at another content hash (409),
-a split or tree is not in the part (422), the bank's credential or the published columns do not
-allow the purpose (403), any enterprise lacks a valid authorization of this bank for this
-purpose covering every feature group the part reads (403, listing them), or an authorized
-enterprise has no row at the platform (404, listing them). A refusal is all or nothing: no bit is
-returned for any enterprise of a refused call, and no enterprise ever gets a default answer.
+A call names a model, a purpose, enterprise ids and optionally the splits (or trees) wanted.
+Authorization comes before any other answer about the model or the enterprises. It is refused,
+in this order, if the bank's credential does not allow the purpose (403); the model is unknown,
+or was trained with another bank (404 ``unknown_model`` either way: a bank cannot probe other
+banks' model ids; :meth:`PlatformScorer.admit`); the published columns do not allow the purpose
+(403); any enterprise lacks a valid authorization of this bank for this purpose covering every
+feature group the part reads (403, listing them); the bank pins another content hash (409); a
+split or tree is not in the part (422); or an authorized enterprise has no row at the platform
+(404, listing them). A refusal is all or nothing: no bit is returned for any enterprise of a
+refused call, and no enterprise ever gets a default answer.
+
+Binding: a part records the bank that trained it (``bank``, set by the platform's side of the
+training protocol from the job's label holder); parts written before binding existed are served
+to nobody until the platform binds them (``lab platform bind``, a ``<model_id>.bank`` file beside
+the part, audited).
 
 What the bank learns from an answered call
 ------------------------------------------
@@ -57,6 +65,7 @@ from lab.governance.catalog import Catalog, ServedSet
 from lab.governance.errors import GovernanceError, PurposeNotAllowedError
 from lab.governance.vocabulary import PURPOSES, parse_ref
 from lab.serving.errors import (
+    ForeignModelError,
     ModelHashMismatchError,
     NotAuthorizedError,
     PurposeRefusedError,
@@ -67,7 +76,7 @@ from lab.serving.errors import (
     UnknownSplitError,
 )
 from lab.serving.tokens import BankCredential
-from models.secureboost.parts import PlatformPart
+from models.secureboost.parts import MODEL_ID_PATTERN, ModelIdError, PlatformPart, model_file
 from models.vertical_lr.parts import PlatformLRPart
 
 #: A platform's half of a registered model: SecureBoost split rules or hetero LR bins.
@@ -77,8 +86,8 @@ logger = logging.getLogger(__name__)
 
 #: Most enterprises one call may name (a bank scores applications, not the platform's table).
 MAX_ENTERPRISES_PER_CALL = 1000
-#: Model ids are file names in the platform's model store; nothing else is accepted.
-MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+#: Suffix of the file binding a part written before parts named their bank.
+BINDING_SUFFIX = ".bank"
 _TREE_OF_SPLIT = re.compile(r"^t(\d+)n\d+$")
 
 
@@ -92,6 +101,18 @@ class ScoringRequest:
     split_ids: tuple[str, ...] | None = None
     trees: tuple[int, ...] | None = None
     content_hash: str | None = None
+
+    def n_items(self, part: AnyPart) -> int:
+        """Values asked per enterprise: requested splits (all by default), or columns (LR)."""
+        if isinstance(part, PlatformLRPart):
+            return len(part.features)
+        if self.split_ids is None and self.trees is None:
+            return len(part.splits)
+        trees = set(self.trees or ())
+        by_tree = sum(
+            1 for sid in part.splits if (m := _TREE_OF_SPLIT.fullmatch(sid)) and int(m[1]) in trees
+        )
+        return len(set(self.split_ids or ())) + by_tree
 
     @classmethod
     def from_json(cls, body: Any) -> ScoringRequest:
@@ -149,6 +170,22 @@ class ScoringRequest:
             trees=None if trees is None else tuple(trees),
             content_hash=content_hash,
         )
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A call admitted past the purpose and model checks, with what it will cost.
+
+    Attributes
+    ----------
+    part : PlatformPart or PlatformLRPart
+        The part, bound to the calling bank.
+    cost : int
+        ``enterprises x values per enterprise`` (at least 1): what the rate limiter charges.
+    """
+
+    part: AnyPart
+    cost: int
 
 
 @dataclass(frozen=True)
@@ -294,12 +331,12 @@ class PlatformScorer:
             cached = self._parts.get(model_id)
             if cached is not None:
                 return cached
-            path = self.models_dir / f"{model_id}.json"
-            if not MODEL_ID_PATTERN.fullmatch(model_id) or not path.is_file():
-                raise UnknownModelError(
-                    f"the platform holds no model part {model_id!r}; check the bank part's "
-                    "platform reference (lab.platform_parts tag of the model version)"
-                )
+            try:
+                path = model_file(self.models_dir, model_id)
+            except ModelIdError:
+                path = None
+            if path is None or not path.is_file():
+                raise UnknownModelError(_unknown_model(model_id))
             import json
 
             raw = json.loads(path.read_text(encoding="utf-8"))
@@ -317,25 +354,81 @@ class PlatformScorer:
             self._parts[model_id] = part
             return part
 
+    def bank_of(self, part: AnyPart) -> str | None:
+        """The bank a part serves: its own ``bank``, else its binding file, else ``None``."""
+        if part.bank is not None:
+            return part.bank
+        binding = self.models_dir / f"{part.model_id}{BINDING_SUFFIX}"
+        try:
+            return binding.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def admit(self, bank: BankCredential, request: ScoringRequest) -> Admission:
+        """Check the purpose of the credential and that the model is the bank's; price the call.
+
+        Raises
+        ------
+        PurposeRefusedError
+            If the bank's token does not allow the purpose.
+        UnknownModelError
+            If there is no such part, or it is another bank's (or nobody's): the same answer.
+        """
+        if request.purpose not in bank.purposes:
+            raise PurposeRefusedError(
+                f"bank {bank.bank!r} may score for {sorted(bank.purposes)}, not "
+                f"{request.purpose!r}; ask the platform to issue a token for that purpose"
+            )
+        part = self.part(request.model_id)
+        owner = self.bank_of(part)
+        if owner != bank.bank:
+            if owner is None:
+                logger.warning(
+                    "model part %s is bound to no bank; bind it with `lab platform bind %s "
+                    "--bank NAME` to serve it",
+                    part.model_id,
+                    part.model_id,
+                )
+            raise ForeignModelError(
+                _unknown_model(request.model_id),
+                outcome="unbound_model" if owner is None else "foreign_model",
+            )
+        n_items = request.n_items(part)
+        return Admission(part, len(request.enterprise_ids) * max(1, n_items))
+
     def models(self) -> list[str]:
         """Ids of the parts in the platform's store."""
         return sorted(p.stem for p in self.models_dir.glob("*.json"))
 
     # -- one call ---------------------------------------------------------------------------------
 
-    def decide(self, bank: BankCredential, request: ScoringRequest) -> Decisions | CoarseBins:
+    def decide(
+        self,
+        bank: BankCredential,
+        request: ScoringRequest,
+        admission: Admission | None = None,
+    ) -> Decisions | CoarseBins:
         """Check ``request`` for ``bank`` and return what the part computes, or raise a refusal.
 
         SecureBoost parts answer split decisions; hetero LR parts answer coarse bins (and take
-        no ``split_ids`` or ``trees``).
+        no ``split_ids`` or ``trees``). ``admission`` is :meth:`admit`'s (computed if absent).
 
         Raises
         ------
-        UnknownModelError, ModelHashMismatchError, UnknownSplitError, PurposeRefusedError,
-        NotAuthorizedError, UnknownEnterpriseError
+        PurposeRefusedError, UnknownModelError, NotAuthorizedError, ModelHashMismatchError,
+        UnknownSplitError, UnknownEnterpriseError
             See the module docstring for the order.
         """
-        part = self.part(request.model_id)
+        part = (admission or self.admit(bank, request)).part
+        served = self._served_for(part, request.purpose)
+        refused = self._unauthorized(bank.bank, request, served)
+        if refused:
+            raise NotAuthorizedError(
+                f"{len(refused)} enterprise(s) have no valid authorization of bank "
+                f"{bank.bank!r} for {request.purpose!r} covering groups "
+                f"{sorted(served.groups)}: {_preview(refused)}; nothing was scored",
+                enterprise_ids=refused,
+            )
         if request.content_hash is not None and request.content_hash != part.content_hash:
             raise ModelHashMismatchError(
                 f"model {part.model_id!r} is {part.content_hash} at the platform but the bank "
@@ -346,20 +439,6 @@ class PlatformScorer:
             raise UnknownSplitError(
                 f"model {part.model_id!r} is a hetero LR part: it answers coarse bins of its "
                 "columns; send no split_ids or trees"
-            )
-        if request.purpose not in bank.purposes:
-            raise PurposeRefusedError(
-                f"bank {bank.bank!r} may score for {sorted(bank.purposes)}, not "
-                f"{request.purpose!r}; ask the platform to issue a token for that purpose"
-            )
-        served = self._served_for(part, request.purpose)
-        refused = self._unauthorized(bank.bank, request, served)
-        if refused:
-            raise NotAuthorizedError(
-                f"{len(refused)} enterprise(s) have no valid authorization of bank "
-                f"{bank.bank!r} for {request.purpose!r} covering groups "
-                f"{sorted(served.groups)}: {_preview(refused)}; nothing was scored",
-                enterprise_ids=refused,
             )
         keys = self._keys(request.enterprise_ids)
         unknown = [
@@ -436,18 +515,17 @@ class PlatformScorer:
 
     def _unauthorized(self, bank: str, request: ScoringRequest, served: ServedSet) -> list[str]:
         day: date = self._today()
-        registry = self._registry()
+        keys = self._keys(request.enterprise_ids)
+        found = self._registry().records_of(bank, request.purpose, [*request.enterprise_ids, *keys])
         refused: list[str] = []
-        for eid in request.enterprise_ids:
-            variants = {eid, *self._keys([eid])}
-            ok = any(
+        for eid, key in zip(request.enterprise_ids, keys, strict=True):
+            candidates = found.get(eid.strip(), []) + (found.get(key, []) if key != eid else [])
+            if not any(
                 a.valid_for(
                     bank, request.purpose, day, served.groups, served.needs_personal_consent
                 )
-                for v in variants
-                for a in registry.records(bank=bank, purpose=request.purpose, enterprise_id=v)
-            )
-            if not ok:
+                for a in candidates
+            ):
                 refused.append(eid)
         return refused
 
@@ -462,6 +540,49 @@ def _columns(part: AnyPart) -> list[str]:
     if isinstance(part, PlatformLRPart):
         return part.features
     return [rule.feature for rule in part.splits.values()]
+
+
+def _unknown_model(model_id: str) -> str:
+    return (
+        f"the platform holds no model part {model_id!r} for this bank; check the bank part's "
+        "platform reference (lab.platform_parts tag of the model version)"
+    )
+
+
+def bind_part(models_dir: Path, model_id: str, bank: str) -> Path:
+    """Bind a part written before parts named their bank to ``bank`` (``<id>.bank`` file).
+
+    Raises
+    ------
+    ServingSetupError
+        If there is no such part, or it is already bound (a binding is never changed).
+    """
+    from lab.governance.vocabulary import check_name
+
+    check_name(bank, "bank name")
+    try:
+        path = model_file(models_dir, model_id)
+    except ModelIdError as exc:
+        raise ServingSetupError(str(exc)) from exc
+    if not path.is_file():
+        raise ServingSetupError(f"{path}: no such model part; list them in {models_dir}")
+    import json
+
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    if raw.get("bank") is not None:
+        raise ServingSetupError(
+            f"model part {model_id!r} is already bound to bank {raw['bank']!r} (by training)"
+        )
+    binding = models_dir / f"{model_id}{BINDING_SUFFIX}"
+    try:
+        with binding.open("x", encoding="utf-8") as fh:
+            fh.write(bank + "\n")
+    except FileExistsError as exc:
+        bound = binding.read_text(encoding="utf-8").strip()
+        raise ServingSetupError(
+            f"model part {model_id!r} is already bound to bank {bound!r}; bindings never change"
+        ) from exc
+    return binding
 
 
 def _preview(ids: Sequence[str], n: int = 10) -> str:

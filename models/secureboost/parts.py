@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,40 @@ from features.binning import BinSpec
 from models.secureboost.core import sigmoid
 
 FORMAT_VERSION = 1
+
+#: A model id names a file in a party's model store, and arrives in messages another party
+#: wrote: letters, digits, ``_``, ``.``, ``-`` only (no ``/``), starting with a letter or digit.
+MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
+
+
+class ModelIdError(ValueError):
+    """A model id would not be a plain file name in the party's model store."""
+
+
+def model_file(folder: Path, model_id: str) -> Path:
+    """``<folder>/<model_id>.json``, refusing an id that could point outside ``folder``.
+
+    Raises
+    ------
+    ModelIdError
+        If ``model_id`` is not a plain name (see :data:`MODEL_ID_PATTERN`).
+    """
+    if not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
+        raise ModelIdError(
+            f"model id {model_id!r} is not a plain name (letters, digits, '_', '.', '-'); "
+            "refusing to use it as a file name"
+        )
+    return folder / f"{model_id}.json"
+
+
+def write_part(folder: Path, model_id: str, payload: Mapping[str, Any]) -> Path:
+    """Write a part as ``<folder>/<model_id>.json`` (temporary file, rename)."""
+    path = model_file(folder, model_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 def canonical_hash(payload: Mapping[str, Any]) -> str:
@@ -69,16 +104,22 @@ class RuleSplit:
 
 @dataclass(frozen=True)
 class PlatformPart:
-    """A platform's half: split rules by id, and the bin specs they use."""
+    """A platform's half: split rules by id, the bin specs they use, and the bank it serves.
+
+    ``bank`` is the label holder that trained the model with this platform: the platform's
+    scoring endpoint answers for this part to that bank only. It is part of the content hash
+    (parts written before binding have none, and keep their hash).
+    """
 
     party: str
     model_id: str
     splits: dict[str, RuleSplit]
     bins: dict[str, BinSpec]
+    bank: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
-        return {
+        out: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "kind": "secureboost-platform-part",
             "party": self.party,
@@ -86,6 +127,9 @@ class PlatformPart:
             "splits": {k: v.to_dict() for k, v in sorted(self.splits.items())},
             "bins": {k: v.to_dict() for k, v in sorted(self.bins.items())},
         }
+        if self.bank is not None:
+            out["bank"] = self.bank
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlatformPart:
@@ -95,6 +139,7 @@ class PlatformPart:
             model_id=str(data["model_id"]),
             splits={k: RuleSplit.from_dict(v) for k, v in data["splits"].items()},
             bins={k: BinSpec.from_dict(v) for k, v in data["bins"].items()},
+            bank=None if data.get("bank") is None else str(data["bank"]),
         )
 
     @property
@@ -118,13 +163,14 @@ class PlatformPart:
         return out
 
     def save(self, folder: Path) -> Path:
-        """Write ``<model_id>.json`` into the platform's own model store."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.model_id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write ``<model_id>.json`` into the platform's own model store.
+
+        Raises
+        ------
+        ModelIdError
+            If the model id is not a plain file name.
+        """
+        return write_part(folder, self.model_id, self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -265,10 +311,11 @@ class BankPart:
         return sigmoid(self.raw_scores(bank_frame, platform_decisions))
 
     def save(self, folder: Path) -> Path:
-        """Write ``<model_id>.json`` into the bank's own model store."""
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.model_id}.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write ``<model_id>.json`` into the bank's own model store.
+
+        Raises
+        ------
+        ModelIdError
+            If the model id is not a plain file name.
+        """
+        return write_part(folder, self.model_id, self.to_dict())

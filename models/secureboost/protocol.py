@@ -458,6 +458,7 @@ class _Platform:
             model_id=env.text("model_id"),
             splits=splits,
             bins={name: spec for name, spec in specs.items() if name in used},
+            bank=state["bank"],  # served to this bank only
         )
         ids = sorted(splits)
         bits = part.decisions(frame, ids)

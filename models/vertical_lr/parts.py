@@ -21,37 +21,40 @@ import pandas as pd
 
 from features.binning import BinSpec
 from features.woe import WoeTable
-from models.secureboost.parts import canonical_hash
+from models.secureboost.parts import canonical_hash, model_file, write_part
 from models.vertical_lr.core import sigmoid
 
 
 def _write(folder: Path, model_id: str, payload: Mapping[str, Any]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{model_id}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_part(folder, model_id, payload)
 
 
 @dataclass(frozen=True)
 class PlatformLRPart:
-    """A platform's half: its bins (edges stay here) and the coarse-bin mapping per column."""
+    """A platform's half: its bins (edges stay here) and the coarse-bin mapping per column.
+
+    ``bank`` is the label holder that trained the model: the platform's endpoint answers for
+    this part to that bank only (hashed with the rest; absent in parts written before binding).
+    """
 
     party: str
     model_id: str
     specs: tuple[BinSpec, ...]
     mappings: tuple[tuple[int, ...], ...]
+    bank: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
-        return {
+        out: dict[str, Any] = {
             "kind": "hetero_lr.platform",
             "party": self.party,
             "model_id": self.model_id,
             "specs": [s.to_dict() for s in self.specs],
             "mappings": [list(m) for m in self.mappings],
         }
+        if self.bank is not None:
+            out["bank"] = self.bank
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PlatformLRPart:
@@ -61,6 +64,7 @@ class PlatformLRPart:
             model_id=str(data["model_id"]),
             specs=tuple(BinSpec.from_dict(s) for s in data["specs"]),
             mappings=tuple(tuple(int(v) for v in m) for m in data["mappings"]),
+            bank=None if data.get("bank") is None else str(data["bank"]),
         )
 
     @property
@@ -87,7 +91,7 @@ class PlatformLRPart:
     @classmethod
     def load(cls, folder: Path, model_id: str) -> PlatformLRPart:
         """Read a part saved by :meth:`save`."""
-        return cls.from_dict(json.loads((folder / f"{model_id}.json").read_text("utf-8")))
+        return cls.from_dict(json.loads(model_file(folder, model_id).read_text("utf-8")))
 
 
 @dataclass(frozen=True)

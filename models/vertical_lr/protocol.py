@@ -599,7 +599,11 @@ class _Platform:
         specs = tuple(BinSpec.from_dict(s) for s in ctx.store.get_json("hlr.specs"))
         mappings = tuple(tuple(int(v) for v in t["mapping"]) for t in state["tables"])
         part = PlatformLRPart(
-            party=ctx.name, model_id=env.text("model_id"), specs=specs, mappings=mappings
+            party=ctx.name,
+            model_id=env.text("model_id"),
+            specs=specs,
+            mappings=mappings,
+            bank=state["bank"],  # served to this bank only
         )
         frame = ctx.table().features.iloc[rows[~train]].reset_index(drop=True)
         test_bins = part.coarse_bins(frame)
