@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
@@ -22,7 +22,7 @@ from federated.transport import Transport, TransportError, raise_for_errors, run
 from models import secureboost, vertical_lr
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
-from models.protocol import ANY_PARTY, COORDINATOR, Envelope, ProtocolError
+from models.protocol import ANY_PARTY, COORDINATOR, Envelope, ProtocolError, dumps
 from models.secureboost import SecureBoostParams
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         close_parties(transport, "failed")
         raise
     nodes = close_parties(transport, "finished", strict=True)
+    exchange_audit_heads(transport, result.parties, nodes)
     progress.report("job", len(stages), len(stages), "done")
     return replace(result, nodes=nodes, traffic=transport.stats.to_dict())
 
@@ -165,7 +166,36 @@ def close_parties(
             party, why = next(iter(failed.items()))
             raise TransportError(f"node of party '{party}' did not close the job: {why}")
         logger.warning("nodes did not close the job: %s", failed)
-    return {env.sender: env.json("report") for env in replies if env.stage == "end"}
+    return {
+        env.sender: {
+            **env.json("report"),
+            "audit_end": env.json("audit") if "audit" in env.payload else None,
+        }
+        for env in replies
+        if env.stage == "end"
+    }
+
+
+def exchange_audit_heads(
+    transport: Transport, parties: Sequence[PartyReport], nodes: dict[str, dict[str, object]]
+) -> None:
+    """Give every node its peers' audit heads of the job's start and end (``job/peers``).
+
+    Best effort: the job's result stands if a node cannot record them (logged).
+    """
+    heads = {
+        p.name: {"start": p.audit, "end": nodes.get(p.name, {}).get("audit_end")}
+        for p in parties
+        if p.audit or nodes.get(p.name, {}).get("audit_end")
+    }
+    if len(heads) < 2:
+        return
+    envelopes = [
+        Envelope(JOB, "peers", COORDINATOR, p.name, {"heads": dumps(heads)}) for p in parties
+    ]
+    _, failed = transport.exchange_partial(envelopes, timeout=CLOSE_TIMEOUT, final=True)
+    if failed:
+        logger.warning("nodes did not record their peers' audit heads: %s", failed)
 
 
 def _align(spec: JobSpec, transport: Transport) -> AlignmentOutcome:
@@ -197,6 +227,7 @@ def connect_parties(spec: JobSpec, transport: Transport) -> tuple[PartyReport, .
             digest=env.text("digest"),
             feature_kinds=json.loads(env.text("feature_kinds")),
             governance=json.loads(env.text("governance")) if "governance" in env.payload else {},
+            audit=json.loads(env.text("audit")) if "audit" in env.payload else None,
         )
     missing = [p.name for p in spec.parties if p.name not in joined]
     if missing:

@@ -17,6 +17,11 @@ Stages (party side)
     (mechanism, noise, releases, ε); after it the node refuses further messages of the job.
     A node that never hears ``end`` keeps its reservation open: the planned spend stays
     counted until its operator closes it.
+``peers``
+    Every node records, in its own audit log, the other parties' audit heads at the job's start
+    (from their ``hello``) and end (from their ``end``): an editor of one home cannot rewrite
+    its log without disagreeing with the peers' (``lab audit verify --peer-log``). The heads
+    are relayed by the coordinator.
 
 What each party learns
 ----------------------
@@ -51,6 +56,7 @@ _MACHINE = StageMachine(
         "split": {"hello"},
         "baseline": {"split"},
         "end": {StageMachine.START, "hello", "split", "baseline", "end"},
+        "peers": {"end"},
     },
 )
 
@@ -78,6 +84,9 @@ class JobParty:
             return [self._split(envelope, ctx)]
         if envelope.stage == "end":
             return [self._end(envelope, ctx)]
+        if envelope.stage == "peers":
+            ctx.record_peer_heads(envelope.json("heads"))
+            return [envelope.reply("peers", {"party": ctx.name})]
         return [self._baseline(envelope, ctx)]
 
     def _hello(self, envelope: Envelope, ctx: PartyRuntime, spec: JobSpec) -> Envelope:
@@ -103,6 +112,7 @@ class JobParty:
                         "authorization": grant.authorization,
                     }
                 ),
+                "audit": dumps(ctx.audit_head()),
             },
         )
 
@@ -111,7 +121,9 @@ class JobParty:
         if outcome not in ("finished", "failed"):
             raise ProtocolError(f"job/end: outcome must be 'finished' or 'failed', not {outcome!r}")
         report = ctx.close("finished" if outcome == "finished" else "failed")
-        return envelope.reply("end", {"party": ctx.name, "report": dumps(report)})
+        return envelope.reply(
+            "end", {"party": ctx.name, "report": dumps(report), "audit": dumps(ctx.audit_head())}
+        )
 
     def _split(self, envelope: Envelope, ctx: PartyRuntime) -> Envelope:
         spec = ctx.job()

@@ -302,6 +302,17 @@ class PartyRuntime:
         if policy is not None:
             policy.progress(self.binding, self.job(), self.grant(), self._use("failed"))
 
+    def audit_head(self) -> dict[str, str] | None:
+        """The head of this node's audit log (``None`` without a policy or a log)."""
+        policy = self.node_policy()
+        return None if policy is None else policy.audit_head(self.binding)
+
+    def record_peer_heads(self, heads: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record the other parties' audit heads in this node's log."""
+        policy = self.node_policy()
+        if policy is not None and self._store.get_json(_JOB_KEY) is not None:
+            policy.record_peer_heads(self.binding, self.job(), heads)
+
     def notify(self, event: str, payload: Mapping[str, Any]) -> None:
         """Hand an event of this job to the node's policy (its own audit log)."""
         policy = self.node_policy()

@@ -175,6 +175,17 @@ class NodePolicy(Protocol):
     ) -> dict[str, Any]:
         """Charge the node's ledger from its own count of releases; return what was charged."""
 
+    def audit_head(self, binding: PartyBinding) -> dict[str, str] | None:
+        """The head of the node's audit log and its signing key (``None`` if it has none)."""
+
+    def record_peer_heads(
+        self, binding: PartyBinding, job: JobSpec, heads: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Record the other parties' audit heads at the job's start and end in the node's log.
+
+        ``heads`` maps each peer to ``{"start": {"head", "key"}, "end": {...}}``.
+        """
+
 
 def load_policy(name: str) -> NodePolicy:
     """Instantiate the policy class named ``module:attribute``."""

@@ -34,6 +34,8 @@ class PartyReport:
     digest: str
     feature_kinds: dict[str, str]
     governance: dict[str, Any] = field(default_factory=dict)
+    #: The head of the party's audit log when it joined (``{"head", "key"}``), if it keeps one.
+    audit: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)

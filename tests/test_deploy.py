@@ -208,7 +208,7 @@ def test_lab_up_train_down_on_loopback(
     from lab.demo import synthesize
 
     folder = tmp_path / "sme"
-    synthesize(folder, n_enterprises=900, n_banks=1, bank_size=400, unmatched_rate=0.1, seed=6)
+    synthesize(folder, n_enterprises=3000, n_banks=1, bank_size=1400, unmatched_rate=0.1, seed=6)
     # The bank's job asks the platform for nothing: no feature set, authorizations "off".
     config: dict[str, Any] = {
         "name": "tiny",
@@ -304,6 +304,12 @@ def test_lab_up_train_down_on_loopback(
 
     [aligned] = AuditLog(platform_home / "audit" / "log.jsonl").entries("alignment")
     assert aligned.payload["n_authorized"] == len(allowed)
+    # Each node's log holds the other's audit heads of the job's start and end.
+    bank_home = Path(state.node("bank").governance_home)
+    bank_log = AuditLog(bank_home / "audit" / "log.jsonl")
+    platform_log = AuditLog(platform_home / "audit" / "log.jsonl")
+    assert sorted(h.when for h in bank_log.peer_heads(party="platform")) == ["end", "start"]
+    assert sorted(h.when for h in platform_log.peer_heads(party="bank")) == ["end", "start"]
 
     pids = _family_pids(state)
     assert pids

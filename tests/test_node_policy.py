@@ -659,3 +659,27 @@ def test_policy_settings_are_validated_and_audited(lab_home: Path) -> None:
 def test_vertical_lr_params_default_is_not_a_protection(tmp_path: Path) -> None:
     """The hetero LR job default batch size passes the platform's default minimum."""
     assert vertical_lr.HeteroLRParams().batch_size >= read_policy(tmp_path).hetero_lr.min_batch_size
+
+
+def test_each_party_records_its_peers_audit_heads_at_start_and_end(
+    tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.cli import run as lab_run
+
+    transport, _ = _hlr_pair(tmp_path, lab_home)
+    result = run_job(_hlr_spec(batch_size=300, tol=0.0), transport)
+    bank_home = tmp_path / "bank-home"
+    platform_log = AuditLog(lab_home / "audit" / "log.jsonl")
+    bank_log = AuditLog(bank_home / "audit" / "log.jsonl")
+    at_bank = bank_log.peer_heads(party="platform")
+    at_platform = platform_log.peer_heads(party="bank")
+    assert sorted(h.when for h in at_bank) == ["end", "start"]
+    assert sorted(h.when for h in at_platform) == ["end", "start"]
+    assert {h.job_id for h in at_bank + at_platform} == {result.job_id}
+    assert {h.key for h in at_bank} == {platform_log.key_fingerprint()}
+    # The platform's log, checked against the heads the bank's log holds of it.
+    end = next(h for h in at_bank if h.when == "end")
+    assert platform_log.verify().ok
+    assert end.seq <= (platform_log.head().seq if platform_log.head() else 0)
+    monkeypatch.setenv("LAB_HOME", str(bank_home))
+    assert lab_run(["audit", "verify", "--peer-log", str(platform_log.path)]) == 0

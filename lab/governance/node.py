@@ -179,6 +179,31 @@ class LabNodePolicy:
         if grant.reservation is not None:
             write_journal(_home(binding), grant, use)
 
+    def audit_head(self, binding: PartyBinding) -> dict[str, str] | None:
+        """The node's audit head and key fingerprint (sent to its peers through the job)."""
+        return audit_anchor(_home(binding))
+
+    def record_peer_heads(
+        self, binding: PartyBinding, job: JobSpec, heads: Mapping[str, Mapping[str, Any]]
+    ) -> None:
+        """Record each peer's audit head at the job's start and end (``peer_head`` entries).
+
+        A peer writing to this very log (one home for every party, as in the embedded runtime)
+        is skipped: its head would anchor the log in itself.
+        """
+        audit = _audit(_home(binding))
+        own = audit.key_fingerprint()
+        for party, moments in sorted(heads.items()):
+            if party == binding.name:
+                continue
+            for when in ("start", "end"):
+                anchor = moments.get(when)
+                if not anchor or (own is not None and anchor.get("key") == own):
+                    continue
+                audit.record_peer_head(
+                    party, str(anchor["head"]), when, job_id=job.job_id, key=anchor.get("key")
+                )
+
     def close_job(
         self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse
     ) -> dict[str, Any]:
@@ -194,6 +219,15 @@ class LabNodePolicy:
             {"job_id": job.job_id, "party": binding.name, "bank": _bank(job), **report},
         )
         return report
+
+
+def audit_anchor(home: Path) -> dict[str, str] | None:
+    """``{"head": "SEQ:HASH", "key": fingerprint}`` of the audit log of ``home``, if any."""
+    log = _audit(home)
+    head = log.head()
+    if head is None:
+        return None
+    return {"head": str(head), "key": log.key_fingerprint() or ""}
 
 
 def _close_reservation(home: Path, audit: AuditLog, grant: JobGrant, use: JobUse) -> str:
