@@ -2,9 +2,9 @@
 
 Started by :class:`secure_agg.paillier_pool.PaillierPool` with pipes for stdin and stdout; it
 imports only :mod:`secure_agg` (never the caller's program, unlike ``multiprocessing`` workers)
-and serves requests until its stdin closes. Frames are described in
-:mod:`secure_agg.paillier_pool`; every header starts with ``length (4) || PublicKey.to_bytes()``
-(:func:`secure_agg.paillier.parallel.public_header`).
+and serves requests with :func:`secure_agg.worker_pool.serve` until its stdin closes. Frames are
+described in :mod:`secure_agg.worker_pool`; every header starts with
+``length (4) || PublicKey.to_bytes()`` (:func:`secure_agg.paillier.parallel.public_header`).
 
 When the C extension :mod:`secure_agg._gmp_kernels` is built, the payloads of ``E``, ``O``,
 ``C``, ``S`` and ``P`` go to it as they arrive (no conversion to Python integers) through the
@@ -45,20 +45,13 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
+from secure_agg import worker_pool
 from secure_agg.packing import _pack_payload
 from secure_agg.paillier import kernels, tables
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.keys import PrivateKey
 from secure_agg.paillier.parallel import read_header
 from secure_agg.paillier.wire import ints_from_bytes, ints_to_bytes
-from secure_agg.paillier_pool import STATUS_FAILED, STATUS_OK, STATUS_REFUSED
-
-
-def _read(stream: BinaryIO, size: int) -> bytes:
-    data = stream.read(size)
-    if data is None or len(data) != size:
-        raise EOFError
-    return data
 
 
 def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
@@ -105,26 +98,8 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer requests until the input closes."""
-    while True:
-        try:
-            op = _read(inp, 1)
-        except EOFError:
-            return
-        header = _read(inp, int.from_bytes(_read(inp, 4), "big"))
-        payload = _read(inp, int.from_bytes(_read(inp, 8), "big"))
-        try:
-            result = handle(op, header, payload)
-            status = STATUS_OK
-        except ValueError as exc:  # PaillierError, PackingError: refused input
-            result = str(exc).encode()
-            status = STATUS_REFUSED
-        except Exception as exc:  # report instead of dying; the message holds no key material
-            result = f"{type(exc).__name__}: {exc}".encode()
-            status = STATUS_FAILED
-        del header
-        out.write(bytes([status]) + len(result).to_bytes(8, "big") + result)
-        out.flush()
+    """Answer requests until the input closes (refused input and failures are replies)."""
+    worker_pool.serve(handle, inp, out)
 
 
 if __name__ == "__main__":

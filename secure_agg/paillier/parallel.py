@@ -22,7 +22,7 @@ from secure_agg import paillier_pool
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.keys import PublicKey
 from secure_agg.paillier.wire import ints_from_bytes
-from secure_agg.paillier_pool import default_workers
+from secure_agg.worker_pool import default_workers
 
 if TYPE_CHECKING:
     from secure_agg.paillier.keys import PrivateKey
