@@ -2,16 +2,18 @@
 
 Started by :class:`secure_agg.paillier_pool.PaillierPool` with pipes for stdin and stdout; it
 imports only :mod:`secure_agg` (never the caller's program, unlike ``multiprocessing`` workers)
-and serves requests until its stdin closes. Frames are described in
-:mod:`secure_agg.paillier_pool`; every header starts with ``length (4) || PublicKey.to_bytes()``.
+and serves requests with :func:`secure_agg.worker_pool.serve` until its stdin closes. Frames are
+described in :mod:`secure_agg.worker_pool`; every header starts with
+``length (4) || PublicKey.to_bytes()`` (:func:`secure_agg.paillier.parallel.public_header`).
 
 When the C extension :mod:`secure_agg._gmp_kernels` is built, the payloads of ``E``, ``O``,
 ``C``, ``S`` and ``P`` go to it as they arrive (no conversion to Python integers) through the
-``*_payload`` functions of :mod:`secure_agg.paillier` and :mod:`secure_agg.packing`; otherwise the
-Python kernels answer. Both give the same results; the worker inherits ``SECURE_AGG_KERNELS``
-from the environment of the process that started the pool. After a ``C`` request the worker
-keeps the key holder's CRT tables (key material: in C memory, overwritten when freed) until an
-``F`` request; the primes themselves are dropped when the request is answered.
+``*_payload`` functions of :mod:`secure_agg.paillier.kernels` and :mod:`secure_agg.packing`;
+otherwise the Python kernels answer. Both give the same results; the worker inherits
+``SECURE_AGG_KERNELS`` from the environment of the process that started the pool. After a ``C``
+request the worker keeps the key holder's CRT tables (key material: in C memory, overwritten
+when freed) until an ``F`` request; the primes themselves are dropped when the request is
+answered.
 
 Operations (integers big-endian, plaintexts ``key_bytes`` wide, ciphertexts ``2 * key_bytes``):
 
@@ -43,76 +45,61 @@ from __future__ import annotations
 import sys
 from typing import BinaryIO
 
-from secure_agg import paillier
+from secure_agg import worker_pool
 from secure_agg.packing import _pack_payload
-from secure_agg.paillier_pool import STATUS_FAILED, STATUS_OK, STATUS_REFUSED
-
-
-def _read(stream: BinaryIO, size: int) -> bytes:
-    data = stream.read(size)
-    if data is None or len(data) != size:
-        raise EOFError
-    return data
+from secure_agg.paillier import kernels, tables
+from secure_agg.paillier.errors import PaillierError
+from secure_agg.paillier.keys import PrivateKey
+from secure_agg.paillier.parallel import read_header
+from secure_agg.paillier.wire import ints_from_bytes, ints_to_bytes
 
 
 def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
-    """Compute one request's reply (see the module docstring)."""
+    """Compute one request's reply (see the module docstring).
+
+    Raises
+    ------
+    PaillierError
+        On an unknown request or refused input (``PackingError`` for packing requests).
+    """
     if op == b"F":
-        paillier._forget_crt()
+        tables.forget_private()
         return b""
-    pub, rest = paillier._unpack_header(header)
+    pub, rest = read_header(header)
     width = pub.ciphertext_bytes
     if op in (b"E", b"N"):
-        return paillier._encrypt_payload(pub, payload, "djn" if op == b"E" else "naive")
+        return kernels.encrypt_payload(pub, payload, "djn" if op == b"E" else "naive")
     if op == b"O":
-        return paillier._obfuscate_payload(pub, payload)
+        return kernels.obfuscate_payload(pub, payload)
     if op == b"C":
-        key = paillier.PrivateKey.from_secret_bytes(pub, rest)
+        key = PrivateKey.from_secret_bytes(pub, rest)
         try:
-            return paillier._encrypt_private_payload(key, payload)
+            return kernels.encrypt_private_payload(key, payload)
         finally:
             del key
     if op == b"D":
-        key = paillier.PrivateKey.from_secret_bytes(pub, rest)
+        key = PrivateKey.from_secret_bytes(pub, rest)
         try:
-            plain = paillier._decrypt_kernel(key, paillier._ints_from_bytes(payload, width))
+            plain = kernels.decrypt(key, ints_from_bytes(payload, width))
         finally:
             del key
-        return paillier._ints_to_bytes(plain, pub.key_bytes)
+        return ints_to_bytes(plain, pub.key_bytes)
     if op == b"S":
         n_rows = int.from_bytes(rest[:8], "big")
         n_cols = int.from_bytes(rest[8:12], "big")
         n_groups = int.from_bytes(rest[12:16], "big")
-        return paillier._sum_groups_payload(pub, payload, n_rows, n_cols, n_groups)
+        return kernels.group_sums_payload(pub, payload, n_rows, n_cols, n_groups)
     if op == b"P":
         bits = int.from_bytes(rest[:4], "big")
         capacity = int.from_bytes(rest[4:8], "big")
         rerandomize = rest[8:9] == b"\x01"
         return _pack_payload(pub, payload, bits=bits, capacity=capacity, rerandomize=rerandomize)
-    raise paillier.PaillierError(f"unknown request {op!r}")
+    raise PaillierError(f"unknown request {op!r}; the requests are E, N, O, C, F, D, S and P")
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:
-    """Answer requests until the input closes."""
-    while True:
-        try:
-            op = _read(inp, 1)
-        except EOFError:
-            return
-        header = _read(inp, int.from_bytes(_read(inp, 4), "big"))
-        payload = _read(inp, int.from_bytes(_read(inp, 8), "big"))
-        try:
-            result = handle(op, header, payload)
-            status = STATUS_OK
-        except ValueError as exc:  # PaillierError, PackingError: refused input
-            result = str(exc).encode()
-            status = STATUS_REFUSED
-        except Exception as exc:  # report instead of dying; the message holds no key material
-            result = f"{type(exc).__name__}: {exc}".encode()
-            status = STATUS_FAILED
-        del header
-        out.write(bytes([status]) + len(result).to_bytes(8, "big") + result)
-        out.flush()
+    """Answer requests until the input closes (refused input and failures are replies)."""
+    worker_pool.serve(handle, inp, out)
 
 
 if __name__ == "__main__":

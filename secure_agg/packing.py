@@ -31,8 +31,10 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from secure_agg import paillier
-from secure_agg.paillier import KeyMismatchError, PublicKey, check_fingerprint
+from secure_agg.paillier import extension, kernels, parallel
+from secure_agg.paillier.errors import KeyMismatchError
+from secure_agg.paillier.keys import MIN_TEST_KEY_BITS, PublicKey
+from secure_agg.paillier.wire import check_fingerprint, ints_from_bytes, ints_to_bytes
 
 __all__ = [
     "HEADROOM_BITS",
@@ -158,7 +160,7 @@ class GradientPacker:
         if precision > 512:
             raise PackingError(f"precision_bits {precision} is absurd; use at most 512")
         max_rows = _check_int("max_rows", self.max_rows, 1)
-        key_bits = _check_int("key_bits", self.key_bits, paillier.MIN_TEST_KEY_BITS)
+        key_bits = _check_int("key_bits", self.key_bits, MIN_TEST_KEY_BITS)
         try:
             g_offset = math.ceil(math.ldexp(g_bound, precision))
             h_max = math.ceil(math.ldexp(h_bound, precision))
@@ -327,7 +329,7 @@ class SumPacker:
 
     def __post_init__(self) -> None:
         bits = _check_int("bits_per_value", self.bits_per_value, 1)
-        key_bits = _check_int("key_bits", self.key_bits, paillier.MIN_TEST_KEY_BITS)
+        key_bits = _check_int("key_bits", self.key_bits, MIN_TEST_KEY_BITS)
         capacity = (key_bits - HEADROOM_BITS) // bits
         if capacity < 1:
             raise PackingError(
@@ -382,33 +384,33 @@ class SumPacker:
         cts = [pub._check_ciphertext(c) for c in ciphertexts]
         k = self.capacity
         groups = math.ceil(len(cts) / k)
-        threshold = PARALLEL_MIN_PACK if paillier._C is None else THREAD_MIN_PACK
-        n_workers = paillier._workers_for(workers, len(cts), threshold, groups)
+        c_kernels = extension.active()
+        threshold = PARALLEL_MIN_PACK if c_kernels is None else THREAD_MIN_PACK
+        n_workers = parallel.workers_for(workers, len(cts), threshold, groups)
         if n_workers <= 1:
             return _pack_kernel(pub, cts, self.bits_per_value, k, rerandomize)
         width = pub.ciphertext_bytes
-        kernels = paillier._C
-        if kernels is not None:
-            data = paillier._ints_to_bytes(cts, width)
+        if c_kernels is not None:
+            data = ints_to_bytes(cts, width)
             chunks = [
                 data[start * k * width : stop * k * width]
-                for start, stop in paillier._split(groups, n_workers)
+                for start, stop in parallel.split(groups, n_workers)
             ]
             run = functools.partial(
                 _pack_payload, pub, bits=self.bits_per_value, capacity=k, rerandomize=rerandomize
             )
-            return paillier._gather(paillier._in_threads(run, chunks), width)
+            return parallel.gather(parallel.in_threads(run, chunks), width)
         header = (
-            paillier._pack_header(pub)
+            parallel.public_header(pub)
             + self.bits_per_value.to_bytes(4, "big")
             + k.to_bytes(4, "big")
             + (b"\x01" if rerandomize else b"\x00")
         )
         parts = [
-            (header, paillier._ints_to_bytes(cts[start * k : stop * k], width))
-            for start, stop in paillier._split(groups, n_workers)
+            (header, ints_to_bytes(cts[start * k : stop * k], width))
+            for start, stop in parallel.split(groups, n_workers)
         ]
-        return paillier._gather(paillier._run(b"P", parts), width)
+        return parallel.gather(parallel.run_in_workers(b"P", parts), width)
 
     def unpack(self, plaintexts: Sequence[int], count: int) -> list[int]:
         """The ``count`` values packed into decrypted ``plaintexts``, in their original order.
@@ -449,16 +451,16 @@ def _pack_kernel(
     In C when the extension is built (``_gmp_kernels.pack``: the same products, squarings on
     base-``n`` digits, ~1.4x faster); the loop below is the reference.
     """
-    if paillier._C is not None:
+    if extension.active() is not None:
         width = pub.ciphertext_bytes
         data = _pack_payload(
             pub,
-            paillier._ints_to_bytes(ciphertexts, width),
+            ints_to_bytes(ciphertexts, width),
             bits=bits,
             capacity=capacity,
             rerandomize=rerandomize,
         )
-        return paillier._ints_from_bytes(data, width)
+        return ints_from_bytes(data, width)
     n2 = pub._n2
     shift = gmpy2.mpz(1) << bits
     packed: list[Any] = []
@@ -469,7 +471,7 @@ def _pack_kernel(
             acc = gmpy2.powmod(acc, shift, n2) * c % n2
         packed.append(acc)
     if rerandomize:
-        packed = paillier._obfuscate_kernel(pub, packed)
+        packed = kernels.obfuscate(pub, packed)
     return [int(c) for c in packed]
 
 
@@ -478,11 +480,11 @@ def _pack_payload(
 ) -> bytes:
     """:func:`_pack_kernel` on fixed-width ciphertext bytes (the worker's ``P`` request)."""
     width = pub.ciphertext_bytes
-    kernels = paillier._C
-    if kernels is None:
-        cts = paillier._ints_from_bytes(payload, width)
-        return paillier._ints_to_bytes(_pack_kernel(pub, cts, bits, capacity, rerandomize), width)
-    packed = kernels.pack(pub.nsquare.to_bytes(width, "big"), payload, width, bits, capacity)
+    c_kernels = extension.active()
+    if c_kernels is None:
+        cts = ints_from_bytes(payload, width)
+        return ints_to_bytes(_pack_kernel(pub, cts, bits, capacity, rerandomize), width)
+    packed = c_kernels.pack(pub.nsquare.to_bytes(width, "big"), payload, width, bits, capacity)
     if rerandomize:
-        packed = paillier._obfuscate_c(kernels, pub, packed)
+        packed = kernels.obfuscate_c(c_kernels, pub, packed)
     return packed

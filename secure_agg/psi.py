@@ -30,23 +30,19 @@ Security notes
 --------------
 Scalars come from the OS CSPRNG (``X25519PrivateKey.generate``), fresh per job, and never leave
 the party: :class:`BlindingKey` refuses pickling and hides itself from ``repr``. The party's own
-worker processes receive the scalar with each batch through the pool's local pipe and keep it
-only while they blind that batch. A value that would blind to the neutral element (a low-order
-point, which only a malicious peer can produce) is refused.
+worker processes (:class:`BlindingPool`, the generic :class:`secure_agg.worker_pool.WorkerPool`
+running :mod:`secure_agg._blind_worker`) receive the scalar with each batch through the pool's
+local pipe and keep it only while they blind that batch. A value that would blind to the
+neutral element (a low-order point, which only a malicious peer can produce) is refused.
 """
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import ctypes
 import ctypes.util
 import hashlib
 import math
 import os
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -54,6 +50,14 @@ import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from secure_agg.worker_pool import (
+    RefusedRequestError,
+    SharedPool,
+    WorkerPool,
+    default_workers,
+    encode_request,
+)
 
 #: Bytes of a group element (an X25519 u-coordinate).
 POINT_BYTES = 32
@@ -67,6 +71,9 @@ STATISTICAL_BITS = 40
 
 #: Below this many points, blinding runs in the calling process (a pool costs ~0.3 s to start).
 PARALLEL_THRESHOLD = 20_000
+
+#: The module every blinding worker runs.
+WORKER_MODULE = "secure_agg._blind_worker"
 
 Points = npt.NDArray[np.uint8]
 
@@ -218,127 +225,58 @@ def _blind_bytes(raw_key: bytes, data: bytes) -> bytes:
     return _blind_openssl(raw_key, data)
 
 
-class BlindingPool:
+class BlindingPool(WorkerPool):
     """Worker processes that blind in parallel, kept for the life of this process.
 
-    Each worker is ``python -m secure_agg._blind_worker`` on pipes: it imports only this module
-    (``multiprocessing`` workers would re-import the caller's program, a Flower node or a Ray
-    worker), holds no key between requests, and exits when this process closes its pipes. The
-    scalar travels with each request through the local pipe.
+    Each worker is ``python -m secure_agg._blind_worker`` on pipes (see
+    :class:`secure_agg.worker_pool.WorkerPool` for starting, framing, the truncated-reply check
+    and closing): it imports only this module (``multiprocessing`` workers would re-import the
+    caller's program, a Flower node or a Ray worker), holds no key between requests, and exits
+    when this process closes its pipes. The scalar travels with each request through the local
+    pipe, at the start of the request's header.
+
+    Parameters
+    ----------
+    workers : int
+        Processes to start (at least 1).
     """
 
     def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._lock = threading.Lock()
-        self._procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "secure_agg._blind_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-            for _ in range(workers)
-        ]
+        super().__init__(WORKER_MODULE, workers, label="blinding")
 
-    def run(self, op: bytes, raw_key: bytes, domain: bytes, payloads: list[bytes]) -> list[bytes]:
-        """Send one request per payload (at most one per worker) and return the results in order.
+    def blind(
+        self, op: bytes, raw_key: bytes, domain: bytes, parts: list[tuple[int, bytes]]
+    ) -> bytes:
+        """Run ``(offset, payload)`` parts of request ``op`` (at most one per worker); the results.
+
+        ``op`` is ``B`` (payload: points) or ``H`` (payload: id records, hashed under ``domain``
+        first); ``offset`` is the index of the part's first point in the whole batch.
 
         Raises
         ------
         LowOrderPointError
-            With the index within its payload; the caller adds the payload's offset.
+            With the index of the first low-order point in the whole batch.
         PSIError
-            If a worker failed or died.
+            If a worker refused its input.
+        secure_agg.worker_pool.WorkerError
+            If a worker died, sent a truncated reply or failed.
         """
-        if len(payloads) > self.workers:
-            raise PSIError("more payloads than workers")
-        with self._lock:
-            try:
-                for proc, payload in zip(self._procs, payloads, strict=False):
-                    if proc.stdin is None:
-                        raise EOFError("worker has no input pipe")
-                    proc.stdin.write(
-                        op
-                        + raw_key
-                        + len(domain).to_bytes(4, "big")
-                        + domain
-                        + len(payload).to_bytes(8, "big")
-                        + payload
-                    )
-                    proc.stdin.flush()
-                replies = [self._reply(proc) for proc in self._procs[: len(payloads)]]
-            except (OSError, EOFError) as exc:
-                self.close()
-                raise PSIError(f"a blinding worker stopped: {exc}") from exc
-        out = []
-        for status, data in replies:
-            if status == 1:
-                raise LowOrderPointError(int.from_bytes(data, "big"))
-            if status != 0:
-                raise PSIError(data.decode(errors="replace"))
-            out.append(data)
-        return out
-
-    @staticmethod
-    def _reply(proc: subprocess.Popen[bytes]) -> tuple[int, bytes]:
-        if proc.stdout is None:
-            raise EOFError("worker has no output pipe")
-        head = proc.stdout.read(9)
-        if len(head) != 9:
-            raise EOFError("no reply")
-        data = proc.stdout.read(int.from_bytes(head[1:], "big"))
-        return head[0], data
-
-    def close(self) -> None:
-        """Stop the workers."""
-        for proc in self._procs:
-            if proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    proc.stdin.close()
-        for proc in self._procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self._procs = []
+        header = raw_key + domain
+        try:
+            replies = self.run([encode_request(op, header, payload) for _, payload in parts])
+        except RefusedRequestError as exc:
+            if exc.item is not None and exc.request is not None:
+                raise LowOrderPointError(parts[exc.request][0] + exc.item) from exc
+            raise PSIError(exc.message) from exc
+        return b"".join(replies)
 
 
-_POOL: BlindingPool | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> BlindingPool:
-    global _POOL
-    with _POOL_LOCK:
-        if _POOL is None or _POOL.workers != workers or not _POOL._procs:
-            if _POOL is not None:
-                _POOL.close()
-            _POOL = BlindingPool(workers)
-            atexit.register(_POOL.close)
-        return _POOL
+_POOL: SharedPool[BlindingPool] = SharedPool(BlindingPool)
 
 
 def _parallel(op: bytes, raw_key: bytes, domain: bytes, parts: list[tuple[int, bytes]]) -> bytes:
-    """Run ``parts`` (offset, payload) on the pool; fix up low-order indices by offset."""
-    pool = _pool(len(parts))
-    try:
-        return b"".join(pool.run(op, raw_key, domain, [payload for _, payload in parts]))
-    except LowOrderPointError as exc:
-        # The pool reports the first failing payload's local index; find its offset.
-        raise LowOrderPointError(exc.index + _failing_offset(op, raw_key, domain, parts)) from exc
-
-
-def _failing_offset(
-    op: bytes, raw_key: bytes, domain: bytes, parts: list[tuple[int, bytes]]
-) -> int:
-    for offset, payload in parts:
-        try:
-            if op == b"B":
-                _blind_bytes(raw_key, payload)
-            else:
-                _blind_bytes(raw_key, hash_to_group(_decode_id_records(payload), domain).tobytes())
-        except LowOrderPointError:
-            return offset
-    return 0
+    """Run ``parts`` (offset, payload) on the shared pool, one per worker."""
+    return _POOL.get(len(parts)).blind(op, raw_key, domain, parts)
 
 
 def _encode_id_records(ids: Sequence[bytes]) -> bytes:
@@ -346,21 +284,19 @@ def _encode_id_records(ids: Sequence[bytes]) -> bytes:
 
 
 def _decode_id_records(payload: bytes) -> list[bytes]:
-    ids = []
+    ids: list[bytes] = []
     offset = 0
     while offset < len(payload):
         length = int.from_bytes(payload[offset : offset + 4], "big")
         offset += 4
+        if offset + length > len(payload):
+            raise PSIError(
+                f"id record {len(ids)} claims {length} bytes but only "
+                f"{max(0, len(payload) - offset)} remain; records are length (4) + id"
+            )
         ids.append(payload[offset : offset + length])
         offset += length
     return ids
-
-
-def default_workers() -> int:
-    """Processes to blind with: the CPUs this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def blind(points: Points, key: BlindingKey, *, workers: int | None = None) -> Points:

@@ -31,7 +31,8 @@ import pytest
 
 from secure_agg import packing, paillier
 from secure_agg.packing import SumPacker
-from secure_agg.paillier import PrivateKey, PublicKey
+from secure_agg.paillier import PrivateKey, PublicKey, parallel, tables
+from secure_agg.paillier.kernels import group_sums
 
 try:
     from secure_agg import _gmp_kernels as gk
@@ -99,7 +100,7 @@ def random_ciphertexts(pub: PublicKey, count: int) -> list[int]:
 )
 def test_crt_encryptor_equals_python_reference(bits: int, window: int) -> None:
     pub, priv = keys(bits)
-    reference = paillier._CrtEncryptor(priv)
+    reference = tables.CrtEncryptor(priv)
     encryptor = crt_encryptor(priv, window)
     size, kb = pub.encryption_exponent_bytes, pub.key_bytes
     plaintexts = edge_plaintexts(pub, 12)
@@ -125,7 +126,7 @@ def test_encrypt_many_private_uses_c_and_equals_python(monkeypatch: pytest.Monke
     pub, priv = keys(1024)
     values = edge_plaintexts(pub, 20)
     stream = secrets.token_bytes(pub.encryption_exponent_bytes * len(values))
-    monkeypatch.setattr(paillier.secrets, "token_bytes", lambda size: stream[:size])
+    monkeypatch.setattr(secrets, "token_bytes", lambda size: stream[:size])
     fast = paillier.encrypt_many_private(priv, values, workers=1)
     monkeypatch.setattr(paillier, "_C", None)
     assert paillier.encrypt_many_private(priv, values, workers=1) == fast
@@ -143,7 +144,7 @@ def test_public_fixed_base_equals_python_reference(bits: int) -> None:
     kb, cb = pub.key_bytes, pub.ciphertext_bytes
     size, big = pub.encryption_exponent_bytes, pub.obfuscation_exponent_bytes
     table = gk.FixedBase(pub.n.to_bytes(kb, "big"), pub.h_s.to_bytes(cb, "big"), big)
-    reference = paillier._FixedBaseTable(pub._hs, pub._n2)
+    reference = tables.FixedBaseTable(pub._hs, pub._n2)
     for digits in (b"", bytes(3), b"\x01", secrets.token_bytes(size), b"\xff" * big):
         expected = int(reference.power(digits))
         assert expected == gmpy2.powmod(pub.h_s, int.from_bytes(digits, "little"), pub.nsquare)
@@ -173,7 +174,7 @@ def test_public_paths_equal_python_with_the_same_randomness(
     values = edge_plaintexts(pub, 6)
     cts = random_ciphertexts(pub, 6)
     stream = secrets.token_bytes(4096)
-    monkeypatch.setattr(paillier.secrets, "token_bytes", lambda size: stream[:size])
+    monkeypatch.setattr(secrets, "token_bytes", lambda size: stream[:size])
     results = []
     for kernels in (paillier._C, None):
         monkeypatch.setattr(paillier, "_C", kernels)
@@ -246,7 +247,7 @@ def python_group_sums(
     """The reference kernel, empty groups as 0 (the worker's encoding)."""
     saved, paillier._C = paillier._C, None
     try:
-        sums = paillier._sum_groups_kernel(pub._n2, [gmpy2.mpz(c) for c in cts], matrix, n_groups)
+        sums = group_sums(pub._n2, [gmpy2.mpz(c) for c in cts], matrix, n_groups)
     finally:
         paillier._C = saved
     return [[0 if a is None else int(a) for a in column] for column in sums]
@@ -525,11 +526,11 @@ def test_forget_private_tables_drops_the_c_encryptor() -> None:
     _, priv = keys(512)
     paillier.forget_private_tables()  # earlier tests' keys (the cache keeps a few)
     paillier.encrypt_many_private(priv, [1, 2], workers=1)
-    [(_, encryptor)] = paillier._CRT_C.values()
+    [(_, encryptor)] = tables.c_crt_encryptors.values()
     assert sys.getrefcount(encryptor) == 3  # the cache, this name, the call's argument
     del encryptor
     paillier.forget_private_tables()
-    assert paillier._CRT_C == {}
+    assert tables.c_crt_encryptors == {}
 
 
 # ---------------------------------------------------------------- memory and the GIL
@@ -633,9 +634,9 @@ def test_worker_requests_agree_between_kernels(monkeypatch: pytest.MonkeyPatch) 
     values = edge_plaintexts(pub, 8)
     cts = random_ciphertexts(pub, 10)
     matrix = np.random.default_rng(2).integers(-1, 3, size=(12, 5)).astype(np.int32)
-    public = paillier._pack_header(pub)
-    secret = paillier._decrypt_header(priv)
-    sums_header = public + paillier._sums_header(12, 5, 3)
+    public = parallel.public_header(pub)
+    secret = parallel.private_header(priv)
+    sums_header = public + parallel.sums_header(12, 5, 3)
     pack_header = public + (40).to_bytes(4, "big") + (3).to_bytes(4, "big")
     replies = {}
     for kernels in (paillier._C, None):
@@ -691,7 +692,7 @@ def test_python_fallback_gives_the_same_results(monkeypatch: pytest.MonkeyPatch)
     values = [int(v) for v in rng.integers(0, 2**30, size=30)]
     matrix = rng.integers(-1, 5, size=(30, 13))
     stream = secrets.token_bytes(pub.encryption_exponent_bytes * 30)
-    monkeypatch.setattr(paillier.secrets, "token_bytes", lambda size: stream[:size])
+    monkeypatch.setattr(secrets, "token_bytes", lambda size: stream[:size])
     packer = SumPacker(40, 512)
     results = []
     for kernels in (paillier._C, None):
@@ -761,7 +762,7 @@ def test_crt_tables_of_a_few_keys_stay_cached_together() -> None:
     privs = [paillier.generate_keypair(512, allow_insecure=True)[1] for _ in range(3)]
     for priv in privs * 2:
         paillier.encrypt_many_private(priv, [1, 2], workers=1)
-    cache = paillier._CRT_C if paillier._C is not None else paillier._CRT
+    cache = tables.c_crt_encryptors if paillier._C is not None else tables.crt_encryptors
     assert set(cache) == {p.public_key.fingerprint for p in privs}
     for priv in privs:
         paillier.encrypt_many_private(priv, [3], workers=1)

@@ -21,6 +21,8 @@ from secure_agg.paillier import (
     PaillierError,
     PrivateKey,
     PublicKey,
+    parallel,
+    tables,
 )
 
 
@@ -173,7 +175,7 @@ def test_fast_ciphertexts_live_in_the_jacobi_one_subgroup() -> None:
 
 def test_fixed_base_table_equals_powmod() -> None:
     pub, _ = keys(512)
-    table = paillier._table(pub)
+    table = tables.public_table(pub)
     for digits in (bytes(32), b"\x01" + bytes(31), secrets.token_bytes(32), b"\xff" * 80):
         exponent = int.from_bytes(digits, "little")
         assert table.power(digits) == gmpy2.powmod(pub.h_s, exponent, pub.nsquare)
@@ -374,7 +376,7 @@ def test_workers_below_one_are_refused() -> None:
 def test_worker_refusal_surfaces_as_paillier_error() -> None:
     pub, _ = keys(512)
     with pytest.raises(PaillierError, match="unknown request"):
-        paillier._run(b"X", [(paillier._pack_header(pub), b"")])
+        parallel.run_in_workers(b"X", [(parallel.public_header(pub), b"")])
 
 
 # ---------------------------------------------------------------- serialisation

@@ -1,0 +1,258 @@
+"""Homomorphic operations: addition, multiplication by a constant, group sums (histograms).
+
+The product of two ciphertexts encrypts the sum of their plaintexts and ``c^k`` encrypts
+``k·m`` (both mod ``n``). None of these results is re-randomised: their randomisers are
+functions of the inputs' randomisers, which the key holder knows, so re-randomise
+(:meth:`PublicKey.obfuscate`, :func:`secure_agg.paillier.obfuscate_many`) before a result
+leaves the party. An empty group's sum is the integer 1, a transparent encryption of 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from secure_agg.paillier import extension, kernels, parallel
+from secure_agg.paillier.errors import PaillierError
+from secure_agg.paillier.wire import ints_from_bytes, ints_to_bytes
+
+if TYPE_CHECKING:
+    from secure_agg.paillier.extension import Kernels
+    from secure_agg.paillier.keys import PublicKey
+
+# Costs (microseconds at 2048 bits, measured here) that choose how sum_groups_many splits work
+# over threads: a block of columns repeats the C kernel's per-row set-up (a table of the row's
+# ciphertext times 2^(64j)) in every thread; a block of rows leaves partial sums to combine.
+_ROW_SETUP_US = 7.0
+_COMBINE_US = 5.5
+
+
+def add(pub: PublicKey, c1: int, c2: int) -> int:
+    """A ciphertext of ``m1 + m2 mod n`` (not re-randomised)."""
+    return int(gmpy2.mpz(pub._check_ciphertext(c1)) * pub._check_ciphertext(c2) % pub._n2)
+
+
+def mul_const(pub: PublicKey, c: int, k: int) -> int:
+    """A ciphertext of ``k · m mod n`` for any integer ``k`` (negative via the modular inverse).
+
+    ``k = 0`` gives 1, a transparent encryption of 0. Not re-randomised: the result's randomiser
+    is the input's to the power ``k``, so re-randomise before sending it to the key holder if
+    ``k`` must stay secret.
+
+    Raises
+    ------
+    PaillierError
+        If ``c`` is out of range or (for negative ``k``) not invertible modulo ``n²``.
+    """
+    c = pub._check_ciphertext(c)
+    k = operator.index(k)
+    base = gmpy2.mpz(c)
+    if k < 0 and -k < pub.n:
+        try:
+            base = gmpy2.invert(base, pub._n2)
+        except ZeroDivisionError as exc:
+            raise PaillierError("ciphertext is not invertible modulo n² (not a unit)") from exc
+        k = -k
+    elif not 0 <= k < pub.n:
+        k %= pub.n
+    return int(gmpy2.powmod(base, k, pub._n2))
+
+
+def sum_groups(
+    pub: PublicKey, ciphertexts: Sequence[int], group_ids: npt.NDArray[Any], n_groups: int
+) -> list[int]:
+    """Homomorphic sum of the ciphertexts per group id (in this process).
+
+    Parameters
+    ----------
+    pub : PublicKey
+    ciphertexts : sequence of int
+        One per row.
+    group_ids : numpy.ndarray of int, shape (n_rows,)
+        Group of each row in ``[0, n_groups)``; rows with -1 are skipped.
+    n_groups : int
+
+    Returns
+    -------
+    list of int
+        ``n_groups`` ciphertexts. An empty group's sum is 1, a transparent encryption of 0 (fine
+        for further sums; re-randomise before it leaves the party). Not re-randomised.
+    """
+    ids = np.asarray(group_ids)
+    if ids.ndim != 1:
+        raise PaillierError(f"group_ids must be one-dimensional, got shape {ids.shape}")
+    return sum_groups_many(pub, ciphertexts, ids.reshape(-1, 1), n_groups, workers=1)[0]
+
+
+def sum_groups_many(
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    group_matrix: npt.NDArray[Any],
+    n_groups: int,
+    *,
+    workers: int | None = None,
+) -> list[list[int]]:
+    """Per feature column, the homomorphic sum of the ciphertexts per group: histogram kernel.
+
+    One modular multiplication per (row, column) with a group id other than -1: in C when the
+    extension is built (base-``n`` digits, or per-row tables from
+    ``_gmp_kernels.TABLE_MIN_COLS`` columns on), else in place on gmpy2 integers. In parallel,
+    each thread (C kernels) or worker process (Python kernels) takes a block of columns over all
+    rows when every block keeps at least that many columns (no partial sums to combine);
+    otherwise each takes a block of rows, and their partial sums are multiplied together here.
+
+    Parameters
+    ----------
+    pub : PublicKey
+    ciphertexts : sequence of int
+        One per row (e.g. encrypted packed gradients).
+    group_matrix : numpy.ndarray of int, shape (n_rows, n_features)
+        Group (bin, or node x bin) of each row for each feature in ``[0, n_groups)``; -1 skips
+        the row for that feature.
+    n_groups : int
+    workers : int, optional
+        ``None`` uses all usable CPUs for large inputs
+        (:data:`~secure_agg.paillier.parallel.THREAD_MIN_ADDS` multiplications or more with the
+        C kernels, :data:`~secure_agg.paillier.parallel.PARALLEL_MIN_ADDS` without), 1 runs in
+        the calling thread, ``k > 1`` uses ``k`` threads (C kernels, which release the GIL) or
+        worker processes (Python kernels).
+
+    Returns
+    -------
+    list of list of int
+        ``out[j][g]``: the sum over rows ``i`` with ``group_matrix[i, j] == g``; 1 for an empty
+        group. Not re-randomised (see :meth:`PublicKey.obfuscate`).
+
+    Raises
+    ------
+    PaillierError
+        On shape mismatches, non-integer or out-of-range group ids, or bad ciphertexts.
+    """
+    n_groups = operator.index(n_groups)
+    if n_groups < 0:
+        raise PaillierError(f"n_groups must be non-negative, got {n_groups}")
+    matrix = _check_groups(group_matrix, len(ciphertexts), n_groups)
+    c_kernels = extension.active()
+    cts: list[Any] = [pub._check_ciphertext(c) for c in ciphertexts]
+    if c_kernels is None:
+        cts = [gmpy2.mpz(c) for c in cts]
+    n_rows, n_cols = matrix.shape
+    adds = int(np.count_nonzero(matrix >= 0))
+    threshold = parallel.PARALLEL_MIN_ADDS if c_kernels is None else parallel.THREAD_MIN_ADDS
+    n_workers = parallel.workers_for(workers, adds, threshold, n_rows)
+    if n_workers <= 1:
+        partial = kernels.group_sums(pub._n2, cts, matrix, n_groups)
+        return [[1 if a is None else int(a) for a in column] for column in partial]
+    width = pub.ciphertext_bytes
+    columns = parallel.split(n_cols, n_workers)
+    if _split_by_columns(c_kernels, columns, n_rows, n_groups, n_workers):
+        # Columns split: every part gets all rows, no partial sums to combine.
+        blocks = [np.ascontiguousarray(matrix[:, a:b], dtype=np.int32) for a, b in columns]
+        everything = ints_to_bytes(cts, width)
+        if c_kernels is not None:
+            run = functools.partial(
+                kernels.group_sums_c, c_kernels, pub, everything, n_rows, n_groups
+            )
+            values = parallel.gather(parallel.in_threads(run, blocks), width)
+        else:
+            header = parallel.public_header(pub)
+            parts = [
+                (
+                    header + parallel.sums_header(n_rows, block.shape[1], n_groups),
+                    everything + block.tobytes(),
+                )
+                for block in blocks
+            ]
+            values = parallel.gather(parallel.run_in_workers(b"S", parts), width)
+        return [[v or 1 for v in values[j * n_groups : (j + 1) * n_groups]] for j in range(n_cols)]
+    rows = parallel.split(n_rows, n_workers)
+    if c_kernels is not None:
+        run_rows = functools.partial(_sum_rows_c, c_kernels, pub, cts, matrix, n_groups)
+        replies = parallel.in_threads(run_rows, rows)
+    else:
+        parts = []
+        for start, stop in rows:
+            chunk = np.ascontiguousarray(matrix[start:stop], dtype=np.int32)
+            header = parallel.public_header(pub) + parallel.sums_header(
+                stop - start, n_cols, n_groups
+            )
+            parts.append((header, ints_to_bytes(cts[start:stop], width) + chunk.tobytes()))
+        replies = parallel.run_in_workers(b"S", parts)
+    n2 = pub._n2
+    total: list[Any] = [None] * (n_cols * n_groups)
+    for reply in replies:
+        for index, value in enumerate(ints_from_bytes(reply, width)):
+            if value:
+                current = total[index]
+                total[index] = gmpy2.mpz(value) if current is None else current * value % n2
+    return [
+        [1 if a is None else int(a) for a in total[j * n_groups : (j + 1) * n_groups]]
+        for j in range(n_cols)
+    ]
+
+
+def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:
+    matrix = np.asarray(group_matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != n_rows:
+        raise PaillierError(
+            f"group_matrix must have shape ({n_rows}, n_features), got {matrix.shape}"
+        )
+    if not np.issubdtype(matrix.dtype, np.integer):
+        raise PaillierError(f"group ids must be integers, got dtype {matrix.dtype}")
+    if matrix.size:
+        low, high = int(matrix.min()), int(matrix.max())
+        if low < -1 or high >= n_groups:
+            bad = low if low < -1 else high
+            row, col = np.argwhere(matrix == bad)[0]
+            raise PaillierError(
+                f"group id {bad} at row {row}, column {col} is outside [-1, {n_groups})"
+            )
+    if n_groups >= 2**31:
+        raise PaillierError(f"n_groups {n_groups} is too large")
+    return matrix
+
+
+def _split_by_columns(
+    c_kernels: Kernels | None,
+    columns: list[tuple[int, int]],
+    n_rows: int,
+    n_groups: int,
+    n_workers: int,
+) -> bool:
+    """Whether :func:`sum_groups_many` gives each thread or worker a block of columns.
+
+    Python kernels have no per-row set-up, so blocks of columns (nothing to combine) win. The
+    C kernels do: split by columns only if every block keeps the per-row tables
+    (``TABLE_MIN_COLS`` columns) and repeating their set-up costs less than combining
+    ``(n_workers - 1) * n_cols * n_groups`` partial sums here.
+    """
+    if not columns:
+        return False
+    if c_kernels is None:
+        return True
+    if min(stop - start for start, stop in columns) < c_kernels.TABLE_MIN_COLS:
+        return False
+    n_cols = columns[-1][1]
+    repeated = n_rows * (1 - 1 / n_workers) * _ROW_SETUP_US
+    return repeated < (n_workers - 1) * n_cols * n_groups * _COMBINE_US
+
+
+def _sum_rows_c(
+    c_kernels: Kernels,
+    pub: PublicKey,
+    cts: Sequence[Any],
+    matrix: npt.NDArray[Any],
+    n_groups: int,
+    rows: tuple[int, int],
+) -> bytes:
+    """Partial group sums of rows ``[start, stop)`` over all columns (C kernel)."""
+    start, stop = rows
+    block = np.ascontiguousarray(matrix[start:stop], dtype=np.int32)
+    data = ints_to_bytes(cts[start:stop], pub.ciphertext_bytes)
+    return kernels.group_sums_c(c_kernels, pub, data, stop - start, n_groups, block)
