@@ -36,6 +36,8 @@ from lab.serving.cli import add_serving_commands
 EXIT_INPUT = 2
 EXIT_JOB = 1
 EXIT_INTERNAL = 3
+#: Ctrl-C outside a running job (a job stopped by Ctrl-C fails with EXIT_JOB, see lab.job).
+EXIT_INTERRUPTED = 130
 
 app = typer.Typer(
     name="lab",
@@ -391,6 +393,9 @@ def _exit_status(value: Any) -> int:
     normally comes back as its return value (``None`` for every ``lab`` command): success.
     """
     if isinstance(value, int) and not isinstance(value, bool):
+        if value == EXIT_INTERRUPTED:
+            # Typer turns Ctrl-C in a command into ``Exit(130)`` without a word.
+            return _fail(EXIT_INTERRUPTED, "interrupted; nothing more was done")
         return value
     return 0
 

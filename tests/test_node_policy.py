@@ -55,7 +55,7 @@ TEST_KEYS = {"key_bits": 512, "insecure_test_keys": True}
 def platform_data(tmp_path: Path, lab_home: Path) -> dict[str, Any]:
     """Synthetic data published in the platform's home (LAB_HOME); 40% authorised the bank."""
     folder = tmp_path / "sme"
-    synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=3)
+    synthesize(folder, n_enterprises=3000, n_banks=1, bank_size=1400, unmatched_rate=0.1, seed=3)
     publish_feature_set(folder, REF)
     set_policy(list(TEST_KEY_POLICY), lab_home, actor="platform")
     ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
