@@ -16,14 +16,14 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 
 from federated import interrupt, progress
+from federated.privacy_plan import job_model
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
-from models import secureboost, vertical_lr
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
 from models.evaluation import EvaluationReport
+from models.model_type import StartRequest
 from models.protocol import ANY_PARTY, COORDINATOR, Envelope, ProtocolError, dumps
-from models.secureboost import SecureBoostParams
 
 logger = logging.getLogger(__name__)
 
@@ -256,51 +256,21 @@ def _baselines(spec: JobSpec, transport: Transport) -> dict[str, EvaluationRepor
 
 
 def _joint(spec: JobSpec, transport: Transport) -> JointOutcome:
-    if spec.kind == "vertical" and spec.model_type == "hetero_lr":
-        return _hetero_lr(spec, transport)
-    if spec.kind != "vertical" or spec.model_type != "secureboost":
+    """Train the job's model through its type's protocol (:mod:`models.model_type`)."""
+    described, settings = job_model(spec)
+    if described.start is None or described.conclude is None:
         return JointOutcome(
             status="unavailable",
             reason=(
-                f"joint training of {spec.kind} model type '{spec.model_type}' is not "
-                "implemented in this version of the lab; no joint model was trained"
+                f"model type '{described.name}' has no vertical protocol in this version of the "
+                "lab; no joint model was trained"
             ),
         )
-    params = SecureBoostParams.from_spec(dict(spec.model), dict(spec.crypto))
     bank, platforms, order = _vertical_roles(spec)
-    start = secureboost.start_envelope(bank, platforms, order, params, spec.job_id)
-    outcome = secureboost.conclude(run_protocol(transport, [start]))
-    report = EvaluationReport.from_dict(outcome.report)
-    return JointOutcome(
-        status="trained",
-        report=report,
-        details={
-            "per_tree": outcome.per_tree,
-            "bank_part": outcome.bank_part,
-            "platform_parts": outcome.platform_parts,
-            "clock": outcome.clock,
-            "importance": outcome.importance,
-        },
-    )
-
-
-def _hetero_lr(spec: JobSpec, transport: Transport) -> JointOutcome:
-    params = vertical_lr.HeteroLRParams.from_spec(dict(spec.model), dict(spec.crypto))
-    bank, platforms, order = _vertical_roles(spec)
-    start = vertical_lr.start_envelope(bank, platforms, order, params, spec.job_id)
-    outcome = vertical_lr.conclude(run_protocol(transport, [start]))
-    report = EvaluationReport.from_dict(outcome.report) if outcome.report else None
-    return JointOutcome(
-        status="trained",
-        report=report,
-        details={
-            "history": outcome.history,
-            "converged": outcome.converged,
-            "bank_part": outcome.bank_part,
-            "platform_parts": outcome.platform_parts,
-            "clock": outcome.clock,
-        },
-    )
+    request = StartRequest(settings, dict(spec.crypto), bank, platforms, order, spec.job_id)
+    trained = described.conclude(run_protocol(transport, [described.start(request)]))
+    report = EvaluationReport.from_dict(trained.report) if trained.report else None
+    return JointOutcome(status="trained", report=report, details=trained.details)
 
 
 def _vertical_roles(spec: JobSpec) -> tuple[str, list[str], list[str]]:

@@ -29,6 +29,7 @@ from federated.flower_transport import FlowerTransport
 from federated.horizontal_protocol import PROTOCOL, SETTINGS_KEY, HorizontalSettings
 from federated.horizontal_strategy import JobStrategy, SecureAggregationPlan
 from federated.job_grid import JobGrid, party_lookup
+from federated.privacy_plan import job_model
 from federated.result import JobResult, JointOutcome
 from federated.secagg_party import survivors_required
 from federated.spec import JobSpec
@@ -59,7 +60,7 @@ def settings_for(spec: JobSpec, schema: dict[str, Any]) -> HorizontalSettings:
     secagg = dict(spec.secure_aggregation)
     return HorizontalSettings(
         model=str(model["type"]),
-        hidden=tuple(int(h) for h in model["hidden"]) if model["type"] == "mlp" else (),
+        hidden=_layers(spec),
         seed=int(model["seed"]),
         schema=schema,
         local={
@@ -75,6 +76,13 @@ def settings_for(spec: JobSpec, schema: dict[str, Any]) -> HorizontalSettings:
         secure_aggregation=bool(secagg.get("enabled")),
         clipping_range=float(secagg.get("clipping_range", 8.0)),
     )
+
+
+def _layers(spec: JobSpec) -> tuple[int, ...]:
+    """Hidden layer widths of the job's network (its model type's settings say)."""
+    _, settings = job_model(spec)
+    layers: tuple[int, ...] = getattr(settings, "layers", tuple)()
+    return layers
 
 
 def secure_aggregation_plan(spec: JobSpec) -> SecureAggregationPlan | None:

@@ -25,8 +25,9 @@ import json
 import re
 import secrets
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -34,8 +35,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    create_model,
     field_validator,
-    model_validator,
 )
 
 from features.errors import DataError
@@ -54,6 +55,8 @@ from lab.errors import ConfigError
 from lab.home import lab_home
 from lab.paths import NAME_PATTERN, NAME_RULE
 from models.baselines import GBDTSettings
+from models.model_type import ModelSettings, ModelType, ModelTypeError, model_type, model_types
+from secure_agg.paillier import DEFAULT_KEY_BITS
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -69,7 +72,7 @@ NODE_POLICY = "lab.governance.node:LabNodePolicy"
 
 #: Smallest Paillier modulus accepted without ``insecure_test_keys`` (NIST SP 800-57: 2048-bit
 #: RSA-type moduli give 112-bit security, acceptable through 2030).
-MIN_SECURE_KEY_BITS = 2048
+MIN_SECURE_KEY_BITS = DEFAULT_KEY_BITS
 
 
 class _Strict(BaseModel):
@@ -102,110 +105,6 @@ class PartyConfig(_Strict):
         return value
 
 
-class SecureBoostConfig(_Strict):
-    """Vertical SecureBoost (gradient-boosted trees over Paillier-encrypted gradients)."""
-
-    type: Literal["secureboost"]
-    n_estimators: Annotated[int, Field(ge=1, le=2000)] = 30
-    max_depth: Annotated[int, Field(ge=1, le=12)] = 3
-    max_bin: Annotated[int, Field(ge=2, le=1024)] = 32
-    learning_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.3
-    reg_lambda: Annotated[float, Field(ge=0.0)] = 1.0
-    min_child_weight: Annotated[float, Field(ge=0.0)] = 1.0
-    min_child_samples: Annotated[int, Field(ge=1)] = 20
-    min_split_gain: Annotated[float, Field(ge=0.0)] = 0.0
-    bank_only_trees: Annotated[int, Field(ge=0)] = 0
-    dp_epsilon: Annotated[float, Field(gt=0.0)] | None = None
-    dp_delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
-
-    @model_validator(mode="after")
-    def _bank_only_within_trees(self) -> SecureBoostConfig:
-        if self.bank_only_trees > self.n_estimators:
-            raise ValueError(
-                f"bank_only_trees={self.bank_only_trees} exceeds n_estimators={self.n_estimators}"
-            )
-        return self
-
-
-class ScorecardConfig(_Strict):
-    """Points scaling of a scorecard and the feature groups of its reason codes.
-
-    ``base_points`` at good:bad odds of ``base_odds`` to 1; ``pdo`` points double the odds.
-    ``groups`` maps a reason-code group to its columns (``column`` or ``party:column``); columns
-    not listed take the group their party publishes in ``columns.json``, else their own name.
-    """
-
-    base_points: float = 600.0
-    base_odds: Annotated[float, Field(gt=0.0)] = 50.0
-    pdo: Annotated[float, Field(gt=0.0)] = 20.0
-    groups: dict[Annotated[str, Field(min_length=1)], list[Annotated[str, Field(min_length=1)]]] = (
-        Field(default_factory=dict)
-    )
-
-
-class HeteroLRConfig(_Strict):
-    """Vertical WOE logistic regression over Paillier encryption, and its scorecard.
-
-    Fine quantile bins (``max_bin``) per column, merged by the bank from (encrypted, for platform
-    columns) per-bin label counts into at most ``max_woe_bins`` coarse bins (``monotone``:
-    monotone bad rate; ``quantile``: size only), WOE-encoded; then mini-batch gradient descent
-    with L2 (``l2``), step ``learning_rate / (L sqrt(1 + decay * epoch))`` where ``L`` bounds the
-    loss's curvature (so defaults work whatever the features' scale), until the
-    relative weight change of an epoch is below ``tol`` or after ``max_epochs``.
-    ``batch_size: 0`` is full batch.
-    """
-
-    type: Literal["hetero_lr"]
-    learning_rate: Annotated[float, Field(gt=0.0, lt=2.0)] = 1.0
-    decay: Annotated[float, Field(ge=0.0)] = 1.0
-    l2: Annotated[float, Field(ge=0.0)] = 1e-3
-    batch_size: Annotated[int, Field(ge=0, le=1_000_000)] = 2048
-    max_epochs: Annotated[int, Field(ge=1, le=1000)] = 10
-    tol: Annotated[float, Field(ge=0.0)] = 0.02
-    max_bin: Annotated[int, Field(ge=2, le=256)] = 20
-    binning: Literal["monotone", "quantile"] = "monotone"
-    min_bin_share: Annotated[float, Field(gt=0.0, le=0.5)] = 0.05
-    max_woe_bins: Annotated[int, Field(ge=2, le=64)] = 8
-    woe_alpha: Annotated[float, Field(gt=0.0)] = 0.5
-    scorecard: ScorecardConfig = Field(default_factory=ScorecardConfig)
-
-
-class HorizontalModelConfig(_Strict):
-    """A torch model trained across banks with Flower strategies (horizontal jobs).
-
-    ``logreg``: logistic regression; ``mlp``: a small multilayer perceptron (``hidden``).
-    ``strategy``: FedAvg, or FedProx with ``proximal_mu > 0``. With ``dp_epsilon`` each bank
-    trains with record-level DP-SGD (Opacus), the noise planned before training so the whole
-    job meets (ε, δ) under ``accountant``.
-    """
-
-    type: Literal["logreg", "mlp"]
-    hidden: Annotated[list[Annotated[int, Field(ge=1, le=4096)]], Field(max_length=6)] = Field(
-        default_factory=lambda: [32, 16]
-    )
-    rounds: Annotated[int, Field(ge=1, le=1000)] = 20
-    local_epochs: Annotated[int, Field(ge=1, le=100)] = 1
-    batch_size: Annotated[int, Field(ge=1, le=65536)] = 64
-    learning_rate: Annotated[float, Field(gt=0.0, le=10.0)] = 0.05
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
-    proximal_mu: Annotated[float, Field(ge=0.0)] = 0.0
-    dp_epsilon: Annotated[float, Field(gt=0.0)] | None = None
-    dp_delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
-    max_grad_norm: Annotated[float, Field(gt=0.0)] = 1.0
-    accountant: Literal["rdp", "prv"] = "rdp"
-    seed: Annotated[int, Field(ge=0)] = 0
-
-    @model_validator(mode="after")
-    def _fedprox_needs_mu(self) -> HorizontalModelConfig:
-        if self.strategy == "fedprox" and self.proximal_mu <= 0:
-            raise ValueError("strategy 'fedprox' needs proximal_mu > 0 (e.g. 0.01)")
-        if self.strategy == "fedavg" and self.proximal_mu > 0:
-            raise ValueError("proximal_mu is a FedProx setting; set strategy: fedprox")
-        return self
-
-
 class SecureAggregationConfig(_Strict):
     """Pairwise-masked secure aggregation of the banks' updates (horizontal jobs).
 
@@ -234,7 +133,7 @@ class HoldoutConfig(_Strict):
 class CryptoConfig(_Strict):
     """Key sizes. Keys below 2048 bits need ``insecure_test_keys: true`` (tests only)."""
 
-    key_bits: Annotated[int, Field(ge=512, le=8192, multiple_of=256)] = 2048
+    key_bits: Annotated[int, Field(ge=512, le=8192, multiple_of=256)] = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
 
 
@@ -329,9 +228,9 @@ class ExperimentConfig(_Strict):
     kind: Literal["vertical", "horizontal"]
     description: str | None = None
     parties: Annotated[list[PartyConfig], Field(min_length=2)]
-    model: Annotated[
-        SecureBoostConfig | HeteroLRConfig | HorizontalModelConfig, Field(discriminator="type")
-    ]
+    #: Validated against the settings of the model type ``model.type`` names (the registry,
+    #: :mod:`models.model_type`), see :func:`config_class`.
+    model: ModelSettings
     crypto: CryptoConfig = Field(default_factory=CryptoConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
@@ -424,18 +323,15 @@ class Experiment:
             for p in self.config.parties
         ]
 
+    @property
+    def model_type(self) -> ModelType:
+        """The descriptor of the experiment's model type."""
+        return model_type(self.config.model.type)
+
     def baseline_settings(self) -> GBDTSettings:
         """LightGBM budget of the references: the joint model's, overridden by the config."""
-        model = self.config.model
-        base = GBDTSettings()
-        if isinstance(model, SecureBoostConfig):
-            base = GBDTSettings(
-                n_estimators=model.n_estimators,
-                max_depth=model.max_depth,
-                max_bin=model.max_bin,
-                learning_rate=model.learning_rate,
-                min_child_samples=model.min_child_samples,
-            )
+        mirror = self.model_type.baseline
+        base = GBDTSettings(**mirror(self.config.model)) if mirror else GBDTSettings()
         overrides = self.config.evaluation.baseline.model_dump(exclude_none=True)
         return GBDTSettings(**{**base.__dict__, **overrides})
 
@@ -463,16 +359,9 @@ class Experiment:
         return groups
 
     def _model_spec(self) -> dict[str, Any]:
-        """The model section as sent to the parties; scorecard groups resolved per column."""
-        model = self.config.model
-        out: dict[str, Any] = model.model_dump(mode="json")
-        if isinstance(model, HeteroLRConfig):
-            groups = {f"{p}:{c}": g for (p, c), g in self.feature_groups().items()}
-            for group, columns in model.scorecard.groups.items():
-                for column in columns:
-                    groups[column] = group
-            out["scorecard"]["groups"] = groups
-        return out
+        """The model section as sent to the parties (the model type shapes it)."""
+        groups = {f"{p}:{c}": g for (p, c), g in self.feature_groups().items()}
+        return self.model_type.job_model(self.config.model, groups)
 
     def job_spec(
         self, job_id: str | None = None, task: Literal["train", "align"] = "train"
@@ -589,9 +478,11 @@ def experiment_from_dict(
     for item in overrides:
         apply_override(raw, item, where=where)
     try:
-        config = ExperimentConfig.model_validate(raw)
+        config = config_class().model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(where, exc)) from exc
+    except ModelTypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
     _check_parties(where, config)
     folder = base_dir or (source.parent if source is not None else Path.cwd())
     data_paths = {p.name: _resolve(folder, p.data) for p in config.parties}
@@ -666,7 +557,7 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
         elif kind in ("union_tag_invalid", "union_tag_not_found"):
             ctx = err.get("ctx") or {}
             key = f"{loc}.{str(ctx.get('discriminator', 'type')).strip(chr(39))}"
-            tags = ctx.get("expected_tags") or ", ".join(repr(t) for t in _MODEL_TAGS)
+            tags = ctx.get("expected_tags") or ", ".join(repr(t.name) for t in model_types())
             got = f"unknown value {ctx['tag']!r}" if "tag" in ctx else "missing"
             lines.append(f"'{key}': {got}; use one of {tags}")
         else:
@@ -677,15 +568,30 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
     return head + ": " + "; ".join(lines)
 
 
-_MODEL_TAGS = ("secureboost", "hetero_lr", "logreg", "mlp")
+def config_class() -> type[ExperimentConfig]:
+    """:class:`ExperimentConfig` whose ``model`` is the registered model types' settings.
+
+    The union is built from the registry (:func:`models.model_type.model_types`), so a model
+    type added there is a valid ``model.type`` here with nothing else to edit.
+    """
+    settings = tuple(dict.fromkeys(t.settings for t in model_types()))
+    return _config_class(settings)
+
+
+@lru_cache(maxsize=8)
+def _config_class(settings: tuple[type[ModelSettings], ...]) -> type[ExperimentConfig]:
+    union: Any = settings[0] if len(settings) == 1 else Union[settings]  # noqa: UP007
+    model: Any = Annotated[union, Field(discriminator="type")]
+    return create_model("ExperimentConfig", __base__=ExperimentConfig, model=(model, ...))
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:
+    names = {t.name for t in model_types()}
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in _MODEL_TAGS:
+        elif part in names:
             continue  # discriminator tags add nothing for the reader
         else:
             out += f".{part}" if out else str(part)
@@ -726,17 +632,9 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
                     "labels in a vertical job"
                 )
-        if not isinstance(config.model, SecureBoostConfig | HeteroLRConfig):
-            raise ConfigError(
-                f"{where}: model.type '{config.model.type}' is a horizontal model; a vertical job "
-                "trains 'secureboost' or 'hetero_lr'"
-            )
+        _check_model_kind(where, config)
         return
-    if not isinstance(config.model, HorizontalModelConfig):
-        raise ConfigError(
-            f"{where}: model.type '{config.model.type}' is a vertical model; a horizontal job "
-            "trains 'logreg' or 'mlp'"
-        )
+    _check_model_kind(where, config)
     if platforms:
         raise ConfigError(
             f"{where}: a horizontal job is between banks with the same columns; "
@@ -761,6 +659,16 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
             f"{where}: evaluation.holdout.party '{holdout.party}' is not a party of this job"
         )
     _check_secure_aggregation(where, config.secure_aggregation, len(banks))
+
+
+def _check_model_kind(where: str, config: ExperimentConfig) -> None:
+    kind = model_type(config.model.type).kind
+    if kind != config.kind:
+        trains = " or ".join(repr(t.name) for t in model_types(config.kind))
+        raise ConfigError(
+            f"{where}: model.type '{config.model.type}' is a {kind} model; a {config.kind} job "
+            f"trains {trains}"
+        )
 
 
 def _check_secure_aggregation(where: str, secagg: SecureAggregationConfig, n_banks: int) -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from features.safe_csv import write_csv
 from federated.result import JobResult
 from lab import registry, tracking
-from lab.config import Experiment, HorizontalModelConfig
+from lab.config import Experiment
+from lab.reporting import Reporting
+from models.horizontal.settings import HorizontalModelSettings
 from models.privacy import PrivacyEvent, epsilon
 
 POOLED_NOTE = (
@@ -26,8 +28,7 @@ def privacy_summary(result: JobResult, experiment: Experiment) -> dict[str, Any]
     ``epsilon`` is recomposed here from the events the banks reported (noise, sampling rate,
     steps) with the job's accountant, and checked against each bank's own cumulative figure.
     """
-    model = experiment.config.model
-    assert isinstance(model, HorizontalModelConfig)
+    model = cast(HorizontalModelSettings, experiment.config.model)
     details = result.joint.details
     raw = details.get("privacy_events_by_bank", {})
     if not raw:
@@ -156,3 +157,7 @@ def log_horizontal(
         name,
         alias=experiment.config.registry.alias,
     )
+
+
+#: The horizontal model types' reporting hooks (named by their descriptors).
+REPORTING = Reporting(log=log_horizontal, timing=timing_summary)

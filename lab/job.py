@@ -23,13 +23,14 @@ from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
-from lab import __version__, horizontal, joint, reports, tracking
+from lab import __version__, horizontal, reports, tracking
 from lab.config import Experiment
 from lab.errors import InputError, JobError
 from lab.governance import anchors as audit_anchors
 from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
 from lab.pooled import PooledReference, pooled_horizontal, pooled_reference
+from lab.reporting import privacy_summary, reporting_for
 from models.evaluation import EvaluationReport
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ def _run(
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))
             if result.joint.status == "trained":
-                log = horizontal.log_horizontal if cfg.kind == "horizontal" else joint.log_joint
+                log = reporting_for(experiment.model_type).log
                 summary["registered_model"] = log(run, target, artifacts, result, experiment)
             summary["mlflow_run_id"] = run.run_id
             summary["mlflow_tracking_uri"] = target.uri
@@ -281,8 +282,8 @@ def _summary(
             "pooled_n_joined": pooled.n_joined if pooled else None,
             "pooled_note": POOLED_NOTE if pooled else _no_pooled(experiment),
         },
-        "privacy": joint.privacy_summary(result) if trained else {},
-        "timing": joint.timing_summary(result) if trained else {},
+        "privacy": privacy_summary(result) if trained else {},
+        "timing": reporting_for(experiment.model_type).timing(result) if trained else {},
         "registered_model": None,
         **tail,
     }

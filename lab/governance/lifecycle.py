@@ -23,66 +23,33 @@ from typing import Any
 
 from federated.result import JobResult
 from federated.spec import JobSpec
-from lab.config import Experiment, HeteroLRConfig, HorizontalModelConfig
+from lab.config import Experiment
 from lab.governance import events
 from lab.governance.audit import AuditLog
 
 
 def privacy_parameters(experiment: Experiment) -> dict[str, Any]:
-    """What an auditor needs to judge a job's privacy: keys, DP, reveal mode, who learns what."""
+    """What an auditor needs to judge a job's privacy: keys, DP, reveal mode, who learns what.
+
+    Who learns what is the model type's own description (:mod:`models.model_type`).
+    """
     cfg = experiment.config
     model = cfg.model
-    if isinstance(model, HeteroLRConfig):
-        return {
-            "dp_epsilon": None,
-            "dp_delta": None,
-            "key_bits": cfg.crypto.key_bits,
-            "psi_reveal": cfg.alignment.reveal,
-            "bank_learns": (
-                "per-bin row and bad counts of every platform column (anonymous ordered bins: "
-                "WOE and IV), its own gradients (weighted sums of platform partial logits over "
-                "batches of at least the platform's minimum size), one settled bit per platform "
-                "and epoch, the platforms' final coefficients and the coarse bins of its test "
-                "enterprises"
-            ),
-            "platform_learns": (
-                "aligned ids, training mask, the coarse mapping and WOE of its own bins, its own "
-                "gradients; no labels"
-            ),
-            "coordinator_learns": (
-                "ciphertexts, masked sums, sizes, timings, the evaluation report and per-epoch "
-                "history"
-            ),
-        }
-    dp = {
-        "dp_epsilon": model.dp_epsilon,
-        "dp_delta": model.dp_delta if model.dp_epsilon else None,
+    privacy = experiment.model_type.privacy
+    epsilon = getattr(model, "dp_epsilon", None)
+    out: dict[str, Any] = {
+        "dp_epsilon": epsilon,
+        "dp_delta": getattr(model, "dp_delta", None) if epsilon else None,
+        "controls": {name: getattr(model, name) for name in privacy.controls},
+        "bank_learns": privacy.bank_learns,
+        "platform_learns": privacy.platform_learns,
+        "coordinator_learns": privacy.coordinator_learns,
     }
-    if isinstance(model, HorizontalModelConfig):
-        secagg = cfg.secure_aggregation.enabled
-        return {
-            **dp,
-            "dp_unit": "one loan record of one bank" if model.dp_epsilon else None,
-            "secure_aggregation": secagg,
-            "coordinator_learns": (
-                "masked updates and their sum only" if secagg else "every bank's model update"
-            ),
-            "banks_learn": "the global model after every round",
-        }
-    return {
-        **dp,
-        "key_bits": cfg.crypto.key_bits,
-        "psi_reveal": cfg.alignment.reveal,
-        "bank_only_trees": model.bank_only_trees,
-        "bank_learns": "per-bin gradient sums of platform features"
-        + (" (with Gaussian noise)" if model.dp_epsilon else " (exact)")
-        + " and the instance partition of platform splits",
-        "platform_learns": "aligned ids, training mask, instance partition; no labels",
-        "coordinator_learns": (
-            "ciphertexts, sizes, timings, the evaluation report, per-tree metrics, gain per "
-            "feature name, each node's privacy charge"
-        ),
-    }
+    if cfg.kind == "vertical":
+        out.update(key_bits=cfg.crypto.key_bits, psi_reveal=cfg.alignment.reveal)
+    else:
+        out["secure_aggregation"] = cfg.secure_aggregation.enabled
+    return out
 
 
 @dataclass

@@ -37,7 +37,7 @@ from typing import Any
 
 from features.io import PartyTable, file_digest, resolve_data_file
 from federated.policy import Admission, JobGrant, JobUse, privacy_report
-from federated.privacy_plan import dp_grants, releases_statistics
+from federated.privacy_plan import dp_grants, job_model, releases_statistics
 from federated.spec import JobSpec, PartyBinding
 from lab.governance import events
 from lab.governance._common import atomic_replace
@@ -484,14 +484,9 @@ def _check_asks(
     if binding.role != "platform":
         return
     limits.check_reveal(job.alignment.reveal)
-    if job.model_type == "hetero_lr" and job.task == "train":
-        batch = int(job.model.get("batch_size", 0))
-        if 0 < batch < limits.min_batch_size:
-            raise PolicyRefusalError(
-                f"model.batch_size={batch} is below this node's policy hetero_lr.min_batch_size="
-                f"{limits.min_batch_size}: per batch the bank learns sums of the platform's "
-                "partial logits over the batch's rows; use a larger batch"
-            )
+    if job.task == "train":
+        described, settings = job_model(job)
+        described.platform_checks(settings, limits)
     cap = policy.dp.max_epsilon_per_job
     asked = job.model.get("dp_epsilon")
     if releases and cap is not None and asked is not None and float(asked) > cap:
@@ -530,15 +525,14 @@ def _reserve(
 
 
 def _non_private(job: JobSpec, ref: str) -> NonPrivateJobError:
-    if job.model_type == "hetero_lr":
-        return NonPrivateJobError(
-            f"job '{job.name}' would show the bank exact per-bin label counts of budgeted "
-            f"feature set {ref}: an unbounded privacy spend, and hetero_lr has no "
-            "differential-privacy mode. Train secureboost with model.dp_epsilon on budgeted "
-            "feature sets"
-        )
+    described, settings = job_model(job)
+    fix = (
+        "Set model.dp_epsilon (and dp_delta) so the platform's releases are noised"
+        if "dp_epsilon" in type(settings).model_fields
+        else f"{described.name} has no differential-privacy mode; train a model type that has "
+        "one on budgeted feature sets"
+    )
     return NonPrivateJobError(
-        f"job '{job.name}' would show the bank exact histogram sums of budgeted feature set "
-        f"{ref}: an unbounded privacy spend. Set model.dp_epsilon (and dp_delta) so the "
-        "platform's histograms are noised, or make every tree bank-only"
+        f"job '{job.name}' would show the bank {described.privacy.without_dp} of budgeted "
+        f"feature set {ref}: an unbounded privacy spend. {fix}"
     )

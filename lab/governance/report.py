@@ -181,7 +181,8 @@ def write_report(
                 privacy.get("key_bits"),
                 privacy.get("psi_reveal"),
                 f"ε={dp}, δ={privacy.get('dp_delta')}" if dp else "none (exact statistics shared)",
-                privacy.get("bank_only_trees"),
+                ", ".join(f"{k}={v}" for k, v in (privacy.get("controls") or {}).items())
+                or privacy.get("bank_only_trees", "-"),
                 f"{alignment.get('n_authorized', '-')}/{alignment.get('n_platform', '-')} "
                 f"authorised; {alignment.get('n_aligned', '-')} aligned"
                 if alignment
@@ -203,7 +204,7 @@ def write_report(
             "Paillier bits",
             "PSI reveal",
             "differential privacy",
-            "bank-only trees",
+            "leakage controls",
             "rows",
             "bank learns",
             "platform learns",

@@ -1,0 +1,71 @@
+"""SecureBoost's reporting: per-tree metrics, feature importance by group, registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.safe_csv import write_csv
+from federated.result import JobResult
+from lab import registry, tracking
+from lab.config import Experiment
+from lab.reporting import Reporting, log_and_register, phase_metrics
+from lab.reports import plot_importance
+
+UNKNOWN_GROUP = "ungrouped"
+
+
+def importance_frame(result: JobResult, experiment: Experiment) -> pd.DataFrame:
+    """Split counts and total gain per (party, feature), with the feature's group."""
+    rows = result.joint.details.get("importance", [])
+    frame = pd.DataFrame(rows, columns=["party", "feature", "splits", "gain"])
+    groups = experiment.feature_groups()
+    frame["group"] = [
+        groups.get((p, f), UNKNOWN_GROUP)
+        for p, f in zip(frame["party"], frame["feature"], strict=True)
+    ]
+    total = frame["gain"].sum()
+    frame["gain_share"] = frame["gain"] / total if total else 0.0
+    return frame.sort_values("gain", ascending=False).reset_index(drop=True)
+
+
+def timing(result: JobResult) -> dict[str, Any]:
+    """Seconds and operation counts per party and phase, and per-tree seconds."""
+    per_tree = result.joint.details.get("per_tree", [])
+    seconds = [float(t["seconds"]) for t in per_tree]
+    return {
+        "trees": len(per_tree),
+        "seconds_per_tree_mean": sum(seconds) / len(seconds) if seconds else None,
+        "seconds_per_tree_max": max(seconds) if seconds else None,
+        "phases": result.joint.details.get("clock", {}),
+    }
+
+
+def log(
+    run: tracking.RunWriter,
+    target: tracking.TrackingTarget,
+    folder: Path,
+    result: JobResult,
+    experiment: Experiment,
+) -> dict[str, Any]:
+    """Log per-tree metrics and joint artifacts; register the model; return registry info."""
+    details = result.joint.details
+    per_tree = details.get("per_tree", [])
+    for key in ("train_logloss", "test_auc", "seconds"):
+        run.log_metric_series(f"tree_{key}", [float(t[key]) for t in per_tree])
+    run.log_metrics(phase_metrics(result))
+    joint_dir = folder / "joint"
+    joint_dir.mkdir()
+    importance = importance_frame(result, experiment)
+    write_csv(importance, joint_dir / "feature_importance.csv")
+    if not importance.empty:
+        plot_importance(importance, joint_dir / "feature_importance.png")
+    write_csv(pd.DataFrame(per_tree), joint_dir / "per_tree.csv")
+    return log_and_register(
+        run, target, joint_dir, details, experiment, registry.register_secureboost
+    )
+
+
+REPORTING = Reporting(log=log, timing=timing)
