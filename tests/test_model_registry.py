@@ -45,7 +45,7 @@ def test_no_model_type_name_is_tested_outside_its_package() -> None:
 
 
 def test_an_unregistered_type_is_refused_naming_the_registered_ones(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="'model.type': unknown value 'stump'; use one of"):
+    with pytest.raises(ConfigError, match=r"'model\.type': unknown value 'stump'; use one of"):
         load_experiment(EXPERIMENTS / "breast_secureboost.yaml", ["model={type: stump}"])
 
 
