@@ -265,8 +265,8 @@ def test_lab_up_train_down_on_loopback(
     def no_read(*args: object, **kwargs: object) -> None:
         raise AssertionError("the lab read a party's file on a deployment")
 
-    from lab import config as lab_config
     from lab import job as lab_job
+    from lab.config import load as lab_config
 
     monkeypatch.setattr(lab_job, "read_party_table", no_read)
     monkeypatch.setattr(lab_config, "read_header", no_read)

@@ -292,7 +292,8 @@ def test_a_config_with_only_the_type_gets_sound_defaults() -> None:
 def test_bad_hetero_lr_configs_are_refused_clearly(
     model: dict[str, object], kind: str, message: str
 ) -> None:
-    from lab.config import ConfigError, experiment_from_dict
+    from lab.config import experiment_from_dict
+    from lab.errors import ConfigError
 
     raw = _config(model, kind)
     if kind == "horizontal":
