@@ -24,12 +24,12 @@ LOGREG = ModelType(
     kind="horizontal",
     settings=HorizontalModelSettings,
     privacy=PRIVACY,
-    reporting="lab.reporting.horizontal:REPORTING",
+    reporting="lab.horizontal:REPORTING",
 )
 MLP = ModelType(
     name="mlp",
     kind="horizontal",
     settings=HorizontalModelSettings,
     privacy=PRIVACY,
-    reporting="lab.reporting.horizontal:REPORTING",
+    reporting="lab.horizontal:REPORTING",
 )
