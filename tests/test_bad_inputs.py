@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from lab.cli import EXIT_INPUT, run
-from tests.conftest import make_vertical, vertical_config
+from tests.conftest import allow_test_keys, make_vertical, vertical_config
 
 Setup = Callable[[Path, dict[str, Any]], None]
 
@@ -255,6 +255,7 @@ def test_too_few_bad_outcomes_are_refused_before_training(tmp_path: Path, lab_ho
     _edit_csv(tmp_path, "bank.csv", lambda f: f.assign(y=["1"] * 3 + ["0"] * (len(f) - 3)))
     cfg = vertical_config()
     cfg["crypto"] = {"key_bits": 512, "insecure_test_keys": True}
+    allow_test_keys(lab_home)
     config_path = tmp_path / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     done = run_lab(["train", str(config_path)], home=lab_home)

