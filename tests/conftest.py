@@ -34,6 +34,19 @@ def session_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield keys
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Lab home of module- and session-scoped fixtures: never the user's ~/.lab.
+
+    Their nodes sign its audit log with the session's keys; a ~/.lab written by an earlier
+    session is signed with keys this session does not have, and its nodes refuse to append.
+    """
+    home = tmp_path_factory.mktemp("session-home") / "home"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LAB_HOME", str(home))
+        yield home
+
+
 #: Node limits of in-process test runtimes that use short (fast, insecure) test keys.
 TEST_LIMITS = NodeLimits(min_key_bits=512, allow_insecure_test_keys=True)
 

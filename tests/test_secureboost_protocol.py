@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 from features.binning import fit_transform
+from federated.estimators import SecureBoostClassifier
 from federated.transport import PartyError
 from models.privacy import epsilon
 from models.protocol import Envelope, ProtocolError
 from models.secureboost import crypto
 from models.secureboost.core import PRECISION_BITS, TreeParams, gradients, train
-from models.secureboost.estimator import SecureBoostClassifier
 from secure_agg import paillier
 
 KEYS = {"key_bits": 512, "insecure_test_keys": True}

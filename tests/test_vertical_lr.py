@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 
 from features.binning import fit_bins
 from features.woe import count_bins
+from federated.estimators import HeteroLRClassifier
 from federated.transport import PartyError
 from models.protocol import Envelope
 from models.scorecard import Scorecard
@@ -20,7 +21,6 @@ from models.vertical_lr.core import (
     penalised_objective,
     residual,
 )
-from models.vertical_lr.estimator import HeteroLRClassifier
 
 KEYS = {"key_bits": 512, "insecure_test_keys": True}
 

@@ -1,8 +1,8 @@
 """SecureBoost's use of Paillier: encrypting gradients, summing histograms, decoding sums.
 
 A thin adapter over :mod:`secure_agg` (which owns the cryptography): it fixes the plaintext
-layout of one training row and keeps the bank's key pair in the bank's own party store between
-protocol messages (never in a model, a log or a message).
+layout of one training row. The bank's key pair (:class:`models.vertical.keys.KeyPair`) stays in
+the bank's own party store between protocol messages (never in a model, a log or a message).
 
 Plaintext layout of one row, from the integers of :func:`models.secureboost.core.gradients`
 (``|g| <= 2^32``, ``0 <= h <= 2^30``): four slots, most significant first,
@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models.protocol import PartyStore, ProtocolError
+from models.protocol import ProtocolError
 from models.secureboost.core import PRECISION_BITS, IntArray
+from models.vertical.keys import KeyPair
 from secure_agg import packing, paillier
-
-#: Store key prefix of the bank's key pair (``.public`` and ``.secret``: node-local only).
-_PREFIX = "sb.key"
 
 #: Offset of noisy slots in standard deviations.
 NOISE_OFFSET_SIGMAS = 40
@@ -180,51 +178,6 @@ def scale() -> float:
     return float(1 << PRECISION_BITS)
 
 
-class KeyPair:
-    """The bank's Paillier key pair, kept in the bank's own party store between messages."""
-
-    def __init__(self, public: paillier.PublicKey, private: paillier.PrivateKey) -> None:
-        self.public = public
-        self.private = private
-
-    @classmethod
-    def generate(cls, key_bits: int, *, insecure: bool = False) -> KeyPair:
-        """A fresh key pair (2048 bits unless ``insecure`` test keys are asked for)."""
-        public, private = paillier.generate_keypair(key_bits, allow_insecure=insecure)
-        return cls(public, private)
-
-    @property
-    def fingerprint(self) -> str:
-        """Short identifier of the public key."""
-        return self.public.fingerprint
-
-    def save(self, store: PartyStore, *, prefix: str = _PREFIX) -> None:
-        """Keep the key pair in the party's own store (node-local state, never sent)."""
-        store.put_json(f"{prefix}.public", self.public.to_bytes().hex())
-        store.put_array(
-            f"{prefix}.secret", np.frombuffer(self.private.to_secret_bytes(), dtype=np.uint8)
-        )
-
-    @classmethod
-    def load(cls, store: PartyStore, *, insecure: bool = False, prefix: str = _PREFIX) -> KeyPair:
-        """Restore the key pair saved by :meth:`save` under the same ``prefix``."""
-        raw = store.get_json(f"{prefix}.public")
-        if raw is None:
-            raise ProtocolError("this party has no key pair: the protocol's setup has not run")
-        public = paillier.PublicKey.from_bytes(bytes.fromhex(raw), allow_insecure=insecure)
-        private = paillier.PrivateKey.from_secret_bytes(
-            public, store.get_array(f"{prefix}.secret").astype(np.uint8).tobytes()
-        )
-        return cls(public, private)
-
-    @staticmethod
-    def forget(store: PartyStore, *, prefix: str = _PREFIX) -> None:
-        """Delete the key pair from the store and key-derived tables from memory (at the end)."""
-        store.delete(f"{prefix}.secret")
-        store.delete(f"{prefix}.public")
-        paillier.forget_private_tables()
-
-
 class BankCipher:
     """What only the key holder does: encrypt gradients, decrypt histogram sums."""
 
@@ -317,3 +270,15 @@ class PlatformCipher:
         """Pack several sums per ciphertext (the bank decrypts once per pack)."""
         packer = packing.SumPacker(self.layout.sum_bits, self._public.n.bit_length())
         return paillier.ciphertexts_to_array(self._public, packer.pack(self._public, sums))
+
+
+__all__ = [
+    "NOISE_OFFSET_SIGMAS",
+    "BankCipher",
+    "KeyPair",  # moved to models.vertical.keys; tests use it from here
+    "NoiseSpec",
+    "PlatformCipher",
+    "RowLayout",
+    "TamperedSumError",
+    "scale",
+]

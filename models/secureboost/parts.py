@@ -12,9 +12,6 @@ Neither part holds key material.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,48 +23,15 @@ import pandas as pd
 
 from features.binning import BinSpec
 from models.secureboost.core import sigmoid
+from models.vertical.parts import (
+    MODEL_ID_PATTERN,
+    ModelIdError,
+    canonical_hash,
+    model_file,
+    write_part,
+)
 
 FORMAT_VERSION = 1
-
-#: A model id names a file in a party's model store, and arrives in messages another party
-#: wrote: letters, digits, ``_``, ``.``, ``-`` only (no ``/``), starting with a letter or digit.
-MODEL_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,200}$")
-
-
-class ModelIdError(ValueError):
-    """A model id would not be a plain file name in the party's model store."""
-
-
-def model_file(folder: Path, model_id: str) -> Path:
-    """``<folder>/<model_id>.json``, refusing an id that could point outside ``folder``.
-
-    Raises
-    ------
-    ModelIdError
-        If ``model_id`` is not a plain name (see :data:`MODEL_ID_PATTERN`).
-    """
-    if not MODEL_ID_PATTERN.fullmatch(model_id) or ".." in model_id:
-        raise ModelIdError(
-            f"model id {model_id!r} is not a plain name (letters, digits, '_', '.', '-'); "
-            "refusing to use it as a file name"
-        )
-    return folder / f"{model_id}.json"
-
-
-def write_part(folder: Path, model_id: str, payload: Mapping[str, Any]) -> Path:
-    """Write a part as ``<folder>/<model_id>.json`` (temporary file, rename)."""
-    path = model_file(folder, model_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True), encoding="utf-8")
-    tmp.replace(path)
-    return path
-
-
-def canonical_hash(payload: Mapping[str, Any]) -> str:
-    """``sha256:<hex>`` of a JSON document in canonical form."""
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
-    return f"sha256:{hashlib.sha256(blob).hexdigest()}"
 
 
 @dataclass(frozen=True)
@@ -319,3 +283,17 @@ class BankPart:
             If the model id is not a plain file name.
         """
         return write_part(folder, self.model_id, self.to_dict())
+
+
+# The file-name checks moved to :mod:`models.vertical.parts`; the platform's scoring endpoint
+# (``lab/serving/platform_scorer.py``) still imports them from here.
+__all__ = [
+    "FORMAT_VERSION",
+    "MODEL_ID_PATTERN",
+    "BankNode",
+    "BankPart",
+    "ModelIdError",
+    "PlatformPart",
+    "RuleSplit",
+    "model_file",
+]

@@ -21,7 +21,7 @@ import pandas as pd
 
 from features.binning import BinSpec
 from features.woe import WoeTable
-from models.secureboost.parts import canonical_hash, model_file, write_part
+from models.vertical.parts import canonical_hash, model_file, write_part
 from models.vertical_lr.core import sigmoid
 
 

@@ -1,21 +1,24 @@
 """A scikit-learn face for vertical SecureBoost, for notebooks and tests.
 
 ``fit`` runs the real protocol (every stage, real Paillier encryption) between in-process party
-runtimes, each reading only its own table; rows must already be aligned (same order in every
-frame). Jobs use the same protocol through Flower (``lab train``).
+runtimes (:mod:`federated.inprocess`), each reading only its own table; rows must already be
+aligned (same order in every frame). Jobs use the same protocol through Flower (``lab train``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from federated.estimators.params import KeywordParams
+from federated.inprocess import inprocess_job
+from models.guard import single_operator
 from models.secureboost.parts import BankPart, PlatformPart
 from models.secureboost.protocol import (
     SecureBoostOutcome,
@@ -24,33 +27,37 @@ from models.secureboost.protocol import (
     start_envelope,
 )
 
-_PARAMS = tuple(SecureBoostParams.__dataclass_fields__)
+#: The settings' defaults, the only place they are written (:mod:`models.secureboost.params`).
+_DEFAULTS = SecureBoostParams()
 
 
-class SecureBoostClassifier:
+class SecureBoostClassifier(KeywordParams):
     """Vertical SecureBoost between one bank (labels) and one or more platforms.
 
-    Parameters are those of :class:`~models.secureboost.protocol.SecureBoostParams`.
+    Parameters are those of :class:`~models.secureboost.params.SecureBoostParams`, with its
+    defaults; they are stored as given and validated by ``fit``.
     After ``fit``: ``bank_part_``, ``platform_parts_`` (what each party keeps), ``outcome_``
     (timings, operation counts, importance), ``privacy_`` (per party: the DP releases it
-    counted and their privacy events), ``classes_``.
+    counted and their privacy events), ``traffic_``, ``classes_``.
     """
+
+    _PARAMS = tuple(f.name for f in fields(SecureBoostParams))
 
     def __init__(
         self,
-        n_estimators: int = 30,
-        max_depth: int = 3,
-        max_bin: int = 32,
-        learning_rate: float = 0.3,
-        reg_lambda: float = 1.0,
-        min_child_weight: float = 1.0,
-        min_child_samples: int = 20,
-        min_split_gain: float = 0.0,
-        bank_only_trees: int = 0,
-        key_bits: int = 2048,
-        insecure_test_keys: bool = False,
-        dp_epsilon: float | None = None,
-        dp_delta: float = 1e-5,
+        n_estimators: int = _DEFAULTS.n_estimators,
+        max_depth: int = _DEFAULTS.max_depth,
+        max_bin: int = _DEFAULTS.max_bin,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        reg_lambda: float = _DEFAULTS.reg_lambda,
+        min_child_weight: float = _DEFAULTS.min_child_weight,
+        min_child_samples: int = _DEFAULTS.min_child_samples,
+        min_split_gain: float = _DEFAULTS.min_split_gain,
+        bank_only_trees: int = _DEFAULTS.bank_only_trees,
+        key_bits: int = _DEFAULTS.key_bits,
+        insecure_test_keys: bool = _DEFAULTS.insecure_test_keys,
+        dp_epsilon: float | None = _DEFAULTS.dp_epsilon,
+        dp_delta: float = _DEFAULTS.dp_delta,
     ) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -66,19 +73,6 @@ class SecureBoostClassifier:
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn protocol)."""
-        del deep
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> SecureBoostClassifier:
-        """Set constructor arguments (scikit-learn protocol)."""
-        for name, value in params.items():
-            if name not in _PARAMS:
-                raise ValueError(f"unknown parameter {name!r}; valid: {', '.join(_PARAMS)}")
-            setattr(self, name, value)
-        return self
-
     def fit(
         self,
         X_bank: pd.DataFrame,  # noqa: N803 - scikit-learn naming
@@ -86,9 +80,6 @@ class SecureBoostClassifier:
         X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
-        from federated.inprocess import inprocess_job
-        from models.guard import single_operator
-
         params = SecureBoostParams(**self.get_params())
         with inprocess_job(
             X_bank,

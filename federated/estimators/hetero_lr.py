@@ -1,52 +1,92 @@
 """A scikit-learn face for hetero LR (encrypted WOE binning + vertical LR), for notebooks and tests.
 
 ``fit`` runs the real protocol (every stage, real Paillier encryption) between in-process party
-runtimes, each reading only its own table; rows must already be aligned (same order in every
-frame). Jobs use the same protocol through Flower (``lab train``).
+runtimes (:mod:`federated.inprocess`), each reading only its own table; rows must already be
+aligned (same order in every frame). Jobs use the same protocol through Flower (``lab train``).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from features.woe import iv_table
+from federated.estimators.params import KeywordParams
+from federated.inprocess import inprocess_job
+from models.guard import single_operator
 from models.vertical_lr.parts import BankLRPart, PlatformLRPart
 from models.vertical_lr.protocol import HeteroLROutcome, HeteroLRParams, conclude, start_envelope
 
+#: The settings' defaults, the only place they are written (:mod:`models.vertical_lr.params`).
+_DEFAULTS = HeteroLRParams()
 
-class HeteroLRClassifier:
+
+class HeteroLRClassifier(KeywordParams):
     """WOE logistic regression between one bank (labels) and one or more platforms.
 
-    Parameters are those of :class:`~models.vertical_lr.protocol.HeteroLRParams`.
+    Parameters are those of :class:`~models.vertical_lr.params.HeteroLRParams`, with its
+    defaults; they are stored as given and validated by ``fit``. ``groups`` (scorecard reason
+    groups by column) defaults to ``None``, the dataclass's default of no groups: a mutable
+    default would be shared by every instance.
     After ``fit``: ``bank_part_`` (bins, WOE tables, coefficients, scorecard),
     ``platform_parts_`` (each platform's bins and mapping), ``outcome_`` (history, clocks),
     ``iv_`` (IV of every column, from the bank's part), ``traffic_``, ``classes_``.
     """
 
-    def __init__(self, **params: Any) -> None:
-        self._params = HeteroLRParams(**params)
+    _PARAMS = tuple(f.name for f in fields(HeteroLRParams))
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Constructor arguments (scikit-learn protocol)."""
-        del deep
-        return asdict(self._params)
+    def __init__(
+        self,
+        learning_rate: float = _DEFAULTS.learning_rate,
+        decay: float = _DEFAULTS.decay,
+        l2: float = _DEFAULTS.l2,
+        batch_size: int = _DEFAULTS.batch_size,
+        max_epochs: int = _DEFAULTS.max_epochs,
+        tol: float = _DEFAULTS.tol,
+        max_bin: int = _DEFAULTS.max_bin,
+        binning: Literal["monotone", "quantile"] = _DEFAULTS.binning,
+        min_bin_share: float = _DEFAULTS.min_bin_share,
+        max_woe_bins: int = _DEFAULTS.max_woe_bins,
+        woe_alpha: float = _DEFAULTS.woe_alpha,
+        base_points: float = _DEFAULTS.base_points,
+        base_odds: float = _DEFAULTS.base_odds,
+        pdo: float = _DEFAULTS.pdo,
+        groups: Mapping[str, str] | None = None,
+        key_bits: int = _DEFAULTS.key_bits,
+        insecure_test_keys: bool = _DEFAULTS.insecure_test_keys,
+    ) -> None:
+        self.learning_rate = learning_rate
+        self.decay = decay
+        self.l2 = l2
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.tol = tol
+        self.max_bin = max_bin
+        self.binning = binning
+        self.min_bin_share = min_bin_share
+        self.max_woe_bins = max_woe_bins
+        self.woe_alpha = woe_alpha
+        self.base_points = base_points
+        self.base_odds = base_odds
+        self.pdo = pdo
+        self.groups = groups
+        self.key_bits = key_bits
+        self.insecure_test_keys = insecure_test_keys
 
-    def set_params(self, **params: Any) -> HeteroLRClassifier:
-        """Set constructor arguments (scikit-learn protocol)."""
-        known = {f.name for f in fields(HeteroLRParams)}
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ValueError(f"unknown parameters {unknown}; valid: {', '.join(sorted(known))}")
-        self._params = HeteroLRParams(**{**asdict(self._params), **params})
-        return self
+    def _validated_params(self) -> HeteroLRParams:
+        values: dict[str, Any] = self.get_params()
+        if values["groups"] is None:
+            del values["groups"]  # the dataclass's own default: no groups
+        else:
+            values["groups"] = dict(values["groups"])
+        return HeteroLRParams(**values)
 
     def fit(
         self,
@@ -57,10 +97,8 @@ class HeteroLRClassifier:
         test_mask: npt.NDArray[np.bool_] | None = None,
     ) -> HeteroLRClassifier:
         """Train on aligned rows; ``test_mask`` rows are held out (evaluated in ``outcome_``)."""
-        from federated.inprocess import inprocess_job
-        from models.guard import single_operator
-
-        params = self._params
+        params = self._validated_params()
+        self._params = params  # the settings this fit ran with (tests replay the core on them)
         with inprocess_job(
             X_bank,
             y,

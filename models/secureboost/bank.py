@@ -1,0 +1,457 @@
+"""The bank's role in SecureBoost: labels, the key pair, and the driver of every tree.
+
+The bank bins its own columns, makes its key pair under its node's limits, encrypts each tree's
+gradients, decrypts the platforms' (noisy, packed) histogram sums, chooses every split
+(:mod:`models.secureboost.bank_trees`), tells each platform the splits on its features and which
+children to sum, and at the end evaluates the model on its held-out rows and keeps its part.
+It waits for every platform at every stage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from features.binning import BinSpec
+from models.alignment import job_rows
+from models.evaluation import TEST_MASK_KEY, evaluate_scores
+from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
+from models.secureboost import bank_trees, crypto
+from models.secureboost.core import base_score, gradients, sigmoid
+from models.secureboost.params import SecureBoostParams
+from models.secureboost.parts import BankNode, BankPart
+from models.secureboost.state import CLOCK, KEY_PREFIX, PENDING, PROTOCOL, YOURS, cleanup
+from models.vertical import (
+    KeyPair,
+    aligned_features,
+    bank_key_pair,
+    bank_rows,
+    check_platform_reply,
+    fit_own_bins,
+    labels,
+    record_answer,
+)
+
+
+class BankRole:
+    """Bank side: owns the labels, the key pair, the tree structure and every leaf weight."""
+
+    def handle(self, env: Envelope, ctx: PartyContext) -> list[Envelope]:
+        """Run one stage (already checked against the bank's stage machine)."""
+        if env.stage == "setup":
+            return self._setup(env, ctx)
+        state = ctx.store.get_json("sb.state")
+        check_platform_reply(PROTOCOL, env, state)
+        if env.stage == "ready":
+            state["platforms"][env.sender] = {
+                "features": env.json("features"),
+                "noise": env.json("noise"),
+            }
+        elif env.stage in ("hist", "dirs"):
+            self._collect(env, ctx, state)
+        else:
+            self._collect_decisions(env, ctx, state)
+        answered = record_answer(state, env.sender)
+        ctx.store.put_json("sb.state", state)
+        if not answered:
+            return []
+        return self._advance(ctx, state)
+
+    # -- setup ----------------------------------------------------------------------------
+
+    def _setup(self, env: Envelope, ctx: PartyContext) -> list[Envelope]:
+        settings = env.json("settings")
+        params = SecureBoostParams(**settings["params"])
+        platforms: list[str] = settings["platforms"]
+        own = bank_rows(ctx)
+        train, y = own.train, own.y
+        specs = fit_own_bins(ctx, aligned_features(ctx, own.rows, train), params.max_bin)
+        started = time.perf_counter()
+        keys = bank_key_pair(ctx, params.key_bits)
+        clock = PhaseClock()
+        clock.add("keygen", time.perf_counter() - started)
+        CLOCK.save(ctx, clock)
+        ctx.store.put_array("sb.y", y)
+        ctx.store.put_array("sb.train", train)
+        ctx.store.put_array("sb.raw", np.full(y.size, base_score(y)))
+        ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
+        ctx.store.put_json("sb.trees", [])
+        ctx.store.put_json("sb.metrics", [])
+        state = {
+            "params": asdict(params),
+            "platforms": {p: {} for p in platforms},
+            "order": settings["order"],
+            "expect": ["ready"],
+            "pending": list(platforms),
+            "tree": -1,
+            "model_id": settings["model_id"],
+            "max_rows": int(train.sum()),
+        }
+        ctx.store.put_json("sb.state", state)
+        keys.save(ctx.store, prefix=KEY_PREFIX)
+        init_settings = {"max_bin": params.max_bin}
+        return [
+            Envelope(
+                PROTOCOL,
+                "init",
+                ctx.name,
+                p,
+                {
+                    "settings": dumps(init_settings),
+                    "public_key": keys.public.to_bytes(),
+                    "train_mask": train,
+                },
+            )
+            for p in platforms
+        ]
+
+    # -- receiving ------------------------------------------------------------------------
+
+    def _collect(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> None:
+        if env.integer("tree") != state["tree"] or env.integer("level") != state["level"]:
+            raise ProtocolError(
+                f"secureboost/{env.stage} for tree {env.integer('tree')} level "
+                f"{env.integer('level')}, expected tree {state['tree']} level {state['level']}"
+            )
+        clock = CLOCK.load(ctx)
+        if "directions" in env.payload:
+            directions = env.array("directions").astype(np.int8)
+            position = ctx.store.get_array("sb.position")
+            mine = state["awaiting_dirs"].get(env.sender, [])
+            for node in mine:
+                rows = np.flatnonzero(position == node)
+                if (directions[rows] < 0).any():
+                    raise ProtocolError(f"'{env.sender}' left rows of node {node} undecided")
+                position[rows] = np.where(directions[rows] == 1, 2 * node + 1, 2 * node + 2)
+            ctx.store.put_array("sb.position", position)
+        if "sums" in env.payload:
+            cipher = _bank_cipher(ctx, state)
+            if env.text("key") != cipher.fingerprint:
+                raise ProtocolError(f"'{env.sender}' sent sums under a different key")
+            nodes: list[int] = env.json("nodes")
+            started = time.perf_counter()
+            sums = cipher.decrypt_sums(env.array("sums"), env.integer("n_sums"))
+            clock.add("decrypt", time.perf_counter() - started, cipher.last_decryptions)
+            widths = [f["n_bins"] + 1 for f in state["platforms"][env.sender]["features"]]
+            offset = 0
+            for node in nodes:
+                per_feature = []
+                for w in widths:
+                    per_feature.append(sums[offset : offset + w])
+                    offset += w
+                bank_trees.put_hist(ctx, node, env.sender, per_feature)
+        CLOCK.save(ctx, clock)
+
+    def _collect_decisions(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> None:
+        ids: list[str] = env.json("split_ids")
+        n_rows = env.integer("n_rows")
+        bits = env.array("bits")
+        decisions = (
+            np.unpackbits(bits, axis=0, count=n_rows).astype(bool)
+            if ids
+            else np.zeros((n_rows, 0), bool)
+        )
+        ctx.store.put_array(f"sb.decisions.{env.sender}", decisions)
+        refs = state.setdefault("refs", {})
+        refs[env.sender] = {
+            "model_id": env.text("model_id"),
+            "content_hash": env.text("content_hash"),
+            "split_ids": ids,
+            "clock": env.json("clock"),
+        }
+
+    # -- driving --------------------------------------------------------------------------
+
+    def _advance(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        """Everything the bank can do once every awaited platform has answered."""
+        params = SecureBoostParams(**state["params"])
+        if "decisions" in state["expect"]:
+            return [self._finish(ctx, state, params)]
+        if "ready" in state["expect"]:
+            return self._next_tree(ctx, state, params)
+        if state.get("needs_assign"):
+            return self._send_assign(ctx, state)
+        return self._after_level(ctx, state, params)
+
+    def _next_tree(
+        self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
+    ) -> list[Envelope]:
+        while True:
+            state["tree"] += 1
+            if state["tree"] >= params.n_estimators:
+                return self._request_decisions(ctx, state)
+            y = ctx.store.get_array("sb.y")
+            raw = ctx.store.get_array("sb.raw")
+            g, h = gradients(y, raw)
+            ctx.store.put_array("sb.g", g)
+            ctx.store.put_array("sb.h", h)
+            ctx.store.put_array("sb.position", np.zeros(y.size, dtype=np.int64))
+            ctx.store.put_json("sb.tree_nodes", {})
+            state["level"] = 0
+            state["tree_started"] = time.perf_counter()
+            if state["tree"] < params.bank_only_trees:
+                # Leakage control: this tree splits on bank features only; no message at all.
+                bank_trees.grow_locally(ctx, state, params)
+                continue
+            clock = CLOCK.load(ctx)
+            if "layout" not in state:
+                state["layout"] = _layout(state)
+            cipher = _bank_cipher(ctx, state)
+            started = time.perf_counter()
+            gh = cipher.encrypt_gradients(g, h)
+            clock.add("encrypt", time.perf_counter() - started, int(g.size))
+            CLOCK.save(ctx, clock)
+            state["expect"] = ["hist"]
+            state["pending"] = list(state["platforms"])
+            state["awaiting_dirs"] = {}
+            state["computed"] = [0]
+            ctx.store.put_json("sb.state", state)
+            return [
+                Envelope(
+                    PROTOCOL,
+                    "tree",
+                    ctx.name,
+                    p,
+                    {
+                        "tree": state["tree"],
+                        "gh": gh,
+                        "key": cipher.fingerprint,
+                        "layout": dumps(state["layout"]),
+                    },
+                )
+                for p in state["platforms"]
+            ]
+
+    def _after_level(
+        self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
+    ) -> list[Envelope]:
+        level_nodes = state["level_nodes"] if state["level"] > 0 else [0]
+        depth = state["level"]
+        if depth >= params.max_depth or not level_nodes:
+            bank_trees.finish_tree(ctx, state, params)
+            ctx.store.put_json("sb.state", state)
+            return self._next_tree(ctx, state, params)
+        splits = bank_trees.choose(ctx, state, params, level_nodes, bank_only=False)
+        position = ctx.store.get_array("sb.position")
+        order: list[str] = state["order"]
+        bank_index = order.index(ctx.name)
+        per_platform: dict[str, list[dict[str, Any]]] = {p: [] for p in state["platforms"]}
+        next_level: list[int] = []
+        new_position = position.copy()
+        owner_of_node: dict[int, str] = {}
+        for node in level_nodes:
+            split = splits.get(node)
+            if split is None:
+                continue
+            next_level += [2 * node + 1, 2 * node + 2]
+            owner = order[split.owner]
+            owner_of_node[node] = owner
+            if split.owner == bank_index:
+                bank_trees.apply_bank_split(ctx, state, node, split, new_position)
+            else:
+                split_id = f"t{state['tree']}n{node}"
+                per_platform[owner].append(
+                    {
+                        "node": node,
+                        "split_id": split_id,
+                        "feature": split.feature,
+                        "left_bins": list(split.left_bins),
+                        "missing_left": split.missing_left,
+                    }
+                )
+                bank_trees.record_node(ctx, node, {"owner": owner, "split_id": split_id})
+        last = depth + 1 >= params.max_depth
+        compute = [] if last else bank_trees.smaller_children(ctx, splits, next_level)
+        state["level"] = depth + 1
+        state["level_nodes"] = next_level
+        state["computed"] = compute
+        state["awaiting_dirs"] = {
+            p: [s["node"] for s in items] for p, items in per_platform.items()
+        }
+        needs_dirs = [p for p, items in per_platform.items() if items]
+        multi = len(needs_dirs) > 1 or (needs_dirs and len(state["platforms"]) > 1)
+        if not next_level or (last and not needs_dirs):
+            ctx.store.put_array("sb.position", new_position)
+            bank_trees.finish_tree(ctx, state, params)
+            ctx.store.put_json("sb.state", state)
+            return self._next_tree(ctx, state, params)
+        ctx.store.put_array("sb.position", new_position)
+        state["needs_assign"] = bool(multi and compute)
+        state["expect"] = ["hist", "dirs"]
+        state["pending"] = list(state["platforms"]) if (compute or needs_dirs) else []
+        if not state["pending"]:
+            ctx.store.put_json("sb.state", state)
+            return self._after_level(ctx, state, params)
+        envelopes = []
+        for party in state["pending"]:
+            outgoing = new_position.copy()
+            for node, owner in owner_of_node.items():
+                rows = position == node
+                if owner == party:
+                    outgoing[rows] = YOURS
+                elif owner != ctx.name:
+                    outgoing[rows] = PENDING
+            envelopes.append(
+                Envelope(
+                    PROTOCOL,
+                    "level",
+                    ctx.name,
+                    party,
+                    {
+                        "tree": state["tree"],
+                        "level": depth,
+                        "splits": dumps(per_platform[party]),
+                        "position": outgoing.astype(np.int32),
+                        "compute": dumps([] if state["needs_assign"] else compute),
+                    },
+                )
+            )
+        ctx.store.put_json("sb.state", state)
+        return envelopes
+
+    def _send_assign(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        state["needs_assign"] = False
+        state["expect"] = ["hist"]
+        state["pending"] = list(state["platforms"])
+        state["level"] -= 1  # the assign answers for the same level the level message named
+        position = ctx.store.get_array("sb.position")
+        ctx.store.put_json("sb.state", state)
+        envelopes = [
+            Envelope(
+                PROTOCOL,
+                "assign",
+                ctx.name,
+                p,
+                {
+                    "tree": state["tree"],
+                    "level": state["level"],
+                    "position": position.astype(np.int32),
+                    "compute": dumps(state["computed"]),
+                },
+            )
+            for p in state["platforms"]
+        ]
+        state["level"] += 1
+        ctx.store.put_json("sb.state", state)
+        return envelopes
+
+    # -- the end --------------------------------------------------------------------------
+
+    def _request_decisions(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        state["expect"] = ["decisions"]
+        state["pending"] = list(state["platforms"])
+        ctx.store.put_json("sb.state", state)
+        return [
+            Envelope(
+                PROTOCOL,
+                "predict",
+                ctx.name,
+                p,
+                {"model_id": f"{state['model_id']}-{p}"},
+            )
+            for p in state["platforms"]
+        ]
+
+    def _finish(
+        self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
+    ) -> Envelope:
+        rows = job_rows(ctx)
+        test = ctx.store.get_array(TEST_MASK_KEY).astype(bool)
+        frame = aligned_features(ctx, rows, test)
+        y_test = labels(ctx.table())[rows][test]
+        refs = state.get("refs", {})
+        specs = {s["name"]: BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")}
+        part = BankPart(
+            party=ctx.name,
+            model_id=state["model_id"],
+            base_score=float(base_score(ctx.store.get_array("sb.y"))),
+            trees=[
+                {int(n["node_id"]): BankNode.from_dict(n) for n in tree}
+                for tree in ctx.store.get_json("sb.trees")
+            ],
+            bins=specs,
+            platform_parts={
+                p: {"model_id": r["model_id"], "content_hash": r["content_hash"]}
+                for p, r in refs.items()
+            },
+            params=state["params"],
+        )
+        decisions = {
+            p: (r["split_ids"], ctx.store.get_array(f"sb.decisions.{p}")) for p, r in refs.items()
+        }
+        metrics = ctx.store.get_json("sb.metrics")
+        report = None
+        if test.any():
+            staged = part.raw_scores(frame, decisions, staged=True)
+            for t, entry in enumerate(metrics):
+                entry["test_auc"] = float(evaluate_scores(y_test, sigmoid(staged[:, t])).auc)
+            report = evaluate_scores(y_test, sigmoid(staged[:, -1])).to_dict()
+        path = part.save(ctx.model_dir())
+        clock = CLOCK.load(ctx)
+        cleanup(ctx)
+        return Envelope(
+            PROTOCOL,
+            "done",
+            ctx.name,
+            COORDINATOR,
+            {
+                "report": dumps(report),
+                "per_tree": dumps(metrics),
+                "bank_part": dumps(
+                    {
+                        "model_id": part.model_id,
+                        "content_hash": part.content_hash,
+                        "path": str(path),
+                    }
+                ),
+                "platform_parts": dumps(part.platform_parts),
+                "clock": dumps(
+                    {
+                        ctx.name: {"seconds": clock.seconds, "ops": clock.ops},
+                        **{p: r["clock"] for p, r in refs.items()},
+                    }
+                ),
+                "importance": dumps(_importance(state, ctx, specs)),
+            },
+        )
+
+
+def _importance(
+    state: dict[str, Any], ctx: PartyContext, specs: dict[str, BinSpec]
+) -> list[dict[str, Any]]:
+    names = list(specs)
+    out = []
+    for key, entry in sorted(state.get("importance", {}).items()):
+        party, index = key.rsplit(":", 1)
+        if party == ctx.name:
+            feature = names[int(index)]
+        else:
+            feature = state["platforms"][party]["features"][int(index)]["name"]
+        out.append({"party": party, "feature": feature, **entry})
+    return out
+
+
+def _layout(state: dict[str, Any]) -> dict[str, Any]:
+    """The row layout every party uses: room for the largest noise any platform adds."""
+    noises = [p["noise"] for p in state["platforms"].values() if p.get("noise")]
+    noise = None
+    if noises:
+        noise = {
+            "sigma_gh": max(n["sigma_gh"] for n in noises),
+            "sigma_count": max(n["sigma_count"] for n in noises),
+        }
+    return {"max_rows": state["max_rows"], "noise": noise}
+
+
+def _bank_cipher(ctx: PartyContext, state: dict[str, Any]) -> crypto.BankCipher:
+    layout = state["layout"]
+    noise = crypto.NoiseSpec(**layout["noise"]) if layout["noise"] else None
+    return crypto.BankCipher(
+        KeyPair.load(
+            ctx.store, prefix=KEY_PREFIX, insecure=ctx.guard.limits.allow_insecure_test_keys
+        ),
+        crypto.RowLayout(int(layout["max_rows"]), noise),
+    )

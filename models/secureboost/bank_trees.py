@@ -1,0 +1,240 @@
+"""The bank's trees in SecureBoost: split search, its own splits, leaves, platform histograms.
+
+The bank holds every gradient, so it alone chooses splits (XGBoost's gain over its own
+histograms and the platforms' decrypted ones, :func:`models.secureboost.core.grow_level`),
+applies its own splits, records the owner of every node and computes every leaf weight. A
+platform's histogram of the larger child of a split is never computed by the platform: the
+bank derives it from the parent and the smaller sibling, in the clear (histogram subtraction).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from features.binning import BinKind, BinSpec
+from models.protocol import PartyContext
+from models.secureboost.core import (
+    IntArray,
+    Split,
+    goes_left,
+    grow_level,
+    histogram,
+    leaf_weight,
+    sigmoid,
+)
+from models.secureboost.params import SecureBoostParams
+from models.secureboost.parts import BankNode, RuleSplit
+from models.secureboost.state import CLOCK, training_bins
+
+
+def grow_locally(ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams) -> None:
+    """Grow a whole tree on the bank's features alone (``bank_only_trees``: no message)."""
+    level = [0]
+    for depth in range(params.max_depth + 1):
+        state["level"] = depth
+        splits = (
+            choose(ctx, state, params, level, bank_only=True) if depth < params.max_depth else {}
+        )
+        next_level: list[int] = []
+        position = ctx.store.get_array("sb.position")
+        for node in level:
+            split = splits.get(node)
+            if split is None:
+                continue
+            apply_bank_split(ctx, state, node, split, position)
+            next_level += [2 * node + 1, 2 * node + 2]
+        ctx.store.put_array("sb.position", position)
+        level = next_level
+        if not level:
+            break
+    finish_tree(ctx, state, params)
+
+
+def choose(
+    ctx: PartyContext,
+    state: dict[str, Any],
+    params: SecureBoostParams,
+    nodes: Sequence[int],
+    *,
+    bank_only: bool,
+) -> dict[int, Split | None]:
+    """The best split of every node in ``nodes`` (or ``None``), over every party's features.
+
+    With ``bank_only`` only the bank's features compete. Records each split's gain per
+    ``party:feature`` in ``state["importance"]``.
+    """
+    started = time.perf_counter()
+    order: list[str] = state["order"]
+    bank_index = order.index(ctx.name)
+    g, h = ctx.store.get_array("sb.g"), ctx.store.get_array("sb.h")
+    position = ctx.store.get_array("sb.position")
+    bins = training_bins(ctx)
+    specs = [BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")]
+    histograms: dict[int, list[list[IntArray]]] = {}
+    totals: dict[int, tuple[int, int, int]] = {}
+    kinds: list[list[BinKind]] = []
+    for party in order:
+        if party == ctx.name:
+            kinds.append([s.kind for s in specs])
+        else:
+            kinds.append([f["kind"] for f in state["platforms"][party].get("features", [])])
+    for node in nodes:
+        rows = np.flatnonzero(position == node)
+        totals[node] = (int(g[rows].sum()), int(h[rows].sum()), int(rows.size))
+        per_party: list[list[IntArray]] = []
+        for party in order:
+            if party == ctx.name:
+                per_party.append(
+                    [
+                        histogram(bins[rows, f], s.n_bins, g[rows], h[rows])
+                        for f, s in enumerate(specs)
+                    ]
+                )
+            elif bank_only:
+                per_party.append([])
+            else:
+                per_party.append(_get_hist(ctx, node, party, state))
+        histograms[node] = per_party
+    owners = {bank_index} if bank_only else set(range(len(order)))
+    splits = grow_level(nodes, histograms, kinds, totals, params.tree, owners)
+    for split in splits.values():
+        if split is not None:
+            importance = state.setdefault("importance", {})
+            key = f"{order[split.owner]}:{split.feature}"
+            entry = importance.setdefault(key, {"splits": 0, "gain": 0.0})
+            entry["splits"] += 1
+            entry["gain"] += split.gain
+    clock = CLOCK.load(ctx)
+    clock.add("split_search", time.perf_counter() - started)
+    CLOCK.save(ctx, clock)
+    return splits
+
+
+def apply_bank_split(
+    ctx: PartyContext,
+    state: dict[str, Any],
+    node: int,
+    split: Split,
+    position: IntArray,
+) -> None:
+    """Route the rows of ``node`` by one of the bank's own splits and record its rule."""
+    bins = training_bins(ctx)
+    spec = BinSpec.from_dict(ctx.store.get_json("sb.specs")[split.feature])
+    rows = np.flatnonzero(position == node)
+    left = goes_left(split, bins[rows, split.feature], spec.missing_bin)
+    position[rows] = np.where(left, 2 * node + 1, 2 * node + 2)
+    rule = RuleSplit(spec.name, split.left_bins, split.missing_left)
+    record_node(ctx, node, {"owner": ctx.name, "rule": rule.to_dict()})
+
+
+def record_node(ctx: PartyContext, node: int, entry: dict[str, Any]) -> None:
+    """Keep who owns the split at ``node`` (the bank's rule, or a platform's split id)."""
+    nodes = ctx.store.get_json("sb.tree_nodes") or {}
+    nodes[str(node)] = entry
+    ctx.store.put_json("sb.tree_nodes", nodes)
+
+
+def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams) -> None:
+    """Close the current tree: its nodes and leaf weights, updated scores, its metrics."""
+    started = time.perf_counter()
+    g, h = ctx.store.get_array("sb.g"), ctx.store.get_array("sb.h")
+    position = ctx.store.get_array("sb.position")
+    raw = ctx.store.get_array("sb.raw")
+    y = ctx.store.get_array("sb.y")
+    nodes = ctx.store.get_json("sb.tree_nodes") or {}
+    tree: list[dict[str, Any]] = []
+    for node_id, entry in sorted(nodes.items(), key=lambda kv: int(kv[0])):
+        rule = entry.get("rule")
+        tree.append(
+            BankNode(
+                node_id=int(node_id),
+                owner=entry["owner"],
+                rule=None if rule is None else RuleSplit.from_dict(rule),
+                split_id=entry.get("split_id"),
+            ).to_dict()
+        )
+    # Every child of a split is a node, even one no training row reached (possible when
+    # noisy counts chose the split): it is a leaf of weight -0/(0 + lambda) = 0, as in the
+    # plaintext core, so any row routed there at prediction time finds it.
+    leaves = set(np.unique(position).tolist())
+    for node_id in nodes:
+        parent = int(node_id)
+        for child in (2 * parent + 1, 2 * parent + 2):
+            if str(child) not in nodes:
+                leaves.add(child)
+    for leaf in sorted(leaves):
+        rows = position == leaf
+        weight = leaf_weight(int(g[rows].sum()), int(h[rows].sum()), params.tree)
+        raw[rows] += weight
+        tree.append(BankNode(node_id=int(leaf), weight=weight).to_dict())
+    ctx.store.put_array("sb.raw", raw)
+    trees = ctx.store.get_json("sb.trees")
+    trees.append(tree)
+    ctx.store.put_json("sb.trees", trees)
+    p = sigmoid(raw)
+    eps = 1e-12
+    logloss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
+    metrics = ctx.store.get_json("sb.metrics")
+    metrics.append(
+        {
+            "tree": state["tree"],
+            "train_logloss": logloss,
+            "seconds": time.perf_counter() - float(state.get("tree_started", started)),
+            "leaves": len(np.unique(position)),
+            "bank_only": state["tree"] < params.bank_only_trees,
+        }
+    )
+    ctx.store.put_json("sb.metrics", metrics)
+    # Forget every histogram of this tree: the next tree's nodes reuse the same ids.
+    for party in state["platforms"]:
+        for node in range(2 ** (params.max_depth + 1)):
+            ctx.store.delete(_hist_key(node, party))
+    clock = CLOCK.load(ctx)
+    clock.add("leaves", time.perf_counter() - started)
+    CLOCK.save(ctx, clock)
+
+
+def smaller_children(
+    ctx: PartyContext, splits: dict[int, Split | None], next_level: list[int]
+) -> list[int]:
+    """For each split, the child with fewer rows: the platform computes only that one."""
+    compute = []
+    for node, split in splits.items():
+        if split is None:
+            continue
+        left, right = 2 * node + 1, 2 * node + 2
+        compute.append(left if split.left_count <= split.right_count else right)
+    return sorted(c for c in compute if c in next_level)
+
+
+def _hist_key(node: int, party: str) -> str:
+    return f"sb.hist.{party}.{node}"
+
+
+def put_hist(ctx: PartyContext, node: int, party: str, per_feature: list[IntArray]) -> None:
+    """Keep a platform's decrypted histogram of ``node`` (one block per feature)."""
+    flat = np.concatenate(per_feature) if per_feature else np.zeros((0, 3), np.int64)
+    ctx.store.put_array(_hist_key(node, party), flat)
+
+
+def _get_hist(ctx: PartyContext, node: int, party: str, state: dict[str, Any]) -> list[IntArray]:
+    widths = [f["n_bins"] + 1 for f in state["platforms"][party]["features"]]
+    try:
+        flat = ctx.store.get_array(_hist_key(node, party))
+    except KeyError:
+        # The larger child: parent minus its sibling, in the clear (histogram subtraction).
+        parent = (node - 1) // 2
+        sibling = node + 1 if node % 2 == 1 else node - 1
+        flat = ctx.store.get_array(_hist_key(parent, party)) - ctx.store.get_array(
+            _hist_key(sibling, party)
+        )
+        ctx.store.put_array(_hist_key(node, party), flat)
+    out, offset = [], 0
+    for w in widths:
+        out.append(flat[offset : offset + w])
+        offset += w
+    return out

@@ -1,0 +1,207 @@
+"""The bank's mini-batch descent in hetero LR: residuals out, gradients and cross terms in.
+
+Per batch the bank encrypts its residual part ``0.25 u_B + 0.5 - y`` under its key; when every
+platform has answered it decrypts each platform's masked gradient and returns it, and sums the
+platform-key ciphertexts of ``0.25 u_P`` per own coarse bin, weighted by its WOE (the cross
+terms of its own gradient), masked for the platform to decrypt. With the platforms' unmasked
+cross terms it takes its own step; after the last batch of an epoch it stops once its own
+weights and every platform's (one bit each) settled, or after ``max_epochs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from features.woe import WoeTable
+from models.protocol import Envelope, PartyContext, ProtocolError, dumps
+from models.vertical import KeyPair, peer_public_key
+from models.vertical_lr import arithmetic
+from models.vertical_lr import fixedpoint as fp
+from models.vertical_lr.core import batch_schedule, relative_change
+from models.vertical_lr.params import HeteroLRParams
+from models.vertical_lr.state import CLOCK, KEY_PREFIX, PROTOCOL, forget_inputs, got, got_array
+from secure_agg import paillier
+
+
+def _own(
+    ctx: PartyContext,
+) -> tuple[list[WoeTable], npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+    """The bank's own WOE tables, the coarse bins of its training rows, their WOE encoding."""
+    tables = [
+        WoeTable.from_dict(t) for t in ctx.store.get_json("hlr.tables") if t["party"] == ctx.name
+    ]
+    fine = ctx.store.get_array("hlr.fine").astype(np.int32)
+    coarse = arithmetic.coarse(fine, [t.mapping for t in tables])
+    return tables, coarse, arithmetic.woe_matrix(coarse, [t.woe for t in tables])
+
+
+def _schedule(state: dict[str, Any]) -> list[npt.NDArray[np.intp]]:
+    params = HeteroLRParams(**state["params"])
+    return batch_schedule(state["n_train"], params.batch_size, state["epoch"], state["seed"])
+
+
+def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+    """Send every platform the encrypted residual part of the current batch's rows."""
+    keys = KeyPair.load(
+        ctx.store, prefix=KEY_PREFIX, insecure=ctx.guard.limits.allow_insecure_test_keys
+    )
+    if state["batch"] == 0:
+        state["epoch_started"] = time.time()  # wall clock: parties may run in other processes
+    rows = _schedule(state)[state["batch"]]
+    _, _, x = _own(ctx)
+    y = ctx.store.get_array("hlr.y")
+    u = x[rows] @ np.asarray(state["coef"], dtype=np.float64) + float(state["intercept"])
+    r = fp.encode(0.25 * u + 0.5 - y[rows])
+    clock = CLOCK.load(ctx)
+    started = time.perf_counter()
+    enc = paillier.encrypt_many_private(keys.private, fp.to_residue(r, keys.public.n))
+    clock.since("encrypt", started, ops=len(enc))
+    CLOCK.save(ctx, clock)
+    ctx.store.put_json("hlr.r", [str(v) for v in r])
+    state.update({"expect": "partial", "pending": list(state["platforms"])})
+    ctx.store.put_json("hlr.state", state)
+    array = paillier.ciphertexts_to_array(keys.public, enc)
+    return [
+        Envelope(
+            PROTOCOL,
+            "batch",
+            ctx.name,
+            p,
+            {"epoch": state["epoch"], "batch": state["batch"], "enc_r": array},
+        )
+        for p in state["platforms"]
+    ]
+
+
+def send_updates(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+    """Every partial is in: return each platform's gradient and masked cross terms to decrypt."""
+    limits = ctx.guard.limits
+    keys = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+    rows = _schedule(state)[state["batch"]]
+    tables, coarse, _ = _own(ctx)
+    clock = CLOCK.load(ctx)
+    out = []
+    masks: dict[str, list[str]] = {}
+    for p in state["platforms"]:
+        started = time.perf_counter()
+        enc_grad = paillier.ciphertexts_from_array(
+            keys.public,
+            got_array(ctx, p, "enc_grad"),
+            fingerprint=keys.public.fingerprint,
+        )
+        grad = fp.from_residue(paillier.decrypt_many(keys.private, enc_grad), keys.public.n)
+        clock.since("decrypt", started, ops=len(enc_grad))
+        platform_key = peer_public_key(
+            ctx.store.get_json(f"hlr.platform_key.{p}"), limits, f"platform '{p}''s key"
+        )
+        enc_u = paillier.ciphertexts_from_array(platform_key, got_array(ctx, p, "enc_u"))
+        if len(enc_u) != rows.size:
+            raise ProtocolError(
+                f"platform '{p}' sent {len(enc_u)} partial logits for {rows.size} rows"
+            )
+        started = time.perf_counter()
+        cross, total = arithmetic.weighted_sums(
+            platform_key, enc_u, coarse[rows], [t.woe for t in tables]
+        )
+        clock.since("cross_sums", started, ops=int(coarse[rows].size))
+        started = time.perf_counter()
+        masked, mask = arithmetic.masked(platform_key, [*cross, total])
+        clock.since("mask", started, ops=len(masked))
+        masks[p] = [str(m) for m in mask]
+        out.append(
+            Envelope(
+                PROTOCOL,
+                "update",
+                ctx.name,
+                p,
+                {
+                    "epoch": state["epoch"],
+                    "batch": state["batch"],
+                    "grad": dumps([str(v) for v in grad]),
+                    "enc_cross": paillier.ciphertexts_to_array(platform_key, masked),
+                },
+            )
+        )
+    CLOCK.save(ctx, clock)
+    forget_inputs(ctx, state, ("enc_grad", "enc_u", "epoch", "batch"))
+    ctx.store.put_json("hlr.masks", masks)
+    state.update({"expect": "cross_sums", "pending": list(state["platforms"])})
+    ctx.store.put_json("hlr.state", state)
+    return out
+
+
+def step(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+    """Every platform's cross terms are in: take the bank's step; next batch, epoch or finish."""
+    params = HeteroLRParams(**state["params"])
+    lr = params.lr()
+    schedule = _schedule(state)
+    rows = schedule[state["batch"]]
+    tables, coarse, _ = _own(ctx)
+    r = np.asarray([int(v) for v in ctx.store.get_json("hlr.r")], dtype=object)
+    masks = ctx.store.get_json("hlr.masks")
+    cross = [0] * (len(tables) + 1)
+    votes = []
+    for p in state["platforms"]:
+        sums = [int(v) for v in json.loads(got(ctx, p, "sums"))]
+        values = fp.unmask(sums, [int(m) for m in masks[p]])
+        cross = [a + b for a, b in zip(cross, values, strict=True)]
+        if state["batch"] == len(schedule) - 1:
+            votes.append(bool(got(ctx, p, "converged")))
+    grads = []
+    for j, table in enumerate(tables):
+        weights = fp.encode(np.asarray(table.woe, dtype=np.float64))
+        own = sum((int(w) * int(r[coarse[rows, j] == b].sum()) for b, w in enumerate(weights)), 0)
+        grads.append((own + cross[j]) / float(1 << (2 * fp.SCALE_BITS)) / rows.size)
+    grad_b = (int(r.sum()) + cross[-1]) / float(1 << fp.SCALE_BITS) / rows.size
+    coef = np.asarray(state["coef"], dtype=np.float64)
+    if state["batch"] == 0:
+        state["epoch_start"] = [*coef.tolist(), float(state["intercept"])]
+    rate = lr.rate(state["epoch"], float(state["curvature"]))
+    coef = coef - rate * (np.asarray(grads) + lr.l2 * coef)
+    intercept = float(state["intercept"]) - rate * grad_b
+    state.update({"coef": coef.tolist(), "intercept": intercept})
+    forget_inputs(ctx, state, ("sums", "converged", "epoch", "batch"))
+    ctx.store.delete("hlr.masks")
+    ctx.store.delete("hlr.r")
+    if state["batch"] < len(schedule) - 1:
+        state["batch"] += 1
+        return send_batch(ctx, state)
+    start = np.asarray(state["epoch_start"], dtype=np.float64)
+    change = relative_change(coef - start[:-1], intercept - start[-1], coef, intercept)
+    settled = change < lr.tol and all(votes)
+    state["history"].append(
+        {
+            "epoch": state["epoch"],
+            "change": change,
+            "platforms_settled": all(votes),
+            "seconds": time.time() - float(state["epoch_started"]),
+            "batches": len(schedule),
+        }
+    )
+    state["epoch"] += 1
+    state["batch"] = 0
+    if settled or state["epoch"] >= lr.max_epochs:
+        state.update(
+            {
+                "expect": "final",
+                "pending": list(state["platforms"]),
+                "converged": settled,
+            }
+        )
+        ctx.store.put_json("hlr.state", state)
+        return [
+            Envelope(
+                PROTOCOL,
+                "finish",
+                ctx.name,
+                p,
+                {"model_id": f"{state['model_id']}-{p}"},
+            )
+            for p in state["platforms"]
+        ]
+    return send_batch(ctx, state)

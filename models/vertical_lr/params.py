@@ -1,0 +1,89 @@
+"""Settings of a hetero LR job: the one place their names and defaults are written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy.typing as npt
+
+from features.binning import BinSpec
+from features.woe import WoeTable
+from models.protocol import ProtocolError
+from models.vertical_lr.core import LRParams
+from secure_agg.paillier import DEFAULT_KEY_BITS
+
+
+@dataclass(frozen=True)
+class HeteroLRParams:
+    """Settings of a hetero LR job (validated by the experiment config)."""
+
+    learning_rate: float = 1.0
+    decay: float = 1.0
+    l2: float = 1e-3
+    batch_size: int = 2048
+    max_epochs: int = 10
+    tol: float = 0.02
+    max_bin: int = 20
+    binning: Literal["monotone", "quantile"] = "monotone"
+    min_bin_share: float = 0.05
+    max_woe_bins: int = 8
+    woe_alpha: float = 0.5
+    base_points: float = 600.0
+    base_odds: float = 50.0
+    pdo: float = 20.0
+    groups: dict[str, str] = field(default_factory=dict)
+    key_bits: int = DEFAULT_KEY_BITS
+    insecure_test_keys: bool = False
+
+    def lr(self) -> LRParams:
+        """The descent settings: always the Taylor residual (:mod:`models.vertical_lr.protocol`)."""
+        return LRParams(
+            learning_rate=self.learning_rate,
+            decay=self.decay,
+            l2=self.l2,
+            batch_size=self.batch_size,
+            max_epochs=self.max_epochs,
+            tol=self.tol,
+            gradient="taylor",
+        )
+
+    def woe_table(
+        self,
+        name: str,
+        party: str,
+        kind: str,
+        total: npt.ArrayLike,
+        bad: npt.ArrayLike,
+        spec: BinSpec | None = None,
+    ) -> WoeTable:
+        """Coarse bins, WOE and IV of one column from its fine-bin counts, with these settings."""
+        if kind not in ("numeric", "categorical"):
+            raise ProtocolError(f"column '{name}' has unknown kind {kind!r}")
+        return WoeTable.fit(
+            name,
+            party,
+            "numeric" if kind == "numeric" else "categorical",
+            total,
+            bad,
+            spec=spec,
+            method=self.binning,
+            min_bin_share=self.min_bin_share,
+            max_bins=self.max_woe_bins,
+            alpha=self.woe_alpha,
+        )
+
+    @classmethod
+    def from_spec(cls, model: dict[str, Any], crypto_cfg: dict[str, Any]) -> HeteroLRParams:
+        """Build from the experiment's ``model`` and ``crypto`` sections."""
+        names = set(cls.__dataclass_fields__) - {"key_bits", "insecure_test_keys"}
+        values = {k: v for k, v in model.items() if k in names}
+        scorecard = model.get("scorecard") or {}
+        for key in ("base_points", "base_odds", "pdo", "groups"):
+            if key in scorecard:
+                values[key] = scorecard[key]
+        return cls(
+            **values,
+            key_bits=int(crypto_cfg.get("key_bits", DEFAULT_KEY_BITS)),
+            insecure_test_keys=bool(crypto_cfg.get("insecure_test_keys", False)),
+        )

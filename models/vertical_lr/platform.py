@@ -1,0 +1,333 @@
+"""The platform's role in hetero LR: its bins, its key pair, its coefficients.
+
+The platform bins its own columns on the training rows the bank marked and sums the bank's
+encrypted labels per fine bin (the bank's WOE/IV inputs); it receives the coarse mapping and WOE
+of its own bins; per mini-batch it adds its partial logits to the bank's encrypted residuals,
+returns its masked gradient and its partial logits under its own key, unmasks its gradient and
+takes its step; it decrypts the bank's masked cross terms only for batches its own policy
+allows (:mod:`models.vertical_lr.privacy`). At the end it keeps its part (bins and mapping) and
+releases its coefficients and the coarse bins of the bank's test rows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from features.binning import BinSpec, transform
+from models.alignment import job_rows
+from models.protocol import Envelope, PartyContext, PhaseClock, ProtocolError, dumps
+from models.vertical import (
+    KeyPair,
+    aligned_features,
+    fit_own_bins,
+    peer_public_key,
+    platform_rows,
+)
+from models.vertical_lr import arithmetic
+from models.vertical_lr import fixedpoint as fp
+from models.vertical_lr.core import LRParams, batch_count, batch_schedule, relative_change
+from models.vertical_lr.parts import PlatformLRPart
+from models.vertical_lr.privacy import check_cross_terms, check_schedule
+from models.vertical_lr.state import CLOCK, KEY_PREFIX, PROTOCOL, cleanup
+from secure_agg import paillier
+
+
+class PlatformRole:
+    """Platform side: its bins, its key pair, its coefficients."""
+
+    def handle(self, env: Envelope, ctx: PartyContext) -> list[Envelope]:
+        """Run one stage (already checked against the platform's stage machine)."""
+        state = ctx.store.get_json("hlr.state") or {}
+        if env.stage == "init":
+            return [self._init(env, ctx)]
+        allowed = (
+            {state.get("bank"), *state.get("peers", [])}
+            if env.stage == "peer"
+            else {state.get("bank")}
+        )
+        if env.sender not in allowed:
+            raise ProtocolError(f"hetero_lr/{env.stage} from '{env.sender}' is not expected here")
+        if env.stage == "bins":
+            return [self._bins(env, ctx, state)]
+        if env.stage == "batch":
+            return self._batch(env, ctx, state)
+        if env.stage == "peer":
+            return self._peer(env, ctx, state)
+        if env.stage == "update":
+            return [self._update(env, ctx, state)]
+        return [self._finish(env, ctx, state)]
+
+    def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
+        settings = env.json("settings")
+        limits = ctx.guard.limits
+        rows, train = platform_rows(env, ctx)
+        bank_key = peer_public_key(
+            env.payload["public_key"],  # type: ignore[arg-type]
+            limits,
+            "the bank's Paillier key",
+        )
+        clock = PhaseClock()
+        started = time.perf_counter()
+        frame = aligned_features(ctx, rows, train)
+        specs = fit_own_bins(ctx, frame, int(settings["max_bin"]))
+        fine = transform(frame, specs).bins
+        clock.since("binning", started)
+        started = time.perf_counter()
+        enc_y = paillier.ciphertexts_from_array(
+            bank_key, env.array("enc_y"), fingerprint=env.text("key")
+        )
+        if len(enc_y) != int(train.sum()):
+            raise ProtocolError(
+                f"{len(enc_y)} encrypted labels for {int(train.sum())} training rows"
+            )
+        n_groups = max(s.n_bins + 1 for s in specs)
+        sums = paillier.sum_groups_many(bank_key, enc_y, fine, n_groups)
+        enc_bad = [c for s, col in zip(specs, sums, strict=True) for c in col[: s.n_bins + 1]]
+        enc_bad = paillier.obfuscate_many(bank_key, enc_bad)
+        totals = np.concatenate(
+            [np.bincount(fine[:, j], minlength=s.n_bins + 1) for j, s in enumerate(specs)]
+        ).astype(np.int64)
+        clock.since("woe_sums", started, ops=int(fine.size))
+        started = time.perf_counter()
+        # This node's own key protects its partial logits: its size is this node's decision.
+        own = KeyPair.for_node(limits, int(settings["key_bits"]))
+        fp.check_key(own.public.n)
+        own.save(ctx.store, prefix=KEY_PREFIX)
+        clock.since("keygen", started)
+        CLOCK.save(ctx, clock)
+        ctx.store.put_array("hlr.train", train)
+        ctx.store.put_array("hlr.fine", fine.astype(np.int16))
+        ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
+        ctx.store.put_json(
+            "hlr.state",
+            {"bank": env.sender, "bank_key": bank_key.to_bytes().hex()},
+        )
+        features = [{"name": s.name, "kind": s.kind, "n_fine": s.n_bins + 1} for s in specs]
+        return env.reply(
+            "counts",
+            {
+                "features": dumps(features),
+                "totals": totals,
+                "enc_bad": paillier.ciphertexts_to_array(bank_key, enc_bad),
+                "public_key": own.public.to_bytes(),
+            },
+        )
+
+    def _bins(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
+        tables = env.json("tables")
+        settings = env.json("settings")
+        specs = ctx.store.get_json("hlr.specs")
+        if [t["name"] for t in tables] != [s["name"] for s in specs]:
+            raise ProtocolError("hetero_lr/bins does not cover this platform's columns in order")
+        for t, s in zip(tables, specs, strict=True):
+            n_fine = BinSpec.from_dict(s).n_bins + 1
+            mapping = t["mapping"]
+            if len(mapping) != n_fine or min(mapping) < 0 or max(mapping) >= len(t["woe"]):
+                raise ProtocolError(f"hetero_lr/bins: bad coarse mapping for column '{t['name']}'")
+        check_schedule(ctx, settings)
+        state.update(
+            {
+                "tables": tables,
+                "settings": settings,
+                "peers": [p for p in settings["platforms"] if p != ctx.name],
+                "coef": [0.0] * len(tables),
+                "epoch_start": [0.0] * len(tables),
+            }
+        )
+        ctx.store.put_json("hlr.state", state)
+        return env.reply("ready")
+
+    def _matrix(self, ctx: PartyContext, state: dict[str, Any]) -> tuple[Any, Any]:
+        fine = ctx.store.get_array("hlr.fine").astype(np.int32)
+        bins = arithmetic.coarse(fine, [t["mapping"] for t in state["tables"]])
+        return bins, arithmetic.woe_matrix(bins, [t["woe"] for t in state["tables"]])
+
+    def _rows(self, state: dict[str, Any], epoch: int, batch: int) -> npt.NDArray[np.intp]:
+        settings = state["settings"]
+        schedule = batch_schedule(
+            int(settings["n_train"]), int(settings["batch_size"]), epoch, int(settings["seed"])
+        )
+        if not 0 <= batch < len(schedule):
+            raise ProtocolError(f"hetero_lr: no batch {batch} in epoch {epoch}")
+        return schedule[batch]
+
+    def _batch(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        epoch, batch = env.integer("epoch"), env.integer("batch")
+        rows = self._rows(state, epoch, batch)
+        _, x = self._matrix(ctx, state)
+        u = fp.encode(0.25 * (x[rows] @ np.asarray(state["coef"], dtype=np.float64)))
+        state["current"] = {"epoch": epoch, "batch": batch, "u": [str(v) for v in u]}
+        ctx.store.put_array("hlr.enc_r", env.array("enc_r"))
+        ctx.store.put_json("hlr.state", state)
+        out = []
+        if state["peers"]:
+            clock = CLOCK.load(ctx)
+            started = time.perf_counter()
+            bank_key = peer_public_key(
+                state["bank_key"], ctx.guard.limits, "the bank's Paillier key"
+            )
+            shares = paillier.encrypt_many(bank_key, fp.to_residue(u, bank_key.n))
+            clock.since("encrypt_peer", started, ops=len(u))
+            CLOCK.save(ctx, clock)
+            out = [
+                Envelope(
+                    PROTOCOL,
+                    "peer",
+                    ctx.name,
+                    peer,
+                    {
+                        "epoch": epoch,
+                        "batch": batch,
+                        "enc_u": paillier.ciphertexts_to_array(bank_key, shares),
+                    },
+                )
+                for peer in state["peers"]
+            ]
+        return out + self._maybe_partial(ctx, state)
+
+    def _peer(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        if env.sender not in state.get("peers", []):
+            raise ProtocolError(f"hetero_lr/peer from '{env.sender}', not a platform of this job")
+        ctx.store.put_array(f"hlr.peer.{env.sender}", env.array("enc_u"))
+        received = dict(state.get("received", {}))
+        received[env.sender] = [env.integer("epoch"), env.integer("batch")]
+        state["received"] = received
+        ctx.store.put_json("hlr.state", state)
+        return self._maybe_partial(ctx, state)
+
+    def _maybe_partial(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        current = state.get("current")
+        if current is None or current.get("sent"):
+            return []
+        at = [current["epoch"], current["batch"]]
+        received = state.get("received", {})
+        if any(received.get(p) != at for p in state["peers"]):
+            return []
+        clock = CLOCK.load(ctx)
+        limits = ctx.guard.limits
+        bank_key = peer_public_key(state["bank_key"], limits, "the bank's Paillier key")
+        n, n2 = gmpy2.mpz(bank_key.n), gmpy2.mpz(bank_key.nsquare)
+        u = [int(v) for v in current["u"]]
+        started = time.perf_counter()
+        enc_r = paillier.ciphertexts_from_array(bank_key, ctx.store.get_array("hlr.enc_r"))
+        if len(enc_r) != len(u):
+            raise ProtocolError(f"{len(enc_r)} encrypted residuals for a batch of {len(u)} rows")
+        d = [gmpy2.mpz(c) * (1 + n * (v % n)) % n2 for c, v in zip(enc_r, u, strict=True)]
+        for peer in state["peers"]:
+            shares = paillier.ciphertexts_from_array(
+                bank_key, ctx.store.get_array(f"hlr.peer.{peer}")
+            )
+            if len(shares) != len(d):
+                raise ProtocolError(
+                    f"platform '{peer}' sent {len(shares)} shares for {len(d)} rows"
+                )
+            d = [a * b % n2 for a, b in zip(d, shares, strict=True)]
+            ctx.store.delete(f"hlr.peer.{peer}")
+        clock.since("residual", started, ops=len(d) * (1 + len(state["peers"])))
+        coarse, _ = self._matrix(ctx, state)
+        rows = self._rows(state, current["epoch"], current["batch"])
+        started = time.perf_counter()
+        grads, _ = arithmetic.weighted_sums(
+            bank_key, [int(c) for c in d], coarse[rows], [t["woe"] for t in state["tables"]]
+        )
+        clock.since("gradient_sums", started, ops=int(coarse[rows].size))
+        started = time.perf_counter()
+        masked, mask = arithmetic.masked(bank_key, grads)
+        own = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+        enc_u = paillier.encrypt_many_private(own.private, fp.to_residue(u, own.public.n))
+        clock.since("encrypt", started, ops=len(u) + len(grads))
+        CLOCK.save(ctx, clock)
+        current.update({"sent": True, "mask": [str(m) for m in mask]})
+        state["current"] = current
+        ctx.store.delete("hlr.enc_r")
+        ctx.store.put_json("hlr.state", state)
+        return [
+            Envelope(
+                PROTOCOL,
+                "partial",
+                ctx.name,
+                state["bank"],
+                {
+                    "epoch": current["epoch"],
+                    "batch": current["batch"],
+                    "enc_grad": paillier.ciphertexts_to_array(bank_key, masked),
+                    "enc_u": paillier.ciphertexts_to_array(own.public, enc_u),
+                },
+            )
+        ]
+
+    def _update(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
+        current = state.get("current") or {}
+        if not current.get("sent") or [env.integer("epoch"), env.integer("batch")] != [
+            current["epoch"],
+            current["batch"],
+        ]:
+            raise ProtocolError("hetero_lr/update does not answer this platform's last partial")
+        settings = state["settings"]
+        params = LRParams(**settings["lr"])
+        rows = self._rows(state, current["epoch"], current["batch"])
+        grad = fp.unmask([int(v) for v in env.json("grad")], [int(m) for m in current["mask"]])
+        coef = np.asarray(state["coef"], dtype=np.float64)
+        if current["batch"] == 0:
+            state["epoch_start"] = coef.tolist()
+        g = np.asarray(grad, dtype=np.float64) / float(1 << (2 * fp.SCALE_BITS)) / rows.size
+        rate = params.rate(current["epoch"], float(settings["curvature"]))
+        coef = coef - rate * (g + params.l2 * coef)
+        state["coef"] = coef.tolist()
+        clock = CLOCK.load(ctx)
+        started = time.perf_counter()
+        limits = ctx.guard.limits
+        own = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+        cross = paillier.ciphertexts_from_array(
+            own.public, env.array("enc_cross"), fingerprint=own.public.fingerprint
+        )
+        check_cross_terms(limits, len(cross), rows.size)
+        plain = fp.from_residue(paillier.decrypt_many(own.private, cross), own.public.n)
+        clock.since("decrypt", started, ops=len(cross))
+        CLOCK.save(ctx, clock)
+        payload: dict[str, Any] = {
+            "epoch": current["epoch"],
+            "batch": current["batch"],
+            "sums": dumps([str(v) for v in plain]),
+        }
+        n_batches = batch_count(int(settings["n_train"]), int(settings["batch_size"]))
+        if current["batch"] == n_batches - 1:
+            # One bit per epoch: whether this party's own coefficients have settled. The
+            # bank never sees the platform's coefficient norms or their change.
+            start = np.asarray(state["epoch_start"], dtype=np.float64)
+            payload["converged"] = bool(relative_change(coef - start, 0.0, coef, 0.0) < params.tol)
+        state["current"] = None
+        ctx.store.put_json("hlr.state", state)
+        return env.reply("cross_sums", payload)
+
+    def _finish(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
+        rows = job_rows(ctx)
+        train = ctx.store.get_array("hlr.train").astype(bool)
+        specs = tuple(BinSpec.from_dict(s) for s in ctx.store.get_json("hlr.specs"))
+        mappings = tuple(tuple(int(v) for v in t["mapping"]) for t in state["tables"])
+        part = PlatformLRPart(
+            party=ctx.name,
+            model_id=env.text("model_id"),
+            specs=specs,
+            mappings=mappings,
+            bank=state["bank"],  # served to this bank only
+        )
+        frame = aligned_features(ctx, rows, ~train)
+        test_bins = part.coarse_bins(frame)
+        part.save(ctx.model_dir())
+        clock = CLOCK.load(ctx)
+        cleanup(ctx)
+        return env.reply(
+            "final",
+            {
+                "coef": dumps(state["coef"]),
+                "test_bins": test_bins,
+                "part": dumps({"model_id": part.model_id, "content_hash": part.content_hash}),
+                "clock": dumps(clock.to_dict()),
+            },
+        )
