@@ -23,7 +23,7 @@ from federated.driver import close_parties
 from federated.party import DictStore, PartyRuntime
 from federated.protocols import party_protocols
 from federated.spec import JobSpec, PartyBinding, PartySpec
-from federated.transport import InProcessTransport, run_protocol
+from federated.transport import InProcessTransport, raise_for_errors, run_protocol
 from models.alignment import ALIGNED_ROWS_KEY
 from models.evaluation import TEST_MASK_KEY
 from models.guard import NodeLimits
@@ -128,7 +128,9 @@ def inprocess_job(
             crypto=crypto,
         )
         transport = InProcessTransport(runtimes)
-        transport.hello(Envelope("job", "hello", COORDINATOR, "*", {"job": spec.to_json()}))
+        raise_for_errors(
+            transport.hello(Envelope("job", "hello", COORDINATOR, "*", {"job": spec.to_json()}))
+        )
         for runtime in runtimes.values():
             runtime.store.put_array(ALIGNED_ROWS_KEY, np.arange(len(x_bank)))
         mask = np.zeros(len(x_bank), dtype=bool) if test_mask is None else np.asarray(test_mask)

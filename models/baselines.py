@@ -16,21 +16,23 @@ import numpy.typing as npt
 import pandas as pd
 
 from models.evaluation import EvaluationReport, evaluate_scores
+from models.secureboost.settings import DEFAULTS as SECUREBOOST
 
 
 @dataclass(frozen=True)
 class GBDTSettings:
     """Gradient-boosting budget shared by baselines and the joint model they are compared with.
 
-    The defaults are FATE's SecureBoost benchmark setting (30 trees, depth 3, 32 bins, learning
-    rate 0.3), the setting of the reference figures in ``data/default_credit/README.md``.
+    The defaults are SecureBoost's (:data:`models.secureboost.settings.DEFAULTS`: FATE's
+    benchmark setting of 30 trees, depth 3, 32 bins, learning rate 0.3), the setting of the
+    reference figures in ``data/default_credit/README.md``.
     """
 
-    n_estimators: int = 30
-    max_depth: int = 3
-    max_bin: int = 32
-    learning_rate: float = 0.3
-    min_child_samples: int = 20
+    n_estimators: int = SECUREBOOST.n_estimators
+    max_depth: int = SECUREBOOST.max_depth
+    max_bin: int = SECUREBOOST.max_bin
+    learning_rate: float = SECUREBOOST.learning_rate
+    min_child_samples: int = SECUREBOOST.min_child_samples
     reg_lambda: float = 0.0
 
 

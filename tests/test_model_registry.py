@@ -29,6 +29,31 @@ def test_every_builtin_type_is_registered_once() -> None:
     assert {t.name for t in model_types("vertical")} >= {"secureboost", "hetero_lr"}
 
 
+@pytest.mark.parametrize("name", ["secureboost", "hetero_lr", "logreg", "mlp"])
+def test_the_model_section_sent_to_the_parties_parses_as_the_same_settings(name: str) -> None:
+    """Every party re-reads the job's ``model`` section with the type's settings (node checks,
+    DP grants): what the lab sends must parse, groups resolved from the catalogs included."""
+    described = model_type(name)
+    settings = described.parse({})
+    sent = described.job_model(settings, {"platform:tax_grade": "tax", "bank:age": "bank"})
+    parsed = described.parse(sent).model_dump()
+    expected = settings.model_dump()
+    for dumped in (parsed, expected):
+        dumped.get("scorecard", {}).pop("groups", None)
+    assert parsed == expected
+    assert json.loads(json.dumps(sent)) == sent
+
+
+def test_hetero_lr_reason_groups_reach_the_protocol_per_column() -> None:
+    from models.vertical_lr.descriptor import params
+
+    described = model_type("hetero_lr")
+    settings = described.parse({"scorecard": {"groups": {"filing": ["platform:tax_grade"]}}})
+    sent = described.job_model(settings, {"platform:tax_grade": "tax", "bank:age": "bank"})
+    groups = params(described.parse(sent), {}).groups
+    assert groups == {"platform:tax_grade": "filing", "bank:age": "bank"}
+
+
 def test_no_model_type_name_is_tested_outside_its_package() -> None:
     """No module of lab/ or federated/ compares against a model-type name."""
     names = "|".join(re.escape(t.name) for t in model_types())

@@ -81,12 +81,14 @@ class SecureBoostClassifier(KeywordParams):
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
         params = SecureBoostParams(**self.get_params())
+        crypto = {"key_bits", "insecure_test_keys"}
+        model = {k: v for k, v in self.get_params().items() if k not in crypto}
         with inprocess_job(
             X_bank,
             y,
             X_platforms,
             name="secureboost-estimator",
-            model={"type": "secureboost", **self.get_params()},
+            model={"type": "secureboost", **model},
             crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
             limits=single_operator(self.insecure_test_keys),
         ) as job:

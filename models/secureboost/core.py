@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from features.binning import BinKind, BinnedTable
+from models.secureboost.settings import DEFAULTS
 
 #: Fixed-point precision of gradients: g and h are summed as integers ``round(x * 2^32)``.
 #: Sums of up to 2^20 rows stay below 2^53, so float64 bin counts are exact as well.
@@ -39,12 +40,12 @@ FloatArray = npt.NDArray[np.float64]
 class TreeParams:
     """Growth and regularisation settings shared by the core and the protocol."""
 
-    max_depth: int = 3
-    learning_rate: float = 0.3
-    reg_lambda: float = 1.0
-    min_child_weight: float = 1.0
-    min_child_samples: int = 20
-    min_split_gain: float = 0.0
+    max_depth: int = DEFAULTS.max_depth
+    learning_rate: float = DEFAULTS.learning_rate
+    reg_lambda: float = DEFAULTS.reg_lambda
+    min_child_weight: float = DEFAULTS.min_child_weight
+    min_child_samples: int = DEFAULTS.min_child_samples
+    min_split_gain: float = DEFAULTS.min_split_gain
 
 
 def sigmoid(x: FloatArray) -> FloatArray:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from models.secureboost.core import TreeParams
+from models.secureboost.settings import DEFAULTS
 from secure_agg.paillier import DEFAULT_KEY_BITS
 
 
@@ -13,19 +14,19 @@ from secure_agg.paillier import DEFAULT_KEY_BITS
 class SecureBoostParams:
     """Settings of a SecureBoost job (validated by the experiment config)."""
 
-    n_estimators: int = 30
-    max_depth: int = 3
-    max_bin: int = 32
-    learning_rate: float = 0.3
-    reg_lambda: float = 1.0
-    min_child_weight: float = 1.0
-    min_child_samples: int = 20
-    min_split_gain: float = 0.0
-    bank_only_trees: int = 0
+    n_estimators: int = DEFAULTS.n_estimators
+    max_depth: int = DEFAULTS.max_depth
+    max_bin: int = DEFAULTS.max_bin
+    learning_rate: float = DEFAULTS.learning_rate
+    reg_lambda: float = DEFAULTS.reg_lambda
+    min_child_weight: float = DEFAULTS.min_child_weight
+    min_child_samples: int = DEFAULTS.min_child_samples
+    min_split_gain: float = DEFAULTS.min_split_gain
+    bank_only_trees: int = DEFAULTS.bank_only_trees
     key_bits: int = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
     dp_epsilon: float | None = None
-    dp_delta: float = 1e-5
+    dp_delta: float = DEFAULTS.dp_delta
 
     @property
     def tree(self) -> TreeParams:

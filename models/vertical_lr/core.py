@@ -24,6 +24,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from models.vertical_lr.settings import DEFAULTS
+
 FloatArray = npt.NDArray[np.float64]
 Gradient = Literal["taylor", "exact"]
 
@@ -59,12 +61,12 @@ class LRParams:
         Residual used in the gradient (see the module docstring).
     """
 
-    learning_rate: float = 1.0
-    decay: float = 1.0
-    l2: float = 1e-3
-    batch_size: int = 2048
-    max_epochs: int = 10
-    tol: float = 0.02
+    learning_rate: float = DEFAULTS.learning_rate
+    decay: float = DEFAULTS.decay
+    l2: float = DEFAULTS.l2
+    batch_size: int = DEFAULTS.batch_size
+    max_epochs: int = DEFAULTS.max_epochs
+    tol: float = DEFAULTS.tol
     gradient: Gradient = "taylor"
     normalize: bool = True
 

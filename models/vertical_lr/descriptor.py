@@ -74,14 +74,22 @@ def _check_batch(settings: ModelSettings, limits: NodeLimits) -> None:
 
 
 def _job_model(settings: ModelSettings, groups: Mapping[str, str]) -> dict[str, Any]:
-    """The model section for the parties: scorecard reason-code groups resolved per column."""
+    """The model section for the parties: every column's reason-code group resolved.
+
+    The settings' own ``scorecard.groups`` (group -> columns) win over the groups the lab
+    knows from the parties' catalogs (``party:column -> group``); the result keeps the
+    settings' form (group -> columns), so the parties parse it with the same settings.
+    """
     s = _settings(settings)
     out: dict[str, Any] = s.model_dump(mode="json")
     resolved = dict(groups)
     for group, columns in s.scorecard.groups.items():
         for column in columns:
             resolved[column] = group
-    out["scorecard"]["groups"] = resolved
+    by_group: dict[str, list[str]] = {}
+    for column, group in resolved.items():
+        by_group.setdefault(group, []).append(column)
+    out["scorecard"]["groups"] = by_group
     return out
 
 

@@ -11,6 +11,7 @@ from features.binning import BinSpec
 from features.woe import WoeTable
 from models.protocol import ProtocolError
 from models.vertical_lr.core import LRParams
+from models.vertical_lr.settings import DEFAULTS
 from secure_agg.paillier import DEFAULT_KEY_BITS
 
 
@@ -18,20 +19,20 @@ from secure_agg.paillier import DEFAULT_KEY_BITS
 class HeteroLRParams:
     """Settings of a hetero LR job (validated by the experiment config)."""
 
-    learning_rate: float = 1.0
-    decay: float = 1.0
-    l2: float = 1e-3
-    batch_size: int = 2048
-    max_epochs: int = 10
-    tol: float = 0.02
-    max_bin: int = 20
-    binning: Literal["monotone", "quantile"] = "monotone"
-    min_bin_share: float = 0.05
-    max_woe_bins: int = 8
-    woe_alpha: float = 0.5
-    base_points: float = 600.0
-    base_odds: float = 50.0
-    pdo: float = 20.0
+    learning_rate: float = DEFAULTS.learning_rate
+    decay: float = DEFAULTS.decay
+    l2: float = DEFAULTS.l2
+    batch_size: int = DEFAULTS.batch_size
+    max_epochs: int = DEFAULTS.max_epochs
+    tol: float = DEFAULTS.tol
+    max_bin: int = DEFAULTS.max_bin
+    binning: Literal["monotone", "quantile"] = DEFAULTS.binning
+    min_bin_share: float = DEFAULTS.min_bin_share
+    max_woe_bins: int = DEFAULTS.max_woe_bins
+    woe_alpha: float = DEFAULTS.woe_alpha
+    base_points: float = DEFAULTS.scorecard.base_points
+    base_odds: float = DEFAULTS.scorecard.base_odds
+    pdo: float = DEFAULTS.scorecard.pdo
     groups: dict[str, str] = field(default_factory=dict)
     key_bits: int = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
@@ -79,9 +80,15 @@ class HeteroLRParams:
         names = set(cls.__dataclass_fields__) - {"key_bits", "insecure_test_keys"}
         values = {k: v for k, v in model.items() if k in names}
         scorecard = model.get("scorecard") or {}
-        for key in ("base_points", "base_odds", "pdo", "groups"):
+        for key in ("base_points", "base_odds", "pdo"):
             if key in scorecard:
                 values[key] = scorecard[key]
+        if "groups" in scorecard:  # the settings' form, group -> columns
+            values["groups"] = {
+                column: group
+                for group, columns in scorecard["groups"].items()
+                for column in columns
+            }
         return cls(
             **values,
             key_bits=int(crypto_cfg.get("key_bits", DEFAULT_KEY_BITS)),
