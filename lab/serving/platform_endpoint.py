@@ -66,7 +66,7 @@ from lab.serving.errors import (
     ServingError,
     UnknownEnterpriseError,
 )
-from lab.serving.platform_scorer import CoarseBins, Decisions, PlatformScorer, ScoringRequest
+from lab.serving.platform_scorer import Answer, PlatformScorer, ScoringRequest
 from lab.serving.ratelimit import DEFAULT_DECISION_BURST, DEFAULT_DECISION_RATE, TokenBucketLimiter
 from lab.serving.refusals import DEFAULT_WINDOW_S, RefusalWindow
 from lab.serving.tokens import TokenStore
@@ -156,7 +156,7 @@ def create_app(
             return _error(AuditUnavailableError("the platform's audit log is unavailable"))
         return _error(exc)
 
-    async def answer(request: Request, call: _Call) -> Decisions | CoarseBins:
+    async def answer(request: Request, call: _Call) -> Answer:
         try:
             credential = tokens.authenticate(_bearer(request.headers.get("authorization")))
         except AuthenticationError:

@@ -3,7 +3,8 @@
 :class:`PlatformScorer` is what the scoring endpoint (:mod:`lab.serving.platform_endpoint`)
 runs for each call, with no HTTP in it. It holds, all in the platform's domain:
 
-- the platform's SecureBoost parts (``<dir>/models/<model_id>.json``, written by training);
+- the platform's model parts (``<dir>/models/<model_id>.json``, written by training), served
+  through their model type (:mod:`models.serving`: what each part answers is its type's own);
 - the platform's feature table, read from the file published as a feature set in the catalog
   (its content must still be what was published);
 - the governance home: the authorization registry and the audit log.
@@ -26,15 +27,10 @@ the part, audited).
 
 What the bank learns from an answered call
 ------------------------------------------
-For each enterprise and each requested platform split, one bit: whether the enterprise goes left.
-Never a feature value, a threshold or a bin; those stay here. Across many calls a bank learns the
-same instance partition training already revealed to it (see ``docs/secureboost.md``), now for
-new enterprises it names, and only for enterprises that authorized it.
-
-For a hetero LR part: for each enterprise and each platform column of the model, its anonymous
-coarse bin index (the bank's part holds the WOE and the coefficient of each bin, never its
-edges): what training revealed for the bank's own test enterprises, now for enterprises that
-authorized it.
+What the part's type answers, for enterprises that authorized it and nothing else: for a
+SecureBoost part one left/right bit per requested platform split
+(:mod:`models.secureboost.serving`), for a hetero LR part each column's anonymous coarse bin
+(:mod:`models.vertical_lr.serving`). Never a feature value, a threshold or a bin edge.
 
 Authorization is checked before existence on purpose: an enterprise that has not authorized the
 bank gets the same refusal whether or not the platform holds its row, so the endpoint does not
@@ -43,8 +39,8 @@ tell banks which enterprises the platform knows.
 
 from __future__ import annotations
 
+import json
 import logging
-import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 
 from features.errors import DataError
@@ -76,11 +71,15 @@ from lab.serving.errors import (
     UnknownSplitError,
 )
 from lab.serving.tokens import BankCredential
-from models.secureboost.parts import MODEL_ID_PATTERN, ModelIdError, PlatformPart, model_file
-from models.vertical_lr.parts import PlatformLRPart
-
-#: A platform's half of a registered model: SecureBoost split rules or hetero LR bins.
-AnyPart = PlatformPart | PlatformLRPart
+from models.serving import (
+    PartAnswer,
+    PartKindError,
+    Selection,
+    SelectionError,
+    ServedPart,
+    load_part,
+)
+from models.vertical.parts import MODEL_ID_PATTERN, ModelIdError, model_file
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +87,6 @@ logger = logging.getLogger(__name__)
 MAX_ENTERPRISES_PER_CALL = 1000
 #: Suffix of the file binding a part written before parts named their bank.
 BINDING_SUFFIX = ".bank"
-_TREE_OF_SPLIT = re.compile(r"^t(\d+)n\d+$")
 
 
 @dataclass(frozen=True)
@@ -102,17 +100,10 @@ class ScoringRequest:
     trees: tuple[int, ...] | None = None
     content_hash: str | None = None
 
-    def n_items(self, part: AnyPart) -> int:
-        """Values asked per enterprise: requested splits (all by default), or columns (LR)."""
-        if isinstance(part, PlatformLRPart):
-            return len(part.features)
-        if self.split_ids is None and self.trees is None:
-            return len(part.splits)
-        trees = set(self.trees or ())
-        by_tree = sum(
-            1 for sid in part.splits if (m := _TREE_OF_SPLIT.fullmatch(sid)) and int(m[1]) in trees
-        )
-        return len(set(self.split_ids or ())) + by_tree
+    @property
+    def selection(self) -> Selection:
+        """What the call asks of the part beyond its enterprises."""
+        return Selection(split_ids=self.split_ids, trees=self.trees)
 
     @classmethod
     def from_json(cls, body: Any) -> ScoringRequest:
@@ -178,64 +169,36 @@ class Admission:
 
     Attributes
     ----------
-    part : PlatformPart or PlatformLRPart
+    part : ServedPart
         The part, bound to the calling bank.
     cost : int
         ``enterprises x values per enterprise`` (at least 1): what the rate limiter charges.
     """
 
-    part: AnyPart
+    part: ServedPart
     cost: int
 
 
 @dataclass(frozen=True)
-class Decisions:
-    """The answer to one call: one left/right bit per (enterprise, split), request order."""
+class Answer:
+    """The answer to one call: the part's answer for the enterprises, in request order."""
 
     model_id: str
     content_hash: str
-    split_ids: tuple[str, ...]
-    bits: npt.NDArray[np.bool_]  # (enterprises, splits), True = left
+    body: PartAnswer
 
     @property
     def n_items(self) -> int:
         """Values revealed per enterprise (audited)."""
-        return len(self.split_ids)
+        return self.body.n_items
 
     def to_json(self, purpose: str) -> dict[str, Any]:
-        """The response body: a string of ``0``/``1`` per enterprise (``1`` = left)."""
-        rows = ["".join("1" if b else "0" for b in row) for row in self.bits.tolist()]
+        """The response body: the part's fields after the model, its hash and the purpose."""
         return {
             "model_id": self.model_id,
             "content_hash": self.content_hash,
             "purpose": purpose,
-            "split_ids": list(self.split_ids),
-            "bits": rows,
-        }
-
-
-@dataclass(frozen=True)
-class CoarseBins:
-    """The answer for a hetero LR part: each enterprise's anonymous coarse bin per column."""
-
-    model_id: str
-    content_hash: str
-    features: tuple[str, ...]
-    bins: npt.NDArray[np.int16]  # (enterprises, features)
-
-    @property
-    def n_items(self) -> int:
-        """Values revealed per enterprise (audited)."""
-        return len(self.features)
-
-    def to_json(self, purpose: str) -> dict[str, Any]:
-        """The response body: one list of coarse bin indices per enterprise."""
-        return {
-            "model_id": self.model_id,
-            "content_hash": self.content_hash,
-            "purpose": purpose,
-            "features": list(self.features),
-            "bins": self.bins.astype(int).tolist(),
+            **self.body.to_json(),
         }
 
 
@@ -286,7 +249,7 @@ class PlatformScorer:
         except GovernanceError as exc:
             raise ServingSetupError(f"cannot serve {data}: {exc}") from exc
         self._spec = served.entry.spec
-        self._parts: dict[str, AnyPart] = {}
+        self._parts: dict[str, ServedPart] = {}
         self._served: dict[tuple[str, str], ServedSet] = {}
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -319,8 +282,8 @@ class PlatformScorer:
         logger.info("platform table %s: %d enterprises", self.data, table.n_rows)
         return table
 
-    def part(self, model_id: str) -> AnyPart:
-        """The platform part ``model_id`` (loaded once): split rules or hetero LR bins.
+    def part(self, model_id: str) -> ServedPart:
+        """The platform part ``model_id`` (loaded once, served through its model type).
 
         Raises
         ------
@@ -337,15 +300,12 @@ class PlatformScorer:
                 path = None
             if path is None or not path.is_file():
                 raise UnknownModelError(_unknown_model(model_id))
-            import json
-
             raw = json.loads(path.read_text(encoding="utf-8"))
-            part: AnyPart = (
-                PlatformLRPart.from_dict(raw)
-                if raw.get("kind") == "hetero_lr.platform"
-                else PlatformPart.from_dict(raw)
-            )
-            missing = sorted(set(_columns(part)) - set(self.table.features))
+            try:
+                part = load_part(raw)
+            except PartKindError as exc:
+                raise ServingSetupError(f"{path}: {exc}") from exc
+            missing = sorted(set(part.columns()) - set(self.table.features))
             if missing:
                 raise ServingSetupError(
                     f"model {model_id!r} reads columns {missing} that {self.data} lacks; serve "
@@ -354,7 +314,7 @@ class PlatformScorer:
             self._parts[model_id] = part
             return part
 
-    def bank_of(self, part: AnyPart) -> str | None:
+    def bank_of(self, part: ServedPart) -> str | None:
         """The bank a part serves: its own ``bank``, else its binding file, else ``None``."""
         if part.bank is not None:
             return part.bank
@@ -393,7 +353,7 @@ class PlatformScorer:
                 _unknown_model(request.model_id),
                 outcome="unbound_model" if owner is None else "foreign_model",
             )
-        n_items = request.n_items(part)
+        n_items = part.n_items(request.selection)
         return Admission(part, len(request.enterprise_ids) * max(1, n_items))
 
     def models(self) -> list[str]:
@@ -407,11 +367,12 @@ class PlatformScorer:
         bank: BankCredential,
         request: ScoringRequest,
         admission: Admission | None = None,
-    ) -> Decisions | CoarseBins:
+    ) -> Answer:
         """Check ``request`` for ``bank`` and return what the part computes, or raise a refusal.
 
-        SecureBoost parts answer split decisions; hetero LR parts answer coarse bins (and take
-        no ``split_ids`` or ``trees``). ``admission`` is :meth:`admit`'s (computed if absent).
+        What a part answers is its model type's (:mod:`models.serving`); a selection it does
+        not hold is refused before any row is read. ``admission`` is :meth:`admit`'s (computed
+        if absent).
 
         Raises
         ------
@@ -434,12 +395,11 @@ class PlatformScorer:
                 f"model {part.model_id!r} is {part.content_hash} at the platform but the bank "
                 f"pins {request.content_hash}; re-register the bank's model from the same job"
             )
-        split_ids = self._split_ids(part, request) if isinstance(part, PlatformPart) else ()
-        if isinstance(part, PlatformLRPart) and (request.split_ids or request.trees):
-            raise UnknownSplitError(
-                f"model {part.model_id!r} is a hetero LR part: it answers coarse bins of its "
-                "columns; send no split_ids or trees"
-            )
+        selection = request.selection
+        try:
+            part.check(selection)
+        except SelectionError as exc:
+            raise UnknownSplitError(str(exc)) from exc
         keys = self._keys(request.enterprise_ids)
         unknown = [
             eid
@@ -455,42 +415,15 @@ class PlatformScorer:
             )
         rows = np.fromiter((self._row_of[k] for k in keys), dtype=np.int64, count=len(keys))
         frame = self.table.features.iloc[rows].reset_index(drop=True)
-        if isinstance(part, PlatformLRPart):
-            bins = part.coarse_bins(frame)
-            return CoarseBins(part.model_id, part.content_hash, tuple(part.features), bins)
-        bits = part.decisions(frame, list(split_ids))
-        return Decisions(part.model_id, part.content_hash, split_ids, bits)
+        return Answer(part.model_id, part.content_hash, part.answer(frame, selection))
 
-    def _split_ids(self, part: PlatformPart, request: ScoringRequest) -> tuple[str, ...]:
-        if request.split_ids is None and request.trees is None:
-            return tuple(sorted(part.splits))
-        wanted: set[str] = set()
-        if request.split_ids is not None:
-            unknown = sorted(set(request.split_ids) - set(part.splits))
-            if unknown:
-                raise UnknownSplitError(
-                    f"model {part.model_id!r} has no platform splits {unknown[:10]}; ask for "
-                    "the split ids of the bank part's platform nodes"
-                )
-            wanted |= set(request.split_ids)
-        if request.trees is not None:
-            by_tree: dict[int, set[str]] = {}
-            for sid in part.splits:
-                match = _TREE_OF_SPLIT.fullmatch(sid)
-                if match:
-                    by_tree.setdefault(int(match.group(1)), set()).add(sid)
-            for tree in request.trees:
-                # A tree without platform splits is valid; it just adds nothing.
-                wanted |= by_tree.get(tree, set())
-        return tuple(sorted(wanted))
-
-    def _served_for(self, part: AnyPart, purpose: str) -> ServedSet:
+    def _served_for(self, part: ServedPart, purpose: str) -> ServedSet:
         key = (part.model_id, purpose)
         with self._lock:
             served = self._served.get(key)
         if served is not None:
             return served
-        columns = sorted(set(_columns(part)))
+        columns = sorted(set(part.columns()))
         try:
             served = self._catalog.check_served(
                 self.feature_set, self.data, columns, purpose=purpose
@@ -535,13 +468,6 @@ class PlatformScorer:
         return [str(v) for v in series.tolist()]
 
 
-def _columns(part: AnyPart) -> list[str]:
-    """The platform columns a part reads."""
-    if isinstance(part, PlatformLRPart):
-        return part.features
-    return [rule.feature for rule in part.splits.values()]
-
-
 def _unknown_model(model_id: str) -> str:
     return (
         f"the platform holds no model part {model_id!r} for this bank; check the bank part's "
@@ -566,8 +492,6 @@ def bind_part(models_dir: Path, model_id: str, bank: str) -> Path:
         raise ServingSetupError(str(exc)) from exc
     if not path.is_file():
         raise ServingSetupError(f"{path}: no such model part; list them in {models_dir}")
-    import json
-
     raw = json.loads(path.read_text(encoding="utf-8"))
     if raw.get("bank") is not None:
         raise ServingSetupError(

@@ -101,5 +101,6 @@ MODEL_TYPE = ModelType(
     release_grants=_grants,
     baseline=_baseline,
     reporting="lab.reporting.secureboost:REPORTING",
+    serving="models.secureboost.serving:load",
     part_kind="secureboost-platform-part",
 )

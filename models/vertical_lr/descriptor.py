@@ -105,5 +105,6 @@ MODEL_TYPE = ModelType(
     platform_checks=_check_batch,
     job_model=_job_model,
     reporting="lab.reporting.hetero_lr:REPORTING",
+    serving="models.vertical_lr.serving:load",
     part_kind="hetero_lr.platform",
 )
