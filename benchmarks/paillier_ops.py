@@ -76,7 +76,7 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def _keys(key_bits: int) -> tuple[paillier.PublicKey, paillier.PrivateKey, float]:
     seconds, (pub, priv) = _timed(
-        lambda: paillier.generate_keypair(key_bits, allow_insecure=key_bits < 2048)
+        lambda: paillier.generate_keypair(key_bits, allow_insecure_test_keys=key_bits < 2048)
     )
     return pub, priv, seconds
 

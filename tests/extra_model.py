@@ -67,7 +67,7 @@ _PLATFORM = StageMachine(PROTOCOL, {"init": {StageMachine.START}, "pick": {"init
 def _keys(ctx: PartyContext, bits: int) -> tuple[paillier.PublicKey, paillier.PrivateKey]:
     limits = ctx.guard.limits
     limits.check_key(bits, "the stump's Paillier key")
-    return paillier.generate_keypair(bits, allow_insecure=limits.allow_insecure_test_keys)
+    return paillier.generate_keypair(bits, allow_insecure_test_keys=limits.allow_insecure_test_keys)
 
 
 class _Bank:
@@ -110,7 +110,7 @@ class _Bank:
         limits = ctx.guard.limits
         public = paillier.PublicKey.from_bytes(
             bytes.fromhex(ctx.store.get_json("stump.key")),
-            allow_insecure=limits.allow_insecure_test_keys,
+            allow_insecure_test_keys=limits.allow_insecure_test_keys,
         )
         private = paillier.PrivateKey.from_secret_bytes(
             public, ctx.store.get_array("stump.secret").astype(np.uint8).tobytes()
@@ -157,7 +157,9 @@ class _Platform:
         raw = env.payload.get("public_key")
         if not isinstance(raw, bytes):
             raise ProtocolError("stump/init lacks the bank's public key")
-        public = paillier.PublicKey.from_bytes(raw, allow_insecure=limits.allow_insecure_test_keys)
+        public = paillier.PublicKey.from_bytes(
+            raw, allow_insecure_test_keys=limits.allow_insecure_test_keys
+        )
         limits.check_key(public.key_bits, "the bank's Paillier key")
         rows = job_rows(ctx)
         train = env.array("train_mask").astype(bool)

@@ -52,7 +52,7 @@ def c_kernels_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @functools.cache
 def keys(bits: int) -> tuple[PublicKey, PrivateKey]:
-    return paillier.generate_keypair(bits, allow_insecure=True)
+    return paillier.generate_keypair(bits, allow_insecure_test_keys=True)
 
 
 def to_bytes(values: list[int], width: int) -> bytes:
@@ -723,7 +723,7 @@ FALLBACK_SCRIPT = textwrap.dedent(
     from secure_agg.packing import SumPacker
 
     assert paillier._C is None, paillier._C
-    pub, priv = paillier.generate_keypair(512, allow_insecure=True)
+    pub, priv = paillier.generate_keypair(512, allow_insecure_test_keys=True)
     values = list(range(600))
     cts = paillier.encrypt_many_private(priv, values, workers=2)
     assert paillier.decrypt_many(priv, cts, workers=2) == values
@@ -759,17 +759,17 @@ def test_package_works_without_the_extension(how: str) -> None:
 def test_crt_tables_of_a_few_keys_stay_cached_together() -> None:
     """An embedded job's bank and platforms each hold a key pair: no rebuilding per message."""
     paillier.forget_private_tables()
-    privs = [paillier.generate_keypair(512, allow_insecure=True)[1] for _ in range(3)]
+    privs = [paillier.generate_keypair(512, allow_insecure_test_keys=True)[1] for _ in range(3)]
     for priv in privs * 2:
         paillier.encrypt_many_private(priv, [1, 2], workers=1)
     cache = tables.c_crt_encryptors if paillier._C is not None else tables.crt_encryptors
     assert set(cache) == {p.public_key.fingerprint for p in privs}
     for priv in privs:
         paillier.encrypt_many_private(priv, [3], workers=1)
-    extra = paillier.generate_keypair(512, allow_insecure=True)[1]
+    extra = paillier.generate_keypair(512, allow_insecure_test_keys=True)[1]
     paillier.encrypt_many_private(extra, [1], workers=1)
     paillier.encrypt_many_private(
-        paillier.generate_keypair(512, allow_insecure=True)[1], [1], workers=1
+        paillier.generate_keypair(512, allow_insecure_test_keys=True)[1], [1], workers=1
     )
     assert len(cache) == paillier.CRT_CACHE_SIZE
     paillier.forget_private_tables()

@@ -387,17 +387,17 @@ def test_a_bank_cannot_make_the_platform_use_a_key_it_can_factor(
 ) -> None:
     # The platform's policy: at least 1024 bits (test homes only go lower on purpose).
     runtime = _platform_runtime(tmp_path, lab_home, extra=["crypto.min_key_bits=1024"])
-    weak, _ = paillier.generate_keypair(512, allow_insecure=True)
+    weak, _ = paillier.generate_keypair(512, allow_insecure_test_keys=True)
     out = runtime.dispatch(_init(512, weak))
     assert out[0].stage == "error"
     assert "crypto.min_key_bits=1024" in str(out[0].payload["message"])
     # A 1024-bit bank key, but the bank asks the platform for a 512-bit key of its own: the
     # platform makes its own key at its own floor.
     runtime = _platform_runtime(tmp_path / "b", lab_home, extra=["crypto.min_key_bits=1024"])
-    ok, _ = paillier.generate_keypair(1024, allow_insecure=True)
+    ok, _ = paillier.generate_keypair(1024, allow_insecure_test_keys=True)
     out = runtime.dispatch(_init(512, ok))
     assert out[0].stage == "counts", out
-    own = paillier.PublicKey.from_bytes(out[0].payload["public_key"], allow_insecure=True)  # type: ignore[arg-type]
+    own = paillier.PublicKey.from_bytes(out[0].payload["public_key"], allow_insecure_test_keys=True)  # type: ignore[arg-type]
     assert own.key_bits == 1024
 
 

@@ -26,7 +26,7 @@ from secure_agg.paillier import PrivateKey, PublicKey
 
 @functools.cache
 def keys(bits: int, which: int = 0) -> tuple[PublicKey, PrivateKey]:
-    return paillier.generate_keypair(bits, allow_insecure=True)
+    return paillier.generate_keypair(bits, allow_insecure_test_keys=True)
 
 
 TYPICAL = {"g_bound": 1.0, "h_bound": 0.25, "precision_bits": 53, "max_rows": 30_000}

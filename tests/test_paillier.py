@@ -28,8 +28,8 @@ from secure_agg.paillier import (
 
 @functools.cache
 def keys(bits: int) -> tuple[PublicKey, PrivateKey]:
-    """One key pair per size for the whole module (test keys: allow_insecure)."""
-    return paillier.generate_keypair(bits, allow_insecure=True)
+    """One key pair per size for the whole module (test keys: allow_insecure_test_keys)."""
+    return paillier.generate_keypair(bits, allow_insecure_test_keys=True)
 
 
 def n_of(bits: int) -> int:
@@ -53,25 +53,25 @@ def test_default_key_is_2048_bit_admissible_and_round_trips() -> None:
     assert priv.decrypt_int(pub.encrypt_int_naive(7)) == 7
 
 
-def test_short_keys_need_explicit_allow_insecure() -> None:
-    with pytest.raises(InsecureKeyError, match="allow_insecure=True"):
+def test_short_keys_need_explicit_allow_insecure_test_keys() -> None:
+    with pytest.raises(InsecureKeyError, match="allow_insecure_test_keys=True"):
         paillier.generate_keypair(1024)
     pub, _ = keys(1024)
     with pytest.raises(InsecureKeyError):
         PublicKey.from_bytes(pub.to_bytes())
-    assert PublicKey.from_bytes(pub.to_bytes(), allow_insecure=True) == pub
+    assert PublicKey.from_bytes(pub.to_bytes(), allow_insecure_test_keys=True) == pub
 
 
 @pytest.mark.parametrize("bits", [1023, 128, 0])
 def test_odd_or_tiny_key_sizes_are_refused(bits: int) -> None:
     with pytest.raises(PaillierError):
-        paillier.generate_keypair(bits, allow_insecure=True)
+        paillier.generate_keypair(bits, allow_insecure_test_keys=True)
 
 
 def test_public_key_serialises_and_fingerprints_n() -> None:
     pub, _ = keys(1024)
     raw = pub.to_bytes()
-    again = PublicKey.from_bytes(raw, allow_insecure=True)
+    again = PublicKey.from_bytes(raw, allow_insecure_test_keys=True)
     assert again == pub
     assert hash(again) == hash(pub)
     assert pub.fingerprint == hashlib.sha256(pub.n.to_bytes(128, "big")).hexdigest()[:16]
@@ -92,7 +92,7 @@ def test_public_key_serialises_and_fingerprints_n() -> None:
 def test_malformed_public_key_bytes_are_refused(mutate: object) -> None:
     raw = keys(1024)[0].to_bytes()
     with pytest.raises(PaillierError):
-        PublicKey.from_bytes(mutate(raw), allow_insecure=True)  # type: ignore[operator]
+        PublicKey.from_bytes(mutate(raw), allow_insecure_test_keys=True)  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("h_s", [0, 1, -1, "n"])

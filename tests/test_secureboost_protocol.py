@@ -193,7 +193,7 @@ def test_dp_mode_emits_events_whose_epsilon_meets_the_target() -> None:
 
 @pytest.fixture(scope="module")
 def keys() -> crypto.KeyPair:
-    return crypto.KeyPair.generate(1024, insecure=True)
+    return crypto.KeyPair.generate(1024, allow_insecure_test_keys=True)
 
 
 def test_row_layout_sums_at_the_bounds_decode_exactly(keys: crypto.KeyPair) -> None:
@@ -226,13 +226,13 @@ def test_wrong_key_and_tampering_are_detected(keys: crypto.KeyPair) -> None:
     h = np.full(10, 77, dtype=np.int64)
     cipher = crypto.BankCipher(keys, layout)
     platform = crypto.PlatformCipher.from_public_bytes(
-        keys.public.to_bytes(), key_bits=1024, max_rows=100, insecure=True
+        keys.public.to_bytes(), key_bits=1024, max_rows=100, allow_insecure_test_keys=True
     )
     gh = cipher.encrypt_gradients(g, h)
     sums = platform.group_sums(gh, np.zeros((10, 1), dtype=np.int64), 1)[0]
     packed = platform.pack(sums)
     assert cipher.decrypt_sums(packed, 1).tolist() == [[int(g.sum()), int(h.sum()), 10]]
-    other = crypto.BankCipher(crypto.KeyPair.generate(1024, insecure=True), layout)
+    other = crypto.BankCipher(crypto.KeyPair.generate(1024, allow_insecure_test_keys=True), layout)
     with pytest.raises((crypto.TamperedSumError, paillier.PaillierError)):
         other.decrypt_sums(packed, 1)
     tampered_sum = paillier.add(
@@ -249,7 +249,7 @@ def test_weak_key_is_refused_unless_the_job_allows_it(keys: crypto.KeyPair) -> N
         crypto.PlatformCipher.from_public_bytes(keys.public.to_bytes(), key_bits=2048, max_rows=10)
     with pytest.raises(ProtocolError, match="demands 2048"):
         crypto.PlatformCipher.from_public_bytes(
-            keys.public.to_bytes(), key_bits=2048, max_rows=10, insecure=True
+            keys.public.to_bytes(), key_bits=2048, max_rows=10, allow_insecure_test_keys=True
         )
 
 

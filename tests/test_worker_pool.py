@@ -82,7 +82,7 @@ def gone(pids: list[int]) -> bool:
 
 @pytest.fixture
 def keys() -> tuple[PublicKey, PrivateKey]:
-    return paillier.generate_keypair(512, allow_insecure=True)
+    return paillier.generate_keypair(512, allow_insecure_test_keys=True)
 
 
 @pytest.fixture

@@ -451,7 +451,9 @@ def _bank_cipher(ctx: PartyContext, state: dict[str, Any]) -> crypto.BankCipher:
     noise = crypto.NoiseSpec(**layout["noise"]) if layout["noise"] else None
     return crypto.BankCipher(
         KeyPair.load(
-            ctx.store, prefix=KEY_PREFIX, insecure=ctx.guard.limits.allow_insecure_test_keys
+            ctx.store,
+            prefix=KEY_PREFIX,
+            allow_insecure_test_keys=ctx.guard.limits.allow_insecure_test_keys,
         ),
         crypto.RowLayout(int(layout["max_rows"]), noise),
     )

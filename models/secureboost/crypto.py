@@ -234,12 +234,14 @@ class PlatformCipher:
         key_bits: int,
         max_rows: int,
         noise: NoiseSpec | None = None,
-        insecure: bool = False,
+        allow_insecure_test_keys: bool = False,
     ) -> PlatformCipher:
         """Load the bank's public key (of the size the job demands) and its row layout."""
         if not isinstance(raw, bytes):
             raise ProtocolError("public key must be bytes")
-        public = paillier.PublicKey.from_bytes(raw, allow_insecure=insecure)
+        public = paillier.PublicKey.from_bytes(
+            raw, allow_insecure_test_keys=allow_insecure_test_keys
+        )
         if public.key_bits < key_bits:
             raise ProtocolError(
                 f"the bank's key has {public.key_bits} bits but the job demands {key_bits}"

@@ -91,7 +91,7 @@ class PlatformRole:
             key_bits=limits.min_key_bits,
             max_rows=int(layout["max_rows"]),
             noise=noise,
-            insecure=limits.allow_insecure_test_keys,
+            allow_insecure_test_keys=limits.allow_insecure_test_keys,
         )
 
     def _tree(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:

@@ -23,16 +23,19 @@ class KeyPair:
         self.private = private
 
     @classmethod
-    def generate(cls, key_bits: int, *, insecure: bool = False) -> KeyPair:
-        """A fresh key pair (2048 bits unless ``insecure`` test keys are asked for)."""
-        public, private = paillier.generate_keypair(key_bits, allow_insecure=insecure)
+    def generate(cls, key_bits: int, *, allow_insecure_test_keys: bool = False) -> KeyPair:
+        """A fresh key pair (2048 bits unless the caller allows test keys)."""
+        public, private = paillier.generate_keypair(
+            key_bits, allow_insecure_test_keys=allow_insecure_test_keys
+        )
         return cls(public, private)
 
     @classmethod
     def for_node(cls, limits: NodeLimits, requested_bits: int) -> KeyPair:
         """A fresh key pair of the size a job asks for, never below the node's own floor."""
         return cls.generate(
-            limits.key_bits_for(requested_bits), insecure=limits.allow_insecure_test_keys
+            limits.key_bits_for(requested_bits),
+            allow_insecure_test_keys=limits.allow_insecure_test_keys,
         )
 
     @property
@@ -48,7 +51,9 @@ class KeyPair:
         )
 
     @classmethod
-    def load(cls, store: PartyStore, *, prefix: str, insecure: bool = False) -> KeyPair:
+    def load(
+        cls, store: PartyStore, *, prefix: str, allow_insecure_test_keys: bool = False
+    ) -> KeyPair:
         """Restore the key pair saved by :meth:`save` under the same ``prefix``.
 
         Raises
@@ -59,7 +64,9 @@ class KeyPair:
         raw = store.get_json(f"{prefix}.public")
         if raw is None:
             raise ProtocolError("this party has no key pair: the protocol's setup has not run")
-        public = paillier.PublicKey.from_bytes(bytes.fromhex(raw), allow_insecure=insecure)
+        public = paillier.PublicKey.from_bytes(
+            bytes.fromhex(raw), allow_insecure_test_keys=allow_insecure_test_keys
+        )
         private = paillier.PrivateKey.from_secret_bytes(
             public, store.get_array(f"{prefix}.secret").astype(np.uint8).tobytes()
         )
@@ -83,6 +90,8 @@ def peer_public_key(raw: bytes | str, limits: NodeLimits, whose: str) -> paillie
         does not allow (see :meth:`models.guard.NodeLimits.check_key`).
     """
     data = bytes.fromhex(raw) if isinstance(raw, str) else raw
-    key = paillier.PublicKey.from_bytes(data, allow_insecure=limits.allow_insecure_test_keys)
+    key = paillier.PublicKey.from_bytes(
+        data, allow_insecure_test_keys=limits.allow_insecure_test_keys
+    )
     limits.check_key(key.key_bits, whose)
     return key

@@ -48,7 +48,9 @@ def _schedule(state: dict[str, Any]) -> list[npt.NDArray[np.intp]]:
 def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     """Send every platform the encrypted residual part of the current batch's rows."""
     keys = KeyPair.load(
-        ctx.store, prefix=KEY_PREFIX, insecure=ctx.guard.limits.allow_insecure_test_keys
+        ctx.store,
+        prefix=KEY_PREFIX,
+        allow_insecure_test_keys=ctx.guard.limits.allow_insecure_test_keys,
     )
     if state["batch"] == 0:
         state["epoch_started"] = time.time()  # wall clock: parties may run in other processes
@@ -81,7 +83,9 @@ def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
 def send_updates(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     """Every partial is in: return each platform's gradient and masked cross terms to decrypt."""
     limits = ctx.guard.limits
-    keys = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+    keys = KeyPair.load(
+        ctx.store, prefix=KEY_PREFIX, allow_insecure_test_keys=limits.allow_insecure_test_keys
+    )
     rows = _schedule(state)[state["batch"]]
     tables, coarse, _ = _own(ctx)
     clock = CLOCK.load(ctx)

@@ -31,7 +31,9 @@ def send_bins(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     """Every platform's counts are in: fit every column's WOE table, send each its mapping."""
     params = HeteroLRParams(**state["params"])
     keys = KeyPair.load(
-        ctx.store, prefix=KEY_PREFIX, insecure=ctx.guard.limits.allow_insecure_test_keys
+        ctx.store,
+        prefix=KEY_PREFIX,
+        allow_insecure_test_keys=ctx.guard.limits.allow_insecure_test_keys,
     )
     clock = CLOCK.load(ctx)
     y = ctx.store.get_array("hlr.y")

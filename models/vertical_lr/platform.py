@@ -238,7 +238,9 @@ class PlatformRole:
         clock.since("gradient_sums", started, ops=int(coarse[rows].size))
         started = time.perf_counter()
         masked, mask = arithmetic.masked(bank_key, grads)
-        own = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+        own = KeyPair.load(
+            ctx.store, prefix=KEY_PREFIX, allow_insecure_test_keys=limits.allow_insecure_test_keys
+        )
         enc_u = paillier.encrypt_many_private(own.private, fp.to_residue(u, own.public.n))
         clock.since("encrypt", started, ops=len(u) + len(grads))
         CLOCK.save(ctx, clock)
@@ -282,7 +284,9 @@ class PlatformRole:
         clock = CLOCK.load(ctx)
         started = time.perf_counter()
         limits = ctx.guard.limits
-        own = KeyPair.load(ctx.store, prefix=KEY_PREFIX, insecure=limits.allow_insecure_test_keys)
+        own = KeyPair.load(
+            ctx.store, prefix=KEY_PREFIX, allow_insecure_test_keys=limits.allow_insecure_test_keys
+        )
         cross = paillier.ciphertexts_from_array(
             own.public, env.array("enc_cross"), fingerprint=own.public.fingerprint
         )

@@ -30,7 +30,7 @@ This module is the package's API; each concept lives in its own module:
 Keys are drawn as :mod:`~secure_agg.paillier.keygen` describes. 2048-bit moduli give about 112
 bits of security (NIST SP 800-57 Part 1 Rev. 5, Table 2), the project's floor:
 :func:`generate_keypair` and :meth:`PublicKey.from_bytes` refuse shorter keys unless the caller
-passes ``allow_insecure=True`` by name (tests do, for speed).
+passes ``allow_insecure_test_keys=True`` by name (tests do, for speed).
 
 Fast encryption (the default) and why it is secure
 --------------------------------------------------

@@ -8,7 +8,7 @@ class PaillierError(ValueError):
 
 
 class InsecureKeyError(PaillierError):
-    """A key shorter than ``DEFAULT_KEY_BITS`` without an explicit ``allow_insecure=True``."""
+    """A key below ``DEFAULT_KEY_BITS`` without an explicit ``allow_insecure_test_keys=True``."""
 
 
 class KeyMismatchError(PaillierError):

@@ -50,7 +50,7 @@ def _admissible(p: int, q: int, key_bits: int) -> bool:
 
 
 def generate_keypair(
-    key_bits: int = DEFAULT_KEY_BITS, *, allow_insecure: bool = False
+    key_bits: int = DEFAULT_KEY_BITS, *, allow_insecure_test_keys: bool = False
 ) -> tuple[PublicKey, PrivateKey]:
     """A fresh Paillier key pair with an admissible modulus and a DJN base.
 
@@ -58,8 +58,8 @@ def generate_keypair(
     ----------
     key_bits : int
         Bit length of ``n`` (even). At least :data:`DEFAULT_KEY_BITS` unless
-        ``allow_insecure=True``.
-    allow_insecure : bool
+        ``allow_insecure_test_keys=True``.
+    allow_insecure_test_keys : bool
         Allow keys down to :data:`MIN_TEST_KEY_BITS` bits. For tests only.
 
     Returns
@@ -69,7 +69,7 @@ def generate_keypair(
     Raises
     ------
     InsecureKeyError
-        If ``key_bits`` is below :data:`DEFAULT_KEY_BITS` without ``allow_insecure=True``.
+        If ``key_bits`` is below :data:`DEFAULT_KEY_BITS` without ``allow_insecure_test_keys=True``.
     PaillierError
         If ``key_bits`` is odd or below :data:`MIN_TEST_KEY_BITS`.
 
@@ -82,7 +82,7 @@ def generate_keypair(
     key_bits = operator.index(key_bits)
     if key_bits % 2 or key_bits < MIN_TEST_KEY_BITS:
         raise PaillierError(f"key_bits must be even and at least {MIN_TEST_KEY_BITS}: {key_bits}")
-    check_key_bits(key_bits, allow_insecure)
+    check_key_bits(key_bits, allow_insecure_test_keys)
     attempts = 0
     while True:
         attempts += 1

@@ -2,8 +2,8 @@
 
 2048-bit moduli give about 112 bits of security (NIST SP 800-57 Part 1 Rev. 5, Table 2), the
 project's floor: :func:`secure_agg.paillier.generate_keypair` and :meth:`PublicKey.from_bytes`
-refuse shorter keys unless the caller passes ``allow_insecure=True`` by name (tests do, for
-speed). Keys serialise to tagged, length-prefixed bytes (:meth:`PublicKey.to_bytes`,
+refuse shorter keys unless the caller passes ``allow_insecure_test_keys=True`` by name (tests
+do, for speed). Keys serialise to tagged, length-prefixed bytes (:meth:`PublicKey.to_bytes`,
 :meth:`PrivateKey.to_secret_bytes`); a private key refuses pickling and hides itself from
 ``repr``, so key material does not end up in models, logs or registries.
 """
@@ -25,7 +25,7 @@ from secure_agg.paillier.errors import InsecureKeyError, KeyMismatchError, Paill
 #: Part 1 Rev. 5, Table 2), acceptable to 2030. phe's own default is 3072 (128 bits).
 DEFAULT_KEY_BITS = 2048
 
-#: Shortest modulus accepted even with ``allow_insecure=True`` (test keys only).
+#: Shortest modulus accepted even with ``allow_insecure_test_keys=True`` (test keys only).
 MIN_TEST_KEY_BITS = 256
 
 #: Statistical distance of a re-randomiser from uniform in ``<h_s>``: at most 2^-STATISTICAL_BITS.
@@ -179,7 +179,7 @@ class PublicKey:
         )
 
     @classmethod
-    def from_bytes(cls, raw: bytes, *, allow_insecure: bool = False) -> PublicKey:
+    def from_bytes(cls, raw: bytes, *, allow_insecure_test_keys: bool = False) -> PublicKey:
         """Parse :meth:`to_bytes`, checking the structure and the 2048-bit floor.
 
         Raises
@@ -187,7 +187,8 @@ class PublicKey:
         PaillierError
             On malformed bytes or an invalid key.
         InsecureKeyError
-            For a key shorter than :data:`DEFAULT_KEY_BITS` without ``allow_insecure=True``.
+            For a key shorter than :data:`DEFAULT_KEY_BITS` without
+            ``allow_insecure_test_keys=True``.
         """
         raw = bytes(raw)
         if not raw.startswith(_PUBLIC_TAG):
@@ -201,7 +202,7 @@ class PublicKey:
         if offset != len(raw):
             raise PaillierError("trailing bytes after a Paillier public key")
         key = cls(n, h_s)
-        check_key_bits(key.key_bits, allow_insecure)
+        check_key_bits(key.key_bits, allow_insecure_test_keys)
         return key
 
     def __eq__(self, other: object) -> bool:
@@ -315,17 +316,17 @@ def _read_int(raw: bytes, offset: int) -> tuple[int, int]:
     return int.from_bytes(raw[offset + 4 : end], "big"), end
 
 
-def check_key_bits(key_bits: int, allow_insecure: bool) -> None:
-    """Refuse a key shorter than :data:`DEFAULT_KEY_BITS` unless ``allow_insecure`` is set.
+def check_key_bits(key_bits: int, allow_insecure_test_keys: bool) -> None:
+    """Refuse a key below :data:`DEFAULT_KEY_BITS` unless ``allow_insecure_test_keys`` is set.
 
     Raises
     ------
     InsecureKeyError
         Naming the key's length and the floor.
     """
-    if key_bits < DEFAULT_KEY_BITS and not allow_insecure:
+    if key_bits < DEFAULT_KEY_BITS and not allow_insecure_test_keys:
         raise InsecureKeyError(
             f"a {key_bits}-bit Paillier key is below the {DEFAULT_KEY_BITS}-bit floor "
-            f"(112-bit security); use {DEFAULT_KEY_BITS}+ bits, or pass allow_insecure=True in "
-            "tests"
+            f"(112-bit security); use {DEFAULT_KEY_BITS}+ bits, or pass "
+            "allow_insecure_test_keys=True in tests"
         )

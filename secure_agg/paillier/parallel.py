@@ -142,7 +142,7 @@ def sums_header(n_rows: int, n_cols: int, n_groups: int) -> bytes:
 def read_header(header: bytes) -> tuple[PublicKey, bytes]:
     """The public key at the start of a worker request's header, and the rest of the header."""
     size = int.from_bytes(header[:4], "big")
-    pub = PublicKey.from_bytes(header[4 : 4 + size], allow_insecure=True)
+    pub = PublicKey.from_bytes(header[4 : 4 + size], allow_insecure_test_keys=True)
     return pub, header[4 + size :]
 
 
