@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,11 +27,23 @@ pytestmark = pytest.mark.slow
 LAB = str(Path(sys.executable).parent / "lab")
 
 
-def _start(args: list[str], home: Path) -> subprocess.Popen[str]:
+@contextmanager
+def _started(args: list[str], home: Path) -> Iterator[subprocess.Popen[str]]:
+    """Run the installed ``lab``; whatever the test's outcome, nothing it started survives it."""
     env = {**os.environ, "LAB_HOME": str(home)}
-    return subprocess.Popen(
+    job = subprocess.Popen(
         [LAB, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    seen: set[int] = set()
+    try:
+        yield job
+    finally:
+        seen |= _family(job.pid)
+        for pid in [job.pid, *sorted(seen)]:
+            with suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        with suppress(subprocess.TimeoutExpired):
+            job.communicate(timeout=30)
 
 
 def _family(pid: int) -> set[int]:
@@ -71,25 +85,18 @@ def _registered(home: Path) -> list[object]:
 
 
 def test_ctrl_c_stops_an_embedded_job_and_every_process_it_started(lab_home: Path) -> None:
-    job = _start(
-        [
-            "train",
-            str(EXPERIMENTS / "breast_secureboost.yaml"),
-            "--set",
-            "model.n_estimators=60",
-        ],
-        lab_home,
-    )
-    # Mid-training: Ray's workers act for the parties.
-    _wait_for(
-        lambda: any(
-            "ClientAppActor" in " ".join(p.cmdline()) or p.name().startswith("ray::ClientApp")
-            for p in psutil.Process(job.pid).children(recursive=True)
-        ),
-        job,
-    )
-    time.sleep(8)
-    seconds, err, family = _interrupt(job)
+    args = ["train", str(EXPERIMENTS / "breast_secureboost.yaml"), "--set", "model.n_estimators=60"]
+    with _started(args, lab_home) as job:
+        # Mid-training: Ray's workers act for the parties.
+        _wait_for(
+            lambda: any(
+                "ClientAppActor" in " ".join(p.cmdline()) or p.name().startswith("ray::ClientApp")
+                for p in psutil.Process(job.pid).children(recursive=True)
+            ),
+            job,
+        )
+        time.sleep(8)
+        seconds, err, family = _interrupt(job)
     assert job.returncode == 1, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: job 'breast-secureboost' interrupted"), err
@@ -175,11 +182,13 @@ def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
         "alignment": {"id_scheme": "uscc", "min_intersection": 10},
     }
     (folder / "stopped.yaml").write_text(yaml.safe_dump(config))
-    job = _start(["train", str(folder / "stopped.yaml")], lab_home)
     log = AuditLog()
-    _wait_for(lambda: log.head() is not None and any(True for _ in log.entries("alignment")), job)
-    time.sleep(3)
-    seconds, err, family = _interrupt(job)
+    with _started(["train", str(folder / "stopped.yaml")], lab_home) as job:
+        _wait_for(
+            lambda: log.head() is not None and any(True for _ in log.entries("alignment")), job
+        )
+        time.sleep(3)
+        seconds, err, family = _interrupt(job)
     assert job.returncode == 1, err
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not [pid for pid in family if _alive(pid)]
