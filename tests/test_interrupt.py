@@ -46,6 +46,16 @@ def _started(args: list[str], home: Path) -> Iterator[subprocess.Popen[str]]:
             job.communicate(timeout=30)
 
 
+def _runs_a_party(process: psutil.Process) -> bool:
+    """Whether ``process`` is a Ray worker acting for a party (zombies and the gone: no)."""
+    try:
+        return "ClientAppActor" in " ".join(process.cmdline()) or process.name().startswith(
+            "ray::ClientApp"
+        )
+    except psutil.Error:
+        return False
+
+
 def _family(pid: int) -> set[int]:
     try:
         return {p.pid for p in psutil.Process(pid).children(recursive=True)}
@@ -89,10 +99,7 @@ def test_ctrl_c_stops_an_embedded_job_and_every_process_it_started(lab_home: Pat
     with _started(args, lab_home) as job:
         # Mid-training: Ray's workers act for the parties.
         _wait_for(
-            lambda: any(
-                "ClientAppActor" in " ".join(p.cmdline()) or p.name().startswith("ray::ClientApp")
-                for p in psutil.Process(job.pid).children(recursive=True)
-            ),
+            lambda: any(_runs_a_party(p) for p in psutil.Process(job.pid).children(recursive=True)),
             job,
         )
         time.sleep(8)

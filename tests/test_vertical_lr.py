@@ -307,5 +307,10 @@ def test_scorecard_groups_resolve_per_party_column() -> None:
     from lab.config import experiment_from_dict
 
     model = {"type": "hetero_lr", "scorecard": {"groups": {"size": ["x0", "platform:x1"]}}}
+    from models.model_type import model_type
+    from models.vertical_lr.descriptor import params
+
     spec = experiment_from_dict(_config(model), source=None).job_spec()
-    assert spec.model["scorecard"]["groups"] == {"x0": "size", "platform:x1": "size"}
+    # The parties receive the settings' form and resolve it per column.
+    settings = model_type("hetero_lr").parse(spec.model)
+    assert params(settings, spec.crypto).groups == {"x0": "size", "platform:x1": "size"}
