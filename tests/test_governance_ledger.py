@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,64 @@ def test_composition_is_opacus_and_subadditive() -> None:
     assert eps(1) == pytest.approx(epsilon([EVENT], DELTA, "rdp"))
     assert eps(1) < eps(2) < 2 * eps(1)
     assert compose([], DELTA, "rdp") == 0.0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0.3, 20.0),
+            st.floats(1e-4, 1.0),
+            st.integers(1, 5000),
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([1e-3, 1e-5, 1e-8]),
+)
+def test_rdp_epsilon_is_opacus_rdp_accountants(
+    specs: list[tuple[float, float, int]], delta: float
+) -> None:
+    """The budget's RDP path (Opacus's analysis module, loaded without torch) gives exactly what
+    ``opacus.accountants.RDPAccountant`` gives, with the same orders."""
+    import warnings
+
+    from opacus.accountants import RDPAccountant
+
+    from models.privacy import RDP_ORDERS
+
+    assert list(RDP_ORDERS) == RDPAccountant.DEFAULT_ALPHAS
+    accountant = RDPAccountant()
+    accountant.history = list(specs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        expected = accountant.get_epsilon(delta)
+    events = [PrivacyEvent(n, q, s) for n, q, s in specs]
+    assert epsilon(events, delta, "rdp") == expected
+
+
+def test_a_budget_decision_imports_no_torch(tmp_path: Path) -> None:
+    """A fresh process reserves budget without importing torch (so twenty racing processes get a
+    decision in seconds, not after twenty torch imports on two cores)."""
+    script = f"""
+import sys
+from pathlib import Path
+from lab.governance.audit import AuditLog
+from lab.governance.ledger import BudgetLedger
+from models.privacy import PrivacyEvent
+home = Path({str(tmp_path / "home")!r})
+home.mkdir()
+ledger = BudgetLedger(home / "g.db", audit=AuditLog(home / "l.jsonl"))
+ledger.set_cap("fs@1", "bank", epsilon=10.0, delta=1e-5)
+ledger.reserve("fs@1", "bank", "job-1", [PrivacyEvent(1.0, 0.01, 100)], 1e-5)
+print("torch" in sys.modules)
+"""
+    env = {**os.environ, "LAB_KEYS": str(tmp_path / "keys")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 @settings(max_examples=12, deadline=None)
