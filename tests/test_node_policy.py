@@ -373,7 +373,9 @@ def _init(key_bits: int, bank_key: paillier.PublicKey, n_train: int = 300) -> En
         "bank",
         "platform",
         {
-            "settings": json.dumps({"max_bin": 4, "key_bits": key_bits}),
+            "settings": json.dumps(
+                {"max_bin": 4, "key_bits": key_bits, "seed_commitment": "0" * 64}
+            ),
             "public_key": bank_key.to_bytes(),
             "key": bank_key.fingerprint,
             "train_mask": train,
@@ -449,6 +451,80 @@ def test_a_bank_that_sends_a_tiny_batch_schedule_is_refused(tmp_path: Path, lab_
         run_job(_hlr_spec(batch_size=300), transport)
     assert info.value.party == "platform"
     assert info.value.error_type == "PolicyRefusalError"
+
+
+def _edit_bins(transport: InProcessTransport, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Have the bank's ``bins`` message carry settings changed by ``edit``."""
+
+    def change(env: Envelope) -> Envelope:
+        if env.protocol == "hetero_lr" and env.stage == "bins":
+            settings = json.loads(env.text("settings"))
+            edit(settings)
+            return replace(env, payload={**env.payload, "settings": json.dumps(settings)})
+        return env
+
+    _tamper_bank(transport, change)
+
+
+def _grind(settings: dict[str, Any]) -> None:
+    """A bank that picks its own seed after seeing the platform's share."""
+    from models.vertical_lr import batch_seed
+
+    nonce = batch_seed.draw()
+    settings["seed_nonce"] = nonce
+    settings["seed"] = batch_seed.joint_seed(nonce, settings["seed_shares"])
+
+
+def _own_share(settings: dict[str, Any]) -> None:
+    from models.vertical_lr import batch_seed
+
+    settings["seed_shares"] = {"platform": batch_seed.draw()}
+    settings["seed"] = batch_seed.joint_seed(settings["seed_nonce"], settings["seed_shares"])
+
+
+def _plain_seed(settings: dict[str, Any]) -> None:
+    settings["seed"] = 7
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (_grind, "not the one the bank committed to"),
+        (_own_share, "leaves out or changes platform 'platform''s seed share"),
+        (_plain_seed, "a seed other than the joint one"),
+    ],
+    ids=["new-nonce", "replaced-share", "chosen-seed"],
+)
+def test_the_bank_cannot_choose_the_batch_schedule(
+    tmp_path: Path, lab_home: Path, edit: Callable[[dict[str, Any]], None], refusal: str
+) -> None:
+    """The seed is committed by the bank before the platform adds its share (batch_seed.py)."""
+    transport, _ = _hlr_pair(tmp_path, lab_home)
+    _edit_bins(transport, edit)
+    with pytest.raises(PartyError, match=refusal) as info:
+        run_job(_hlr_spec(batch_size=300), transport)
+    assert info.value.party == "platform"
+
+
+def test_the_schedule_seed_is_the_joint_one(tmp_path: Path, lab_home: Path) -> None:
+    from models.vertical_lr import batch_seed
+
+    transport, _ = _hlr_pair(tmp_path, lab_home)
+    seen: list[Envelope] = []
+    transport.tap = lambda direction, env: seen.append(env)
+    result = run_job(_hlr_spec(batch_size=300, max_epochs=1), transport)
+    init = next(e for e in seen if e.protocol == "hetero_lr" and e.stage == "init")
+    counts = next(e for e in seen if e.protocol == "hetero_lr" and e.stage == "counts")
+    bins = next(e for e in seen if e.protocol == "hetero_lr" and e.stage == "bins")
+    committed = json.loads(init.text("settings"))["seed_commitment"]
+    revealed = json.loads(bins.text("settings"))
+    assert batch_seed.commitment(revealed["seed_nonce"]) == committed
+    assert revealed["seed_shares"] == {"platform": counts.text("seed_share")}
+    seed = batch_seed.joint_seed(revealed["seed_nonce"], {"platform": counts.text("seed_share")})
+    assert revealed["seed"] == seed
+    assert result.joint.status == "trained"
+    done = next(e for e in seen if e.protocol == "hetero_lr" and e.stage == "done")
+    assert int(done.text("seed")) == seed
 
 
 def test_too_many_cross_terms_per_batch_are_refused(tmp_path: Path, lab_home: Path) -> None:

@@ -10,7 +10,6 @@ rows, builds the scorecard and keeps its part.
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import asdict, replace
 from typing import Any
@@ -34,6 +33,7 @@ from models.vertical import (
     labels,
     record_answer,
 )
+from models.vertical_lr import batch_seed
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.bank_descent import send_batch, send_updates, step
 from models.vertical_lr.bank_woe import send_bins
@@ -107,10 +107,14 @@ class BankRole:
             "expect": "counts",
             "pending": list(platforms),
             "n_train": int(train.sum()),
-            "seed": secrets.randbits(63),
+            "seed_nonce": batch_seed.draw(),
         }
         ctx.store.put_json("hlr.state", state)
-        init = {"max_bin": params.max_bin, "key_bits": keys.public.key_bits}
+        init = {
+            "max_bin": params.max_bin,
+            "key_bits": keys.public.key_bits,
+            "seed_commitment": batch_seed.commitment(state["seed_nonce"]),
+        }
         ciphertexts = paillier.ciphertexts_to_array(keys.public, enc_y)
         return [
             Envelope(

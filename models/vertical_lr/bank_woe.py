@@ -20,6 +20,7 @@ from features.binning import BinSpec
 from features.woe import WoeTable, count_bins
 from models.protocol import Envelope, PartyContext, PhaseClock, ProtocolError, dumps
 from models.vertical import KeyPair, peer_public_key
+from models.vertical_lr import batch_seed
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.core import curvature_bound
 from models.vertical_lr.params import HeteroLRParams
@@ -60,8 +61,12 @@ def send_bins(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
             for t in tables
         ]
     )
+    shares = {p: got(ctx, p, "seed_share") for p in state["platforms"]}
+    state["seed"] = batch_seed.joint_seed(state["seed_nonce"], shares)
     settings = {
         "seed": state["seed"],
+        "seed_nonce": state["seed_nonce"],
+        "seed_shares": shares,
         "n_train": state["n_train"],
         "batch_size": params.batch_size,
         "platforms": state["platforms"],
@@ -100,7 +105,7 @@ def send_bins(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         }
     )
     ctx.store.put_json("hlr.state", state)
-    forget_inputs(ctx, state, ("features", "totals", "enc_bad", "public_key"))
+    forget_inputs(ctx, state, ("features", "totals", "enc_bad", "public_key", "seed_share"))
     return out
 
 

@@ -90,8 +90,9 @@ def batch_schedule(
 ) -> list[npt.NDArray[np.intp]]:
     """Row indices of every mini-batch of one epoch (a seeded permutation, then chunks).
 
-    The seed is drawn from the OS CSPRNG by the bank per job and shared with the platforms; the
-    order reveals nothing about any party's data. The last batch takes the remainder, so every
+    In a job the seed is drawn jointly by the bank and the platforms
+    (:mod:`models.vertical_lr.batch_seed`), so no party chooses it; the order reveals nothing
+    about any party's data. The last batch takes the remainder, so every
     batch holds at least ``min(batch_size, n_rows)`` rows: a protocol summing a party's values
     per batch never sums over fewer.
     """

@@ -28,7 +28,7 @@ from models.vertical import (
     peer_public_key,
     platform_rows,
 )
-from models.vertical_lr import arithmetic
+from models.vertical_lr import arithmetic, batch_seed
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.core import LRParams, batch_count, batch_schedule, relative_change
 from models.vertical_lr.parts import PlatformLRPart
@@ -103,9 +103,21 @@ class PlatformRole:
         ctx.store.put_array("hlr.train", train)
         ctx.store.put_array("hlr.fine", fine.astype(np.int16))
         ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
+        committed = settings.get("seed_commitment")
+        if not isinstance(committed, str):
+            raise ProtocolError(
+                "hetero_lr/init carries no seed commitment: the batch schedule's seed is drawn "
+                "jointly (models/vertical_lr/batch_seed.py)"
+            )
+        share = batch_seed.draw()
         ctx.store.put_json(
             "hlr.state",
-            {"bank": env.sender, "bank_key": bank_key.to_bytes().hex()},
+            {
+                "bank": env.sender,
+                "bank_key": bank_key.to_bytes().hex(),
+                "seed_commitment": committed,
+                "seed_share": share,
+            },
         )
         features = [{"name": s.name, "kind": s.kind, "n_fine": s.n_bins + 1} for s in specs]
         return env.reply(
@@ -115,6 +127,7 @@ class PlatformRole:
                 "totals": totals,
                 "enc_bad": paillier.ciphertexts_to_array(bank_key, enc_bad),
                 "public_key": own.public.to_bytes(),
+                "seed_share": share,
             },
         )
 
@@ -130,6 +143,15 @@ class PlatformRole:
             if len(mapping) != n_fine or min(mapping) < 0 or max(mapping) >= len(t["woe"]):
                 raise ProtocolError(f"hetero_lr/bins: bad coarse mapping for column '{t['name']}'")
         check_schedule(ctx, settings)
+        seed = batch_seed.check_reveal(
+            state["seed_commitment"],
+            settings.get("seed_nonce"),
+            settings.get("seed_shares"),
+            ctx.name,
+            state["seed_share"],
+        )
+        if settings.get("seed") != seed:
+            raise ProtocolError("hetero_lr/bins declares a seed other than the joint one")
         state.update(
             {
                 "tables": tables,

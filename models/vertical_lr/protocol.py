@@ -14,11 +14,14 @@ Stages
 ``init`` (bank -> platform)
     The platform fits fine bins on its training rows, sums the encrypted labels per
     (column, fine bin) and answers ``counts``: per column its name, kind and number of bins, the
-    row count of every bin, the encrypted bad count of every bin, and its own public key.
+    row count of every bin, the encrypted bad count of every bin, its own public key and its
+    share of the batch schedule's seed (the bank committed to its own part in ``init``;
+    :mod:`models.vertical_lr.batch_seed`).
 ``bins`` (bank -> platform)
     The bank decrypts the bad counts, merges fine bins (monotone optimal binning, from counts
     alone), computes WOE and IV and sends each platform the fine -> coarse mapping and the WOE
-    of its coarse bins, with the batch schedule's seed and the descent settings.
+    of its coarse bins, with the descent settings and the seed's reveal (the bank's nonce and
+    every share), from which the platform derives the seed itself.
 ``batch`` (bank -> platform)
     Per mini-batch: the bank's residual part ``r = 0.25 u_B + 0.5 - y`` of the batch rows,
     encrypted under the bank's key. With several platforms each sends the others its
