@@ -7,7 +7,7 @@ accountant. For RDP it calls Opacus's own analysis module (``opacus.accountants.
 numpy and scipy only) loaded by file, without the ``opacus`` package whose ``__init__`` imports
 torch: a budget decision then costs milliseconds instead of a torch import (tens of seconds when
 twenty processes start at once on two cores), and composes exactly as ``RDPAccountant`` does
-(``tests/test_privacy.py`` checks both agree).
+(``tests/test_governance_ledger.py`` checks both agree).
 
 Every mechanism in the lab is a (possibly subsampled) Gaussian mechanism, so an event is the
 triple Opacus accountants understand, ``(noise_multiplier, sample_rate, steps)``, plus the unit

@@ -64,6 +64,12 @@ class PlatformRole:
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")
+        committed = settings.get("seed_commitment")
+        if not isinstance(committed, str) or len(committed) != 64:
+            raise ProtocolError(
+                "hetero_lr/init carries no seed commitment: the batch schedule's seed is drawn "
+                "jointly (models/vertical_lr/batch_seed.py)"
+            )
         limits = ctx.guard.limits
         rows, train = platform_rows(env, ctx)
         bank_key = peer_public_key(
@@ -103,12 +109,6 @@ class PlatformRole:
         ctx.store.put_array("hlr.train", train)
         ctx.store.put_array("hlr.fine", fine.astype(np.int16))
         ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
-        committed = settings.get("seed_commitment")
-        if not isinstance(committed, str):
-            raise ProtocolError(
-                "hetero_lr/init carries no seed commitment: the batch schedule's seed is drawn "
-                "jointly (models/vertical_lr/batch_seed.py)"
-            )
         share = batch_seed.draw()
         ctx.store.put_json(
             "hlr.state",
