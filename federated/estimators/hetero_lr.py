@@ -21,6 +21,7 @@ from features.woe import iv_table
 from federated.estimators.params import KeywordParams
 from federated.inprocess import inprocess_job
 from models.guard import single_operator
+from models.vertical.keys import CRYPTO_FIELDS
 from models.vertical_lr.parts import BankLRPart, PlatformLRPart
 from models.vertical_lr.protocol import HeteroLROutcome, HeteroLRParams, conclude, start_envelope
 
@@ -105,7 +106,7 @@ class HeteroLRClassifier(KeywordParams):
             X_platforms,
             name="hetero-lr-estimator",
             model={"type": "hetero_lr"},
-            crypto={"key_bits": params.key_bits, "insecure_test_keys": params.insecure_test_keys},
+            crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
             limits=single_operator(params.insecure_test_keys),
             test_mask=test_mask,
         ) as job:

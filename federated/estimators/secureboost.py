@@ -26,6 +26,7 @@ from models.secureboost.protocol import (
     conclude,
     start_envelope,
 )
+from models.vertical.keys import CRYPTO_FIELDS
 
 #: The settings' defaults, the only place they are written (:mod:`models.secureboost.params`).
 _DEFAULTS = SecureBoostParams()
@@ -81,15 +82,14 @@ class SecureBoostClassifier(KeywordParams):
     ) -> SecureBoostClassifier:
         """Train on aligned rows: the bank's columns and labels, each platform's columns."""
         params = SecureBoostParams(**self.get_params())
-        crypto = {"key_bits", "insecure_test_keys"}
-        model = {k: v for k, v in self.get_params().items() if k not in crypto}
+        model = {k: v for k, v in self.get_params().items() if k not in CRYPTO_FIELDS}
         with inprocess_job(
             X_bank,
             y,
             X_platforms,
             name="secureboost-estimator",
             model={"type": "secureboost", **model},
-            crypto={"key_bits": self.key_bits, "insecure_test_keys": self.insecure_test_keys},
+            crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
             limits=single_operator(self.insecure_test_keys),
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")

@@ -7,6 +7,7 @@ from typing import Any
 
 from models.secureboost.core import TreeParams
 from models.secureboost.settings import DEFAULTS
+from models.vertical.keys import CRYPTO_FIELDS, crypto_fields
 from secure_agg.paillier import DEFAULT_KEY_BITS
 
 
@@ -43,12 +44,9 @@ class SecureBoostParams:
     @classmethod
     def from_spec(cls, model: dict[str, Any], crypto_cfg: dict[str, Any]) -> SecureBoostParams:
         """Build from a job spec's ``model`` and ``crypto`` sections."""
-        crypto_keys = ("key_bits", "insecure_test_keys")
         fields = {
-            k: v for k, v in model.items() if k in cls.__dataclass_fields__ and k not in crypto_keys
+            k: v
+            for k, v in model.items()
+            if k in cls.__dataclass_fields__ and k not in CRYPTO_FIELDS
         }
-        return cls(
-            **fields,
-            key_bits=int(crypto_cfg.get("key_bits", DEFAULT_KEY_BITS)),
-            insecure_test_keys=bool(crypto_cfg.get("insecure_test_keys", False)),
-        )
+        return cls(**fields, **crypto_fields(crypto_cfg))

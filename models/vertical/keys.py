@@ -8,11 +8,26 @@ a node makes or accepts is that node's own decision (:class:`~models.guard.NodeL
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
 from models.guard import NodeLimits
 from models.protocol import PartyStore, ProtocolError
 from secure_agg import paillier
+
+#: The fields a vertical job's params take from the job's ``crypto`` section, never from its
+#: ``model`` section.
+CRYPTO_FIELDS = ("key_bits", "insecure_test_keys")
+
+
+def crypto_fields(crypto: Mapping[str, Any]) -> dict[str, Any]:
+    """:data:`CRYPTO_FIELDS` of a job's ``crypto`` section, with their defaults."""
+    return {
+        "key_bits": int(crypto.get("key_bits", paillier.DEFAULT_KEY_BITS)),
+        "insecure_test_keys": bool(crypto.get("insecure_test_keys", False)),
+    }
 
 
 class KeyPair:

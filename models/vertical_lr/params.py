@@ -10,6 +10,7 @@ import numpy.typing as npt
 from features.binning import BinSpec
 from features.woe import WoeTable
 from models.protocol import ProtocolError
+from models.vertical.keys import CRYPTO_FIELDS, crypto_fields
 from models.vertical_lr.core import LRParams
 from models.vertical_lr.settings import DEFAULTS
 from secure_agg.paillier import DEFAULT_KEY_BITS
@@ -77,7 +78,7 @@ class HeteroLRParams:
     @classmethod
     def from_spec(cls, model: dict[str, Any], crypto_cfg: dict[str, Any]) -> HeteroLRParams:
         """Build from the experiment's ``model`` and ``crypto`` sections."""
-        names = set(cls.__dataclass_fields__) - {"key_bits", "insecure_test_keys"}
+        names = set(cls.__dataclass_fields__) - set(CRYPTO_FIELDS)
         values = {k: v for k, v in model.items() if k in names}
         scorecard = model.get("scorecard") or {}
         for key in ("base_points", "base_odds", "pdo"):
@@ -89,8 +90,4 @@ class HeteroLRParams:
                 for group, columns in scorecard["groups"].items()
                 for column in columns
             }
-        return cls(
-            **values,
-            key_bits=int(crypto_cfg.get("key_bits", DEFAULT_KEY_BITS)),
-            insecure_test_keys=bool(crypto_cfg.get("insecure_test_keys", False)),
-        )
+        return cls(**values, **crypto_fields(crypto_cfg))
