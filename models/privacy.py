@@ -16,8 +16,8 @@ it protects and a label for auditors.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import threading
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -33,9 +33,6 @@ ACCOUNTANTS: tuple[Accountant, ...] = ("rdp", "prv")
 #: ``opacus.accountants.RDPAccountant.DEFAULT_ALPHAS`` (the RDP orders it tries), written here
 #: so that reading it does not import torch; a test compares it with Opacus's.
 RDP_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
-
-_RDP_ANALYSIS: ModuleType | None = None
-_RDP_LOCK = threading.Lock()
 
 
 class PrivacyError(ValueError):
@@ -126,6 +123,7 @@ def _rdp_epsilon(history: list[tuple[float, float, int]], delta: float) -> float
     return float(eps)
 
 
+@functools.cache
 def rdp_analysis() -> ModuleType:
     """Opacus's ``accountants/analysis/rdp.py``, loaded by file without importing torch.
 
@@ -134,22 +132,16 @@ def rdp_analysis() -> ModuleType:
     PrivacyError
         If Opacus is not installed or lacks the module.
     """
-    global _RDP_ANALYSIS
-    with _RDP_LOCK:
-        if _RDP_ANALYSIS is None:
-            package = importlib.util.find_spec("opacus")  # finds, does not run, its __init__
-            origin = None if package is None else package.origin
-            path = None if origin is None else Path(origin).parent / "accountants/analysis/rdp.py"
-            spec = (
-                None
-                if path is None or not path.is_file()
-                else importlib.util.spec_from_file_location("_lab_opacus_rdp_analysis", path)
-            )
-            if spec is None or spec.loader is None:
-                raise PrivacyError(
-                    "Opacus's RDP analysis (opacus.accountants.analysis.rdp) is missing"
-                )
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-            _RDP_ANALYSIS = module
-        return _RDP_ANALYSIS
+    package = importlib.util.find_spec("opacus")  # finds, does not run, its __init__
+    origin = None if package is None else package.origin
+    path = None if origin is None else Path(origin).parent / "accountants/analysis/rdp.py"
+    spec = (
+        None
+        if path is None or not path.is_file()
+        else importlib.util.spec_from_file_location("_lab_opacus_rdp_analysis", path)
+    )
+    if spec is None or spec.loader is None:
+        raise PrivacyError("Opacus's RDP analysis (opacus.accountants.analysis.rdp) is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

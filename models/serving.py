@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import pandas as pd
 
@@ -113,6 +113,44 @@ class ServedPart(Protocol):
 
 
 PartLoader = Callable[[Mapping[str, Any]], ServedPart]
+
+
+class _SavedPart(Protocol):
+    """What every saved platform part has: its id, its bank and its content hash."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def bank(self) -> str | None: ...
+
+    @property
+    def content_hash(self) -> str: ...
+
+
+_Part = TypeVar("_Part", bound=_SavedPart)
+
+
+@dataclass(frozen=True)
+class PartView(Generic[_Part]):
+    """A saved part seen by serving: its identity read from the part (types add the rest)."""
+
+    part: _Part
+
+    @property
+    def model_id(self) -> str:
+        """The part's id."""
+        return self.part.model_id
+
+    @property
+    def bank(self) -> str | None:
+        """The bank it serves."""
+        return self.part.bank
+
+    @property
+    def content_hash(self) -> str:
+        """The part's content hash."""
+        return self.part.content_hash
 
 
 def load_part(raw: Mapping[str, Any]) -> ServedPart:

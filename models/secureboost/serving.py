@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from models.secureboost.parts import PlatformPart
-from models.serving import PartLoader, Selection, SelectionError
+from models.serving import PartLoader, PartView, Selection, SelectionError
 
 _TREE_OF_SPLIT = re.compile(r"^t(\d+)n\d+$")
 
@@ -42,25 +42,8 @@ class SplitDecisions:
 
 
 @dataclass(frozen=True)
-class ServedSplits:
+class ServedSplits(PartView[PlatformPart]):
     """A SecureBoost platform part as the scoring endpoint serves it."""
-
-    part: PlatformPart
-
-    @property
-    def model_id(self) -> str:
-        """The part's id."""
-        return self.part.model_id
-
-    @property
-    def bank(self) -> str | None:
-        """The bank it serves."""
-        return self.part.bank
-
-    @property
-    def content_hash(self) -> str:
-        """The part's content hash."""
-        return self.part.content_hash
 
     def columns(self) -> list[str]:
         """The columns its split rules read."""

@@ -33,9 +33,22 @@ def draw() -> str:
     return secrets.token_hex(32)
 
 
+def checked(value: object, what: str) -> str:
+    """``value`` if it is 32 bytes as 64 lowercase hex digits (a nonce, share or commitment).
+
+    Raises
+    ------
+    ProtocolError
+        Naming ``what`` otherwise.
+    """
+    if not isinstance(value, str) or not _HEX32.fullmatch(value):
+        raise ProtocolError(f"{what} must be 32 bytes as 64 lowercase hex digits")
+    return value
+
+
 def commitment(nonce: str) -> str:
     """SHA-256 of the bank's nonce (hex)."""
-    return hashlib.sha256(bytes.fromhex(_checked(nonce, "the bank's seed nonce"))).hexdigest()
+    return hashlib.sha256(bytes.fromhex(checked(nonce, "the bank's seed nonce"))).hexdigest()
 
 
 def joint_seed(nonce: str, shares: Mapping[str, str]) -> int:
@@ -46,9 +59,9 @@ def joint_seed(nonce: str, shares: Mapping[str, str]) -> int:
     ProtocolError
         If a value is not 32 bytes of hex.
     """
-    digest = hashlib.sha256(bytes.fromhex(_checked(nonce, "the bank's seed nonce")))
+    digest = hashlib.sha256(bytes.fromhex(checked(nonce, "the bank's seed nonce")))
     for party in sorted(shares):
-        digest.update(bytes.fromhex(_checked(shares[party], f"platform '{party}''s seed share")))
+        digest.update(bytes.fromhex(checked(shares[party], f"platform '{party}''s seed share")))
     return int.from_bytes(digest.digest()[:8], "big") & (2**63 - 1)
 
 
@@ -74,9 +87,3 @@ def check_reveal(
             "may not choose the batch schedule"
         )
     return joint_seed(nonce, shares)
-
-
-def _checked(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _HEX32.fullmatch(value):
-        raise ProtocolError(f"{what} must be 32 bytes as 64 lowercase hex digits")
-    return value

@@ -64,12 +64,10 @@ class PlatformRole:
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")
-        committed = settings.get("seed_commitment")
-        if not isinstance(committed, str) or len(committed) != 64:
-            raise ProtocolError(
-                "hetero_lr/init carries no seed commitment: the batch schedule's seed is drawn "
-                "jointly (models/vertical_lr/batch_seed.py)"
-            )
+        committed = batch_seed.checked(
+            settings.get("seed_commitment"),
+            "hetero_lr/init's seed commitment (the batch schedule's seed is drawn jointly)",
+        )
         limits = ctx.guard.limits
         rows, train = platform_rows(env, ctx)
         bank_key = peer_public_key(

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from models.serving import PartLoader, Selection, SelectionError
+from models.serving import PartLoader, PartView, Selection, SelectionError
 from models.vertical_lr.parts import PlatformLRPart
 
 
@@ -38,25 +38,8 @@ class CoarseBins:
 
 
 @dataclass(frozen=True)
-class ServedBins:
+class ServedBins(PartView[PlatformLRPart]):
     """A hetero LR platform part as the scoring endpoint serves it."""
-
-    part: PlatformLRPart
-
-    @property
-    def model_id(self) -> str:
-        """The part's id."""
-        return self.part.model_id
-
-    @property
-    def bank(self) -> str | None:
-        """The bank it serves."""
-        return self.part.bank
-
-    @property
-    def content_hash(self) -> str:
-        """The part's content hash."""
-        return self.part.content_hash
 
     def columns(self) -> list[str]:
         """The columns it bins."""
