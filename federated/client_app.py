@@ -91,6 +91,7 @@ class PartyStepError(RuntimeError):
 def _flower_step(kind: str, message: Message, context: Context) -> Message:
     runtime = runtime_for(context)
     FaultDrill.parse(runtime.binding.fault).check(kind, _server_round(message))
+    runtime.touch()
     from federated import horizontal_client  # torch loads only for horizontal jobs
 
     step = horizontal_client.train if kind == "train" else horizontal_client.evaluate

@@ -59,6 +59,10 @@ _RELEASES_KEY = "node.releases"
 _TOUCHED_KEY = "node.touched"
 _CLOSED_KEY = "node.closed"
 
+#: Stages that carry no data of the party's: joining (validation and governance checks stay at
+#: the node), closing and recording peers' audit heads. Any other message uses the data.
+_NO_DATA_STAGES = frozenset({("job", "hello"), ("job", "end"), ("job", "peers")})
+
 
 class DictStore:
     """A :class:`~models.protocol.PartyStore` in a dictionary (in-process transport)."""
@@ -289,8 +293,8 @@ class PartyRuntime:
             outcome=outcome,
         )
 
-    def _touch(self) -> None:
-        """Mark that the job started using this party's data (the first protocol message)."""
+    def touch(self) -> None:
+        """Mark that the job started using this party's data (its first message after hello)."""
         if self._store.get_json(_TOUCHED_KEY, False):
             return
         self._store.put_json(_TOUCHED_KEY, True)
@@ -403,7 +407,8 @@ class PartyRuntime:
                         f"party '{self.name}' closed its part in this job; it takes no more "
                         f"'{envelope.protocol}/{envelope.stage}' messages"
                     )
-                self._touch()
+                if (envelope.protocol, envelope.stage) not in _NO_DATA_STAGES:
+                    self.touch()
             return handler.handle(envelope, self)
         except EXPECTED_ERRORS as exc:
             logger.warning("party %s: %s: %s", self.name, type(exc).__name__, exc)

@@ -288,6 +288,7 @@ def check(
     """Validate an experiment config and every party's data without running anything."""
     _configure_logging(False)
     from lab.config import load_experiment
+    from lab.governance.preflight import check_lines
     from lab.job import preflight
 
     exp = load_experiment(experiment, set_ or [])
@@ -300,6 +301,8 @@ def check(
             f"{kinds.count('numeric')} numeric + {kinds.count('categorical')} categorical "
             f"features, {table.digest[:19]}..."
         )
+    for line in check_lines(exp, tables):  # what each node's governance would serve
+        out.print(line, soft_wrap=True, highlight=False, markup=False)
     out.print(f"[green]ok[/] {exp.name}: config {exp.config_hash[:19]}...")
 
 

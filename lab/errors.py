@@ -17,3 +17,11 @@ class ConfigError(InputError):
 
 class JobError(LabError, RuntimeError):
     """A job started but failed; the message names the party or stage and the cause."""
+
+
+class JobRefusedError(InputError):
+    """A party's node refused the job under its own policy (nothing of its data was used)."""
+
+
+class JobInterruptedError(JobError):
+    """A job was stopped on request (Ctrl-C) before it finished."""

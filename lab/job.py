@@ -25,7 +25,7 @@ from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
 from lab import __version__, horizontal, reports, tracking
 from lab.config import Experiment
-from lab.errors import InputError, JobError
+from lab.errors import JobError, JobInterruptedError, JobRefusedError
 from lab.governance import anchors as audit_anchors
 from lab.governance import lifecycle
 from lab.pooled import NOTE as POOLED_NOTE
@@ -59,10 +59,6 @@ class RunOptions:
     extra_tags: dict[str, str] = field(default_factory=dict)
     #: A deployment folder (``lab up``) to run the job on instead of the embedded runtime.
     deployment: Path | None = None
-
-
-class JobRefusedError(InputError):
-    """A party's node refused the job under its own policy (nothing of its data was used)."""
 
 
 def preflight(experiment: Experiment) -> dict[str, PartyTable]:
@@ -110,9 +106,13 @@ def run_experiment(
     started = time.perf_counter()
     spec = experiment.job_spec(task=task)
     # Embedded: every file is on this machine, so bad data is refused before the runtime starts
-    # and before the audit log hears of the job. A deployment's files are its nodes' own: the
-    # lab reads none of them, and each node validates its file itself.
-    tables = preflight(experiment) if options.deployment is None else {}
+    # and before the audit log hears of the job, and so is what a node's governance would refuse
+    # (nothing reserved, no MLflow run). A deployment's files are its nodes' own: the lab reads
+    # none of them, and each node validates its file and checks governance itself.
+    tables: dict[str, PartyTable] = {}
+    if options.deployment is None:
+        tables = preflight(experiment)
+        lifecycle.check_governance(experiment, spec, tables)
     with lifecycle.governed(experiment, spec) as job:
         summary = _run(experiment, spec, tables, job, options, task, started)
     if options.summary_json is not None:
@@ -154,7 +154,7 @@ def _run(
                 )
         except JobFailedError as exc:
             if exc.error_type == INTERRUPTED:
-                raise JobError(
+                raise JobInterruptedError(
                     f"job '{cfg.name}' interrupted: it stopped before it finished and "
                     "registered nothing"
                 ) from exc
@@ -163,6 +163,9 @@ def _run(
             if exc.error_type in REFUSALS:
                 raise JobRefusedError(f"job '{cfg.name}' refused: {exc}") from exc
             raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
+        finally:
+            if options.deployment is None:
+                job.settle_open()  # the embedded nodes share this home and have stopped
         pooled = None
         if task == "train" and cfg.evaluation.pooled_reference and tables:
             if cfg.kind == "horizontal":
@@ -220,6 +223,7 @@ def _summary(
     experiment: Experiment, result: JobResult, pooled: PooledReference | None, task: Task
 ) -> dict[str, Any]:
     cfg = experiment.config
+    served = lifecycle.served_counts(result)
     base: dict[str, Any] = {
         "name": cfg.name,
         "kind": cfg.kind,
@@ -234,7 +238,7 @@ def _summary(
             {
                 "name": p.name,
                 "role": p.role,
-                "n_rows": p.n_rows,
+                **served[p.name],
                 "n_features": p.n_features,
                 "data_digest": p.digest,
             }

@@ -167,7 +167,7 @@ def format_validation_error(where: str, exc: ValidationError) -> str:
         else:
             got = err.get("input")
             shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
-            lines.append(f"'{loc}': {err['msg']}{shown}")
+            lines.append(f"'{loc}': {err['msg'].removeprefix('Value error, ')}{shown}")
     head = f"{where}: invalid experiment config"
     return head + ": " + "; ".join(lines)
 

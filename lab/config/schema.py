@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from lab.governance.vocabulary import PURPOSES
 from lab.paths import NAME_PATTERN, NAME_RULE
 from models.model_type import ModelSettings, model_types
 from secure_agg.paillier import DEFAULT_KEY_BITS
@@ -143,8 +144,15 @@ class GovernanceConfig(_Strict):
     the platform's cap for (feature set, bank), checked before any data is read.
     """
 
-    purpose: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] = "credit_risk_modeling"
+    purpose: str = "credit_risk_modeling"
     require_authorization: bool = False
+
+    @field_validator("purpose")
+    @classmethod
+    def _purpose_is_known(cls, value: str) -> str:
+        if value not in PURPOSES:
+            raise ValueError(f"unknown purpose; use one of {', '.join(PURPOSES)}")
+        return value
 
 
 class RegistryConfig(_Strict):

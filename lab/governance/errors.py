@@ -172,3 +172,7 @@ class PolicyFileError(NodePolicyError):
 
 class NotServedError(NodePolicyError):
     """A node refuses to serve a job: its data is not published, or the job asks for another set."""
+
+
+class NoAuthorizedRowsError(NodePolicyError):
+    """No row of a governed file has a valid authorization for the job's bank and purpose."""

@@ -111,14 +111,28 @@ def job_finished(
     job_id: str,
     metrics: Mapping[str, float] | None = None,
     wall_seconds: float | None = None,
+    served: Mapping[str, Mapping[str, int | None]] | None = None,
     actor: str | None = None,
 ) -> AuditEntry:
-    """Record a job's successful end with its headline metrics (aggregates only)."""
+    """Record a job's successful end with its headline metrics (aggregates only).
+
+    ``served`` gives, per party, ``n_rows`` in its file, ``n_authorized`` (rows that passed its
+    node's authorization filter; ``None`` when it filters none) and ``n_dropped_unauthorized``.
+    """
     return log.record(
         "job_finished",
-        {"job_id": job_id, "metrics": dict(metrics or {}), "wall_seconds": wall_seconds},
+        {
+            "job_id": job_id,
+            "metrics": dict(metrics or {}),
+            "wall_seconds": wall_seconds,
+            "served": {k: dict(v) for k, v in (served or {}).items()},
+        },
         actor,
     )
+
+
+#: How a job that did not finish ended, for auditors (``job_failed`` and ``job_refused``).
+ENDINGS = ("refused", "interrupted", "failed")
 
 
 def job_failed(
@@ -128,12 +142,54 @@ def job_failed(
     stage: str,
     error: str,
     data_touched: bool,
+    ended: str = "failed",
     actor: str | None = None,
 ) -> AuditEntry:
-    """Record a job's failure: where, the (redacted) error, and whether data had been read."""
+    """Record a job's failure: where, the (redacted) error, whether data had been read.
+
+    ``ended`` says how it ended, one of :data:`ENDINGS`.
+    """
+    if ended not in ENDINGS:
+        raise ValueError(f"ended must be one of {ENDINGS}, got {ended!r}")
     return log.record(
         "job_failed",
-        {"job_id": job_id, "stage": stage, "error": error, "data_touched": data_touched},
+        {
+            "job_id": job_id,
+            "stage": stage,
+            "error": error,
+            "data_touched": data_touched,
+            "ended": ended,
+        },
+        actor,
+    )
+
+
+def job_refused_before_start(
+    log: AuditLog,
+    *,
+    job_id: str,
+    party: str,
+    bank: str | None,
+    purpose: str,
+    feature_sets: Sequence[str],
+    reason: str,
+    actor: str | None = None,
+) -> AuditEntry:
+    """Record that the lab's governance preflight refused a job before it started.
+
+    Nothing ran: no node was asked, no budget reserved, no data left any party.
+    """
+    return log.record(
+        "job_refused",
+        {
+            "job_id": job_id,
+            "party": party,
+            "bank": bank,
+            "purpose": purpose,
+            "feature_sets": list(feature_sets),
+            "stage": "preflight",
+            "reason": reason[:1000],
+        },
         actor,
     )
 

@@ -444,6 +444,75 @@ class BudgetLedger(GovernanceStore):
 
     # -- reservations and spends ----------------------------------------------------------------
 
+    def check(
+        self,
+        feature_set: str,
+        bank: str,
+        job_id: str,
+        planned_events: Sequence[PrivacyEvent],
+        delta: float | None = None,
+    ) -> BudgetCheck:
+        """The numbers :meth:`reserve` would decide on now; nothing is written or audited.
+
+        Raises
+        ------
+        NoCapError, DeltaExceedsCapError, AccountingError
+            As :meth:`reserve`.
+        """
+        return self._snapshot_check(feature_set, bank, job_id, planned_events, delta)[0]
+
+    def precheck(
+        self,
+        feature_set: str,
+        bank: str,
+        job_id: str,
+        planned_events: Sequence[PrivacyEvent],
+        delta: float | None = None,
+        *,
+        actor: str | None = None,
+    ) -> BudgetCheck:
+        """Refuse now what :meth:`reserve` would refuse, without reserving anything.
+
+        A node calls it before it reads its data for the job's remaining checks (authorized
+        rows), and reserves only after them, so a refused job leaves no reservation behind. The
+        reservation itself decides again.
+
+        Raises
+        ------
+        BudgetExceededError
+            If the job does not fit now (``budget_refused`` is audited; the ledger unchanged).
+        NoCapError, DeltaExceedsCapError, AccountingError
+            As :meth:`reserve`.
+        """
+        check, cap = self._snapshot_check(feature_set, bank, job_id, planned_events, delta)
+        if not check.fits:
+            payload = {**check.to_dict(), "events": [e.to_dict() for e in planned_events]}
+            self.audit.record("budget_refused", payload, actor or default_actor())
+            raise BudgetExceededError(_refusal_message(check, cap), check)
+        return check
+
+    def _snapshot_check(
+        self,
+        feature_set: str,
+        bank: str,
+        job_id: str,
+        planned_events: Sequence[PrivacyEvent],
+        delta: float | None,
+    ) -> tuple[BudgetCheck, Cap]:
+        """Compose what counts now with the planned events (no lock held, nothing written)."""
+        feature_set = _check_ref(feature_set)
+        check_name(bank, "bank name")
+        job_id = _check_job_id(job_id)
+        planned = tuple(_check_events(planned_events))
+        now = self._clock()
+        with read_transaction(self.conn) as conn:
+            cap = self._cap(conn, feature_set, bank)
+            counted = [] if cap is None else self._counted(conn, cap, now)
+        if cap is None:
+            raise _no_cap(feature_set, bank)
+        _check_delta(job_id, bank, feature_set, delta, cap)
+        return _budget_check(job_id, cap, counted, planned), cap
+
     def reserve(
         self,
         feature_set: str,
@@ -507,11 +576,7 @@ class BudgetLedger(GovernanceStore):
                 return self._same_reservation(existing, feature_set, bank, planned, delta)
             if cap is None:
                 raise _no_cap(feature_set, bank)
-            if delta is not None and not 0 < delta <= cap.delta:
-                raise DeltaExceedsCapError(
-                    f"job {job_id} targets delta={delta:g} but the cap of {bank} on "
-                    f"{feature_set} is delta={cap.delta:g}; target delta <= {cap.delta:g}"
-                )
+            _check_delta(job_id, bank, feature_set, delta, cap)
             # 2. Compose outside the lock (Opacus: imports torch once, then milliseconds).
             check = _budget_check(job_id, cap, counted, planned)
             payload = {**check.to_dict(), "events": [e.to_dict() for e in planned]}
@@ -840,6 +905,14 @@ def _budget_check(
         would_be_epsilon=would_be,
         fits=would_be <= cap.epsilon,
     )
+
+
+def _check_delta(job_id: str, bank: str, feature_set: str, delta: float | None, cap: Cap) -> None:
+    if delta is not None and not 0 < delta <= cap.delta:
+        raise DeltaExceedsCapError(
+            f"job {job_id} targets delta={delta:g} but the cap of {bank} on "
+            f"{feature_set} is delta={cap.delta:g}; target delta <= {cap.delta:g}"
+        )
 
 
 def _spend_figures(job: JobRecord, actual: tuple[PrivacyEvent, ...], cap: Cap) -> dict[str, Any]:

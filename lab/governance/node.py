@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+import federated.party
 from features.io import PartyTable, file_digest, resolve_data_file
 from federated.policy import Admission, JobGrant, JobUse, privacy_report
 from federated.privacy_plan import dp_grants, job_model, releases_statistics
@@ -48,13 +52,16 @@ from lab.governance.errors import (
     DataDigestMismatchError,
     GovernanceError,
     JobStateError,
+    NoAuthorizedRowsError,
     NonPrivateJobError,
     NotServedError,
 )
 from lab.governance.ledger import BudgetLedger
 from lab.governance.policy import NodePolicyConfig, read_policy
+from lab.governance.vocabulary import check_purpose
 from lab.home import lab_home
 from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant
+from models.privacy import PrivacyEvent
 from secure_agg.paillier import DEFAULT_KEY_BITS
 
 
@@ -115,6 +122,8 @@ class LabNodePolicy:
                 "feature_set": grant.feature_set,
                 "authorization": grant.authorization,
                 "reservation": grant.reservation,
+                "n_rows": grant.detail.get("n_rows"),
+                "n_authorized": grant.detail.get("n_authorized"),
                 "dp": [g.to_dict() for g in grant.releases],
                 "limits": grant.limits.to_dict(),
             },
@@ -134,24 +143,12 @@ class LabNodePolicy:
         if not grant.authorization:
             return Admission(table, n_rows, n_rows, detail)
         home = _home(binding)
-        bank = job.label_holder().name
-        purpose = job.governance.purpose
-        with AuthorizationRegistry(home / "governance.db", audit=_audit(home)) as registry:
-            mask = registry.filter_rows(
-                table.ids,
-                bank,
-                purpose,
-                datetime.now(UTC).date(),
-                grant.groups,
-                grant.needs_personal_consent,
-                id_scheme=job.alignment.id_scheme,
-            )
+        mask = admitted_mask(home, job, grant, table.ids)
         if not mask.any():
-            raise PolicyRefusalError(
-                f"party '{binding.name}': no enterprise of {grant.feature_set} has a valid "
-                f"authorization for bank '{bank}' and purpose '{purpose}'; nothing is served"
-            )
-        detail.update(bank=bank, needs_personal_consent=grant.needs_personal_consent)
+            raise no_authorized_rows(binding, job, grant, n_rows, home)
+        detail.update(
+            bank=job.label_holder().name, needs_personal_consent=grant.needs_personal_consent
+        )
         return Admission(table.subset(mask), n_rows, int(mask.sum()), detail)
 
     def record(
@@ -298,18 +295,109 @@ def settle(reservation: str, home: Path | None = None, *, actor: str | None = No
     return outcome
 
 
+def settle_job(
+    job_id: str, home: Path | None = None, *, actor: str | None = None
+) -> dict[str, str]:
+    """Settle every reservation of ``job_id`` still open in ``home`` (see :func:`settle`).
+
+    For a runtime whose nodes share the lab's home (the embedded one) once they have stopped:
+    a node stopped by Ctrl-C before it heard ``job/end`` is charged what it journaled, not its
+    whole plan. Returns each settled reservation's outcome (``committed`` or ``released``).
+    """
+    home = home or lab_home()
+    db = home / "governance.db"
+    if not db.is_file():
+        return {}
+    with BudgetLedger(db, audit=_audit(home)) as ledger:
+        still_open = [
+            j.job_id
+            for j in ledger.jobs()
+            if j.state == "reserved" and j.job_id.startswith(f"{job_id}/")
+        ]
+    return {r: settle(r, home, actor=actor) for r in still_open}
+
+
 def _bank(job: JobSpec) -> str | None:
     banks = job.by_role("bank")
     return banks[0].name if job.kind == "vertical" and banks else None
 
 
 def _open(binding: PartyBinding, job: JobSpec, home: Path, audit: AuditLog) -> JobGrant:
+    """Decide, check the budget, count the authorized rows; only then reserve (platforms).
+
+    Every refusal comes before the reservation, so a refused job leaves the ledger as it was;
+    the budget is checked before the data file is read to count the authorized rows.
+    """
     grant = decide(binding, job, home, audit)
     if not grant.governed or binding.role != "platform" or grant.feature_set is None:
         return grant
-    policy = read_policy(home)
-    reservation = _reserve(home, audit, job, grant.feature_set, grant.releases, policy)
-    return replace(grant, reservation=reservation)
+    plan = budget_plan(home, job, grant.feature_set, grant.releases, read_policy(home))
+    if plan is not None:
+        with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+            ledger.precheck(*plan.arguments())
+    if grant.authorization:
+        party = job.party(binding.name)
+        table = federated.party.load_table(binding, party, job.alignment.id_scheme)
+        n_authorized = int(admitted_mask(home, job, grant, table.ids).sum())
+        if n_authorized == 0:
+            raise no_authorized_rows(binding, job, grant, table.n_rows, home)
+        counts = {"n_rows": table.n_rows, "n_authorized": n_authorized}
+        grant = replace(grant, detail={**grant.detail, **counts})
+    if plan is None:
+        return grant
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        ledger.reserve(*plan.arguments())
+    grant = replace(grant, reservation=plan.reservation)
+    # Journaled at once: if the node stops before job/end, its operator (or the embedded lab)
+    # settles from this what it used, nothing when it never got past hello.
+    write_journal(home, grant, JobUse(touched=False, releases={}, outcome="failed"))
+    return grant
+
+
+def admitted_mask(
+    home: Path, job: JobSpec, grant: JobGrant, ids: npt.NDArray[Any]
+) -> npt.NDArray[np.bool_]:
+    """Which of the rows ``ids`` have a valid authorization for the job's bank and purpose today."""
+    with AuthorizationRegistry(home / "governance.db", audit=_audit(home)) as registry:
+        return registry.filter_rows(
+            ids,
+            job.label_holder().name,
+            job.governance.purpose,
+            datetime.now(UTC).date(),
+            grant.groups,
+            grant.needs_personal_consent,
+            id_scheme=job.alignment.id_scheme,
+        )
+
+
+def no_authorized_rows(
+    binding: PartyBinding, job: JobSpec, grant: JobGrant, n_rows: int, home: Path
+) -> NoAuthorizedRowsError:
+    """The refusal of a job no row of the node's file is authorized for, with the likely cause."""
+    bank = job.label_holder().name
+    purpose = job.governance.purpose
+    with AuthorizationRegistry(home / "governance.db", audit=_audit(home)) as registry:
+        summary = registry.summary()
+    valid = sum(r["valid"] for r in summary if r["bank"] == bank and r["purpose"] == purpose)
+    head = (
+        f"party '{binding.name}': none of the {n_rows:,} rows of {grant.feature_set} has a valid "
+        f"authorization for bank '{bank}' and purpose '{purpose}'"
+    )
+    if not valid:
+        held = ", ".join(f"{r['bank']}/{r['purpose']}: {r['valid']}" for r in summary) or "none"
+        why = (
+            f"the registry holds no authorization valid today for that bank and purpose (valid "
+            f"per bank/purpose: {held}); import the enterprises' authorizations (lab "
+            "authorizations import FILE) or fix the bank's party name or governance.purpose"
+        )
+    else:
+        consent = " with personal consent" if grant.needs_personal_consent else ""
+        why = (
+            f"{valid:,} authorization(s) are valid for them today, but none names an enterprise "
+            f"of this file and covers every served group ({', '.join(grant.groups)}){consent}; "
+            "check the authorizations' groups, and the id column and alignment.id_scheme"
+        )
+    return NoAuthorizedRowsError(f"{head}: {why}; nothing is served")
 
 
 def decide(
@@ -324,6 +412,7 @@ def decide(
     policy = read_policy(home)
     limits = policy.limits()
     party = job.party(binding.name)
+    check_purpose(job.governance.purpose)
     releases = dp_grants(job, binding.role)
     _check_asks(binding, job, policy, limits, releases)
     if binding.role != "platform":
@@ -340,6 +429,8 @@ def decide(
             detail={"governed": served is not None},
         )
     catalog = Catalog(home / "catalog", audit=audit)
+    if party.feature_set is not None:
+        catalog.show(party.feature_set)  # a version that was never published is named as such
     entry = governing_entry(catalog, binding.data, party.feature_set)
     if entry is None:
         return _unpublished(binding, job, policy, limits, releases, home)
@@ -496,32 +587,50 @@ def _check_asks(
         )
 
 
-def _reserve(
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a job reserves in a platform's own ledger (see :func:`budget_plan`)."""
+
+    feature_set: str
+    bank: str
+    reservation: str
+    planned: tuple[PrivacyEvent, ...]
+    delta: float | None
+
+    def arguments(self) -> tuple[str, str, str, tuple[PrivacyEvent, ...], float | None]:
+        """The positional arguments of :meth:`BudgetLedger.reserve` and ``precheck``."""
+        return self.feature_set, self.bank, self.reservation, self.planned, self.delta
+
+
+def budget_plan(
     home: Path,
-    audit: AuditLog,
     job: JobSpec,
     ref: str,
     releases: tuple[ReleaseGrant, ...],
     policy: NodePolicyConfig,
-) -> str | None:
-    """Reserve the job's planned spend on ``ref`` in this node's own ledger.
+) -> BudgetPlan | None:
+    """What the job must reserve on ``ref`` in this node's own ledger, if anything.
 
     A job releasing statistics of a set that has a cap for its bank (or of any published set,
     with ``dp.require``) must use DP and fit the cap; a job that releases nothing is recorded
     when there is a cap, so auditors see every job.
+
+    Raises
+    ------
+    NonPrivateJobError
+        If the job would release exact statistics of a budgeted set.
     """
     bank = job.label_holder().name
-    planned = [e for g in releases for e in g.events(g.max_releases)]
+    planned = tuple(e for g in releases for e in g.events(g.max_releases))
     releasing = releases_statistics(job)
-    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+    with BudgetLedger(home / "governance.db", audit=_audit(home)) as ledger:
         capped = ledger.has_cap(ref, bank)
-        if releasing and not planned and (capped or policy.dp.require):
-            raise _non_private(job, ref)
-        if not capped and not (policy.dp.require and (releasing or planned)):
-            return None  # nothing budgeted to charge (the ledger refuses the rest: no cap)
-        reservation = f"{job.job_id}/{ref}"
-        ledger.reserve(ref, bank, reservation, planned, releases[0].delta if planned else None)
-    return reservation
+    if releasing and not planned and (capped or policy.dp.require):
+        raise _non_private(job, ref)
+    if not capped and not (policy.dp.require and (releasing or planned)):
+        return None  # nothing budgeted to charge (the ledger refuses the rest: no cap)
+    delta = releases[0].delta if planned else None
+    return BudgetPlan(ref, bank, f"{job.job_id}/{ref}", planned, delta)
 
 
 def _non_private(job: JobSpec, ref: str) -> NonPrivateJobError:

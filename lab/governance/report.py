@@ -64,6 +64,7 @@ def _burn_down_png(ledger: BudgetLedger, rows: list[BudgetStatus]) -> str | None
             ax.axhline(status.cap_epsilon, color=line.get_color(), linestyle="--", linewidth=1)
         else:
             ax.axhline(status.cap_epsilon, linestyle="--", linewidth=1, label=f"{label}: cap")
+    ax.set_ylim(bottom=0)  # a burn-down starts from nothing spent
     ax.set_ylabel("ε spent (dashed: cap)")
     ax.set_title("Privacy budget burn-down")
     ax.legend(fontsize=7)
@@ -84,14 +85,24 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 
 def jobs_from_audit(log: AuditLog) -> list[dict[str, Any]]:
-    """Every job the audit log knows, with its start parameters and how it ended."""
+    """Every job the audit log knows: its start parameters, how it ended and why, its charge.
+
+    ``status`` is ``completed``, ``refused``, ``interrupted``, ``failed`` or ``running``;
+    ``reason`` says why a job did not complete; ``charges`` maps each reservation of the job
+    (``<job>/<feature set>``) to its ledger state and ε (see :func:`charge_text`).
+    """
     jobs: dict[str, dict[str, Any]] = {}
     for entry in log.entries():
         payload = entry.payload
-        job_id = payload.get("job_id")
-        if not job_id:
+        raw_id = payload.get("job_id")
+        if not raw_id:
             continue
-        job = jobs.setdefault(str(job_id), {"job_id": job_id, "status": "running"})
+        if entry.type in _BUDGET_EVENTS:
+            reservation = str(raw_id)
+            job = jobs.setdefault(reservation.split("/")[0], _new_job(reservation.split("/")[0]))
+            _record_charge(job, entry.type, reservation, payload)
+            continue
+        job = jobs.setdefault(str(raw_id), _new_job(str(raw_id)))
         if entry.type == "job_started":
             job.update(
                 started=entry.ts,
@@ -108,19 +119,85 @@ def jobs_from_audit(log: AuditLog) -> list[dict[str, Any]]:
                     )
                 },
             )
+        elif entry.type == "job_refused":
+            reason = str(payload.get("reason"))
+            if f"party '{payload.get('party')}'" not in reason:
+                reason = f"party '{payload.get('party')}': {reason}"
+            job.setdefault("reason", reason)
+            if payload.get("stage") == "preflight":  # refused by the lab before it started
+                job.update(
+                    started=entry.ts,
+                    status="refused",
+                    ended=entry.ts,
+                    banks=[payload["bank"]] if payload.get("bank") else [],
+                    purpose=payload.get("purpose"),
+                    feature_sets=payload.get("feature_sets"),
+                )
         elif entry.type == "alignment":
             job["alignment"] = {
                 k: payload.get(k)
                 for k in ("n_platform", "n_authorized", "n_bank", "n_aligned", "reveal")
             }
         elif entry.type == "job_finished":
-            job.update(status="finished", ended=entry.ts, metrics=payload.get("metrics"))
+            job.update(
+                status="completed",
+                ended=entry.ts,
+                metrics=payload.get("metrics"),
+                served=payload.get("served"),
+            )
         elif entry.type == "job_failed":
-            job.update(status="failed", ended=entry.ts, error=payload.get("error"))
+            job.update(status=payload.get("ended", "failed"), ended=entry.ts)
+            job["reason"] = str(payload.get("error"))
+            job["error"] = payload.get("error")
         elif entry.type == "model_registered":
             job["model"] = job.get("model") or payload.get("model_name")
             job["registered"] = f"{payload.get('model_name')} v{payload.get('version')}"
     return [j for j in jobs.values() if "started" in j]
+
+
+#: Ledger transitions in the audit log, keyed by the reservation ``<job>/<feature set>``.
+_BUDGET_EVENTS = frozenset({"budget_checked", "budget_refused", "budget_spent", "budget_released"})
+
+
+def _new_job(job_id: str) -> dict[str, Any]:
+    return {"job_id": job_id, "status": "running", "charges": {}}
+
+
+def _record_charge(job: dict[str, Any], kind: str, reservation: str, payload: Any) -> None:
+    """Follow one reservation through the ledger's transitions (audited in order)."""
+    charge = job["charges"].setdefault(reservation, {})
+    if kind == "budget_checked":
+        charge.update(state="reserved", planned_epsilon=payload.get("planned_epsilon"))
+    elif kind == "budget_refused":
+        charge.update(state="refused", epsilon=0.0)
+        job.setdefault(
+            "reason",
+            f"budget refused: planned ε={payload.get('planned_epsilon', 0):.3f} on top of "
+            f"{payload.get('spent_epsilon', 0):.3f} exceeds the cap "
+            f"{payload.get('cap_epsilon')}",
+        )
+    elif kind == "budget_spent":
+        charge.update(state="committed", epsilon=payload.get("epsilon"))
+    else:
+        charge.update(state="released", epsilon=0.0)
+
+
+def charge_text(job: dict[str, Any]) -> str:
+    """What the job was charged, per feature set: ``ε=0.412 (sme@1)``, if it reserved budget."""
+    parts = []
+    for reservation, charge in sorted(job.get("charges", {}).items()):
+        ref = reservation.split("/", 1)[1] if "/" in reservation else reservation
+        state = charge.get("state")
+        if state == "reserved":
+            planned = charge.get("planned_epsilon")
+            shown = "?" if planned is None else f"{planned:.3f}"
+            parts.append(f"ε≤{shown} held (reservation open; lab budget settle) ({ref})")
+        elif state in ("committed", "released", "refused"):
+            epsilon = charge.get("epsilon")
+            shown = "?" if epsilon is None else f"{epsilon:.3f}"
+            note = {"released": ", released", "refused": ", refused"}.get(str(state), "")
+            parts.append(f"ε={shown}{note} ({ref})")
+    return "; ".join(parts) if parts else "none (no reservation)"
 
 
 def write_report(
@@ -174,6 +251,8 @@ def write_report(
                 job["job_id"],
                 job.get("started", ""),
                 job.get("status"),
+                job.get("reason", "") if job.get("status") != "completed" else "",
+                charge_text(job),
                 job.get("model"),
                 ", ".join(job.get("feature_sets") or []) or "-",
                 ", ".join(job.get("banks") or []),
@@ -196,7 +275,9 @@ def write_report(
         [
             "job",
             "started (UTC)",
-            "status",
+            "ended",
+            "why",
+            "ε charged",
             "model",
             "feature sets",
             "banks",
