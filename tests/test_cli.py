@@ -54,11 +54,19 @@ def test_data_synth_writes_a_runnable_experiment(
     assert platform.columns[0] == "enterprise_id"
     experiment = yaml.safe_load((out / "experiment.yaml").read_text())
     assert experiment["parties"][0]["data"] == "bank_1.csv"
-    assert run(["check", str(out / "experiment.yaml")]) == 0
-    # The experiment is governed: as the platform, publish the feature set and import the
-    # enterprises' authorizations (no budget is needed to align: alignment releases no features).
+    # The experiment is governed: lab check says what the platform's node would refuse.
+    capsys.readouterr()
+    assert run(["check", str(out / "experiment.yaml")]) == EXIT_INPUT
+    assert "no feature set named 'sme_platform' is published" in capsys.readouterr().err
+    # As the platform, publish the feature set and import the enterprises' authorizations (no
+    # budget is needed to align: alignment releases no features).
     publish_feature_set(out, experiment["parties"][1]["feature_set"])
     authorizations = import_authorizations(out, "bank", experiment["governance"]["purpose"], seed=3)
+    ref = experiment["parties"][1]["feature_set"]
+    assert run(["budget", "set", ref, "--bank", "bank", "--epsilon", "9", "--delta", "1e-5"]) == 0
+    capsys.readouterr()
+    assert run(["check", str(out / "experiment.yaml")]) == 0  # training needs the budget
+    assert "platform rows authorized for bank bank" in capsys.readouterr().out
     # The bank's customers known to the platform and authorised for the bank (with consent) are
     # exactly what alignment finds.
     summary_path = tmp_path / "align.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,8 @@ from lab.demo import publish_feature_set, synthesize
 from lab.governance.audit import AuditLog
 from lab.governance.authorizations import AuthorizationRegistry
 from lab.governance.ledger import BudgetLedger
+from lab.governance.report import jobs_from_audit
+from tests.cli_helpers import run_lab
 from tests.conftest import allow_test_keys
 
 pytestmark = pytest.mark.slow
@@ -109,6 +112,8 @@ def test_no_unauthorised_row_reaches_the_job(
     assert summary["n_aligned"] == len(governed["expected"])
     platform = next(p for p in summary["parties"] if p["name"] == "platform")
     assert platform["n_rows"] == 2000
+    assert platform["n_authorized"] == len(governed["allowed"])
+    assert platform["n_dropped_unauthorized"] == 2000 - len(governed["allowed"])
     assert summary["alignment"]["n_platform"] == {"platform": len(governed["allowed"])}
     # The job spent its ε, composed by Opacus, and the ledger shows it.
     assert summary["privacy"]["epsilon"] <= 2.0 + 1e-6
@@ -124,6 +129,15 @@ def test_no_unauthorised_row_reaches_the_job(
         assert kind in types
     [alignment] = [e for e in log.entries() if e.type == "alignment"]
     assert alignment.payload["n_authorized"] == len(governed["allowed"])
+    [finished] = [e for e in log.entries() if e.type == "job_finished"]
+    assert finished.payload["served"]["platform"] == {
+        "n_rows": 2000,
+        "n_authorized": len(governed["allowed"]),
+        "n_dropped_unauthorized": 2000 - len(governed["allowed"]),
+    }
+    [job] = jobs_from_audit(log)
+    assert job["status"] == "completed"
+    assert f"ε={summary['privacy']['epsilon']:.3f} ({REF})" in html_of_report(tmp_path)
     text = (lab_home / "audit" / "log.jsonl").read_text()
     assert not any(i in text for i in list(governed["expected"])[:50])
     # The auditor's report and the publisher's usage feedback show the job.
@@ -217,3 +231,109 @@ def test_data_changed_after_publication_is_refused(
     capsys.readouterr()
     assert run(["align", str(governed["config"])]) != 0
     assert "differs from sme_test@1 as published" in capsys.readouterr().err
+
+
+def html_of_report(tmp_path: Path) -> str:
+    """The auditor's report, written by the CLI."""
+    report = tmp_path / "audit-report.html"
+    assert run(["audit", "report", "--out", str(report)]) == 0
+    return report.read_text()
+
+
+def _ledger_state() -> list[dict[str, Any]]:
+    with BudgetLedger() as ledger:
+        rows = [s.to_dict() for s in ledger.status()]
+        jobs = [j.job_id for j in ledger.jobs()]
+    for row in rows:
+        row.pop("window_start")  # "now minus the window": moves with the clock
+    return [*rows, {"jobs": jobs}]
+
+
+def _publish_v2_for_one_purpose(folder: Path) -> str:
+    """Publish the same file as sme_test@2, one column allowed for credit_risk_modeling only."""
+    spec = yaml.safe_load((folder / "sme_test-1.spec.yaml").read_text())
+    spec["version"] = "2"
+    column = sorted(spec["columns"])[0]
+    spec["columns"][column]["purposes"] = ["credit_risk_modeling"]
+    (folder / "v2.yaml").write_text(yaml.safe_dump(spec))
+    args = ["features", "publish", str(folder / "v2.yaml"), "--data", str(folder / "platform.csv")]
+    assert run(args) == 0
+    return column
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["data drift", "purpose not allowed", "unknown purpose", "no authorization", "no such version"],
+)
+def test_a_refused_job_spends_nothing_and_the_audit_report_says_why(
+    governed: dict[str, Any],
+    tmp_path: Path,
+    lab_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: str,
+) -> None:
+    """Refused by the governance preflight: before the runtime starts, nothing reserved."""
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    folder = governed["folder"]
+    sets: list[str] = []
+    if case == "data drift":
+        platform = folder / "platform.csv"
+        platform.write_text(platform.read_text() + "\n")
+        why = f"differs from {REF} as published"
+    elif case == "purpose not allowed":
+        column = _publish_v2_for_one_purpose(folder)
+        sets = ["parties.platform.feature_set=sme_test@2", "governance.purpose=loan_approval"]
+        why = f"columns ['{column}'] are not published for purpose 'loan_approval'"
+    elif case == "unknown purpose":
+        sets = ["governance.purpose=marketing"]
+        why = "'governance.purpose': unknown purpose; use one of credit_risk_modeling"
+    elif case == "no authorization":  # every column allows it; no enterprise authorised it
+        sets = ["governance.purpose=pre_loan_screening"]
+        why = "no authorization valid today for that bank and purpose"
+    else:
+        sets = ["parties.platform.feature_set=sme_test@9"]
+        why = "sme_test@9 is not published; versions of sme_test: 1"
+    before = _ledger_state()
+    capsys.readouterr()
+    code = run(["train", str(governed["config"]), *[f"--set={s}" for s in sets]])
+    err = capsys.readouterr().err
+    assert code == EXIT_INPUT, err
+    assert why in " ".join(err.split()), err
+    assert _ledger_state() == before
+    assert not (lab_home / "mlflow.db").exists()
+    types = [e.type for e in AuditLog().entries()]
+    assert "budget_checked" not in types
+    assert "job_started" not in types  # nothing ran
+    jobs = jobs_from_audit(AuditLog())
+    if case == "unknown purpose":
+        assert jobs == []  # an invalid config: no job ever existed
+        return
+    assert "refused before it started" in err
+    [job] = jobs
+    assert job["status"] == "refused"
+    page = html.unescape(html_of_report(tmp_path))
+    assert job["job_id"] in page
+    assert "none (no reservation)" in page
+    assert why in page
+
+
+def test_lab_check_prints_the_authorized_count(governed: dict[str, Any], lab_home: Path) -> None:
+    assert run(["budget", "set", REF, "--bank", "bank", "--epsilon", "5", "--delta", "1e-5"]) == 0
+    log = lab_home / "audit" / "log.jsonl"
+    before = log.read_bytes()
+    done = run_lab(["check", str(governed["config"])], home=lab_home)
+    assert done.returncode == 0, done.stderr
+    n = len(governed["allowed"])
+    assert (
+        f"{n:,} of 2,000 platform rows authorized for bank bank, purpose credit_risk_modeling"
+    ) in done.stdout
+    assert f"{2000 - n:,} dropped" in done.stdout
+    assert "this job plans ε=" in done.stdout
+    assert log.read_bytes() == before  # lab check writes nothing
+    # A purpose no enterprise authorised: lab check says so, as the job would be refused.
+    done = run_lab(
+        ["check", str(governed["config"]), "--set", "governance.purpose=pre_loan_screening"],
+        home=lab_home,
+    )
+    assert done.returncode == EXIT_INPUT
+    assert "none of the 2,000 rows of sme_test@1 has a valid authorization" in done.stderr

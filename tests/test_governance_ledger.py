@@ -202,6 +202,36 @@ def test_refusal_names_the_numbers_and_leaves_the_ledger_unchanged(
     assert ledger.audit.verify().ok
 
 
+def test_a_precheck_refuses_as_reserve_would_and_writes_nothing_else(
+    ledger: BudgetLedger,
+) -> None:
+    ledger.set_cap(FS, BANK, epsilon=cap_between(1), delta=DELTA)
+    before = _dump(ledger.path)
+    entries = len(list(ledger.audit.entries()))
+    # Fits: nothing written, nothing audited; the numbers are reserve's.
+    check = ledger.precheck(FS, BANK, "a", [EVENT])
+    assert check.fits
+    assert check.would_be_epsilon == pytest.approx(eps(1))
+    assert ledger.check(FS, BANK, "a", [EVENT]) == check
+    assert _dump(ledger.path) == before
+    assert len(list(ledger.audit.entries())) == entries
+    # Does not fit: refused with reserve's message and audit entry, the ledger unchanged.
+    ledger.reserve(FS, BANK, "a", [EVENT])
+    before = _dump(ledger.path)
+    assert not ledger.check(FS, BANK, "b", [EVENT]).fits  # check alone audits nothing
+    assert not list(ledger.audit.entries("budget_refused"))
+    with pytest.raises(BudgetExceededError, match="b") as info:
+        ledger.precheck(FS, BANK, "b", [EVENT])
+    assert info.value.check.would_be_epsilon == pytest.approx(eps(2))
+    assert _dump(ledger.path) == before
+    [refused] = [e.payload for e in ledger.audit.entries("budget_refused")]
+    assert refused["job_id"] == "b"
+    with pytest.raises(NoCapError):
+        ledger.precheck("other@1", BANK, "c", [EVENT])
+    with pytest.raises(DeltaExceedsCapError):
+        ledger.check(FS, BANK, "c", [EVENT], delta=1e-3)
+
+
 def test_reservations_count_until_released(ledger: BudgetLedger) -> None:
     ledger.set_cap(FS, BANK, epsilon=cap_between(1), delta=DELTA)
     ledger.reserve(FS, BANK, "a", [EVENT])

@@ -121,18 +121,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
-    tmp_path: Path, lab_home: Path
-) -> None:
-    from lab.governance.audit import AuditLog
+def _governed(tmp_path: Path, lab_home: Path, ref: str, model: dict[str, object]) -> Path:
+    """A published synthetic set every enterprise authorised, a cap of 50, and a job on it."""
+    from lab.governance.authorizations import AuthorizationRegistry
     from lab.governance.ledger import BudgetLedger
+    from lab.governance.policy import set_policy
 
-    ref = "sme_stop@1"
     folder = tmp_path / "sme"
     synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=9)
     publish_feature_set(folder, ref)
-    from lab.governance.policy import set_policy
-
     set_policy(list(TEST_KEY_POLICY), lab_home)
     ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
     groups = sorted(
@@ -154,8 +151,6 @@ def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
             "personal_consent": "true",
         }
     ).to_csv(folder / "auth.csv", index=False)
-    from lab.governance.authorizations import AuthorizationRegistry
-
     with AuthorizationRegistry() as registry:
         registry.import_csv(folder / "auth.csv")
     with BudgetLedger() as ledger:
@@ -178,31 +173,57 @@ def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
                 "id_column": "enterprise_id",
             },
         ],
-        "model": {
-            "type": "secureboost",
-            "n_estimators": 200,
-            "max_depth": 3,
-            "max_bin": 8,
-            "dp_epsilon": 8.0,
-        },
+        "model": model,
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "alignment": {"id_scheme": "uscc", "min_intersection": 10},
     }
     (folder / "stopped.yaml").write_text(yaml.safe_dump(config))
+    return folder / "stopped.yaml"
+
+
+def _stop_after_alignment(config: Path, lab_home: Path) -> tuple[float, str, set[int], int]:
+    """Ctrl-C a running job 3 s after its alignment was audited."""
+    from lab.governance.audit import AuditLog
+
     log = AuditLog()
-    with _started(["train", str(folder / "stopped.yaml")], lab_home) as job:
+    with _started(["train", str(config)], lab_home) as job:
         _wait_for(
             lambda: log.head() is not None and any(True for _ in log.entries("alignment")), job
         )
         time.sleep(3)
         seconds, err, family = _interrupt(job)
-    assert job.returncode == 1, err
+    return seconds, err, family, int(job.returncode)
+
+
+def _audited_job(lab_home: Path, tmp_path: Path) -> tuple[dict[str, object], str]:
+    """The one job of the audit log as the auditor's report shows it, and the report's text."""
+    import html
+
+    from lab.governance.audit import AuditLog
+    from lab.governance.report import jobs_from_audit, write_report
+
+    [job] = jobs_from_audit(AuditLog())
+    return job, html.unescape(write_report(tmp_path / "report.html").read_text())
+
+
+def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    from lab.governance.audit import AuditLog
+    from lab.governance.ledger import BudgetLedger
+
+    ref = "sme_stop@1"
+    model = {"type": "secureboost", "n_estimators": 200, "max_depth": 3, "max_bin": 8}
+    config = _governed(tmp_path, lab_home, ref, {**model, "dp_epsilon": 8.0})
+    seconds, err, family, code = _stop_after_alignment(config, lab_home)
+    assert code == 1, err
     assert "interrupted" in err.strip().splitlines()[-1]
     assert not [pid for pid in family if _alive(pid)]
     assert _registered(lab_home) == []
     # The platform's node heard job/end and committed the releases it had made, as failed.
     with BudgetLedger() as ledger:
         [record] = ledger.jobs()
+        _, spent = ledger.epsilon_of(record)
     assert (record.state, record.outcome) == ("committed", "failed")
     assert record.actual_events is not None
     made = sum(e.steps for e in record.actual_events)
@@ -210,4 +231,38 @@ def test_ctrl_c_on_a_governed_job_commits_what_the_platform_released(
     types = [e.type for e in AuditLog().entries()]
     assert "job_failed" in types
     assert "model_registered" not in types
+    # The auditor sees how it ended and what it was charged: those releases, not the plan.
+    job, report = _audited_job(lab_home, tmp_path)
+    assert job["status"] == "interrupted"
+    assert spent is not None
+    assert f"ε={spent:.3f} ({ref})" in report
     print(f"interrupted governed job exited after {seconds:.1f} s, {made} releases charged")
+
+
+def test_ctrl_c_before_the_first_release_charges_nothing(tmp_path: Path, lab_home: Path) -> None:
+    from lab.governance.ledger import BudgetLedger
+
+    ref = "sme_stop@1"
+    # The first 150 trees split on bank columns only: the platform releases nothing for them.
+    model = {
+        "type": "secureboost",
+        "n_estimators": 200,
+        "bank_only_trees": 150,
+        "max_depth": 3,
+        "max_bin": 8,
+        "dp_epsilon": 8.0,
+    }
+    config = _governed(tmp_path, lab_home, ref, model)
+    _, err, family, code = _stop_after_alignment(config, lab_home)
+    assert code == 1, err
+    assert "interrupted" in err.strip().splitlines()[-1]
+    assert not [pid for pid in family if _alive(pid)]
+    with BudgetLedger() as ledger:
+        [record] = ledger.jobs()
+        [status] = ledger.status()
+    assert record.state == "committed"  # the job used the data (PSI), but released nothing
+    assert record.actual_events == ()
+    assert (status.spent_epsilon, status.reserved_epsilon, status.remaining_epsilon) == (0, 0, 50)
+    job, report = _audited_job(lab_home, tmp_path)
+    assert job["status"] == "interrupted"
+    assert f"ε=0.000 ({ref})" in report

@@ -248,6 +248,18 @@ def test_a_job_for_another_published_version_is_refused(
 ) -> None:
     folder = platform_data["folder"]
     transport = _pair(tmp_path, lab_home, folder / "bank_1.csv", folder / "platform.csv")
+    # A version that was never published is named as such.
+    replies = _hello(transport, _spec(feature_set="sme_node@2", task="align"))
+    [error] = [e for e in replies if e.stage == "error"]
+    assert "sme_node@2 is not published; versions of sme_node: 1" in error.payload["message"]
+    # Published from another file: this node's file is @1, so @2 is not what it serves.
+    other = tmp_path / "v2"
+    other.mkdir()
+    frame = pd.read_csv(folder / "platform.csv", dtype=str)
+    frame.iloc[:-1].to_csv(other / "platform.csv", index=False)
+    (other / "columns.json").write_text((folder / "columns.json").read_text())
+    publish_feature_set(other, "sme_node@2")
+    transport = _pair(tmp_path, lab_home, folder / "bank_1.csv", folder / "platform.csv")
     replies = _hello(transport, _spec(feature_set="sme_node@2", task="align"))
     [error] = [e for e in replies if e.stage == "error"]
     assert "this node serves sme_node@1" in str(error.payload["message"])
@@ -690,6 +702,59 @@ def test_a_job_the_platforms_ledger_refuses_never_reads_its_data(
     assert reads == ["bank"]  # the platform never read its table
     with BudgetLedger() as ledger:
         assert ledger.jobs() == []
+
+
+def test_a_job_no_row_is_authorized_for_is_refused_before_any_reservation(
+    budgeted: dict[str, Any], tmp_path: Path, lab_home: Path
+) -> None:
+    folder = budgeted["folder"]
+    transport = _pair(tmp_path, lab_home, folder / "bank_1.csv", folder / "platform.csv")
+    spec = _spec(DP_MODEL, feature_set=REF)
+    spec = replace(spec, governance=GovernanceSpec(purpose="pre_loan_screening"))
+    replies = _hello(transport, spec)
+    [error] = [e for e in replies if e.stage == "error"]
+    assert error.sender == "platform"
+    message = str(error.payload["message"])
+    assert (
+        f"none of the {budgeted['n_platform']:,} rows of {REF} has a valid authorization for "
+        "bank 'bank' and purpose 'pre_loan_screening'"
+    ) in message
+    assert "no authorization valid today for that bank and purpose" in message
+    with BudgetLedger() as ledger:
+        assert ledger.jobs() == []  # refused before the reservation: nothing to release
+    [refused] = [e for e in _events("job_refused") if e["party"] == "platform"]
+    assert refused["reason"].startswith("NoAuthorizedRowsError")
+
+
+def test_a_node_that_never_used_its_data_after_hello_is_charged_nothing(
+    budgeted: dict[str, Any], tmp_path: Path, lab_home: Path
+) -> None:
+    from federated.driver import close_parties
+    from lab.governance.node import settle_job
+
+    folder = budgeted["folder"]
+    # Stopped after hello (Ctrl-C before any release; no job/end): settled from its journal.
+    transport = _pair(tmp_path, lab_home, folder / "bank_1.csv", folder / "platform.csv")
+    spec = _spec(DP_MODEL, feature_set=REF)
+    _hello(transport, spec)
+    [served] = [e for e in _events("job_served") if e["party"] == "platform"]
+    assert served["n_rows"] == budgeted["n_platform"]
+    assert served["n_authorized"] == len(budgeted["allowed"])
+    with BudgetLedger() as ledger:
+        [job] = ledger.jobs()
+    assert job.state == "reserved"
+    assert settle_job(spec.job_id) == {job.job_id: "released"}
+    assert settle_job(spec.job_id) == {}  # nothing left open
+    # Told the job ended right after hello: released too (hello reads but releases nothing).
+    transport = _pair(tmp_path, lab_home, folder / "bank_1.csv", folder / "platform.csv")
+    second = _spec(DP_MODEL, feature_set=REF)
+    _hello(transport, second)
+    assert close_parties(transport, "failed")["platform"]["ledger"] == "released"
+    with BudgetLedger() as ledger:
+        assert [j.state for j in ledger.jobs()] == ["released", "released"]
+        [status] = ledger.status()
+    assert status.spent_epsilon == 0.0
+    assert status.reserved_epsilon == 0.0
 
 
 def test_an_unclosed_reservation_is_settled_from_the_nodes_journal(
