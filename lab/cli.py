@@ -287,6 +287,7 @@ def check(
 ) -> None:
     """Validate an experiment config and every party's data without running anything."""
     _configure_logging(False)
+    from features.profile import format_profile, profile_columns
     from lab.config import load_experiment
     from lab.job import preflight
 
@@ -295,11 +296,15 @@ def check(
     for party in exp.config.parties:
         table = tables[party.name]
         kinds = list(table.feature_kinds.values())
-        out.print(
+        lines = [
             f"{party.name} ({party.role}): {table.n_rows} rows, "
             f"{kinds.count('numeric')} numeric + {kinds.count('categorical')} categorical "
-            f"features, {table.digest[:19]}..."
-        )
+            f"features, {table.digest[:19]}...",
+            f"  file: {table.path}",
+            *format_profile(profile_columns(table)),
+        ]
+        for line in lines:  # plain text: never wrapped or cut, whatever stdout is
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     out.print(f"[green]ok[/] {exp.name}: config {exp.config_hash[:19]}...")
 
 
