@@ -7,10 +7,12 @@ exit code 2, no traceback, and no lab home created.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from tests.cli_helpers import run_lab
@@ -93,8 +95,6 @@ def test_check_names_the_delimiter_and_the_decimal_mark(tmp_path: Path, lab_home
 
 
 def test_a_latin1_and_a_gzip_file(tmp_path: Path, lab_home: Path) -> None:
-    import gzip
-
     make_vertical(tmp_path)
     text = (tmp_path / "platform.csv").read_text(encoding="utf-8").replace(",A,", ",Café,")
     (tmp_path / "platform.csv").write_bytes(text.encode("latin-1"))
@@ -145,3 +145,30 @@ def test_banks_with_different_columns_are_refused_before_flower_starts(
         assert _one_error(done.stderr).startswith(expected)
         assert "ServerApp" not in done.stderr
         assert not lab_home.exists(), f"lab {command} created the lab home"
+
+
+@pytest.mark.slow
+def test_a_european_export_is_read_by_its_node_with_the_party_settings(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    """A ;-delimited, decimal-comma, latin-1, gzip file with a '?' runs through the runtime."""
+    make_vertical(tmp_path)
+    platform = pd.read_csv(tmp_path / "platform.csv", dtype=str)
+    platform["score"] = platform["score"].str.replace(".", ",", regex=False)
+    platform.loc[3, "score"] = "?"
+    platform.loc[5, "tax_grade"] = "Café"
+    text = platform.to_csv(index=False, sep=";")
+    (tmp_path / "platform.csv").write_bytes(gzip.compress(text.encode("latin-1")))
+    cfg = vertical_config()
+    cfg["parties"][1].update(delimiter=";", decimal=",", encoding="latin-1", na_values=["?"])
+    config = _write_config(tmp_path, cfg)
+
+    checked = run_lab(["check", str(config)], home=lab_home)
+    assert checked.returncode == 0, checked.stderr
+    assert ["score", "numeric", "0.5%"] in [
+        line.split()[:3] for line in checked.stdout.splitlines()
+    ]
+
+    aligned = run_lab(["align", str(config)], home=lab_home)
+    assert aligned.returncode == 0, aligned.stderr
+    assert "aligned 200 enterprises" in aligned.stdout
