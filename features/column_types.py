@@ -207,7 +207,8 @@ def _refuse_stray_text(
     fixes.append(f"if the column is a code, list it under categorical: {json.dumps([name])}")
     head = (
         f"{path}: feature column '{name}' looks numeric, but {failed.size} of its {n_present} "
-        f"values are not numbers with decimal mark '{fmt.decimal}'"
+        f"values {'is not a number' if failed.size == 1 else 'are not numbers'} with decimal "
+        f"mark '{fmt.decimal}'"
     )
     raise DataError(
         f"{head}: {'; '.join(parts)}; {'; '.join(fixes)} ({WHERE})",
