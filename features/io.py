@@ -9,47 +9,67 @@ Conventions
 - Ids are strings, normalised by stripping surrounding whitespace. Empty and duplicate ids are
   errors (one enterprise appears at most once per party table: the privacy unit).
 - A feature column is numeric when every non-missing value parses as a finite number, and
-  categorical (strings) otherwise or when listed in ``categorical``. A column whose only
-  non-numbers are numbers written with a comma (``1,5``, ``1,500``) is refused rather than
-  silently made categorical.
+  categorical (strings) when listed in ``categorical`` or when most of its values are text; a
+  mostly numeric column with some text is refused with the tokens, their lines and the fixes
+  (:mod:`features.column_types`).
+- How a CSV is written (delimiter, encoding, decimal mark, extra missing tokens) is the party's
+  :class:`~features.text_format.TextFormat`; gzip and bz2 files are read transparently, and a
+  wrong delimiter or encoding is named with the setting that fixes it.
 - Every CSV row has the header's number of fields: a short row is refused with its line
   number (pandas would silently fill it with missing values).
-- Missing values are empty cells and the usual NA spellings (:data:`MISSING_TOKENS`).
+- Missing values are empty cells, the usual NA spellings (:data:`MISSING_TOKENS`) and the
+  party's ``na_values``.
 - Labels are binary: 0 (good) or 1 (bad, e.g. default within 12 months), both present.
 """
 
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from features.column_types import (
+    MAX_SHOWN,
+    MISSING_TOKENS,
+    FeatureKind,
+    missing_mask,
+    parse_feature,
+    preview,
+    rows_text,
+)
 from features.errors import DataError
 from features.ids import IdScheme, invalid_positions, normalise
+from features.text_format import (
+    DEFAULT_FORMAT,
+    TextFormat,
+    compression_of,
+    encoding_error,
+    open_text,
+    read_header_fields,
+)
+
+__all__ = [
+    "MISSING_TOKENS",
+    "SUPPORTED_SUFFIXES",
+    "FeatureKind",
+    "PartyTable",
+    "file_digest",
+    "read_header",
+    "read_party_table",
+    "resolve_data_file",
+]
 
 logger = logging.getLogger(__name__)
 
-FeatureKind = Literal["numeric", "categorical"]
-
-#: Cell values read as missing in text files (compared after stripping whitespace).
-MISSING_TOKENS = frozenset({"", "NA", "N/A", "NaN", "nan", "NULL", "null", "None", "none", "-"})
-
-#: File suffixes a party table may have.
-SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
-
-_MAX_SHOWN = 5
-
-#: A number written with a decimal comma or thousands separators: ``1,5``, ``-0,25``, ``1,500``.
-_COMMA_NUMBER = r"[+-]?(?:\d+,\d*|\d*,\d+)(?:,\d+)*(?:\.\d+)?"
+#: File suffixes a party table may have (compression is read from the bytes, not the name).
+SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -149,20 +169,30 @@ def resolve_data_file(path: Path) -> Path:
     return path
 
 
-def read_header(path: Path) -> list[str]:
-    """Return the column names of a table file without reading its rows."""
-    path = resolve_data_file(path)
-    try:
-        if path.name.endswith(".parquet"):
-            import pyarrow.parquet as pq
+def read_header(path: Path, text_format: TextFormat = DEFAULT_FORMAT) -> list[str]:
+    """Return the column names of a table file without reading its rows.
 
+    Raises
+    ------
+    DataError
+        If the file is empty or unreadable, or (CSV) its encoding, delimiter or compression
+        is not what ``text_format`` says, naming the setting that fixes it.
+    """
+    path = resolve_data_file(path)
+    if path.name.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        try:
             return [str(c) for c in pq.read_schema(path).names]
-        frame = pd.read_csv(path, nrows=0, dtype=str)
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty; export the data with a header row") from exc
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read the header ({_one_line(exc)})") from exc
+    try:
+        header = read_header_fields(path, text_format)
+    except OSError as exc:
         raise DataError(f"{path}: cannot read the header ({_one_line(exc)})") from exc
-    return [str(c) for c in frame.columns]
+    if not header:
+        raise DataError(f"{path}: the file is empty; export the data with a header row")
+    return header
 
 
 def read_party_table(
@@ -173,6 +203,8 @@ def read_party_table(
     features: Sequence[str] | None = None,
     categorical: Iterable[str] = (),
     id_scheme: IdScheme = "text",
+    text_format: TextFormat = DEFAULT_FORMAT,
+    refuse_mixed: bool = True,
 ) -> PartyTable:
     """Read and validate one party's table.
 
@@ -190,6 +222,12 @@ def read_party_table(
         Columns to treat as categorical even if their values look numeric (codes).
     id_scheme : {"text", "casefold", "uscc"}
         How ids are normalised (see :mod:`features.ids`); every party of a job uses the same.
+    text_format : TextFormat
+        How the CSV is written: delimiter, encoding, decimal mark, extra missing tokens.
+    refuse_mixed : bool
+        Refuse a mostly numeric column holding some text (default). ``False`` reads it as
+        categorical, for a caller whose declared schema then names the values that break
+        its type (:func:`features.column_types.parse_feature`).
 
     Returns
     -------
@@ -201,14 +239,18 @@ def read_party_table(
         With the file, column, rows and values at fault and how to fix it.
     """
     path = resolve_data_file(path)
-    raw = _read_raw(path)
+    raw = _read_raw(path, text_format)
     columns = [str(c) for c in raw.columns]
     _check_columns(path, columns, id_column, label_column, features)
     if raw.empty:
         raise DataError(f"{path}: the table has a header but no rows; export the data again")
 
     ids = _normalise_ids(path, raw[id_column], id_column, id_scheme)
-    label = _parse_label(path, raw[label_column], label_column) if label_column else None
+    label = (
+        _parse_label(path, raw[label_column], label_column, text_format.na_values)
+        if label_column
+        else None
+    )
 
     wanted = (
         list(features)
@@ -226,12 +268,19 @@ def read_party_table(
     if unknown_forced:
         raise DataError(
             f"{path}: 'categorical' names {unknown_forced} which are not feature columns of "
-            f"this table; feature columns are {_preview(wanted)}"
+            f"this table; feature columns are {preview(wanted)}"
         )
     frame = {}
     kinds: dict[str, FeatureKind] = {}
     for name in wanted:
-        series, kind = _parse_feature(path, raw[name], name, force_categorical=name in forced)
+        series, kind = parse_feature(
+            path,
+            raw[name],
+            name,
+            force_categorical=name in forced,
+            text_format=text_format,
+            refuse_mixed=refuse_mixed,
+        )
         frame[name] = series
         kinds[name] = kind
     features_df = pd.DataFrame(frame)
@@ -256,50 +305,50 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _preview(values: Sequence[object]) -> str:
-    shown = ", ".join(repr(v) for v in values[:_MAX_SHOWN])
-    more = f" (and {len(values) - _MAX_SHOWN} more)" if len(values) > _MAX_SHOWN else ""
-    return f"[{shown}]{more}"
-
-
-def _rows(positions: npt.NDArray[np.intp], path: Path) -> str:
-    """Describe row positions as file lines (CSV) or row numbers (parquet)."""
+def _read_raw(path: Path, text_format: TextFormat) -> pd.DataFrame:
     if path.name.endswith(".parquet"):
-        return "rows " + _preview([int(p) + 1 for p in positions])
-    return "lines " + _preview([int(p) + 2 for p in positions])
-
-
-def _read_raw(path: Path) -> pd.DataFrame:
-    try:
-        if path.name.endswith(".parquet"):
+        try:
             frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                keep_default_na=False,
-                na_filter=False,
-                skipinitialspace=False,
-            )
-    except pd.errors.EmptyDataError as exc:
-        raise DataError(f"{path}: the file is empty; export the data with a header row") from exc
-    except pd.errors.ParserError as exc:
-        _check_row_lengths(path)  # names the lines; pandas' message names only the first
-        raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
-    names = [str(c) for c in frame.columns]
-    if not path.name.endswith(".parquet"):
-        names = _csv_header(path)  # pandas renames duplicates ("a" -> "a.1"): look at the file
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
+        names = [str(c) for c in frame.columns]
+    else:
+        # The header first: it names a wrong compression, encoding or delimiter precisely.
+        names = read_header(path, text_format)  # pandas renames duplicates ("a" -> "a.1")
+        frame = _read_csv(path, text_format)
         if len(frame.columns) and (frame.iloc[:, -1] == "").any():
-            _check_row_lengths(path)  # a short row looks like empty trailing cells
+            _check_row_lengths(path, text_format)  # a short row looks like empty trailing cells
     duplicated = sorted({c for c in names if names.count(c) > 1})
     if duplicated:
         raise DataError(f"{path}: duplicate column names {duplicated}; rename them")
     return frame
 
 
-def _check_row_lengths(path: Path) -> None:
+def _read_csv(path: Path, text_format: TextFormat) -> pd.DataFrame:
+    """Every cell of a CSV file as text (no NA conversion: :mod:`features.column_types` does it)."""
+    try:
+        return pd.read_csv(
+            path,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skipinitialspace=False,
+            sep=text_format.delimiter,
+            encoding=text_format.python_encoding,
+            compression=compression_of(path),
+        )
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{path}: the file is empty; export the data with a header row") from exc
+    except UnicodeDecodeError as exc:
+        raise encoding_error(path, text_format) from exc
+    except pd.errors.ParserError as exc:
+        _check_row_lengths(path, text_format)  # names the lines; pandas names only the first
+        raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
+
+
+def _check_row_lengths(path: Path, text_format: TextFormat) -> None:
     """Refuse a CSV whose rows do not all have the header's number of fields.
 
     Raises
@@ -307,34 +356,37 @@ def _check_row_lengths(path: Path) -> None:
     DataError
         Naming the lines (as a text editor counts them) and their field counts.
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
     bad: list[tuple[int, int]] = []
     n_bad = 0
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, [])
-        start = reader.line_num + 1
-        for row in reader:
-            if row and len(row) != len(header):
-                n_bad += 1
-                if len(bad) < _MAX_SHOWN:
-                    bad.append((start, len(row)))
+    try:
+        with open_text(path, text_format) as fh:
+            reader = csv.reader(fh, delimiter=text_format.delimiter)
+            header = next(reader, [])
             start = reader.line_num + 1
+            for row in reader:
+                if row and len(row) != len(header):
+                    n_bad += 1
+                    if len(bad) < MAX_SHOWN:
+                        bad.append((start, len(row)))
+                start = reader.line_num + 1
+    except UnicodeDecodeError as exc:
+        raise encoding_error(path, text_format) from exc
     if not n_bad:
         return
     shown = ", ".join(f"line {line} has {n}" for line, n in bad)
     more = f" (and {n_bad - len(bad)} more)" if n_bad > len(bad) else ""
     raise DataError(
         f"{path}: {n_bad} row(s) do not have the header's {len(header)} fields: {shown}{more}; "
-        "fix those rows (a missing or extra separator, or a value with a comma that is not "
-        "quoted) so no value shifts into another column or goes missing"
+        "fix those rows (a missing or extra separator, or a value with a "
+        f"{_delimiter_name(text_format)} that is not quoted) so no value shifts into another "
+        "column or goes missing"
     )
 
 
-def _csv_header(path: Path) -> list[str]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        return next(csv.reader(fh), [])
+def _delimiter_name(text_format: TextFormat) -> str:
+    return {",": "comma", ";": "semicolon", "\t": "tab"}.get(
+        text_format.delimiter, repr(text_format.delimiter)
+    )
 
 
 def _check_columns(
@@ -346,30 +398,23 @@ def _check_columns(
 ) -> None:
     if id_column not in columns:
         raise DataError(
-            f"{path}: id column '{id_column}' not found; columns are {_preview(columns)}; "
+            f"{path}: id column '{id_column}' not found; columns are {preview(columns)}; "
             "set the party's 'id_column'"
         )
     if label_column is not None and label_column not in columns:
         raise DataError(
-            f"{path}: label column '{label_column}' not found; columns are {_preview(columns)}; "
+            f"{path}: label column '{label_column}' not found; columns are {preview(columns)}; "
             "set the party's 'label_column'"
         )
     if features is not None:
         missing = [f for f in features if f not in columns]
         if missing:
             raise DataError(
-                f"{path}: feature columns {missing} not found; columns are {_preview(columns)}"
+                f"{path}: feature columns {missing} not found; columns are {preview(columns)}"
             )
         clash = [f for f in features if f in (id_column, label_column)]
         if clash:
             raise DataError(f"{path}: {clash} is the id or label column and cannot be a feature")
-
-
-def _missing_mask(series: pd.Series) -> npt.NDArray[np.bool_]:
-    if series.dtype.kind in "fc":
-        return np.asarray(series.isna())
-    as_str = series.astype("string").str.strip()
-    return np.asarray(as_str.isna() | as_str.isin(MISSING_TOKENS))
 
 
 def _normalise_ids(
@@ -384,40 +429,42 @@ def _normalise_ids(
     empty = np.flatnonzero(np.asarray(stripped.isna() | (stripped == "")))
     if empty.size:
         raise DataError(
-            f"{path}: {empty.size} empty id(s) in column '{column}' at {_rows(empty, path)}; "
+            f"{path}: {empty.size} empty id(s) in column '{column}' at {rows_text(empty, path)}; "
             "every row needs an id"
         )
     ids = np.asarray(normalise(stripped, scheme).to_numpy(dtype=str), dtype=np.str_)
     invalid = invalid_positions(ids, scheme)
     if invalid.size:
-        where = _rows(invalid, path)
+        where = rows_text(invalid, path)
         head = f"{path}: {invalid.size} id(s) in column '{column}' are not valid {scheme} codes"
         raise DataError(
-            f"{head}, e.g. {_preview(ids[invalid].tolist())} at {where}; correct them or drop "
+            f"{head}, e.g. {preview(ids[invalid].tolist())} at {where}; correct them or drop "
             "those rows",
             redacted=f"{head} at {where}; correct them or drop those rows",
         )
     dup_mask = pd.Series(ids).duplicated(keep=False).to_numpy()
     if dup_mask.any():
         dup_values = list(dict.fromkeys(ids[dup_mask].tolist()))
-        where = _rows(np.flatnonzero(dup_mask), path)
+        where = rows_text(np.flatnonzero(dup_mask), path)
         fix = "each enterprise may appear once per table"
         raise DataError(
             f"{path}: {len(dup_values)} duplicate id(s) in column '{column}', e.g. "
-            f"{_preview(dup_values)} at {where}; {fix}",
+            f"{preview(dup_values)} at {where}; {fix}",
             redacted=f"{path}: {len(dup_values)} duplicate id(s) in column '{column}' at "
             f"{where}; {fix}",
         )
     return ids
 
 
-def _parse_label(path: Path, series: pd.Series, column: str) -> npt.NDArray[np.int8]:
-    missing = _missing_mask(series)
+def _parse_label(
+    path: Path, series: pd.Series, column: str, na_values: Sequence[str]
+) -> npt.NDArray[np.int8]:
+    missing = missing_mask(series, na_values)
     if missing.any():
         where = np.flatnonzero(missing)
         raise DataError(
             f"{path}: {where.size} missing label(s) in column '{column}' at "
-            f"{_rows(where, path)}; drop those rows or fill in 0/1"
+            f"{rows_text(where, path)}; drop those rows or fill in 0/1"
         )
     numeric = pd.to_numeric(series.astype("string").str.strip(), errors="coerce")
     values = numeric.to_numpy(dtype=float, na_value=np.nan)
@@ -427,8 +474,8 @@ def _parse_label(path: Path, series: pd.Series, column: str) -> npt.NDArray[np.i
         shown = list(dict.fromkeys(series.iloc[where].astype(str).tolist()))
         head = f"{path}: label column '{column}' must hold 0 (good) or 1 (bad), found"
         raise DataError(
-            f"{head} {_preview(shown)} at {_rows(where, path)}",
-            redacted=f"{head} {len(shown)} other value(s) at {_rows(where, path)}",
+            f"{head} {preview(shown)} at {rows_text(where, path)}",
+            redacted=f"{head} {len(shown)} other value(s) at {rows_text(where, path)}",
         )
     label = values.astype(np.int8)
     classes = np.unique(label)
@@ -438,56 +485,3 @@ def _parse_label(path: Path, series: pd.Series, column: str) -> npt.NDArray[np.i
             "model needs both good (0) and bad (1) outcomes"
         )
     return label
-
-
-def _refuse_comma_numbers(
-    path: Path, name: str, text: pd.Series, parsed: pd.Series, missing: npt.NDArray[np.bool_]
-) -> None:
-    """Refuse a column whose only non-numbers are numbers written with a comma.
-
-    Such a column (``1,5`` for 1.5, or ``1,500``) would otherwise become categorical without a
-    word, and every value would be a level of its own.
-    """
-    failed = np.flatnonzero(parsed.isna().to_numpy() & ~missing)
-    if not failed.size:
-        return
-    values = text.iloc[failed]
-    if not bool(values.str.fullmatch(_COMMA_NUMBER).all()):
-        return
-    shown = list(dict.fromkeys(values.astype(str).tolist()))
-    raise DataError(
-        f"{path}: feature column '{name}' holds {failed.size} number(s) written with a comma, "
-        f"e.g. {_preview(shown)} at {_rows(failed, path)}; write decimals with '.' and no "
-        "thousands separators (1.5, 1500), or list the column under the party's 'categorical' "
-        "if it is a code",
-        redacted=f"{path}: feature column '{name}' holds {failed.size} number(s) written with a "
-        f"comma at {_rows(failed, path)}; write decimals with '.' and no thousands separators",
-    )
-
-
-def _parse_feature(
-    path: Path, series: pd.Series, name: str, *, force_categorical: bool
-) -> tuple[pd.Series, FeatureKind]:
-    missing = _missing_mask(series)
-    if missing.all():
-        raise DataError(
-            f"{path}: feature column '{name}' has no values (all missing); drop it from the "
-            "file or from the party's 'features'"
-        )
-    if series.dtype.kind in "biuf" and not force_categorical:
-        values = series.to_numpy(dtype=float, na_value=np.nan)
-    else:
-        text = series.astype("string").str.strip().mask(missing)
-        parsed = None if force_categorical else pd.to_numeric(text, errors="coerce")
-        if parsed is not None:
-            _refuse_comma_numbers(path, name, text, parsed, missing)
-        if parsed is None or parsed.isna().to_numpy()[~missing].any():
-            return text.astype("category").rename(name), "categorical"
-        values = parsed.to_numpy(dtype=float, na_value=np.nan)
-    infinite = np.flatnonzero(np.isinf(values))
-    if infinite.size:
-        raise DataError(
-            f"{path}: feature column '{name}' holds infinite values at "
-            f"{_rows(infinite, path)}; replace them with a finite value or leave them empty"
-        )
-    return pd.Series(values, name=name, dtype="float64"), "numeric"

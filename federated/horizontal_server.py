@@ -126,7 +126,9 @@ def run_horizontal(
             transport, [Envelope(PROTOCOL, "schema", COORDINATOR, b) for b in banks]
         )
         by_bank = {e.sender: e for e in replies}
-        schema = merge_schemas([json.loads(by_bank[b].text("schema")) for b in banks])
+        schema = merge_schemas(
+            [json.loads(by_bank[b].text("schema")) for b in banks], [f"bank '{b}'" for b in banks]
+        )
         n_train = {b: by_bank[b].integer("n_train") for b in banks}
     settings = settings_for(spec, schema)
     with stage("alone", "bank-alone references"):

@@ -22,6 +22,7 @@ import numpy.typing as npt
 from features.errors import DataError
 from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
+from features.text_format import TextFormat
 from federated.policy import JobGrant, JobUse, NodePolicy, Outcome, load_policy, privacy_report
 from federated.privacy_plan import dp_grants
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
@@ -104,6 +105,7 @@ def _cached_table(
     features: tuple[str, ...] | None,
     categorical: tuple[str, ...],
     id_scheme: IdScheme,
+    text_format: TextFormat,
 ) -> PartyTable:
     # mtime and size are part of the key so an edited file is read again (and then caught by
     # the digest check in PartyRuntime.table).
@@ -115,6 +117,7 @@ def _cached_table(
         features=features,
         categorical=categorical,
         id_scheme=id_scheme,
+        text_format=text_format,
     )
 
 
@@ -131,6 +134,7 @@ def load_table(binding: PartyBinding, spec: PartySpec, id_scheme: IdScheme) -> P
         spec.features,
         spec.categorical,
         id_scheme,
+        spec.text_format,
     )
 
 

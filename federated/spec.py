@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from features.text_format import DEFAULT_FORMAT, TextFormat
 from models.baselines import GBDTSettings
 
 Role = Literal["bank", "platform"]
@@ -26,7 +27,11 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class PartySpec:
-    """One party as every node sees it: name, role and column settings."""
+    """One party as every node sees it: name, role, column settings and its file's format.
+
+    ``text_format`` is how the party's CSV is written (delimiter, encoding, decimal mark,
+    extra missing tokens); the node reading the file applies it.
+    """
 
     name: str
     role: Role
@@ -35,6 +40,7 @@ class PartySpec:
     features: tuple[str, ...] | None = None
     categorical: tuple[str, ...] = ()
     feature_set: str | None = None
+    text_format: TextFormat = DEFAULT_FORMAT
 
 
 @dataclass(frozen=True)
@@ -141,6 +147,7 @@ class JobSpec:
                     features=tuple(p["features"]) if p["features"] is not None else None,
                     categorical=tuple(p["categorical"]),
                     feature_set=p.get("feature_set"),
+                    text_format=_text_format(p.get("text_format")),
                 )
                 for p in data["parties"]
             )
@@ -163,6 +170,18 @@ class JobSpec:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"malformed job specification: {exc}") from exc
+
+
+def _text_format(raw: Any) -> TextFormat:
+    """A party's :class:`TextFormat` from its JSON form (absent: the default)."""
+    if raw is None:
+        return DEFAULT_FORMAT
+    return TextFormat(
+        delimiter=str(raw["delimiter"]),
+        encoding=str(raw["encoding"]),
+        decimal=raw["decimal"],
+        na_values=tuple(str(v) for v in raw["na_values"]),
+    )
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,7 @@ def check(
 ) -> None:
     """Validate an experiment config and every party's data without running anything."""
     _configure_logging(False)
+    from features.profile import format_profile, profile_columns
     from lab.config import load_experiment
     from lab.governance.preflight import check_lines
     from lab.job import preflight
@@ -296,11 +297,15 @@ def check(
     for party in exp.config.parties:
         table = tables[party.name]
         kinds = list(table.feature_kinds.values())
-        out.print(
+        lines = [
             f"{party.name} ({party.role}): {table.n_rows} rows, "
             f"{kinds.count('numeric')} numeric + {kinds.count('categorical')} categorical "
-            f"features, {table.digest[:19]}..."
-        )
+            f"features, {table.digest[:19]}...",
+            f"  file: {table.path}",
+            *format_profile(profile_columns(table)),
+        ]
+        for line in lines:  # plain text: never wrapped or cut, whatever stdout is
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
     for line in check_lines(exp, tables):  # what each node's governance would serve
         out.print(line, soft_wrap=True, highlight=False, markup=False)
     out.print(f"[green]ok[/] {exp.name}: config {exp.config_hash[:19]}...")

@@ -19,6 +19,7 @@ import yaml
 
 from features.errors import DataError
 from features.io import PartyTable, read_party_table
+from features.same_columns import check_same_features
 from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
@@ -82,9 +83,12 @@ def preflight(experiment: Experiment) -> dict[str, PartyTable]:
                 features=party.features,
                 categorical=party.categorical,
                 id_scheme=experiment.config.alignment.id_scheme,
+                text_format=party.text_format,
             )
         except DataError as exc:
             raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
+    if experiment.config.kind == "horizontal":
+        check_same_features(tables)  # one model for every bank: the same columns, before Flower
     return tables
 
 

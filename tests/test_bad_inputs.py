@@ -52,6 +52,22 @@ def _raw_file(name: str, text: str) -> Setup:
     return setup
 
 
+def _rewrite(name: str, change: Callable[[str], bytes]) -> Setup:
+    """Rewrite a data file's bytes (a delimiter, an encoding, a container format)."""
+
+    def setup(folder: Path, cfg: dict[str, Any]) -> None:
+        path = folder / name
+        path.write_bytes(change(path.read_text(encoding="utf-8")))
+
+    return setup
+
+
+def _accent_latin1(text: str) -> bytes:
+    lines = text.splitlines()
+    lines[3] = lines[3].replace(lines[3].split(",")[1], "Caf\u00e9", 1)
+    return ("\n".join(lines) + "\n").encode("latin-1")
+
+
 def _party(index: int, **changes: Any) -> Callable[[dict[str, Any]], None]:
     def change(cfg: dict[str, Any]) -> None:
         cfg["parties"][index].update(changes)
@@ -181,6 +197,43 @@ CASES: list[tuple[str, Setup, list[str]]] = [
         "comma-decimals",
         _data("platform.csv", lambda f: _set(_set(f, 1, "score", "1,5"), 6, "score", "-0,25")),
         ["feature column 'score'", "written with a comma", "'1,5'", "lines [3, 8]", "'.'"],
+    ),
+    # ---- types and file formats (issue 20) ----
+    (
+        "question-mark-among-numbers",
+        _data("platform.csv", lambda f: _set(f, 4, "score", "?")),
+        [
+            "party 'platform'",
+            "feature column 'score' looks numeric",
+            "'?' at platform.csv:6",
+            'set na_values: ["?"]',
+            'categorical: ["score"]',
+        ],
+    ),
+    (
+        "semicolon-delimited",
+        _rewrite("platform.csv", lambda t: t.replace(",", ";").encode()),
+        ["platform.csv", "looks ';'-delimited", "set delimiter: ';'"],
+    ),
+    (
+        "latin-1-encoded",
+        _rewrite("platform.csv", _accent_latin1),
+        ["platform.csv", "line 4", "(0xe9) is not valid utf-8", "set encoding: latin-1"],
+    ),
+    (
+        "zip-named-csv",
+        _rewrite("platform.csv", lambda t: b"PK\x03\x04" + t.encode()),
+        ["platform.csv", "is a zip archive", "export the sheet as CSV"],
+    ),
+    (
+        "tab-written-as-backslash-t",
+        _cfg(_party(1, delimiter="\\t")),
+        ["'parties[1].delimiter'", 'delimiter: "\\t" in double quotes'],
+    ),
+    (
+        "unknown-encoding",
+        _cfg(_party(1, encoding="latin-9000")),
+        ["'parties[1].encoding'", "unknown encoding 'latin-9000'"],
     ),
     (
         "experiment-name-is-a-path",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -206,6 +207,17 @@ def test_tables_that_do_not_match_the_schema_are_refused() -> None:
         enc.transform(pd.DataFrame({"a": [1.0], "b": [0.5]}))
     with pytest.raises(SchemaError, match="agree on column"):
         merge_schemas([numeric_schema(["a"]), numeric_schema(["b"])])
+    with pytest.raises(
+        SchemaError,
+        match=re.escape(
+            "bank_2 lacks columns ['a'] and has extra columns ['c'] compared with bank_1"
+        ),
+    ):
+        merge_schemas(
+            [numeric_schema(["a", "b"]), numeric_schema(["b", "c"])], ["bank_1", "bank_2"]
+        )
+    with pytest.raises(SchemaError, match="schema 1 lists the same columns in another order"):
+        merge_schemas([numeric_schema(["a", "b"]), numeric_schema(["b", "a"])])
 
 
 # --- nets ---------------------------------------------------------------------------------

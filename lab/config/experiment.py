@@ -181,6 +181,7 @@ class Experiment:
                     features=tuple(p.features) if p.features is not None else None,
                     categorical=tuple(p.categorical),
                     feature_set=p.feature_set,
+                    text_format=p.text_format,
                 )
                 for p in cfg.parties
             ),

@@ -303,7 +303,7 @@ def _check_data(where: str, index: int, party: PartyConfig, path: Path) -> None:
     key = f"parties[{index}].data"
     try:
         resolved = resolve_data_file(path)
-        columns = read_header(resolved)
+        columns = read_header(resolved, party.text_format)
     except DataError as exc:
         raise ConfigError(f"{where}: {key} ('{party.name}'): {exc}") from exc
     if party.id_column not in columns:

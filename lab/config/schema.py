@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from features.text_format import DEFAULT_FORMAT, TextFormat, delimiter_problem, encoding_problem
 from lab.governance.vocabulary import PURPOSES
 from lab.paths import NAME_PATTERN, NAME_RULE
 from models.model_type import ModelSettings, model_types
@@ -43,7 +44,28 @@ class _Strict(BaseModel):
 
 
 class PartyConfig(_Strict):
-    """One party of an experiment: who it is and where its data is."""
+    r"""One party of an experiment: who it is, where its data is and how the file is written.
+
+    ``id_column``, ``label_column`` (the bank's 0/1 outcome), ``features`` (default: every
+    other column) and ``categorical`` (columns read as categories even if they look numeric:
+    codes) name the file's columns.
+
+    How a CSV file is written (:class:`features.text_format.TextFormat`; Parquet files need
+    none of it, except ``na_values``):
+
+    ``delimiter``
+        The one character between fields: ``','`` (default), ``';'``, ``'|'``, or ``"\t"``
+        (a tab; double quotes in YAML).
+    ``encoding``
+        The text encoding (default ``utf-8``; ``latin-1``, ``cp1252`` for older Windows
+        exports ...).
+    ``decimal``
+        The decimal mark, ``'.'`` (default) or ``','`` (then ``12,5`` is 12.5, and a number
+        holding ``'.'`` is refused).
+    ``na_values``
+        Cell values read as missing in feature and label columns besides the built-in ones
+        (empty, ``NA``, ``N/A``, ``NaN``, ``NULL``, ``None``, ``-``), e.g. ``['?', 'n.a.']``.
+    """
 
     name: Annotated[str, Field(pattern=_NAME)]
     role: Literal["bank", "platform"]
@@ -55,6 +77,38 @@ class PartyConfig(_Strict):
     feature_set: (
         Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*@[A-Za-z0-9][A-Za-z0-9._-]*$")] | None
     ) = None
+    delimiter: str = DEFAULT_FORMAT.delimiter
+    encoding: str = DEFAULT_FORMAT.encoding
+    decimal: Literal[".", ","] = DEFAULT_FORMAT.decimal
+    na_values: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: list(DEFAULT_FORMAT.na_values)
+    )
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_delimiter(cls, value: str) -> str:
+        problem = delimiter_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        problem = encoding_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def text_format(self) -> TextFormat:
+        """How this party's CSV file is written."""
+        return TextFormat(
+            delimiter=self.delimiter,
+            encoding=self.encoding,
+            decimal=self.decimal,
+            na_values=tuple(v.strip() for v in self.na_values),
+        )
 
     @field_validator("features")
     @classmethod

@@ -105,8 +105,14 @@ def read_and_validate(spec: FeatureSetSpec, data_path: Path) -> tuple[PartyTable
         )
     categorical = [n for n, c in spec.columns.items() if c.type == "categorical" and n in header]
     try:
+        # The spec declares each column's type: a numeric column holding text is read as it
+        # is, and the schema below names the values that break its type.
         table = read_party_table(
-            path, id_column=spec.id_column, categorical=categorical, id_scheme=spec.id_scheme
+            path,
+            id_column=spec.id_column,
+            categorical=categorical,
+            id_scheme=spec.id_scheme,
+            refuse_mixed=False,
         )
     except DataError as exc:
         raise SpecViolationError(f"{spec.ref}: {exc}", ()) from exc

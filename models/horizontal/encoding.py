@@ -398,8 +398,13 @@ def schema_from_table(
     return {"version": SCHEMA_VERSION, "clip": NUMERIC_CLIP, "columns": columns}
 
 
-def merge_schemas(schemas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def merge_schemas(
+    schemas: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Combine the schemas several banks published into the one the job uses.
+
+    ``names`` (the banks', in the same order) only make error messages say whose schema
+    differs; by default schemas are named by position.
 
     Rules: the banks must list the same columns with the same kinds in the same order;
     categories are the sorted union; a missing indicator is kept if any bank needs it; numeric
@@ -415,17 +420,17 @@ def merge_schemas(schemas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not schemas:
         raise SchemaError("merge_schemas needs at least one schema")
     encoders = [FeatureEncoder.from_schema(s) for s in schemas]
+    label = list(names) if names is not None else [f"schema {i}" for i in range(len(schemas))]
     first = encoders[0]
     for i, enc in enumerate(encoders[1:], start=1):
-        kinds = [(c.name, type(c).__name__) for c in enc.columns]
-        first_kinds = [(c.name, type(c).__name__) for c in first.columns]
-        if kinds != first_kinds:
+        difference = _column_difference(first, enc)
+        if difference:
             raise SchemaError(
-                f"schema {i} lists columns {kinds}, schema 0 lists {first_kinds}; the banks "
-                "must agree on column names, kinds and order before training"
+                f"{label[i]} {difference} compared with {label[0]}; the banks must agree on "
+                "column names, kinds and order before training"
             )
         if enc.clip != first.clip:
-            raise SchemaError(f"schema {i} clips at {enc.clip}, schema 0 at {first.clip}")
+            raise SchemaError(f"{label[i]} clips at {enc.clip}, {label[0]} at {first.clip}")
     merged: list[dict[str, Any]] = []
     for position, column in enumerate(first.columns):
         group = [enc.columns[position] for enc in encoders]
@@ -453,6 +458,29 @@ def merge_schemas(schemas: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             entry["missing_indicator"] = True
         merged.append(entry)
     return {"version": SCHEMA_VERSION, "clip": first.clip, "columns": merged}
+
+
+def _column_difference(first: FeatureEncoder, other: FeatureEncoder) -> str:
+    """How ``other``'s columns differ from ``first``'s, in words ('' if they agree)."""
+    mine = {c.name: _kind(c) for c in first.columns}
+    theirs = {c.name: _kind(c) for c in other.columns}
+    lacks = [n for n in mine if n not in theirs]
+    extra = [n for n in theirs if n not in mine]
+    if lacks or extra:
+        parts = ([f"lacks columns {lacks}"] if lacks else []) + (
+            [f"has extra columns {extra}"] if extra else []
+        )
+        return " and ".join(parts)
+    kinds = [f"'{n}' is {theirs[n]} (not {k})" for n, k in mine.items() if theirs[n] != k]
+    if kinds:
+        return "reads " + ", ".join(kinds)
+    if list(theirs) != list(mine):
+        return "lists the same columns in another order"
+    return ""
+
+
+def _kind(column: Column) -> str:
+    return "numeric" if isinstance(column, NumericColumn) else "categorical"
 
 
 def _column_from_dict(entry: object, index: int) -> Column:
