@@ -195,7 +195,6 @@ def governed_steps(out_dir: Path) -> list[str]:
     """
     experiment = yaml_strict.load((out_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
     ref = _platform(experiment)["feature_set"]
-    name, version = ref.split("@")
     model = experiment["model"]
     epsilon = GRANTED_JOBS * float(model["dp_epsilon"])
 
@@ -203,12 +202,18 @@ def governed_steps(out_dir: Path) -> list[str]:
         return shlex.quote(str(out_dir / file))
 
     return [
-        f"lab features publish {path(f'{name}-{version}.spec.yaml')} --data {path('platform.csv')}",
+        f"lab features publish {path(spec_file_name(ref))} --data {path('platform.csv')}",
         f"lab authorizations import {path(AUTHORIZATIONS_FILE)}",
         f"lab budget set {ref} --bank {_bank(experiment)['name']} --epsilon {epsilon:g} "
         f"--delta {float(model['dp_delta']):g}",
         f"lab train {path(EXPERIMENT_FILE)}",
     ]
+
+
+def spec_file_name(ref: str) -> str:
+    """File name of the synthetic platform's spec of feature set ``ref`` (``NAME-VERSION``)."""
+    name, version = ref.split("@")
+    return f"{name}-{version}.spec.yaml"
 
 
 def write_feature_set_spec(folder: Path, ref: str) -> Path:
@@ -221,7 +226,7 @@ def write_feature_set_spec(folder: Path, ref: str) -> Path:
         owner="demo-platform-data-team",
         description="Synthetic enterprise features of a provincial credit platform (demo).",
     )
-    spec_path = folder / f"{name}-{version}.spec.yaml"
+    spec_path = folder / spec_file_name(ref)
     write_spec(spec, spec_path)
     return spec_path
 
