@@ -19,13 +19,13 @@ from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from features.errors import DataError
 from federated import progress
 from lab import __version__
+from lab.console import console
 from lab.deploy.cli import DeploymentOpt
 from lab.deploy.cli import register as register_deploy
 from lab.errors import InputError, JobError
@@ -56,8 +56,8 @@ app.add_typer(policy_app, name="policy")
 add_serving_commands(app)
 register_deploy(app)
 
-err = Console(stderr=True)
-out = Console()
+err = console(stderr=True)
+out = console()
 
 SummaryOpt = Annotated[
     Path | None,
@@ -175,9 +175,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
         out.print(f"audit report: {summary['audit_report']}")
     out.print(
         f"n_aligned={summary['n_aligned']} n_train={summary['n_train']} "
-        f"n_test={summary['n_test']} wall={summary['wall_seconds']} s "
-        f"mlflow_run_id={summary['mlflow_run_id']}"
+        f"n_test={summary['n_test']} wall={summary['wall_seconds']} s"
     )
+    _print_results(summary)
+
+
+def _print_results(summary: dict[str, Any]) -> None:
+    """Where the job's artifacts, model and run are, and how to browse them (never wrapped)."""
+    from lab.results import describe
+
+    for line in describe(summary):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_version(value: bool) -> None:
@@ -273,9 +281,9 @@ def align(
     out.print(
         f"[bold]{summary['name']}[/] aligned {summary['n_aligned']:,} enterprises "
         f"(bank {summary['n_bank']:,}; platforms {summary['n_platform']}; reveal "
-        f"{summary['reveal']}); sent {sent}; {summary['wall_seconds']} s; "
-        f"mlflow_run_id={summary['mlflow_run_id']}"
+        f"{summary['reveal']}); sent {sent}; {summary['wall_seconds']} s"
     )
+    _print_results(summary)
 
 
 @app.command()
@@ -342,9 +350,13 @@ def data_synth(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing non-empty folder.")] = False,
 ) -> None:
-    """Write a synthetic platform feature table and bank loan files (see SME schema)."""
+    """Write synthetic platform and bank files, a governed experiment and its authorizations.
+
+    Prints the platform's steps (publish, import authorizations, grant a budget) after which
+    the written experiment.yaml runs as it is, in this lab home.
+    """
     _configure_logging(False)
-    from lab.demo import synthesize
+    from lab.demo import governed_steps, synthesize
 
     manifest = synthesize(
         out_dir,
@@ -356,6 +368,10 @@ def data_synth(
         overwrite=overwrite,
     )
     out.print(f"[green]wrote[/] {manifest}")
+    steps = governed_steps(out_dir)
+    out.print("next, as the platform (publish, authorizations, budget), then as the bank:")
+    for step in steps:
+        out.print(f"  {step}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _one_line(text: str) -> str:

@@ -1,13 +1,17 @@
 """``lab demo`` and ``lab data synth``: synthetic SME data and the end-to-end job on it.
 
-The demo generates (once, then reuses) synthetic SME data under ``$LAB_HOME/demo/``, writes the
-embedded default experiment next to it, and runs it like ``lab train`` would.
+``lab data synth`` writes the data, a governed experiment (``experiment.yaml``), the platform's
+feature-set spec and the enterprises' authorizations (``authorizations.csv``), and prints the
+platform's three steps (publish, import, grant a budget) after which the experiment runs as
+written (:func:`governed_steps`). The demo generates (once, then reuses) synthetic SME data
+under ``$LAB_HOME/demo/``, takes those steps itself and runs the experiment like ``lab train``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import shutil
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -42,6 +46,15 @@ DEMO_BANK_SHARE = 0.4
 
 EXPERIMENT_FILE = "experiment.yaml"
 HORIZONTAL_EXPERIMENT_FILE = "experiment_horizontal.yaml"
+AUTHORIZATIONS_FILE = "authorizations.csv"
+
+#: Share of the synthetic platform's enterprises that authorise the bank, and of those that
+#: also consent to the use of personal data (key-personnel columns).
+AUTHORIZED_SHARE = 0.93
+PERSONAL_CONSENT_SHARE = 0.96
+
+#: Jobs of the written experiment that the budget of :func:`governed_steps` allows.
+GRANTED_JOBS = 2
 
 
 def default_experiment() -> dict[str, Any]:
@@ -62,9 +75,11 @@ def synthesize(
     bank_share: float = DEMO_BANK_SHARE,
     overwrite: bool = False,
 ) -> Path:
-    """Generate synthetic SME data into ``out_dir`` plus a ready-to-run experiment config.
+    """Generate synthetic SME data into ``out_dir`` plus a governed experiment config.
 
-    Returns the manifest's path. Refuses a non-empty folder unless ``overwrite``.
+    Also writes what the platform needs to govern the experiment's job: its feature-set spec
+    and the enterprises' authorizations of the experiment's bank (:func:`governed_steps` says
+    what to run). Returns the manifest's path. Refuses a non-empty folder unless ``overwrite``.
     """
     try:
         config = SMEConfig(
@@ -83,6 +98,10 @@ def synthesize(
     experiment = default_experiment()
     experiment["name"] = f"sme-seed{seed}-secureboost"
     (out_dir / EXPERIMENT_FILE).write_text(yaml.safe_dump(experiment, sort_keys=False))
+    write_feature_set_spec(out_dir, _platform(experiment)["feature_set"])
+    write_authorizations(
+        out_dir, _bank(experiment)["name"], experiment["governance"]["purpose"], seed
+    )
     if n_banks >= 3:
         horizontal = horizontal_experiment(n_banks)
         horizontal["name"] = f"sme-seed{seed}-horizontal"
@@ -158,8 +177,47 @@ def demo_data(seed: int) -> Path:
     return folder
 
 
-def publish_feature_set(folder: Path, ref: str) -> None:
-    """Act as the platform: publish the synthetic platform table as ``ref`` (idempotent)."""
+def _platform(experiment: dict[str, Any]) -> dict[str, Any]:
+    party: dict[str, Any] = next(p for p in experiment["parties"] if p["role"] == "platform")
+    return party
+
+
+def _bank(experiment: dict[str, Any]) -> dict[str, Any]:
+    party: dict[str, Any] = next(p for p in experiment["parties"] if p["role"] == "bank")
+    return party
+
+
+def governed_steps(out_dir: Path) -> list[str]:
+    """The commands after which ``out_dir``'s experiment runs as written (one lab home).
+
+    As the platform: publish the feature set, import the authorizations, grant the bank a
+    budget for :data:`GRANTED_JOBS` jobs; as the bank: train. Paths are as ``out_dir`` is given.
+    """
+    experiment = yaml_strict.load((out_dir / EXPERIMENT_FILE).read_text(encoding="utf-8"))
+    ref = _platform(experiment)["feature_set"]
+    model = experiment["model"]
+    epsilon = GRANTED_JOBS * float(model["dp_epsilon"])
+
+    def path(file: str) -> str:
+        return shlex.quote(str(out_dir / file))
+
+    return [
+        f"lab features publish {path(spec_file_name(ref))} --data {path('platform.csv')}",
+        f"lab authorizations import {path(AUTHORIZATIONS_FILE)}",
+        f"lab budget set {ref} --bank {_bank(experiment)['name']} --epsilon {epsilon:g} "
+        f"--delta {float(model['dp_delta']):g}",
+        f"lab train {path(EXPERIMENT_FILE)}",
+    ]
+
+
+def spec_file_name(ref: str) -> str:
+    """File name of the synthetic platform's spec of feature set ``ref`` (``NAME-VERSION``)."""
+    name, version = ref.split("@")
+    return f"{name}-{version}.spec.yaml"
+
+
+def write_feature_set_spec(folder: Path, ref: str) -> Path:
+    """Write the platform's spec of its synthetic table as ``ref`` (``NAME-VERSION.spec.yaml``)."""
     name, version = ref.split("@")
     spec = spec_from_synth_columns(
         folder / "columns.json",
@@ -168,16 +226,23 @@ def publish_feature_set(folder: Path, ref: str) -> None:
         owner="demo-platform-data-team",
         description="Synthetic enterprise features of a provincial credit platform (demo).",
     )
-    spec_path = folder / f"{name}-{version}.spec.yaml"
+    spec_path = folder / spec_file_name(ref)
     write_spec(spec, spec_path)
+    return spec_path
+
+
+def publish_feature_set(folder: Path, ref: str) -> None:
+    """Act as the platform: publish the synthetic platform table as ``ref`` (idempotent)."""
+    spec_path = write_feature_set_spec(folder, ref)
     Catalog().publish(spec_path, folder / "platform.csv", actor="demo-platform")
 
 
-def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> Path:
-    """Act as the platform: import enterprises' authorizations for ``bank`` (idempotent).
+def write_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> Path:
+    """Write the synthetic enterprises' authorizations of ``bank`` for ``purpose`` (a CSV).
 
     About 93 % of enterprises authorise the bank for the purpose, covering every feature group;
-    96 % of those also consent to the use of personal data (key-personnel columns).
+    96 % of those also consent to the use of personal data (key-personnel columns). Valid from
+    180 days ago to a year from today.
     """
     ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)[
         "enterprise_id"
@@ -190,8 +255,8 @@ def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> P
         }
     )
     rng = np.random.default_rng(seed)
-    authorised = rng.uniform(size=len(ids)) < 0.93
-    consent = rng.uniform(size=len(ids)) < 0.96
+    authorised = rng.uniform(size=len(ids)) < AUTHORIZED_SHARE
+    consent = rng.uniform(size=len(ids)) < PERSONAL_CONSENT_SHARE
     today = datetime.now(UTC).date()
     frame = pd.DataFrame(
         {
@@ -205,9 +270,20 @@ def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> P
             "reference": "DEMO-AUTH",
         }
     )
-    path = folder / "authorizations.csv"
+    path = folder / AUTHORIZATIONS_FILE
+    write_csv(frame, path)
+    return path
+
+
+def import_authorizations(folder: Path, bank: str, purpose: str, seed: int) -> Path:
+    """Act as the platform: import enterprises' authorizations for ``bank`` (idempotent).
+
+    Imports the folder's authorizations file, written first if missing
+    (:func:`write_authorizations`).
+    """
+    path = folder / AUTHORIZATIONS_FILE
     if not path.exists():
-        write_csv(frame, path)
+        write_authorizations(folder, bank, purpose, seed)
     with AuthorizationRegistry() as registry:
         registry.import_csv(path, actor="demo-platform")
     return path
@@ -237,8 +313,8 @@ def run_demo(*, summary_json: Path | None, seed: int, verbose: bool = False) -> 
     """
     folder = demo_data(seed)
     raw = default_experiment()
-    platform = next(p for p in raw["parties"] if p["role"] == "platform")
-    bank = next(p for p in raw["parties"] if p["role"] == "bank")
+    platform = _platform(raw)
+    bank = _bank(raw)
     ref = platform["feature_set"]
     publish_feature_set(folder, ref)
     import_authorizations(folder, bank["name"], raw["governance"]["purpose"], seed)

@@ -24,7 +24,7 @@ from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
-from lab import __version__, horizontal, reports, tracking
+from lab import __version__, horizontal, reports, results, tracking
 from lab.config import Experiment
 from lab.errors import JobError, JobInterruptedError, JobRefusedError
 from lab.governance import anchors as audit_anchors
@@ -134,7 +134,8 @@ def _run(
     started: float,
 ) -> dict[str, Any]:
     cfg = experiment.config
-    target = tracking.target_for(cfg.tracking.uri, cfg.tracking.experiment or cfg.name)
+    experiment_name = tracking.experiment_for(cfg.tracking.experiment or cfg.name, task)
+    target = tracking.target_for(cfg.tracking.uri, experiment_name)
     with tempfile.TemporaryDirectory(prefix="lab-job-") as tmp:
         workdir = Path(tmp)
         job.touched_data()
@@ -163,7 +164,7 @@ def _run(
                     "registered nothing"
                 ) from exc
             if exc.error_type not in INPUT_ERRORS:
-                _record_failure(target, experiment, spec.job_id, exc, options)
+                _record_failure(target, experiment, spec.job_id, exc, options, started)
             if exc.error_type in REFUSALS:
                 raise JobRefusedError(f"job '{cfg.name}' refused: {exc}") from exc
             raise JobError(f"job '{cfg.name}' failed: {exc}") from exc
@@ -184,15 +185,14 @@ def _run(
         files = _write_artifacts(artifacts, experiment, result, pooled)
         tags = _tags(experiment, result) | {tracking.TAG_TASK: task} | options.extra_tags
         tags["lab.runtime"] = summary["runtime"]
-        with tracking.open_run(target, f"{cfg.name}-{spec.job_id[:8]}", tags) as run:
+        run_name = f"{cfg.name}-{spec.job_id[:8]}"
+        with tracking.open_run(target, run_name, tags, start_ms=results.start_ms(started)) as run:
             run.log_params(_params(experiment))
             run.log_metrics(_metrics(summary, result))
             if result.joint.status == "trained":
                 log = reporting_for(experiment.model_type).log
                 summary["registered_model"] = log(run, target, artifacts, result, experiment)
-            summary["mlflow_run_id"] = run.run_id
-            summary["mlflow_tracking_uri"] = target.uri
-            summary["mlflow_experiment"] = target.experiment
+            summary.update(results.locate(run, target))
             summary["wall_seconds"] = round(time.perf_counter() - started, 3)
             summary_path = artifacts / "summary.json"
             summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -440,6 +440,7 @@ def _record_failure(
     job_id: str,
     exc: JobFailedError,
     options: RunOptions,
+    started: float,
 ) -> None:
     """Keep a FAILED run for jobs that touched data and failed for a non-input reason."""
     tags = {
@@ -451,6 +452,7 @@ def _record_failure(
         **audit_anchors.run_tags(),
         **options.extra_tags,
     }
-    with tracking.open_run(target, f"{experiment.name}-{job_id[:8]}", tags) as run:
+    run_name = f"{experiment.name}-{job_id[:8]}"
+    with tracking.open_run(target, run_name, tags, start_ms=results.start_ms(started)) as run:
         run.log_params(_params(experiment))
         run.status = "FAILED"

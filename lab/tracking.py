@@ -1,9 +1,17 @@
 """MLflow tracking: the only module that talks to MLflow.
 
 One run per job, created only after the job finished (or failed after touching data), so a
-config or data error leaves no run behind. The embedded default store is sqlite under the
-lab's home folder (``$LAB_HOME/mlflow.db``, artifacts in ``$LAB_HOME/mlartifacts``); a config's
-``tracking.uri`` or ``MLFLOW_TRACKING_URI`` overrides it.
+config or data error leaves no run behind; the run is dated from the job's start (its MLflow
+start time and duration are the job's, not the seconds spent recording it) and carries who
+started it (``mlflow.user``: ``$LAB_ACTOR`` or the OS user, as in the audit log). The embedded
+default store is sqlite under the lab's home folder (``$LAB_HOME/mlflow.db``, artifacts in
+``$LAB_HOME/mlartifacts``); a config's ``tracking.uri`` or ``MLFLOW_TRACKING_URI`` overrides it.
+
+Alignment-only jobs (``lab align``) are recorded in their own MLflow experiment, the training
+experiment's name plus :data:`ALIGN_SUFFIX`: MLflow's UI shows and compares one experiment's
+runs at a time, and an alignment has none of a training run's metrics (AUC, KS), so mixed in it
+would add blank rows to every comparison and sort. Every run also carries its task
+(:data:`TAG_TASK`: ``train`` or ``align``) for searches across experiments.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lab.governance._common import default_actor
 from lab.home import ensure, lab_home
 from lab.paths import inside
 
@@ -39,6 +48,11 @@ TAG_ERROR = "lab.error"
 #: and its signing key's fingerprint: an anchor outside ``$LAB_HOME/audit``.
 TAG_AUDIT_HEAD = "lab.audit_head"
 TAG_AUDIT_KEY = "lab.audit_key"
+#: MLflow's own tag of who ran a run (its UI's "User" column).
+TAG_USER = "mlflow.user"
+
+#: Suffix of the MLflow experiment of a training experiment's alignment-only runs.
+ALIGN_SUFFIX = "-align"
 
 _MAX_PARAM_LEN = 6000
 
@@ -58,6 +72,11 @@ def default_tracking_uri() -> str:
     if env:
         return env
     return f"sqlite:///{lab_home() / 'mlflow.db'}"
+
+
+def experiment_for(base: str, task: str) -> str:
+    """The MLflow experiment of a job: ``base`` for training, ``base-align`` for alignment."""
+    return f"{base}{ALIGN_SUFFIX}" if task == "align" else base
 
 
 def target_for(uri: str | None, experiment: str) -> TrackingTarget:
@@ -190,15 +209,36 @@ class RunWriter:
 
 
 @contextmanager
-def open_run(target: TrackingTarget, run_name: str, tags: Mapping[str, str]) -> Iterator[RunWriter]:
-    """Create a run; end it with ``writer.status``, or ``FAILED`` if the block raises."""
+def open_run(
+    target: TrackingTarget,
+    run_name: str,
+    tags: Mapping[str, str],
+    *,
+    start_ms: int | None = None,
+) -> Iterator[RunWriter]:
+    """Create a run; end it with ``writer.status``, or ``FAILED`` if the block raises.
+
+    Parameters
+    ----------
+    target : TrackingTarget
+        Store and experiment.
+    run_name : str
+        The run's name.
+    tags : Mapping
+        Tags; ``mlflow.user`` defaults to who acts (``$LAB_ACTOR`` or the OS user).
+    start_ms : int, optional
+        When the job started (ms since the epoch); default now.
+    """
     with warnings.catch_warnings():
         # MLflow's sqlite store trips SQLAlchemy deprecation warnings that users cannot act on.
         warnings.filterwarnings("ignore", message=".*noload.*")
         client = _client(target)
         experiment_id = _experiment_id(client, target)
         run = client.create_run(
-            experiment_id, run_name=run_name, tags={"mlflow.source.type": "LOCAL", **tags}
+            experiment_id,
+            start_time=start_ms,
+            run_name=run_name,
+            tags={"mlflow.source.type": "LOCAL", TAG_USER: default_actor(), **tags},
         )
         writer = RunWriter(client, str(run.info.run_id))
         try:

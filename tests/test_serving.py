@@ -602,10 +602,11 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
     assert run(["models", "list", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
     [row] = [r for r in listing if r["name"] == SERVED_MODEL]
-    assert row["aliases"] == ["challenger", "champion"]
+    assert row["aliases"] == ["champion"]  # the champion is no longer the challenger
     [promoted] = list(AuditLog().entries("model_promoted"))
     assert promoted.payload["alias"] == "champion"
     assert promoted.payload["from_alias"] == "challenger"
+    assert promoted.payload["removed_aliases"] == ["challenger"]
     assert run(["models", "promote", SERVED_MODEL, "--version", "7", "--alias", "champion"]) == 2
     assert run(["models", "promote", SERVED_MODEL, "--version", "1", "--alias", "prod"]) == 2
     # The platform issues the bank a token; the registry holds none.

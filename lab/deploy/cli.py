@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from lab.console import console
 from lab.deploy.state import PROFILES
 
-out = Console()
+out = console()
 
 DeploymentOpt = Annotated[
     Path | None,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from lab.console import console
 from lab.errors import InputError
 from lab.governance._common import utc_now
 from lab.governance.audit import AuditLog, Head
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from lab.governance.authorizations import AuthorizationRegistry
     from lab.governance.catalog import Catalog, CatalogEntry
 
-out = Console()
+out = console()
 
 features_app = typer.Typer(help="Publish and inspect versioned feature sets.", no_args_is_help=True)
 budget_app = typer.Typer(help="Set and show privacy-budget caps.", no_args_is_help=True)

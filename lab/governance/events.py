@@ -262,9 +262,14 @@ def model_promoted(
     alias: str,
     previous_version: str | None,
     from_alias: str | None = None,
+    removed_aliases: Sequence[str] = (),
     actor: str | None = None,
 ) -> AuditEntry:
-    """Record that a bank pointed a registry alias (``challenger``/``champion``) at a version."""
+    """Record that a bank pointed a registry alias (``challenger``/``champion``) at a version.
+
+    ``removed_aliases``: aliases the promotion took off that version (a champion is no longer
+    the challenger).
+    """
     return log.record(
         "model_promoted",
         {
@@ -274,6 +279,7 @@ def model_promoted(
             "alias": alias,
             "previous_version": previous_version,
             "from_alias": from_alias,
+            "removed_aliases": list(removed_aliases),
         },
         actor,
     )

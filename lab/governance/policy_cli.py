@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.console import Console
 
+from lab.console import console
 from lab.governance.policy import policy_path, read_policy, set_policy
 
-out = Console()
+out = console()
 
 policy_app = typer.Typer(
     help="This node's own policy: what it serves, key sizes, alignment limits, DP.",

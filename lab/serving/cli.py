@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from lab import mlflow_ui as mlflow_ui_module
+from lab.console import console
 from lab.home import lab_home
 from lab.serving.ratelimit import (
     DEFAULT_CALL_BURST,
@@ -25,13 +26,16 @@ from lab.serving.ratelimit import (
 )
 from lab.serving.refusals import DEFAULT_WINDOW_S
 
-out = Console()
+out = console()
 
 platform_app = typer.Typer(
     help="The platform's scoring endpoint (its half of vertical models).", no_args_is_help=True
 )
 models_app = typer.Typer(help="Registered models: list and promote.", no_args_is_help=True)
-mlflow_app = typer.Typer(help="A multi-user MLflow server (basic auth).", no_args_is_help=True)
+mlflow_app = typer.Typer(
+    help="MLflow: browse this home's runs (ui), a multi-user server (serve, add-user).",
+    no_args_is_help=True,
+)
 
 DirOpt = Annotated[
     Path | None,
@@ -212,7 +216,13 @@ def models_promote(
         raise PromotionError("use --version V --alias ALIAS, or --from challenger --to champion")
     done = promote(_uri(tracking_uri), name, target, version=version, from_alias=from_alias)
     before = f" (was version {done.previous_version})" if done.previous_version else ""
-    out.print(f"{done.name}@{done.alias} -> version {done.version}{before}")
+    out.print(f"{done.name}@{done.alias} -> version {done.version}{before}", highlight=False)
+    for stale in done.removed_aliases:
+        out.print(
+            f"{done.name}@{stale} removed from version {done.version} (it is the {done.alias} "
+            f"now; the next job registers a new {stale})",
+            highlight=False,
+        )
 
 
 @models_app.command("list")
@@ -250,6 +260,40 @@ def mlflow_serve(
     env = server_env(layout)
     typer.echo(f"mlflow server on http://127.0.0.1:{port} (store {layout.backend_uri})", err=True)
     os.execve(command[0], command, env)  # noqa: S606 - fixed argv, our own venv's mlflow
+
+
+@mlflow_app.command("ui")
+def mlflow_ui(
+    tracking_uri: UriOpt = None,
+    port: Annotated[
+        int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)
+    ] = mlflow_ui_module.DEFAULT_PORT,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the command line instead of running it.")
+    ] = False,
+) -> None:
+    """Browse this lab home's runs and models: `mlflow ui` on its store, 127.0.0.1 only.
+
+    The store is $LAB_HOME/mlflow.db unless --tracking-uri or MLFLOW_TRACKING_URI names another;
+    MLflow's job execution is off (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false). Ctrl-C stops it.
+    """
+    from lab.serving.errors import ServingSetupError
+
+    uri = _uri(tracking_uri)
+    command = mlflow_ui_module.browse_command(uri, port)
+    if print_only:
+        typer.echo(command)
+        return
+    if mlflow_ui_module.is_server(uri):
+        raise ServingSetupError(f"{uri} is a tracking server already: open it in a browser")
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ServingSetupError(
+            f"no tracking store at {uri.removeprefix('sqlite:///')} yet: run a job first "
+            "(`lab train EXPERIMENT`), or check $LAB_HOME"
+        )
+    argv = mlflow_ui_module.ui_argv(uri, port)
+    typer.echo(f"mlflow ui on http://{mlflow_ui_module.HOST}:{port} (store {uri})", err=True)
+    os.execve(argv[0], argv, mlflow_ui_module.ui_env())  # noqa: S606 - fixed argv, our venv's mlflow
 
 
 @mlflow_app.command("add-user")

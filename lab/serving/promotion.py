@@ -4,10 +4,12 @@ A job registers each new version under ``challenger`` (see :mod:`lab.registry`);
 ``models:/NAME@champion``. Promotion points an alias at a version, either by number or by
 following another alias (``challenger`` -> ``champion``). Moving an alias is atomic in MLflow, and
 a serving process resolves the alias when it loads the model, so a restart picks up the new
-champion. The source alias stays where it was; the next job moves ``challenger`` on.
+champion. A version that becomes champion is no longer the challenger: promotion removes the
+``challenger`` alias from it (after ``champion`` is set, so the version is never unnamed), and
+the next job registers a new challenger.
 
 Every promotion is an audit entry ``model_promoted`` (model, version, alias, the version it
-replaced) in the bank's audit log.
+replaced, the aliases it removed) in the bank's audit log.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from lab.serving.errors import PromotionError
 #: The aliases the lab manages.
 ALIASES: tuple[str, ...] = ("challenger", "champion")
 
+#: Each alias, and the aliases a version loses when it gets it (a champion is no challenger).
+SUPERSEDES: dict[str, tuple[str, ...]] = {"champion": ("challenger",), "challenger": ()}
+
 
 @dataclass(frozen=True)
 class Promotion:
@@ -32,6 +37,8 @@ class Promotion:
     version: str
     previous_version: str | None
     from_alias: str | None
+    #: Aliases removed from the promoted version (:data:`SUPERSEDES`).
+    removed_aliases: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -41,6 +48,7 @@ class Promotion:
             "version": self.version,
             "previous_version": self.previous_version,
             "from_alias": self.from_alias,
+            "removed_aliases": list(self.removed_aliases),
         }
 
 
@@ -120,6 +128,9 @@ def promote(
             ) from exc
     previous = _alias_version(client, name, alias)
     client.set_registered_model_alias(name, alias, target)
+    removed = tuple(a for a in SUPERSEDES[alias] if _alias_version(client, name, a) == target)
+    for stale in removed:
+        client.delete_registered_model_alias(name, stale)
     log = audit if audit is not None else AuditLog()
     events.model_promoted(
         log,
@@ -129,9 +140,10 @@ def promote(
         alias=alias,
         previous_version=previous,
         from_alias=from_alias,
+        removed_aliases=removed,
         actor=actor,
     )
-    return Promotion(name, alias, target, previous, from_alias)
+    return Promotion(name, alias, target, previous, from_alias, removed)
 
 
 def list_models(uri: str) -> list[dict[str, Any]]:
