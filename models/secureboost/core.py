@@ -135,7 +135,7 @@ def subtree_sums(position: IntArray, node: int, g: IntArray, h: IntArray) -> tup
     """
     depth = int(node + 1).bit_length() - 1
     p1 = position.astype(np.int64) + 1
-    shift = np.floor(np.log2(p1)).astype(np.int64) - depth
+    shift = np.frexp(p1.astype(np.float64))[1].astype(np.int64) - 1 - depth  # exact depths
     inside = (shift >= 0) & ((p1 >> np.maximum(shift, 0)) == node + 1)
     return int(g[inside].sum()), int(h[inside].sum()), int(inside.sum())
 
