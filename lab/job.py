@@ -419,7 +419,8 @@ def _write_artifacts(
     tables.mkdir()
     for label, report in models.items():
         stem = label.split(" (")[0].replace(" ", "_")
-        for path in reports.write_gains(report, tables / f"gains_{stem}"):
+        rows = _evaluated_on(experiment, label)
+        for path in reports.write_gains(report, tables / f"gains_{stem}", model=label, rows=rows):
             files.append(("evaluation", path))
         report_path = tables / f"report_{stem}.json"
         report_path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
@@ -432,6 +433,20 @@ def _write_artifacts(
     result_path = result.write(folder)
     files.append((None, result_path))
     return files
+
+
+def _evaluated_on(experiment: Experiment, label: str) -> str:
+    """Which labelled rows the report labelled ``label`` scored (a gains table's caption)."""
+    cfg = experiment.config
+    holdout = cfg.evaluation.holdout
+    if cfg.kind == "horizontal" and holdout is not None and "own test rows" not in label:
+        return f"the held-out file {holdout.party} keeps"
+    ev = cfg.evaluation
+    whose = "the bank's" if cfg.kind == "vertical" else "each bank's own"
+    return (
+        f"{whose} held-out test rows (test_size {ev.test_size:g}, random_state "
+        f"{ev.random_state}{', stratified by label' if ev.stratify else ''})"
+    )
 
 
 def _record_failure(

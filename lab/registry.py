@@ -91,22 +91,23 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
     def _remote(
         self, party: str, split_ids: list[str], frame: pd.DataFrame, purpose: str
     ) -> np.ndarray:
-        from lab.serving.client import PlatformClient
+        from lab.serving.client import PlatformClient, platform_refusals
 
         ids = frame[ID_COLUMN]
         if ids.isna().any():
             raise ValueError(f"'{ID_COLUMN}' is empty in rows {ids[ids.isna()].index[:5].tolist()}")
-        client = self._clients.get(party)
-        if client is None:
-            client = self._clients[party] = PlatformClient.from_env(party)
         ref = self.part.platform_parts[party]
-        return client.decisions(
-            model_id=ref["model_id"],
-            content_hash=ref["content_hash"],
-            purpose=purpose,
-            enterprise_ids=[str(i) for i in ids.tolist()],
-            split_ids=split_ids,
-        )
+        with platform_refusals(party):  # the bank's caller sees the platform's reason
+            client = self._clients.get(party)
+            if client is None:
+                client = self._clients[party] = PlatformClient.from_env(party)
+            return client.decisions(
+                model_id=ref["model_id"],
+                content_hash=ref["content_hash"],
+                purpose=purpose,
+                enterprise_ids=[str(i) for i in ids.tolist()],
+                split_ids=split_ids,
+            )
 
 
 def signature(part: BankPart) -> Any:

@@ -86,7 +86,7 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
 
     def _remote(self, frame: pd.DataFrame, purpose: str) -> pd.DataFrame:
         """Add every platform's coarse-bin columns from its scoring endpoint."""
-        from lab.serving.client import PlatformClient
+        from lab.serving.client import PlatformClient, platform_refusals
 
         ids = frame[registry.ID_COLUMN]
         if ids.isna().any():
@@ -95,17 +95,18 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
             )
         out = frame.copy()
         for party, ref in self.part.platform_parts.items():
-            client = self._clients.get(party)
-            if client is None:
-                client = self._clients[party] = PlatformClient.from_env(party)
             features = [t.name for t in self.part.tables if t.party == party]
-            bins = client.coarse_bins(
-                model_id=ref["model_id"],
-                content_hash=ref["content_hash"],
-                purpose=purpose,
-                enterprise_ids=[str(i) for i in ids.tolist()],
-                features=features,
-            )
+            with platform_refusals(party):  # the bank's caller sees the platform's reason
+                client = self._clients.get(party)
+                if client is None:
+                    client = self._clients[party] = PlatformClient.from_env(party)
+                bins = client.coarse_bins(
+                    model_id=ref["model_id"],
+                    content_hash=ref["content_hash"],
+                    purpose=purpose,
+                    enterprise_ids=[str(i) for i in ids.tolist()],
+                    features=features,
+                )
             for j, name in enumerate(features):
                 out[bin_column(f"{party}:{name}")] = bins[:, j]
         return out

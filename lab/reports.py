@@ -6,7 +6,10 @@ be produced wherever the report is (the bank's tracking server), never from rows
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass
+from html import escape
 from pathlib import Path
 
 import matplotlib
@@ -17,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from features.safe_csv import write_csv
 from models.evaluation import EvaluationReport
@@ -78,20 +82,147 @@ def plot_calibration(reports: Mapping[str, EvaluationReport], path: Path) -> Pat
     return _save(fig, path)
 
 
-def plot_importance(frame: pd.DataFrame, path: Path, top: int = 20) -> Path:
-    """Horizontal bars of total split gain per feature, coloured by party, top features."""
-    head = frame.head(top).iloc[::-1]
-    parties = list(dict.fromkeys(frame["party"]))
-    colour = {p: _COLOURS[i % len(_COLOURS)] for i, p in enumerate(parties)}
-    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(head) + 1)))
-    labels = [f"{f} [{g}]" for f, g in zip(head["feature"], head["group"], strict=True)]
-    ax.barh(labels, head["gain_share"], color=[colour[p] for p in head["party"]])
-    for party in parties:
-        ax.barh([], [], color=colour[party], label=party)
-    ax.set_xlabel("Share of total split gain")
-    ax.set_title("Feature importance by party and feature group")
-    ax.legend(loc="lower right", fontsize=8)
-    return _save(fig, path)
+#: Group of a column whose party published none (e.g. FATE's files): said, not guessed.
+UNKNOWN_GROUP = "ungrouped"
+
+#: One colour per party in the importance chart (matplotlib's tab10, in sorted party order;
+#: distinct for up to ten parties, then repeated).
+_PARTY_COLOURS = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of the importance chart: its label, share of the total gain and party."""
+
+    label: str
+    value: float
+    party: str
+
+
+@dataclass(frozen=True)
+class ImportanceChart:
+    """What the importance plot draws, computed from ``joint/feature_importance.csv``.
+
+    Attributes
+    ----------
+    features : tuple of Bar
+        The top features, labelled ``party:column``, largest share first.
+    groups : tuple of Bar
+        Share per ``party:group`` (published feature groups), largest first.
+    colours : dict
+        Party -> colour, a different one per party (the legend).
+    title, xlabel : str
+        Chart text.
+    notes : tuple of str
+        Caption lines: what the gain is, DP, parties without published groups, truncation.
+    """
+
+    features: tuple[Bar, ...]
+    groups: tuple[Bar, ...]
+    colours: dict[str, str]
+    title: str
+    xlabel: str
+    notes: tuple[str, ...]
+
+
+def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> ImportanceChart:
+    """What the importance plot of ``frame`` draws (bars, labels, colours, caption).
+
+    Parameters
+    ----------
+    frame : DataFrame
+        :func:`lab.reporting.secureboost.importance_frame`'s: ``party``, ``feature``,
+        ``group`` and ``gain_share`` (the exact gain's share) are read.
+    dp : bool
+        Whether the job released DP-noised platform histograms (said in the caption: the split
+        search saw noisy gains, the bars do not).
+    top : int
+        Features shown (every group is).
+    """
+    labels = [f"{p}:{f}" for p, f in zip(frame["party"], frame["feature"], strict=True)]
+    rows = sorted(
+        zip(labels, frame["gain_share"].astype(float), frame["party"], strict=True),
+        key=lambda r: (-r[1], r[0]),
+    )
+    features = tuple(Bar(label, value, str(party)) for label, value, party in rows[:top])
+    by_group = frame.groupby(["party", "group"], sort=True)["gain_share"].sum().reset_index()
+    groups = tuple(
+        sorted(
+            (
+                Bar(f"{p}:{g}", float(v), str(p))
+                for p, g, v in by_group.itertuples(index=False, name=None)
+            ),
+            key=lambda b: (-b.value, b.label),
+        )
+    )
+    parties = sorted({str(p) for p in frame["party"]})
+    colours = {p: _PARTY_COLOURS[i % len(_PARTY_COLOURS)] for i, p in enumerate(parties)}
+    notes = [
+        "Gain: each chosen split's reduction of the (second-order) training loss, computed "
+        "exactly by the bank from its own gradients and the split's partition (XGBoost's "
+        "total_gain)."
+    ]
+    if dp:
+        notes.append(
+            "DP job: the split search saw DP-noised platform gains; the bars are not those "
+            "(they are in feature_importance.csv as search_gain)."
+        )
+    bare = sorted({str(p) for p in frame.loc[frame["group"] == UNKNOWN_GROUP, "party"]})
+    if bare:
+        notes.append(
+            f"No published feature groups for {', '.join(bare)}: their columns are "
+            f"'{UNKNOWN_GROUP}'."
+        )
+    if len(rows) > top:
+        notes.append(f"Top {top} of {len(rows)} features that split.")
+    return ImportanceChart(
+        features=features,
+        groups=groups,
+        colours=colours,
+        title="Feature importance: share of exact split gain, by party and feature group",
+        xlabel="Share of total split gain",
+        notes=tuple(notes),
+    )
+
+
+def plot_importance(chart: ImportanceChart, path: Path) -> Path:
+    """Draw ``chart``: features (left) and feature groups (right), coloured by party."""
+    n = max(len(chart.features), len(chart.groups))
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(12, max(3.0, 0.3 * n + 2.2)), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    for ax, bars, what in ((left, chart.features, "Features"), (right, chart.groups, "Groups")):
+        ax.barh(
+            [b.label for b in bars],
+            [b.value for b in bars],
+            color=[chart.colours[b.party] for b in bars],
+        )
+        ax.invert_yaxis()  # largest first
+        ax.axvline(0.0, color="grey", linewidth=0.8)
+        ax.set_xlabel(chart.xlabel)
+        ax.set_title(what, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    handles = [Patch(facecolor=c, label=p) for p, c in chart.colours.items()]
+    right.legend(handles=handles, title="party", loc="lower right", fontsize=8)
+    fig.suptitle(chart.title, fontsize=11)
+    caption = "\n".join(textwrap.fill(note, 150) for note in chart.notes)
+    fig.text(0.01, 0.01, caption, fontsize=7, va="bottom", ha="left")
+    lines = caption.count("\n") + 1
+    fig.tight_layout(rect=(0, (0.15 + 0.13 * lines) / fig.get_figheight(), 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def gains_table(report: EvaluationReport) -> pd.DataFrame:
@@ -107,14 +238,40 @@ def gains_table(report: EvaluationReport) -> pd.DataFrame:
     )
 
 
-def write_gains(report: EvaluationReport, stem: Path) -> list[Path]:
-    """Write the gains table as ``<stem>.csv`` and ``<stem>.html``."""
+def write_gains(report: EvaluationReport, stem: Path, *, model: str, rows: str) -> list[Path]:
+    """Write the gains table as ``<stem>.csv`` and a titled ``<stem>.html``.
+
+    Parameters
+    ----------
+    report : EvaluationReport
+        The evaluation whose deciles are tabled.
+    stem : Path
+        Output path without suffix.
+    model : str
+        Whose scores are ranked (the title), e.g. ``joint secureboost``.
+    rows : str
+        Which labelled rows were scored (the caption), e.g. the bank's held-out test rows and
+        the split that drew them.
+    """
     frame = gains_table(report)
     csv = stem.with_suffix(".csv")
     html = stem.with_suffix(".html")
     write_csv(frame, csv)
+    title = f"Gains table: {model}"
+    caption = (
+        f"Score: the predicted default probability of {model}, ranked highest (riskiest) first "
+        f"into {len(report.deciles)} equal groups; decile 1 is the riskiest. Rows: {rows}; "
+        f"{report.n} rows, {report.n_bad} bad ({report.bad_rate:.1%}). "
+        f"AUC {report.auc:.3f}, KS {report.ks:.3f}, Gini {report.gini:.3f}."
+    )
+    table = frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+    opening = table.index(">") + 1
+    table = f"{table[:opening]}\n<caption>{escape(caption)}</caption>{table[opening:]}"
     html.write_text(
-        frame.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0), encoding="utf-8"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title></head>\n<body>\n<h1>{escape(title)}</h1>\n"
+        f"{table}\n</body></html>\n",
+        encoding="utf-8",
     )
     return [csv, html]
 

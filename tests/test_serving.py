@@ -572,6 +572,94 @@ def test_a_part_without_a_bank_is_served_to_nobody_until_bound(
     assert [e.type for e in _log(platform).entries()][before + 1] == "model_part_bound"
 
 
+def _bank_scoring_app(tmp_path: Path, platform: dict[str, Any]) -> Any:
+    """MLflow's scoring server (the app ``mlflow models serve`` runs) of a SecureBoost pyfunc
+    whose one tree splits on the platform part's ``t0n0``."""
+    import mlflow.pyfunc
+    from mlflow.pyfunc import scoring_server
+
+    import lab.registry
+    from models.secureboost.parts import BankNode, BankPart
+
+    part = BankPart(
+        party=BANK,
+        model_id="sb-test-bank",
+        base_score=0.0,
+        trees=[
+            {
+                0: BankNode(0, owner="platform", split_id="t0n0"),
+                1: BankNode(1, weight=-1.0),
+                2: BankNode(2, weight=1.0),
+            }
+        ],
+        bins={},
+        platform_parts={
+            "platform": {"model_id": MODEL_ID, "content_hash": platform["part"].content_hash}
+        },
+    )
+    path = part.save(tmp_path / "bank-part")
+    model_dir = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        path=str(model_dir),
+        python_model=str(Path(lab.registry.__file__).with_name("pyfunc_secureboost.py")),
+        artifacts={"bank_part": str(path)},
+        signature=lab.registry.signature(part),
+        pip_requirements=[],
+    )
+    return scoring_server.init(mlflow.pyfunc.load_model(str(model_dir)))
+
+
+def test_a_platform_refusal_reaches_the_banks_caller_with_the_platforms_reason(
+    tmp_path: Path,
+    platform: dict[str, Any],
+    endpoint: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not MLflow's generic "unexpected error": the platform's code, reason and status."""
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "true")  # init sets it; restored
+    monkeypatch.setenv("LAB_PLATFORM_URL", endpoint["url"])
+    monkeypatch.setenv("LAB_PLATFORM_TOKEN", endpoint["token"])
+    ids = platform["ids"]
+
+    def invoke(url: str, enterprise: str, purpose: str = PURPOSE) -> httpx.Response:
+        body = {
+            "dataframe_records": [{"enterprise_id": enterprise}],
+            "params": {"purpose": purpose},
+        }
+        return httpx.post(f"{url}/invocations", json=body, timeout=30, trust_env=False)
+
+    with uvicorn_thread(_bank_scoring_app(tmp_path, platform), free_port()) as bank:
+        answered = invoke(bank, ids[0])
+        assert answered.status_code == 200, answered.text
+        assert answered.json()["predictions"][0] in (
+            pytest.approx(0.2689414),  # sigmoid(-1): left
+            pytest.approx(0.7310586),  # sigmoid(+1): right
+        )
+        outsider = ids[55]  # authorized for bank_b only
+        refused = invoke(bank, outsider)
+        assert refused.status_code == 403
+        body = refused.json()
+        assert "unexpected error" not in body["message"]
+        assert (
+            "platform 'platform' refused the scoring call (403 not_authorized)" in body["message"]
+        )
+        assert f"no valid authorization of bank {BANK!r} for {PURPOSE!r}" in body["message"]
+        assert outsider in body["message"]
+        assert body["error_code"] == "PERMISSION_DENIED"
+        assert (body["platform_error"], body["platform_status"]) == ("not_authorized", 403)
+        assert body["enterprise_ids"] == [outsider]
+        # A purpose the bank's token does not carry: the platform's reason, again.
+        wrong = invoke(bank, ids[0], purpose="post_loan_monitoring").json()
+        assert "refused the scoring call (403 purpose_not_allowed)" in wrong["message"]
+    # A platform that cannot be reached: 503 and why, not a 400 about the input.
+    monkeypatch.setenv("LAB_PLATFORM_URL", f"http://127.0.0.1:{free_port()}")
+    with uvicorn_thread(_bank_scoring_app(tmp_path / "down", platform), free_port()) as bank:
+        down = invoke(bank, ids[0])
+    assert down.status_code == 503
+    assert "platform 'platform' could not be asked" in down.json()["message"]
+    assert down.json()["platform_error"] == "platform_unreachable"
+
+
 # -- end to end: a trained model served by the bank, asking the platform over HTTP -------------
 
 

@@ -124,17 +124,23 @@ class Experiment:
         return GBDTSettings(**{**base.__dict__, **overrides})
 
     def feature_groups(self) -> dict[tuple[str, str], str]:
-        """Feature group of each (party, column) where the party publishes column metadata.
+        """Feature group of each (party, column) whose group is published.
 
-        Reads ``columns.json`` beside a party's data file (the synthetic generator writes one; a
-        published feature-set spec carries the same information). Column metadata is public; no
-        data is read. Nothing is read when the parties' files are not this machine's to read
-        (``local_files`` false: a deployment).
+        A party that names a published ``feature_set`` takes each column's group from its spec
+        in this home's catalog (what the platform serves; a spec is public column metadata). A
+        party without one falls back to ``columns.json`` beside its data file (the synthetic
+        generator writes one; entries naming another ``party`` are skipped); that file is not
+        read when the parties' files are not this machine's to read (``local_files`` false: a
+        deployment). Columns in neither (FATE's files) have no group.
         """
         groups: dict[tuple[str, str], str] = {}
-        if not self.local_files:
-            return groups
         for party in self.config.parties:
+            published = _published_groups(party.feature_set) if party.feature_set else None
+            if published is not None:
+                groups.update({(party.name, c): g for c, g in published.items()})
+                continue
+            if not self.local_files:
+                continue
             meta = self.data_paths[party.name].parent / "columns.json"
             if not meta.is_file():
                 continue
@@ -142,8 +148,11 @@ class Experiment:
             columns = raw.get("columns", raw) if isinstance(raw, dict) else {}
             if isinstance(columns, dict):
                 for name, info in columns.items():
-                    if isinstance(info, dict) and "group" in info:
-                        groups[(party.name, str(name))] = str(info["group"])
+                    if not isinstance(info, dict) or "group" not in info:
+                        continue
+                    if info.get("party", party.role) not in (party.role, party.name):
+                        continue
+                    groups[(party.name, str(name))] = str(info["group"])
         return groups
 
     def _model_spec(self) -> dict[str, Any]:
@@ -212,3 +221,15 @@ class Experiment:
             task=task,
             config_hash=self.config_hash,
         )
+
+
+def _published_groups(ref: str) -> dict[str, str] | None:
+    """Column -> group of the published feature set ``ref`` (``None``: not in this catalog)."""
+    from lab.governance.catalog import Catalog
+    from lab.governance.errors import GovernanceError
+
+    try:
+        spec = Catalog().show(ref).spec
+    except GovernanceError:
+        return None
+    return {name: column.group for name, column in spec.columns.items()}

@@ -11,24 +11,45 @@ from features.safe_csv import write_csv
 from federated.result import JobResult
 from lab import registry, tracking
 from lab.config import Experiment
-from lab.reporting import Reporting, log_and_register, phase_metrics
-from lab.reports import plot_importance
+from lab.reporting import Reporting, log_and_register, phase_metrics, privacy_summary
+from lab.reports import UNKNOWN_GROUP, importance_chart, plot_importance
 
-UNKNOWN_GROUP = "ungrouped"
+#: Columns of ``joint/feature_importance.csv``, one row per (party, column) that split.
+IMPORTANCE_COLUMNS = (
+    "party",
+    "feature",
+    "label",
+    "group",
+    "splits",
+    "cover",
+    "gain",
+    "gain_share",
+    "search_gain",
+)
 
 
 def importance_frame(result: JobResult, experiment: Experiment) -> pd.DataFrame:
-    """Split counts and total gain per (party, feature), with the feature's group."""
+    """Splits, cover and exact gain per (party, feature), its group, sorted by gain.
+
+    ``gain`` is the exact gain the bank computed from its gradients at the chosen splits (see
+    :class:`models.secureboost.protocol.SecureBoostOutcome`); ``search_gain`` what the split
+    search saw (noisy for the platform's columns under DP). ``label`` is ``party:feature``, so
+    same-named columns of different parties stay apart; ``group`` the published feature group
+    (:meth:`lab.config.Experiment.feature_groups`) or :data:`UNKNOWN_GROUP`.
+    """
     rows = result.joint.details.get("importance", [])
-    frame = pd.DataFrame(rows, columns=["party", "feature", "splits", "gain"])
+    measures = ["splits", "cover", "gain", "search_gain"]
+    frame = pd.DataFrame(rows, columns=["party", "feature", *measures])
     groups = experiment.feature_groups()
+    frame["label"] = [f"{p}:{f}" for p, f in zip(frame["party"], frame["feature"], strict=True)]
     frame["group"] = [
         groups.get((p, f), UNKNOWN_GROUP)
         for p, f in zip(frame["party"], frame["feature"], strict=True)
     ]
     total = frame["gain"].sum()
     frame["gain_share"] = frame["gain"] / total if total else 0.0
-    return frame.sort_values("gain", ascending=False).reset_index(drop=True)
+    frame = frame.sort_values(["gain", "label"], ascending=[False, True], kind="stable")
+    return frame.loc[:, list(IMPORTANCE_COLUMNS)].reset_index(drop=True)
 
 
 def timing(result: JobResult) -> dict[str, Any]:
@@ -61,7 +82,8 @@ def log(
     importance = importance_frame(result, experiment)
     write_csv(importance, joint_dir / "feature_importance.csv")
     if not importance.empty:
-        plot_importance(importance, joint_dir / "feature_importance.png")
+        dp = privacy_summary(result)["epsilon"] is not None
+        plot_importance(importance_chart(importance, dp=dp), joint_dir / "feature_importance.png")
     write_csv(pd.DataFrame(per_tree), joint_dir / "per_tree.csv")
     return log_and_register(
         run, target, joint_dir, details, experiment, registry.register_secureboost

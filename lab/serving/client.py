@@ -12,6 +12,14 @@ registered model (a credential must not be in the registry, which auditors read)
 
 For a model with several platforms, ``LAB_PLATFORM_URL_<PARTY>`` (party name upper-cased,
 other characters as ``_``) and the matching ``_TOKEN``/``_TOKEN_FILE`` override the defaults.
+
+When a call fails, :func:`platform_refusals` turns the :class:`PlatformCallError` into the
+error MLflow's scoring server answers with (instead of its generic "unexpected error"): its
+message says which platform refused and the platform's own reason, its HTTP status follows the
+refusal's (403 for an enterprise without authorization, 429 for the platform's rate limit, 503
+when the platform cannot be reached), and the JSON body carries ``platform_error`` (the
+platform's code), ``platform_status`` and, for refusals that list them, ``enterprise_ids``:
+nothing the platform did not already put in its refusal.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +96,16 @@ class PlatformClient:
             try:
                 token = Path(token_file).read_text(encoding="utf-8").strip() or None
             except OSError as exc:
-                raise PlatformCallError(f"cannot read the token file {token_file}: {exc}") from exc
+                raise PlatformCallError(
+                    f"cannot read the token file {token_file}: {exc}",
+                    extra={"platform_error": NOT_CONFIGURED},
+                ) from exc
         if url is None or token is None:
             raise PlatformCallError(
                 f"no scoring endpoint configured for platform {party!r}: set {URL_ENV} and "
                 f"{TOKEN_ENV} (or {TOKEN_FILE_ENV}) in the serving process's environment, or "
-                "pass the platform decision columns in the input"
+                "pass the platform decision columns in the input",
+                extra={"platform_error": NOT_CONFIGURED},
             )
         return cls(url, token)
 
@@ -184,20 +197,85 @@ class PlatformClient:
             response = self._client.post("/v1/decisions", json=body)
         except httpx.HTTPError as exc:
             raise PlatformCallError(
-                f"platform endpoint {self.url} unreachable: {type(exc).__name__}: {exc}"
+                f"platform endpoint {self.url} unreachable: {type(exc).__name__}: {exc}",
+                extra={"platform_error": UNREACHABLE},
             ) from exc
         payload = _json(response)
         if response.status_code != 200:
+            detail = payload.get("detail", response.text[:300])
             raise PlatformCallError(
                 f"platform endpoint {self.url} refused ({response.status_code} "
-                f"{payload.get('error', '?')}): {payload.get('detail', response.text[:300])}",
+                f"{payload.get('error', '?')}): {detail}",
                 extra={
                     "platform_status": response.status_code,
                     "platform_error": payload.get("error"),
+                    "platform_detail": str(detail),
                     "enterprise_ids": payload.get("enterprise_ids", []),
                 },
             )
         return payload
+
+
+#: ``platform_error`` of a failure that is the bank's own: no endpoint or token configured.
+NOT_CONFIGURED = "platform_not_configured"
+#: ``platform_error`` of a platform that could not be reached (nothing was asked).
+UNREACHABLE = "platform_unreachable"
+
+#: MLflow error code (hence the bank's HTTP status) of each platform refusal status. A 401 is
+#: the serving process's credential, not the caller's: a server error, as are the platform's.
+_MLFLOW_CODES = {
+    400: "INVALID_PARAMETER_VALUE",
+    401: "INTERNAL_ERROR",
+    403: "PERMISSION_DENIED",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    409: "RESOURCE_CONFLICT",
+    413: "INVALID_PARAMETER_VALUE",
+    422: "INVALID_PARAMETER_VALUE",
+    429: "REQUEST_LIMIT_EXCEEDED",
+}
+
+
+def scoring_error(party: str, exc: PlatformCallError) -> Exception:
+    """The MLflow error a served model raises when platform ``party``'s call failed.
+
+    The message is ``platform '<party>' refused the scoring call (<status> <code>): <the
+    platform's detail>``, or for a call that never got an answer, why; the JSON body adds
+    ``platform_error``, ``platform_status`` and ``enterprise_ids`` from the refusal.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import ErrorCode
+
+    status = exc.extra.get("platform_status")
+    error = exc.extra.get("platform_error")
+    if isinstance(status, int):
+        message = (
+            f"platform {party!r} refused the scoring call ({status} {error or '?'}): "
+            f"{exc.extra.get('platform_detail', exc)}"
+        )
+        code = _MLFLOW_CODES.get(status, "TEMPORARILY_UNAVAILABLE")
+    elif error == UNREACHABLE:
+        message = f"platform {party!r} could not be asked: {exc}"
+        code = "TEMPORARILY_UNAVAILABLE"
+    else:
+        message = f"platform {party!r} could not be asked: {exc}"
+        code = "INTERNAL_ERROR"
+    body = {k: v for k, v in exc.extra.items() if k != "platform_detail"}
+    return MlflowException(message, error_code=ErrorCode.Value(code), **body)
+
+
+@contextmanager
+def platform_refusals(party: str) -> Iterator[None]:
+    """Raise a failed call to platform ``party`` as :func:`scoring_error` (for served models).
+
+    Raises
+    ------
+    mlflow.exceptions.MlflowException
+        In place of any :class:`PlatformCallError` raised inside the block.
+    """
+    try:
+        yield
+    except PlatformCallError as exc:
+        raise scoring_error(party, exc) from exc
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import numpy as np
 from features.binning import BinKind, BinSpec
 from models.protocol import PartyContext
 from models.secureboost.core import (
+    SCALE,
     IntArray,
     Split,
     goes_left,
@@ -25,6 +26,8 @@ from models.secureboost.core import (
     histogram,
     leaf_weight,
     sigmoid,
+    split_gain,
+    subtree_sums,
 )
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, RuleSplit
@@ -64,8 +67,10 @@ def choose(
 ) -> dict[int, Split | None]:
     """The best split of every node in ``nodes`` (or ``None``), over every party's features.
 
-    With ``bank_only`` only the bank's features compete. Records each split's gain per
-    ``party:feature`` in ``state["importance"]``.
+    With ``bank_only`` only the bank's features compete. Counts each split per
+    ``party:feature`` in ``state["importance"]`` with the gain the search saw (``search_gain``:
+    computed from the platform's DP-noised histograms when the job uses DP), and remembers the
+    split's ``party:feature`` per node for :func:`finish_tree`, which adds the exact gain.
     """
     started = time.perf_counter()
     order: list[str] = state["order"]
@@ -101,13 +106,14 @@ def choose(
         histograms[node] = per_party
     owners = {bank_index} if bank_only else set(range(len(order)))
     splits = grow_level(nodes, histograms, kinds, totals, params.tree, owners)
-    for split in splits.values():
+    for node, split in splits.items():
         if split is not None:
             importance = state.setdefault("importance", {})
             key = f"{order[split.owner]}:{split.feature}"
-            entry = importance.setdefault(key, {"splits": 0, "gain": 0.0})
+            entry = importance.setdefault(key, _new_entry())
             entry["splits"] += 1
-            entry["gain"] += split.gain
+            entry["search_gain"] += split.gain
+            state.setdefault("split_keys", {})[str(node)] = key
     clock = CLOCK.load(ctx)
     clock.add("split_search", time.perf_counter() - started)
     CLOCK.save(ctx, clock)
@@ -172,6 +178,7 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
         raw[rows] += weight
         tree.append(BankNode(node_id=int(leaf), weight=weight).to_dict())
     ctx.store.put_array("sb.raw", raw)
+    _add_exact_gains(state, position, g, h, params)
     trees = ctx.store.get_json("sb.trees")
     trees.append(tree)
     ctx.store.put_json("sb.trees", trees)
@@ -196,6 +203,37 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
     clock = CLOCK.load(ctx)
     clock.add("leaves", time.perf_counter() - started)
     CLOCK.save(ctx, clock)
+
+
+def _new_entry() -> dict[str, Any]:
+    return {"splits": 0, "gain": 0.0, "cover": 0.0, "search_gain": 0.0}
+
+
+def _add_exact_gains(
+    state: dict[str, Any],
+    position: IntArray,
+    g: IntArray,
+    h: IntArray,
+    params: SecureBoostParams,
+) -> None:
+    """Add each split of the finished tree's exact gain and cover to its ``party:feature``.
+
+    The bank holds every gradient and knows where every row went (its own rules, the platforms'
+    directions), so it computes each split's gain from the exact sums of its two children, as
+    XGBoost's ``total_gain`` does, whatever histograms chose it; ``cover`` is the split node's
+    hessian sum. Without DP the gain equals the search's; with DP the search saw noisy platform
+    sums (``search_gain``). Nothing new is learned: the partition and the gradients are the
+    bank's already.
+    """
+    lam = params.tree.reg_lambda
+    importance = state.setdefault("importance", {})
+    for node_id, key in state.pop("split_keys", {}).items():
+        node = int(node_id)
+        gl, hl, _ = subtree_sums(position, 2 * node + 1, g, h)
+        gr, hr, _ = subtree_sums(position, 2 * node + 2, g, h)
+        entry = importance.setdefault(key, _new_entry())
+        entry["gain"] += split_gain((gl, hl), (gr, hr), lam)
+        entry["cover"] += (hl + hr) / SCALE
 
 
 def smaller_children(

@@ -111,6 +111,35 @@ def _score(g: float, h: float, lam: float) -> float:
     return g * g / (h + lam)
 
 
+def _gain(gl: int, hl: int, gr: int, hr: int, parent: float, lam: float) -> float:
+    """XGBoost's gain of a split from the integer sums of its children (``parent``: score)."""
+    left, right = _score(gl / SCALE, hl / SCALE, lam), _score(gr / SCALE, hr / SCALE, lam)
+    return 0.5 * (left + right - parent)
+
+
+def split_gain(left: tuple[int, int], right: tuple[int, int], lam: float) -> float:
+    """The gain of a split whose children hold ``(G, H)`` integer sums ``left`` and ``right``.
+
+    The same arithmetic :func:`best_split` scores candidates with: given the exact sums of a
+    chosen partition, it is the exact reduction of the second-order objective that split made.
+    """
+    (gl, hl), (gr, hr) = left, right
+    return _gain(gl, hl, gr, hr, _score((gl + gr) / SCALE, (hl + hr) / SCALE, lam), lam)
+
+
+def subtree_sums(position: IntArray, node: int, g: IntArray, h: IntArray) -> tuple[int, int, int]:
+    """``(G, H, rows)`` of the rows whose leaf ``position`` lies in the subtree of ``node``.
+
+    Nodes are numbered level-wise (children ``2 i + 1`` and ``2 i + 2``), so the ancestor of
+    node ``p`` at the depth of ``node`` is ``((p + 1) >> (depth(p) - depth(node))) - 1``.
+    """
+    depth = int(node + 1).bit_length() - 1
+    p1 = position.astype(np.int64) + 1
+    shift = np.frexp(p1.astype(np.float64))[1].astype(np.int64) - 1 - depth  # exact depths
+    inside = (shift >= 0) & ((p1 >> np.maximum(shift, 0)) == node + 1)
+    return int(g[inside].sum()), int(h[inside].sum()), int(inside.sum())
+
+
 def best_split(
     owner: int,
     feature: int,
@@ -150,9 +179,7 @@ def best_split(
                 continue
             if hl / SCALE < params.min_child_weight or hr / SCALE < params.min_child_weight:
                 continue
-            gain = 0.5 * (
-                _score(gl / SCALE, hl / SCALE, lam) + _score(gr / SCALE, hr / SCALE, lam) - parent
-            )
+            gain = _gain(gl, hl, gr, hr, parent, lam)
             if gain <= params.min_split_gain or (best is not None and gain <= best.gain):
                 continue
             left_bins = tuple(sorted(int(b) for b in order[: k + 1]))

@@ -126,7 +126,14 @@ def start_envelope(
 
 @dataclass(frozen=True)
 class SecureBoostOutcome:
-    """What the coordinator receives when training ends (aggregates and references)."""
+    """What the coordinator receives when training ends (aggregates and references).
+
+    ``importance`` has one entry per ``party`` and ``feature`` that split somewhere: ``splits``
+    (how many), ``gain`` (the exact gain of those splits, computed by the bank from its gradients
+    and the partition, XGBoost's ``total_gain``), ``cover`` (their hessian sum) and
+    ``search_gain`` (the gain the split search saw; for a platform's features under DP it was
+    computed from noisy histograms and is inflated by the noise).
+    """
 
     report: dict[str, Any]
     per_tree: list[dict[str, Any]]
