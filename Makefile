@@ -11,11 +11,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: demo test lint typecheck unit install install-dev clean help
+.PHONY: demo test lint typecheck unit install install-dev install-notebooks notebooks clean help
 
 help:
-	@echo "make demo   - create $(VENV), install, run the end-to-end joint-modeling demo"
-	@echo "make test   - install test needs, run ruff, mypy and the whole test suite"
+	@echo "make demo      - create $(VENV), install (with the notebooks' needs), run the demo"
+	@echo "make test      - install test needs, run ruff, mypy and the whole test suite"
+	@echo "make notebooks - execute notebooks/*.ipynb in place (outputs are committed)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,11 +29,21 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
 	@touch $@
 
+$(VENV)/.installed-notebooks: $(VENV)/.installed
+	$(PIP) install --quiet -c constraints.txt -e '.[notebooks]'
+	@touch $@
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-notebooks: $(VENV)/.installed-notebooks
 
-demo: install
+demo: install-notebooks
 	$(BIN)/lab demo --summary-json out/demo-summary.json
+	@echo "walkthroughs: $(BIN)/jupyter lab notebooks/   (or make notebooks to re-execute them)"
+
+# Each notebook runs in its own temporary lab home; the executed copy replaces the file.
+notebooks: install-notebooks
+	$(BIN)/jupyter execute --inplace --timeout=600 notebooks/risk_modeler.ipynb notebooks/auditor.ipynb
 
 lint: install-dev
 	$(BIN)/ruff check .

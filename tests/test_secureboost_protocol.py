@@ -318,6 +318,29 @@ def test_out_of_order_stage_is_refused() -> None:
     assert "not allowed after 'idle'" in str(out[0].payload["message"])
 
 
+def test_a_tree_may_follow_a_tree_without_splits_but_never_repeat() -> None:
+    from federated.party import DictStore, PartyRuntime
+    from federated.protocols import party_protocols
+    from federated.spec import PartyBinding
+
+    runtime = PartyRuntime(
+        PartyBinding("platform", "platform", __file__),
+        DictStore(),
+        party_protocols(),  # type: ignore[arg-type]
+    )
+    runtime.store.put_json("secureboost.stage", "tree")  # tree 3 ended without a level
+    runtime.store.put_json("sb.state", {"bank": "bank", "settings": {}, "tree": 3})
+    out = runtime.dispatch(Envelope("secureboost", "tree", "bank", "platform", {"tree": 3}))
+    assert out[0].stage == "error"
+    assert "tree 3 after tree 3: trees come in increasing order" in str(out[0].payload["message"])
+    # With splits impossible (every child would be too small) each tree is a lone leaf.
+    bank, y, platforms = _data(60)
+    clf = SecureBoostClassifier(n_estimators=3, max_depth=2, min_child_samples=40, **KEYS)
+    clf.fit(bank, y, platforms)
+    assert clf.outcome_.importance == []
+    assert np.ptp(clf.predict_proba(bank, platforms)[:, 1]) == 0.0
+
+
 def test_party_error_names_the_party() -> None:
     with pytest.raises(PartyError):
         raise PartyError("platform", "ProtocolError", "x", "secureboost/tree")

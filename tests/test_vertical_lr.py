@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
 from features.binning import fit_bins
+from features.errors import DataError
+from features.io import read_party_table
 from features.woe import count_bins
 from federated.estimators import HeteroLRClassifier
-from federated.transport import PartyError
 from models.protocol import Envelope
 from models.scorecard import Scorecard
 from models.vertical_lr import fixedpoint as fp
@@ -220,10 +223,14 @@ def test_masked_sums_hide_values_and_refuse_tampering() -> None:
     assert fp.from_residue(fp.to_residue([-3, 4], n), n) == [-3, 4]
 
 
-def test_single_class_labels_are_refused_with_a_clear_error() -> None:
+def test_single_class_labels_are_refused_with_a_clear_error(tmp_path: Path) -> None:
     bank, y, platforms = _data(200)
-    with pytest.raises(PartyError, match="needs both good"):
+    with pytest.raises(ValueError, match="y holds one class"):  # the estimator, before any key
         HeteroLRClassifier(max_epochs=1, **KEYS).fit(bank, np.zeros_like(y), platforms)
+    table = tmp_path / "bank.csv"  # and the bank's node, reading its table in a job
+    bank.assign(id=[f"r{i}" for i in range(len(bank))], y=0).to_csv(table, index=False)
+    with pytest.raises(DataError, match="needs both good"):
+        read_party_table(table, id_column="id", label_column="y")
 
 
 def test_a_platform_refuses_a_bins_message_from_another_party() -> None:

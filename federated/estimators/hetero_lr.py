@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from features.woe import iv_table
-from federated.estimators.params import KeywordParams
+from federated.estimators.base import Frames, VerticalClassifier
 from federated.inprocess import inprocess_job
 from models.guard import single_operator
 from models.vertical.keys import CRYPTO_FIELDS
@@ -29,7 +29,7 @@ from models.vertical_lr.protocol import HeteroLROutcome, HeteroLRParams, conclud
 _DEFAULTS = HeteroLRParams()
 
 
-class HeteroLRClassifier(KeywordParams):
+class HeteroLRClassifier(VerticalClassifier):
     """WOE logistic regression between one bank (labels) and one or more platforms.
 
     Parameters are those of :class:`~models.vertical_lr.params.HeteroLRParams`, with its
@@ -38,7 +38,15 @@ class HeteroLRClassifier(KeywordParams):
     default would be shared by every instance.
     After ``fit``: ``bank_part_`` (bins, WOE tables, coefficients, scorecard),
     ``platform_parts_`` (each platform's bins and mapping), ``outcome_`` (history, clocks),
-    ``iv_`` (IV of every column, from the bank's part), ``traffic_``, ``classes_``.
+    ``iv_`` (IV of every column, from the bank's part), ``traffic_``, and the classifier
+    attributes of :class:`~federated.estimators.base.VerticalClassifier` (``classes_``,
+    ``feature_names_in_``, ``feature_importances_``).
+
+    ``feature_importances_`` is each feature's standardised coefficient, ``|coef| · sd(WOE)``
+    over the training rows (from the WOE tables' bin counts), as a share of the total. These
+    are the bank's numbers: the bank holds every feature's WOE table (computed from encrypted
+    per-bin counts) and coefficient, including the platforms' features (by name, with the
+    platform's bins but not its bin edges); a platform sees none of them.
     """
 
     _PARAMS = tuple(f.name for f in fields(HeteroLRParams))
@@ -89,21 +97,19 @@ class HeteroLRClassifier(KeywordParams):
             values["groups"] = dict(values["groups"])
         return HeteroLRParams(**values)
 
-    def fit(
+    def _fit_frames(
         self,
-        X_bank: pd.DataFrame,  # noqa: N803 - scikit-learn naming
-        y: npt.ArrayLike,
-        X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
-        *,
-        test_mask: npt.NDArray[np.bool_] | None = None,
-    ) -> HeteroLRClassifier:
-        """Train on aligned rows; ``test_mask`` rows are held out (evaluated in ``outcome_``)."""
+        bank: pd.DataFrame,
+        labels: npt.NDArray[np.int8],
+        platforms: Frames,
+        test_mask: npt.NDArray[np.bool_] | None,
+    ) -> None:
         params = self._validated_params()
         self._params = params  # the settings this fit ran with (tests replay the core on them)
         with inprocess_job(
-            X_bank,
-            y,
-            X_platforms,
+            bank,
+            labels,
+            platforms,
             name="hetero-lr-estimator",
             model={"type": "hetero_lr"},
             crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
@@ -123,8 +129,6 @@ class HeteroLRClassifier(KeywordParams):
             self.iv_ = iv_table(self.bank_part_.tables).to_dict(orient="records")
             job.close()
             self.traffic_ = job.transport.stats.to_dict()
-        self.classes_ = np.array([0, 1])
-        return self
 
     def platform_bins(
         self,
@@ -138,13 +142,20 @@ class HeteroLRClassifier(KeywordParams):
                 out[f"{party}:{name}"] = bins[:, j]
         return out
 
-    def predict_proba(
-        self,
-        X_bank: pd.DataFrame,  # noqa: N803
-        X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
+    def _default_probability(
+        self, bank: pd.DataFrame, platforms: Frames
     ) -> npt.NDArray[np.float64]:
-        """Class probabilities, shape (rows, 2); column 1 is the default probability."""
-        p = self.bank_part_.predict_proba(
-            X_bank.reset_index(drop=True), self.platform_bins(X_platforms)
-        )
-        return np.column_stack([1.0 - p, p])
+        return self.bank_part_.predict_proba(bank, self.platform_bins(platforms))
+
+    def _raw_importance(self) -> dict[str, float]:
+        out = {}
+        for table in self.bank_part_.tables:
+            woe = np.asarray(table.woe, dtype=np.float64)
+            rows = np.asarray(table.total, dtype=np.float64)
+            if rows.sum() <= 0:
+                continue
+            mean = float(np.average(woe, weights=rows))
+            spread = float(np.sqrt(np.average((woe - mean) ** 2, weights=rows)))
+            key = self.bank_part_.table_key(table)
+            out[key] = abs(self.bank_part_.coefficients[key]) * spread
+        return out

@@ -8,15 +8,15 @@ aligned (same order in every frame). Jobs use the same protocol through Flower (
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from federated.estimators.params import KeywordParams
+from federated.estimators.base import Frames, VerticalClassifier
 from federated.inprocess import inprocess_job
 from models.guard import single_operator
 from models.secureboost.parts import BankPart, PlatformPart
@@ -32,14 +32,23 @@ from models.vertical.keys import CRYPTO_FIELDS
 _DEFAULTS = SecureBoostParams()
 
 
-class SecureBoostClassifier(KeywordParams):
+class SecureBoostClassifier(VerticalClassifier):
     """Vertical SecureBoost between one bank (labels) and one or more platforms.
 
     Parameters are those of :class:`~models.secureboost.params.SecureBoostParams`, with its
     defaults; they are stored as given and validated by ``fit``.
     After ``fit``: ``bank_part_``, ``platform_parts_`` (what each party keeps), ``outcome_``
     (timings, operation counts, importance), ``privacy_`` (per party: the DP releases it
-    counted and their privacy events), ``traffic_``, ``classes_``.
+    counted and their privacy events), ``traffic_``, and the classifier attributes of
+    :class:`~federated.estimators.base.VerticalClassifier` (``classes_``,
+    ``feature_names_in_``, ``feature_importances_``).
+
+    ``feature_importances_`` is each feature's share of the total split gain of all trees.
+    These are the bank's numbers: the bank chooses every split, so it knows each platform
+    split's feature *name* (a published column) and gain, never its threshold (that stays in
+    the platform's part). With ``dp_epsilon`` set, platform gains are computed from DP-noised
+    histograms and are inflated by the noise (the bank's own gains are exact), so compare
+    parties' shares with care.
     """
 
     _PARAMS = tuple(f.name for f in fields(SecureBoostParams))
@@ -74,23 +83,24 @@ class SecureBoostClassifier(KeywordParams):
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
 
-    def fit(
+    def _fit_frames(
         self,
-        X_bank: pd.DataFrame,  # noqa: N803 - scikit-learn naming
-        y: npt.ArrayLike,
-        X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
-    ) -> SecureBoostClassifier:
-        """Train on aligned rows: the bank's columns and labels, each platform's columns."""
+        bank: pd.DataFrame,
+        labels: npt.NDArray[np.int8],
+        platforms: Frames,
+        test_mask: npt.NDArray[np.bool_] | None,
+    ) -> None:
         params = SecureBoostParams(**self.get_params())
         model = {k: v for k, v in self.get_params().items() if k not in CRYPTO_FIELDS}
         with inprocess_job(
-            X_bank,
-            y,
-            X_platforms,
+            bank,
+            labels,
+            platforms,
             name="secureboost-estimator",
             model={"type": "secureboost", **model},
             crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
             limits=single_operator(self.insecure_test_keys),
+            test_mask=test_mask,
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")
             outcome: SecureBoostOutcome = conclude(job.run(start))
@@ -104,18 +114,20 @@ class SecureBoostClassifier(KeywordParams):
             self.outcome_ = outcome
             self.privacy_ = job.close()
             self.traffic_ = job.transport.stats.to_dict()
-        self.classes_ = np.array([0, 1])
-        return self
 
-    def predict_proba(
-        self,
-        X_bank: pd.DataFrame,  # noqa: N803
-        X_platforms: Mapping[str, pd.DataFrame],  # noqa: N803
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.dp_epsilon is not None  # lossless unless DP noise is on
+        return tags
+
+    def _default_probability(
+        self, bank: pd.DataFrame, platforms: Frames
     ) -> npt.NDArray[np.float64]:
-        """Class probabilities, shape (rows, 2); column 1 is the default probability."""
         decisions = {}
         for party, ids in self.bank_part_.platform_splits().items():
             part = self.platform_parts_[party]
-            decisions[party] = (ids, part.decisions(X_platforms[party].reset_index(drop=True), ids))
-        p = self.bank_part_.predict_proba(X_bank.reset_index(drop=True), decisions)
-        return np.column_stack([1.0 - p, p])
+            decisions[party] = (ids, part.decisions(platforms[party], ids))
+        return self.bank_part_.predict_proba(bank, decisions)
+
+    def _raw_importance(self) -> dict[str, float]:
+        return {f"{e['party']}:{e['feature']}": float(e["gain"]) for e in self.outcome_.importance}

@@ -95,6 +95,11 @@ class PlatformRole:
         )
 
     def _tree(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
+        if env.integer("tree") <= state["tree"]:
+            raise ProtocolError(
+                f"secureboost/tree {env.integer('tree')} after tree {state['tree']}: "
+                "trees come in increasing order"
+            )
         state = {**state, "layout": env.json("layout")}
         cipher = self._cipher(ctx, state)
         if env.text("key") != cipher.fingerprint:

@@ -97,10 +97,11 @@ _PLATFORM = StageMachine(
     PROTOCOL,
     {
         "init": {StageMachine.START},
-        "tree": {"init", "level"},
+        # A tree whose root cannot split ends after its ``tree`` (or an ``assign``) exchange.
+        "tree": {"init", "tree", "level", "assign"},
         "level": {"tree", "level", "assign"},
         "assign": {"level"},
-        "predict": {"init", "level"},
+        "predict": {"init", "tree", "level", "assign"},
     },
 )
 
