@@ -119,3 +119,29 @@ def vertical_config(bank: str = "bank.csv", platform: str = "platform.csv") -> d
         "crypto": {"key_bits": 2048},
         "evaluation": {"test_size": 0.25, "random_state": 1, "stratify": True},
     }
+
+
+def sme_parties(feature_set: str | None = None, bank: str = "bank") -> list[dict[str, str]]:
+    """The two parties of a vertical job on ``lab data synth`` output (``bank_1.csv``, relative).
+
+    ``feature_set`` (``name@version``) makes the platform's side governed; ``bank`` is the bank
+    party's name (authorizations and budgets are keyed by it).
+    """
+    platform = {
+        "name": "platform",
+        "role": "platform",
+        "data": "platform.csv",
+        "id_column": "enterprise_id",
+    }
+    if feature_set is not None:
+        platform["feature_set"] = feature_set
+    return [
+        {
+            "name": bank,
+            "role": "bank",
+            "data": "bank_1.csv",
+            "id_column": "enterprise_id",
+            "label_column": "default_12m",
+        },
+        platform,
+    ]

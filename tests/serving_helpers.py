@@ -129,7 +129,7 @@ def train_served_model(
     from lab.demo import publish_feature_set, synthesize
     from lab.governance.authorizations import AuthorizationRegistry
     from lab.home import lab_home
-    from tests.conftest import allow_test_keys
+    from tests.conftest import allow_test_keys, sme_parties
 
     synthesize(
         folder,
@@ -171,21 +171,7 @@ def train_served_model(
     config = {
         "name": "served",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": SERVED_BANK,
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-            },
-        ],
+        "parties": sme_parties(bank=SERVED_BANK),
         "model": model or {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "evaluation": {"test_size": 0.25, "random_state": 1},

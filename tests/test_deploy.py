@@ -39,7 +39,7 @@ from lab.deploy.errors import DeploymentError
 from lab.deploy.node_keys import generate_node_key
 from lab.deploy.state import DeploymentState
 from lab.deploy.tls import TlsFiles, generate_tls
-from tests.conftest import allow_test_keys, make_vertical, vertical_config
+from tests.conftest import allow_test_keys, make_vertical, sme_parties, vertical_config
 
 FAST_KEYS = {"key_bits": 512, "insecure_test_keys": True}
 
@@ -213,21 +213,7 @@ def test_lab_up_train_down_on_loopback(
     config: dict[str, Any] = {
         "name": "tiny",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-            },
-        ],
+        "parties": sme_parties(),
         "model": {"type": "secureboost", "n_estimators": 3, "max_depth": 2, "max_bin": 8},
         "crypto": dict(FAST_KEYS),
         "evaluation": {"test_size": 0.25, "random_state": 1},
@@ -387,22 +373,7 @@ def _governed_experiment(folder: Path) -> Path:
     config: dict[str, Any] = {
         "name": "governed-deploy",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-                "feature_set": REF,
-            },
-        ],
+        "parties": sme_parties(REF),
         "model": {
             "type": "secureboost",
             "n_estimators": 4,

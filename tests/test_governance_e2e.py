@@ -20,7 +20,7 @@ from lab.governance.authorizations import AuthorizationRegistry
 from lab.governance.ledger import BudgetLedger
 from lab.governance.report import jobs_from_audit
 from tests.cli_helpers import run_lab
-from tests.conftest import allow_test_keys
+from tests.conftest import allow_test_keys, sme_parties
 
 pytestmark = pytest.mark.slow
 
@@ -64,22 +64,7 @@ def governed(tmp_path: Path, lab_home: Path) -> dict[str, Any]:
     config = {
         "name": "governed",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-                "feature_set": REF,
-            },
-        ],
+        "parties": sme_parties(REF),
         "model": {
             "type": "secureboost",
             "n_estimators": 3,

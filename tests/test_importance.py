@@ -23,7 +23,7 @@ from lab.config import experiment_from_dict, load_experiment
 from lab.reports import UNKNOWN_GROUP
 from models.evaluation import evaluate_scores
 from models.secureboost.core import TreeParams, gradients, split_gain
-from tests.conftest import EXPERIMENTS
+from tests.conftest import EXPERIMENTS, sme_parties
 from tests.test_secureboost_protocol import KEYS, _core, _data
 
 PARAMS = {"n_estimators": 4, "max_depth": 3, "max_bin": 8, "min_child_samples": 5}
@@ -196,22 +196,7 @@ def _config(ref: str, *, dp: bool = False) -> dict[str, Any]:
     return {
         "name": "importance",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-                "feature_set": ref,
-            },
-        ],
+        "parties": sme_parties(ref),
         "model": model,
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "evaluation": {"test_size": 0.25, "random_state": 1},

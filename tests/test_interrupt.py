@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from lab.demo import publish_feature_set, synthesize
-from tests.conftest import EXPERIMENTS, TEST_KEY_POLICY
+from tests.conftest import EXPERIMENTS, TEST_KEY_POLICY, sme_parties
 
 pytestmark = pytest.mark.slow
 
@@ -158,21 +158,7 @@ def _governed(tmp_path: Path, lab_home: Path, ref: str, model: dict[str, object]
     config = {
         "name": "stopped",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-            },
-        ],
+        "parties": sme_parties(),
         "model": model,
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "alignment": {"id_scheme": "uscc", "min_intersection": 10},

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from lab.demo import publish_feature_set, synthesize
-from tests.conftest import DATA, EXPERIMENTS, TEST_KEY_POLICY
+from tests.conftest import DATA, EXPERIMENTS, TEST_KEY_POLICY, sme_parties
 
 pytestmark = pytest.mark.slow
 
@@ -79,21 +79,7 @@ def governed(tmp_path: Path, lab_home: Path) -> dict[str, Any]:
     config = {
         "name": "bypass",
         "kind": "vertical",
-        "parties": [
-            {
-                "name": "bank",
-                "role": "bank",
-                "data": "bank_1.csv",
-                "id_column": "enterprise_id",
-                "label_column": "default_12m",
-            },
-            {
-                "name": "platform",
-                "role": "platform",
-                "data": "platform.csv",
-                "id_column": "enterprise_id",
-            },
-        ],
+        "parties": sme_parties(),
         "model": {"type": "secureboost", "n_estimators": 2, "max_depth": 2, "max_bin": 8},
         "crypto": {"key_bits": 512, "insecure_test_keys": True},
         "evaluation": {"test_size": 0.25, "random_state": 1},
