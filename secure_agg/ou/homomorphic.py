@@ -1,0 +1,127 @@
+"""Homomorphic operations: addition, multiplication by a constant, group sums (histograms).
+
+The product of two ciphertexts modulo ``n`` encrypts the sum of their plaintexts and ``c^k``
+encrypts ``k·m``, both modulo the secret prime ``p``: a result that outgrows the plaintext
+space wraps silently, and the key holder's decryption refuses it
+(:class:`~secure_agg.ou.errors.PlaintextOverflowError`) only when it lands at or above the bound,
+so keep sums below ``2^plaintext_bits`` by construction (:mod:`secure_agg.packing`'s bounds with
+:func:`secure_agg.ou.packing_key_bits`). None of these results is re-randomised: their
+randomisers are functions of the inputs' randomisers, which the key holder can relate, so
+re-randomise (:meth:`~secure_agg.ou.PublicKey.obfuscate`, :func:`secure_agg.ou.obfuscate_many`)
+before a result leaves the party. An empty group's sum is the integer 1, a transparent
+encryption of 0.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import gmpy2
+import numpy as np
+import numpy.typing as npt
+
+from secure_agg.ou import kernels
+from secure_agg.ou.errors import OUError
+
+if TYPE_CHECKING:
+    from secure_agg.ou.keys import PublicKey
+
+
+def add(pub: PublicKey, c1: int, c2: int) -> int:
+    """A ciphertext of ``m1 + m2 mod p`` (not re-randomised)."""
+    return int(gmpy2.mpz(pub._check_ciphertext(c1)) * pub._check_ciphertext(c2) % pub._n)
+
+
+def mul_const(pub: PublicKey, c: int, k: int) -> int:
+    """A ciphertext of ``k · m mod p`` for any integer ``k`` (negative via the inverse mod ``n``).
+
+    ``k = 0`` gives 1, a transparent encryption of 0. A negative result decrypts with
+    :meth:`~secure_agg.ou.PrivateKey.decrypt_signed_int`. The cost grows with ``|k|``'s length
+    (``p`` is secret, so ``k`` cannot be reduced). Not re-randomised: re-randomise before
+    sending the result to the key holder if ``k`` must stay secret.
+
+    Raises
+    ------
+    OUError
+        If ``c`` is out of range or (for negative ``k``) not invertible modulo ``n``.
+    """
+    c = pub._check_ciphertext(c)
+    k = operator.index(k)
+    base = gmpy2.mpz(c)
+    if k < 0:
+        try:
+            base = gmpy2.invert(base, pub._n)
+        except ZeroDivisionError as exc:
+            raise OUError("ciphertext is not invertible modulo n (not a unit)") from exc
+        k = -k
+    return int(gmpy2.powmod(base, k, pub._n))
+
+
+def sum_groups(
+    pub: PublicKey, ciphertexts: Sequence[int], group_ids: npt.NDArray[Any], n_groups: int
+) -> list[int]:
+    """Homomorphic sum of the ciphertexts per group id; rows with id -1 are skipped.
+
+    Returns ``n_groups`` ciphertexts (1 for an empty group); not re-randomised.
+    """
+    ids = np.asarray(group_ids)
+    if ids.ndim != 1:
+        raise OUError(f"group_ids must be one-dimensional, got shape {ids.shape}")
+    return sum_groups_many(pub, ciphertexts, ids.reshape(-1, 1), n_groups)[0]
+
+
+def sum_groups_many(
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    group_matrix: npt.NDArray[Any],
+    n_groups: int,
+) -> list[list[int]]:
+    """Per feature column, the homomorphic sum of the ciphertexts per group: histogram kernel.
+
+    One multiplication modulo ``n`` per (row, column) with a group id other than -1, in this
+    process.
+
+    Parameters
+    ----------
+    pub : PublicKey
+    ciphertexts : sequence of int
+        One per row.
+    group_matrix : numpy.ndarray of int, shape (n_rows, n_features)
+        Group of each row for each feature in ``[0, n_groups)``; -1 skips the row.
+    n_groups : int
+
+    Returns
+    -------
+    list of list of int
+        ``out[j][g]``: the sum over rows ``i`` with ``group_matrix[i, j] == g``; 1 for an empty
+        group. Not re-randomised.
+
+    Raises
+    ------
+    OUError
+        On shape mismatches, non-integer or out-of-range group ids, or bad ciphertexts.
+    """
+    n_groups = operator.index(n_groups)
+    if n_groups < 0:
+        raise OUError(f"n_groups must be non-negative, got {n_groups}")
+    matrix = _check_groups(group_matrix, len(ciphertexts), n_groups)
+    cts = [gmpy2.mpz(c) for c in kernels.check_ciphertexts(pub, ciphertexts)]
+    sums = kernels.group_sums(pub._n, cts, matrix, n_groups)
+    return [[1 if a is None else int(a) for a in column] for column in sums]
+
+
+def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:
+    matrix = np.asarray(group_matrix)
+    if matrix.ndim != 2 or matrix.shape[0] != n_rows:
+        raise OUError(f"group_matrix must have shape ({n_rows}, n_features), got {matrix.shape}")
+    if not np.issubdtype(matrix.dtype, np.integer):
+        raise OUError(f"group ids must be integers, got dtype {matrix.dtype}")
+    if matrix.size:
+        low, high = int(matrix.min()), int(matrix.max())
+        if low < -1 or high >= n_groups:
+            bad = low if low < -1 else high
+            row, col = np.argwhere(matrix == bad)[0]
+            raise OUError(f"group id {bad} at row {row}, column {col} is outside [-1, {n_groups})")
+    return matrix

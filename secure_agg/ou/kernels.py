@@ -1,0 +1,97 @@
+"""OU kernels on one process: encryption, re-randomisation, decryption, group sums.
+
+Every kernel that needs randomness takes it from its caller, drawn with
+:func:`secrets.token_bytes`; the Python loops here are the reference.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import gmpy2
+import numpy.typing as npt
+
+from secure_agg.ou import tables
+from secure_agg.ou.errors import OUError
+
+if TYPE_CHECKING:
+    from secure_agg.ou.keys import PrivateKey, PublicKey
+
+
+def check_plaintexts(pub: PublicKey, plaintexts: Sequence[int]) -> list[int]:
+    """The plaintexts as ``int``, each checked to lie in ``[0, 2^plaintext_bits)``.
+
+    Raises
+    ------
+    OUError
+        Naming the index of the first plaintext outside the space (not its value).
+    """
+    values = [operator.index(m) for m in plaintexts]
+    bound = pub.plaintext_bound
+    for index, m in enumerate(values):
+        if not 0 <= m < bound:
+            raise OUError(
+                f"plaintext {index} is outside [0, 2^{pub.plaintext_bits}) for this OU key"
+            )
+    return values
+
+
+def check_ciphertexts(pub: PublicKey, ciphertexts: Sequence[int]) -> list[int]:
+    """The ciphertexts as ``int``, each checked to lie in ``(0, n)``."""
+    values = [operator.index(c) for c in ciphertexts]
+    n = pub.n
+    for index, c in enumerate(values):
+        if not 0 < c < n:
+            raise OUError(f"ciphertext {index} is outside (0, n) for OU key {pub.fingerprint}")
+    return values
+
+
+def encrypt_one(pub: PublicKey, m: int, r: bytes) -> Any:
+    """``g^m · h^r mod n`` for a checked ``m`` and the exponent of little-endian bytes ``r``."""
+    g_table, h_table = tables.public_tables(pub)
+    gm = g_table.power(m.to_bytes(pub.plaintext_bytes, "little"))
+    return gm * h_table.power(r) % pub._n
+
+
+def encrypt(pub: PublicKey, values: Sequence[int], randomness: bytes) -> list[Any]:
+    """:func:`encrypt_one` of checked plaintexts, ``randomness_bytes`` of ``randomness`` each."""
+    size = pub.randomness_bytes
+    return [
+        encrypt_one(pub, m, randomness[i * size : (i + 1) * size]) for i, m in enumerate(values)
+    ]
+
+
+def obfuscate_one(pub: PublicKey, c: Any, digits: bytes) -> Any:
+    """``c · h^b mod n`` for the exponent of little-endian bytes ``digits``."""
+    return c * tables.public_tables(pub)[1].power(digits) % pub._n
+
+
+def obfuscate(pub: PublicKey, cts: Sequence[int], randomness: bytes) -> list[Any]:
+    """:func:`obfuscate_one` of checked ciphertexts, ``obfuscation_exponent_bytes`` each."""
+    size = pub.obfuscation_exponent_bytes
+    return [
+        obfuscate_one(pub, gmpy2.mpz(c), randomness[i * size : (i + 1) * size])
+        for i, c in enumerate(cts)
+    ]
+
+
+def decrypt(priv: PrivateKey, cts: Sequence[int]) -> list[Any]:
+    """Residues modulo ``p`` of checked ciphertexts (GMP's powmod does the work)."""
+    return [priv._decrypt(gmpy2.mpz(c)) for c in cts]
+
+
+def group_sums(
+    n: Any, cts: Sequence[Any], matrix: npt.NDArray[Any], n_groups: int
+) -> list[list[Any]]:
+    """Per column, per group, the product modulo ``n`` of the rows' ciphertexts (None if empty)."""
+    out: list[list[Any]] = []
+    for j in range(matrix.shape[1]):
+        acc: list[Any] = [None] * n_groups
+        for c, g in zip(cts, matrix[:, j].tolist(), strict=True):
+            if g >= 0:
+                a = acc[g]
+                acc[g] = c if a is None else a * c % n
+        out.append(acc)
+    return out
