@@ -1,5 +1,6 @@
 /*
- * secure_agg._gmp_kernels: the arithmetic of secure_agg.paillier and secure_agg.packing in C.
+ * secure_agg._gmp_kernels: the arithmetic of secure_agg.paillier, secure_agg.packing and
+ * secure_agg.ou (OU encryption, see OuEncryptor) in C.
  *
  * A CPython extension (plain C API) over GMP's mpn layer. Every kernel takes and returns fixed-width
  * big-endian byte strings, validates its input with the GIL held, then releases the GIL for the
@@ -1858,6 +1859,348 @@ done:
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* OuEncryptor: Okamoto-Uchiyama g^m h^r mod n (n = p^2 q, not a square) from fixed-base tables */
+/* ------------------------------------------------------------------------------------------ */
+/* OU's modulus is not a square, so the base-n digits above do not apply: a product is
+ * mpn_mul_n (or mpn_sqr) and one mpn_tdiv_qr by n, h limbs each. Both bases are public and fixed
+ * by the key: rows[i][d - 1] = base^(d 256^i) mod n for 1 <= d < 256, built once at construction
+ * (GIL released), so g^m and h^r take one multiplication per non-zero byte of the exponent, as
+ * secure_agg.ou.tables' Python tables. Tables are public; the scratch that held h^r is wiped. */
+
+typedef struct {
+    PyObject_HEAD
+    mp_limb_t *n;             /* h limbs, top limb non-zero */
+    mp_size_t h;
+    size_t n_bytes;           /* ciphertexts are n_bytes wide */
+    Py_ssize_t g_rows, h_rows;
+    mp_limb_t *g_table;       /* g_rows * 255 entries of h limbs */
+    mp_limb_t *h_table;       /* h_rows * 255 entries of h limbs */
+} OuEncryptorObject;
+
+#define OU_ENTRIES 255
+#define OU_MAX_ROWS (1 << 16)
+/* Scratch limbs of om_mul: a 2h-limb product and an (h + 1)-limb quotient. */
+#define OM_SCRATCH(h) (3 * (size_t)(h) + 1)
+
+/* r = a * b mod n (h limbs each); r may be a or b. */
+static void
+om_mul(const mp_limb_t *n, mp_size_t h, mp_limb_t *r, const mp_limb_t *a, const mp_limb_t *b,
+       mp_limb_t *w)
+{
+    mp_limb_t *t = w, *q = w + 2 * h;
+    if (a == b) {
+        mpn_sqr(t, a, h);
+    } else {
+        mpn_mul_n(t, a, b, h);
+    }
+    mpn_tdiv_qr(q, r, 0, t, 2 * h, n, h);
+}
+
+/* Fill rows of base^(d 256^i) mod n; base (h limbs, < n) is destroyed. */
+static void
+om_build(const mp_limb_t *n, mp_size_t h, mp_limb_t *table, Py_ssize_t rows, mp_limb_t *step,
+         mp_limb_t *w)
+{
+    size_t size = (size_t)h;
+    for (Py_ssize_t i = 0; i < rows; i++) {
+        mp_limb_t *row = table + (size_t)i * OU_ENTRIES * size;
+        memcpy(row, step, size * LIMB_BYTES);
+        for (size_t d = 1; d < OU_ENTRIES; d++) {
+            om_mul(n, h, row + d * size, row + (d - 1) * size, step, w);
+        }
+        om_mul(n, h, step, row + (OU_ENTRIES - 1) * size, step, w);
+    }
+}
+
+/* acc = base^e for e's little-endian byte digits (digit(i) below); 0 if every digit is 0. */
+static int
+om_power(const mp_limb_t *n, mp_size_t h, const mp_limb_t *table, const unsigned char *digits,
+         size_t count, int big_endian, mp_limb_t *acc, mp_limb_t *w)
+{
+    int have = 0;
+    size_t size = (size_t)h;
+    for (size_t i = 0; i < count; i++) {
+        unsigned d = big_endian ? digits[count - 1 - i] : digits[i];
+        if (d == 0) {
+            continue;
+        }
+        const mp_limb_t *entry = table + (i * OU_ENTRIES + d - 1) * size;
+        if (have) {
+            om_mul(n, h, acc, acc, entry, w);
+        } else {
+            memcpy(acc, entry, size * LIMB_BYTES);
+            have = 1;
+        }
+    }
+    return have;
+}
+
+static void
+ou_dealloc(PyObject *op)
+{
+    OuEncryptorObject *self = (OuEncryptorObject *)op;
+    PyMem_RawFree(self->n);
+    PyMem_RawFree(self->g_table);
+    PyMem_RawFree(self->h_table);
+    Py_TYPE(op)->tp_free(op);
+}
+
+/* A base below n, as h limbs (fresh buffer); NULL with ValueError otherwise. */
+static mp_limb_t *
+ou_parse_base(const Py_buffer *buf, const char *name, const mp_limb_t *n, mp_size_t h)
+{
+    mp_size_t nb = 0;
+    mp_limb_t *raw = parse_positive(buf, name, &nb);
+    if (raw == NULL) {
+        return NULL;
+    }
+    mp_limb_t *out = limbs_alloc((size_t)h);
+    if (out == NULL) {
+        PyMem_RawFree(raw);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    if (nb > h || (nb == h && mpn_cmp(raw, n, h) >= 0)) {
+        PyMem_RawFree(raw);
+        PyMem_RawFree(out);
+        PyErr_Format(PyExc_ValueError, "%s must be below n", name);
+        return NULL;
+    }
+    memcpy(out, raw, (size_t)nb * LIMB_BYTES);
+    PyMem_RawFree(raw);
+    return out;
+}
+
+static PyObject *
+ou_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n", "g", "h", "g_exponent_bytes", "h_exponent_bytes", NULL};
+    Py_buffer nb = {0}, gb = {0}, hb = {0};
+    Py_ssize_t g_rows, h_rows;
+    OuEncryptorObject *self = NULL;
+    mp_limb_t *g = NULL, *hv = NULL, *w = NULL;
+    int ok = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*y*nn:OuEncryptor", kwlist, &nb, &gb, &hb,
+                                     &g_rows, &h_rows)) {
+        return NULL;
+    }
+    if (g_rows < 1 || g_rows > OU_MAX_ROWS || h_rows < 1 || h_rows > OU_MAX_ROWS) {
+        PyErr_Format(PyExc_ValueError, "exponent bytes must be in [1, %d], got %zd and %zd",
+                     OU_MAX_ROWS, g_rows, h_rows);
+        goto done;
+    }
+    self = (OuEncryptorObject *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        goto done;
+    }
+    if ((self->n = parse_positive(&nb, "n", &self->h)) == NULL) {
+        goto done;
+    }
+    if ((self->n[0] & 1) == 0 || (self->h == 1 && self->n[0] < 3)) {
+        PyErr_SetString(PyExc_ValueError, "n must be odd and at least 3");
+        goto done;
+    }
+    if ((g = ou_parse_base(&gb, "g", self->n, self->h)) == NULL
+        || (hv = ou_parse_base(&hb, "h", self->n, self->h)) == NULL) {
+        goto done;
+    }
+    self->n_bytes = (size_t)nb.len;
+    self->g_rows = g_rows;
+    self->h_rows = h_rows;
+    {
+        size_t entry = (size_t)self->h, g_limbs, h_limbs;
+        if (!mul_size((size_t)g_rows * OU_ENTRIES, entry, &g_limbs)
+            || !mul_size((size_t)h_rows * OU_ENTRIES, entry, &h_limbs)) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        self->g_table = limbs_alloc(g_limbs);
+        self->h_table = limbs_alloc(h_limbs);
+        w = limbs_alloc(OM_SCRATCH(self->h));
+        if (self->g_table == NULL || self->h_table == NULL || w == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    om_build(self->n, self->h, self->g_table, g_rows, g, w);
+    om_build(self->n, self->h, self->h_table, h_rows, hv, w);
+    Py_END_ALLOW_THREADS
+    ok = 1;
+
+done:
+    PyMem_RawFree(g);
+    PyMem_RawFree(hv);
+    PyMem_RawFree(w);
+    PyBuffer_Release(&nb);
+    PyBuffer_Release(&gb);
+    PyBuffer_Release(&hb);
+    if (!ok) {
+        Py_XDECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+/* The shared body of encrypt (plain = 1) and rerandomize (plain = 0). */
+static PyObject *
+ou_apply(OuEncryptorObject *self, PyObject *args, PyObject *kwds, int plain)
+{
+    static char *enc_kw[] = {"plaintexts", "plaintext_width", "randomness", "randomness_width",
+                             NULL};
+    static char *rr_kw[] = {"ciphertexts", "ciphertext_width", "randomness", "randomness_width",
+                            NULL};
+    Py_buffer vb = {0}, rb = {0};
+    Py_ssize_t vwidth, rwidth, count = 0, bad = -1;
+    mp_limb_t *scratch = NULL;
+    size_t scratch_limbs = 0, out_width = self->n_bytes;
+    PyObject *result = NULL;
+    mp_size_t h = self->h;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, plain ? "y*ny*n:encrypt" : "y*ny*n:rerandomize",
+                                     plain ? enc_kw : rr_kw, &vb, &vwidth, &rb, &rwidth)) {
+        return NULL;
+    }
+    if (!check_batch(&vb, vwidth, &rb, rwidth, (size_t)self->h_rows * 8,
+                     plain ? "plaintext" : "ciphertext", &count)) {
+        goto done;
+    }
+    if (plain && vwidth > self->g_rows) {
+        PyErr_Format(PyExc_ValueError, "plaintext_width %zd exceeds this table's %zd bytes",
+                     vwidth, self->g_rows);
+        goto done;
+    }
+    if ((size_t)count > (size_t)PY_SSIZE_T_MAX / out_width) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(out_width * (size_t)count));
+    if (result == NULL) {
+        goto done;
+    }
+    /* acc (h) | x (h) | om scratch */
+    scratch_limbs = 2 * (size_t)h + OM_SCRATCH(h);
+    scratch = limbs_alloc(scratch_limbs);
+    if (scratch == NULL) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        mp_limb_t *acc = scratch, *x = acc + h, *w = x + h;
+        const mp_limb_t *n = self->n;
+        const unsigned char *vbytes = (const unsigned char *)vb.buf;
+        const unsigned char *rbytes = (const unsigned char *)rb.buf;
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
+
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < count; i++) {
+            const unsigned char *src = vbytes + i * vwidth;
+            int have = om_power(n, h, self->h_table, rbytes + i * rwidth, (size_t)rwidth, 0, acc,
+                                w);
+            int have_x;
+            if (plain) {
+                /* x = g^m from m's big-endian bytes */
+                have_x = om_power(n, h, self->g_table, src, (size_t)vwidth, 1, x, w);
+            } else {
+                /* 0 < c < n */
+                if (!bytes_to_limbs(x, h, src, (size_t)vwidth) || limbs_is_zero(x, h)
+                    || mpn_cmp(x, n, h) >= 0) {
+                    bad = i;
+                    break;
+                }
+                have_x = 1;
+            }
+            if (have && have_x) {
+                om_mul(n, h, acc, acc, x, w);
+            } else if (have_x) {
+                memcpy(acc, x, (size_t)h * LIMB_BYTES);
+            } else if (!have) {
+                memset(acc, 0, (size_t)h * LIMB_BYTES);
+                acc[0] = 1;
+            }
+            limbs_to_bytes(dst + (size_t)i * out_width, out_width, acc, h);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (bad >= 0) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "ciphertext %zd is outside (0, n)", bad);
+    }
+
+done:
+    /* acc held h^r: with the ciphertext it would reveal g^m */
+    limbs_free(scratch, scratch_limbs, 1);
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&rb);
+    return result;
+}
+
+PyDoc_STRVAR(ou_encrypt_doc,
+"encrypt(plaintexts, plaintext_width, randomness, randomness_width) -> bytes\n"
+"\n"
+"OU encryptions ``g^m h^r mod n``: exactly secure_agg.ou.kernels.encrypt_one. plaintexts:\n"
+"big-endian, plaintext_width (at most g_exponent_bytes) bytes each; randomness: the exponents'\n"
+"little-endian byte digits, randomness_width (at most h_exponent_bytes) bytes each. Output:\n"
+"len(n) bytes per ciphertext. Releases the GIL.");
+
+static PyObject *
+ou_encrypt(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    return ou_apply((OuEncryptorObject *)op, args, kwds, 1);
+}
+
+PyDoc_STRVAR(ou_rerandomize_doc,
+"rerandomize(ciphertexts, ciphertext_width, randomness, randomness_width) -> bytes\n"
+"\n"
+"``c h^b mod n`` for each ciphertext c in (0, n) (big-endian) and exponent b (little-endian\n"
+"byte digits): exactly secure_agg.ou.kernels.obfuscate_one. Releases the GIL.");
+
+static PyObject *
+ou_rerandomize(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    return ou_apply((OuEncryptorObject *)op, args, kwds, 0);
+}
+
+static PyObject *
+ou_repr(PyObject *op)
+{
+    OuEncryptorObject *self = (OuEncryptorObject *)op;
+    return PyUnicode_FromFormat("OuEncryptor(n_bytes=%zu, g_exponent_bytes=%zd, "
+                                "h_exponent_bytes=%zd)",
+                                self->n_bytes, self->g_rows, self->h_rows);
+}
+
+static PyMethodDef ou_methods[] = {
+    {"encrypt", (PyCFunction)(void (*)(void))ou_encrypt, METH_VARARGS | METH_KEYWORDS,
+     ou_encrypt_doc},
+    {"rerandomize", (PyCFunction)(void (*)(void))ou_rerandomize, METH_VARARGS | METH_KEYWORDS,
+     ou_rerandomize_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(ou_doc,
+"OuEncryptor(n, g, h, g_exponent_bytes, h_exponent_bytes)\n"
+"\n"
+"Public fixed-base tables of g and h modulo an odd n (Okamoto-Uchiyama's n = p^2 q), built at\n"
+"construction: rows of base^(d 256^i) mod n for 1 <= d < 256, one row per exponent byte.\n"
+"n, g, h: big-endian bytes, g and h below n. Memory: 255 * len(n) bytes per row (23 MB for\n"
+"86 + 272 rows at 2048 bits).");
+
+static PyTypeObject OuEncryptorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "secure_agg._gmp_kernels.OuEncryptor",
+    .tp_basicsize = sizeof(OuEncryptorObject),
+    .tp_dealloc = ou_dealloc,
+    .tp_repr = ou_repr,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = ou_doc,
+    .tp_methods = ou_methods,
+    .tp_new = ou_new,
+};
+
+/* ------------------------------------------------------------------------------------------ */
 /* Module                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -1889,7 +2232,8 @@ PyInit__gmp_kernels(void)
         fast_addmul = addmul_adx;
     }
 #endif
-    if (PyType_Ready(&CrtEncryptorType) < 0 || PyType_Ready(&FixedBaseType) < 0) {
+    if (PyType_Ready(&CrtEncryptorType) < 0 || PyType_Ready(&FixedBaseType) < 0
+        || PyType_Ready(&OuEncryptorType) < 0) {
         return NULL;
     }
     PyObject *m = PyModule_Create(&kernels_module);
@@ -1898,6 +2242,7 @@ PyInit__gmp_kernels(void)
     }
     if (PyModule_AddObjectRef(m, "CrtEncryptor", (PyObject *)&CrtEncryptorType) < 0
         || PyModule_AddObjectRef(m, "FixedBase", (PyObject *)&FixedBaseType) < 0
+        || PyModule_AddObjectRef(m, "OuEncryptor", (PyObject *)&OuEncryptorType) < 0
         || PyModule_AddStringConstant(m, "GMP_VERSION", gmp_version) < 0
         || PyModule_AddIntConstant(m, "TABLE_MIN_COLS", DEFAULT_TABLE_MIN_COLS) < 0
         || PyModule_AddObjectRef(m, "ADX", fast_addmul == addmul_gmp ? Py_False : Py_True) < 0) {

@@ -381,3 +381,53 @@ def test_ciphertexts_out_of_range_are_refused_everywhere() -> None:
             ou.add(pub, c, 1)
         with pytest.raises(OUError):
             pub.obfuscate(c)
+
+
+# ---------------------------------------------------------------- C kernels
+
+
+c_kernels = paillier.extension.active()
+needs_c = pytest.mark.skipif(c_kernels is None, reason="secure_agg._gmp_kernels is not built")
+
+
+@needs_c
+@pytest.mark.parametrize("bits", [512, 1024, 2048])
+def test_c_kernels_equal_python_with_the_same_randomness(
+    bits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pub, priv = keys(bits)
+    values = [0, 1, pub.plaintext_bound - 1] + [secrets.randbits(150) for _ in range(20)]
+    randomness = secrets.token_bytes(pub.randomness_bytes * len(values))
+    obf_randomness = secrets.token_bytes(pub.obfuscation_exponent_bytes * len(values))
+    results = []
+    for active in (c_kernels, None):
+        monkeypatch.setattr(paillier, "_C", active)
+        cts = [int(c) for c in kernels.encrypt(pub, values, randomness)]
+        fresh = [int(c) for c in kernels.obfuscate(pub, cts, obf_randomness)]
+        one = int(kernels.encrypt_one(pub, values[3], randomness[: pub.randomness_bytes]))
+        results.append((cts, fresh, one))
+    assert results[0] == results[1]
+    assert ou.decrypt_many(priv, results[0][1]) == values
+
+
+@needs_c
+def test_c_kernels_refuse_bad_inputs() -> None:
+    assert c_kernels is not None
+    pub, _ = keys(512)
+    width = pub.key_bytes
+    encryptor = tables.public_c_encryptor(c_kernels, pub)
+    size = pub.randomness_bytes
+    with pytest.raises(ValueError, match="outside"):
+        encryptor.rerandomize(pub.n.to_bytes(width, "big"), width, bytes(size), size)
+    with pytest.raises(ValueError, match="outside"):
+        encryptor.rerandomize(bytes(width), width, bytes(size), size)
+    with pytest.raises(ValueError, match="randomness"):
+        encryptor.encrypt(bytes(pub.plaintext_bytes), pub.plaintext_bytes, bytes(size - 1), size)
+    with pytest.raises(ValueError, match="exceeds"):
+        encryptor.encrypt(bytes(width), width, bytes(size), size)
+    with pytest.raises(ValueError, match="below n"):
+        c_kernels.OuEncryptor(
+            pub.n.to_bytes(width, "big"), pub.n.to_bytes(width, "big"), b"\x02", 1, 1
+        )
+    with pytest.raises(ValueError, match="odd"):
+        c_kernels.OuEncryptor((pub.n + 1).to_bytes(width, "big"), b"\x02", b"\x03", 1, 1)

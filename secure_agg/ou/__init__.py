@@ -20,7 +20,8 @@ This module is the package's API; each concept lives in its own module:
   2048-bit floor (:data:`DEFAULT_KEY_BITS`), serialisation; :mod:`~secure_agg.ou.keygen`:
   :func:`generate_keypair` (where the primes and bases come from);
 - :mod:`~secure_agg.ou.tables`: the fixed-base tables of ``g`` and ``h``;
-  :mod:`~secure_agg.ou.kernels`: every operation as a loop on one process (gmpy2);
+  :mod:`~secure_agg.ou.kernels`: every operation on one process, encryption and
+  re-randomisation in C when the extension is built (the Python loops are the reference);
 - :mod:`~secure_agg.ou.homomorphic`: :func:`add`, :func:`mul_const`, :func:`sum_groups`,
   :func:`sum_groups_many` (the histogram kernel);
 - :mod:`~secure_agg.ou.batch`: :func:`encrypt_many`, :func:`obfuscate_many`,
@@ -109,8 +110,10 @@ What is NOT provided
   a key holder who deviates could publish bases that weaken its peers' re-randomisation.
 - No constant-time arithmetic (gmpy2/GMP, table look-ups): run parties on hosts not shared with
   their peers.
-- No C kernels or parallel batches yet: the Python (gmpy2) kernels serve; see
-  ``benchmarks/he_schemes.py`` for the costs against Paillier.
+- No parallel batches yet (one thread, one process); C kernels only for encryption and
+  re-randomisation (``secure_agg._gmp_kernels.OuEncryptor``, see :mod:`~secure_agg.ou.kernels`),
+  decryption and homomorphic operations are gmpy2. ``benchmarks/he_schemes.py`` measures the
+  costs against Paillier.
 
 What leaks
 ----------

@@ -1,7 +1,11 @@
 """OU kernels on one process: encryption, re-randomisation, decryption, group sums.
 
 Every kernel that needs randomness takes it from its caller, drawn with
-:func:`secrets.token_bytes`; the Python loops here are the reference.
+:func:`secrets.token_bytes`. Encryption and re-randomisation run in C when the extension is in
+use (``secure_agg._gmp_kernels.OuEncryptor``, switched like Paillier's kernels by
+:mod:`secure_agg.paillier.extension`); the Python loops here are the reference, and both give
+the same integers from the same randomness. Decryption (one GMP powmod) and group sums stay in
+Python.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy.typing as npt
 
 from secure_agg.ou import tables
 from secure_agg.ou.errors import OUError
+from secure_agg.paillier import extension
 
 if TYPE_CHECKING:
     from secure_agg.ou.keys import PrivateKey, PublicKey
@@ -50,6 +55,8 @@ def check_ciphertexts(pub: PublicKey, ciphertexts: Sequence[int]) -> list[int]:
 
 def encrypt_one(pub: PublicKey, m: int, r: bytes) -> Any:
     """``g^m · h^r mod n`` for a checked ``m`` and the exponent of little-endian bytes ``r``."""
+    if extension.active() is not None:
+        return encrypt(pub, [m], r)[0]
     g_table, h_table = tables.public_tables(pub)
     gm = g_table.power(m.to_bytes(pub.plaintext_bytes, "little"))
     return gm * h_table.power(r) % pub._n
@@ -58,6 +65,12 @@ def encrypt_one(pub: PublicKey, m: int, r: bytes) -> Any:
 def encrypt(pub: PublicKey, values: Sequence[int], randomness: bytes) -> list[Any]:
     """:func:`encrypt_one` of checked plaintexts, ``randomness_bytes`` of ``randomness`` each."""
     size = pub.randomness_bytes
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.plaintext_bytes
+        data = b"".join(m.to_bytes(width, "big") for m in values)
+        out = tables.public_c_encryptor(c_kernels, pub).encrypt(data, width, randomness, size)
+        return _from_bytes(out, pub.ciphertext_bytes)
     return [
         encrypt_one(pub, m, randomness[i * size : (i + 1) * size]) for i, m in enumerate(values)
     ]
@@ -65,16 +78,28 @@ def encrypt(pub: PublicKey, values: Sequence[int], randomness: bytes) -> list[An
 
 def obfuscate_one(pub: PublicKey, c: Any, digits: bytes) -> Any:
     """``c · h^b mod n`` for the exponent of little-endian bytes ``digits``."""
+    if extension.active() is not None:
+        return obfuscate(pub, [int(c)], digits)[0]
     return c * tables.public_tables(pub)[1].power(digits) % pub._n
 
 
 def obfuscate(pub: PublicKey, cts: Sequence[int], randomness: bytes) -> list[Any]:
     """:func:`obfuscate_one` of checked ciphertexts, ``obfuscation_exponent_bytes`` each."""
     size = pub.obfuscation_exponent_bytes
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.ciphertext_bytes
+        data = b"".join(int(c).to_bytes(width, "big") for c in cts)
+        out = tables.public_c_encryptor(c_kernels, pub).rerandomize(data, width, randomness, size)
+        return _from_bytes(out, width)
     return [
         obfuscate_one(pub, gmpy2.mpz(c), randomness[i * size : (i + 1) * size])
         for i, c in enumerate(cts)
     ]
+
+
+def _from_bytes(data: bytes, width: int) -> list[int]:
+    return [int.from_bytes(data[i : i + width], "big") for i in range(0, len(data), width)]
 
 
 def decrypt(priv: PrivateKey, cts: Sequence[int]) -> list[Any]:

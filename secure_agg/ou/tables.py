@@ -9,6 +9,10 @@ plaintexts), the ``h`` table 28 rows for encryption (224-bit exponents) and 272 
 re-randomisation (``k + 128``-bit exponents) is used; 256 bytes per entry, so ~5.6 MB, ~1.8 MB
 and ~18 MB per process and key. Rows are built on demand. They are public data; a process keeps
 those of the last :data:`TABLE_CACHE_SIZE` keys.
+
+With the C kernels (:mod:`secure_agg.paillier.extension`, the same switch as Paillier's), the
+same tables live in a ``secure_agg._gmp_kernels.OuEncryptor``, built at once for plaintexts and
+re-randomisation exponents (~23 MB at 2048 bits); they give exactly the same integers.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from secure_agg.paillier.tables import FixedBaseTable
 
 if TYPE_CHECKING:
     from secure_agg.ou.keys import PublicKey
+    from secure_agg.paillier.extension import COuEncryptor, Kernels
 
 #: Public keys whose tables a process keeps (least recently used ones are dropped).
 TABLE_CACHE_SIZE = 4
 
 _TABLES: OrderedDict[tuple[int, int, int], tuple[FixedBaseTable, FixedBaseTable]] = OrderedDict()
+_C_TABLES: OrderedDict[tuple[int, int, int], COuEncryptor] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -45,8 +51,33 @@ def public_tables(pub: PublicKey) -> tuple[FixedBaseTable, FixedBaseTable]:
         return tables
 
 
+def public_c_encryptor(kernels: Kernels, pub: PublicKey) -> COuEncryptor:
+    """As :func:`public_tables`, for the C kernels: both tables, built at once (~0.1 s)."""
+    key = (pub.n, pub.g, pub.h)
+    with _LOCK:
+        encryptor = _C_TABLES.get(key)
+        if encryptor is None:
+            width = pub.key_bytes
+            encryptor = kernels.OuEncryptor(
+                pub.n.to_bytes(width, "big"),
+                pub.g.to_bytes(width, "big"),
+                pub.h.to_bytes(width, "big"),
+                pub.plaintext_bytes,
+                pub.obfuscation_exponent_bytes,
+            )
+            _C_TABLES[key] = encryptor
+            while len(_C_TABLES) > TABLE_CACHE_SIZE:
+                _C_TABLES.popitem(last=False)
+        else:
+            _C_TABLES.move_to_end(key)
+        return encryptor
+
+
 def _after_fork_in_child() -> None:
-    """Re-create the lock: a parent thread may have held it at the fork."""
+    """Re-create the lock: a parent thread may have held it at the fork.
+
+    Tables are immutable once built (the C ones included), so the child keeps them.
+    """
     global _LOCK
     _LOCK = threading.Lock()
 

@@ -32,6 +32,8 @@ CRT encryption 4090 vs 2200/s (1.9x), DJN encryption 1910 vs 1390/s (1.4x), re-r
 900 vs 650/s (1.4x), histogram multiplications 373k vs 187k/s with 32 columns (2.0x) but 206k vs
 182k/s with 4 (1.1x; 1-3 columns gain nothing: conversions cost as much as they save), packing
 of 150-bit values 2170 vs 1580 inputs/s (1.4x). ``benchmarks/paillier_ops.py`` measures them.
+The same switch serves the OU kernels of :mod:`secure_agg.ou` (``OuEncryptor``: encryption and
+re-randomisation modulo OU's ``n = p²q``; ``benchmarks/he_schemes.py`` measures them).
 
 The switch: setting the environment variable :data:`KERNELS_ENV` (``SECURE_AGG_KERNELS``) to
 ``python`` before this module is imported makes the process (and the worker processes it
@@ -85,6 +87,20 @@ class CFixedBase(Protocol):
         """``h_s`` to the exponent of little-endian base-256 ``digits``."""
 
 
+class COuEncryptor(Protocol):
+    """:class:`secure_agg._gmp_kernels.OuEncryptor` (see its docstring; :mod:`secure_agg.ou`)."""
+
+    def encrypt(
+        self, plaintexts: bytes, plaintext_width: int, randomness: bytes, randomness_width: int
+    ) -> bytes:
+        """OU-encrypt fixed-width plaintexts with the exponents of ``randomness``."""
+
+    def rerandomize(
+        self, ciphertexts: bytes, ciphertext_width: int, randomness: bytes, randomness_width: int
+    ) -> bytes:
+        """Multiply fixed-width ciphertexts by ``h`` to the exponents of ``randomness``."""
+
+
 class Kernels(Protocol):
     """The extension module :mod:`secure_agg._gmp_kernels` (built from ``_gmp_kernels.c``)."""
 
@@ -92,6 +108,7 @@ class Kernels(Protocol):
     TABLE_MIN_COLS: int
     CrtEncryptor: Callable[[bytes, bytes, bytes, int, int], CCrtEncryptor]
     FixedBase: Callable[[bytes, bytes, int], CFixedBase]
+    OuEncryptor: Callable[[bytes, bytes, bytes, int, int], COuEncryptor]
 
     def group_sums(
         self,
