@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from models.privacy import PrivacyEvent
 from models.protocol import ProtocolError
 from secure_agg.paillier import DEFAULT_KEY_BITS
+from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
 
 #: Reveal modes of the private set intersection (see :mod:`models.alignment.protocol`).
 ALL_REVEAL_MODES = ("both", "size", "bank")
@@ -44,6 +45,9 @@ class NodeLimits:
         Shortest Paillier modulus the node accepts from a peer or generates itself.
     allow_insecure_test_keys : bool
         Accept keys below the 2048-bit floor of :mod:`secure_agg.paillier` (test homes only).
+    allowed_schemes : tuple of str
+        Homomorphic schemes (:data:`secure_agg.schemes.SCHEMES`) the node takes part in; only
+        :data:`~secure_agg.schemes.DEFAULT_SCHEME` (Paillier) unless its owner opts in.
     psi_reveal : tuple of str
         Reveal modes of the alignment this node takes part in. ``bank`` is off by default: the
         platform would not learn what the bank learned, so it could not tell a probe.
@@ -65,6 +69,7 @@ class NodeLimits:
 
     min_key_bits: int = DEFAULT_KEY_BITS
     allow_insecure_test_keys: bool = False
+    allowed_schemes: tuple[str, ...] = (DEFAULT_SCHEME,)
     psi_reveal: tuple[str, ...] = ("both", "size")
     psi_max_bank_ratio: float = 20.0
     psi_alert_bank_ratio: float = 5.0
@@ -96,6 +101,22 @@ class NodeLimits:
                 "policy refuses test keys (crypto.allow_insecure_test_keys=false)"
             )
 
+    def check_scheme(self, scheme: str, whose: str) -> None:
+        """Refuse a homomorphic scheme the node's policy does not allow.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the scheme and the setting ``crypto.allowed_schemes``.
+        """
+        if scheme not in self.allowed_schemes:
+            raise PolicyRefusalError(
+                f"{whose}: {scheme!r} is not allowed by this node's policy "
+                f"crypto.allowed_schemes={list(self.allowed_schemes)}; its owner may add it "
+                f"(lab policy set 'crypto.allowed_schemes=[...]'), or the job may use "
+                f"{self.allowed_schemes[0]!r}"
+            )
+
     def check_reveal(self, reveal: str) -> None:
         """Refuse an alignment reveal mode the node's policy does not allow."""
         if reveal not in self.psi_reveal:
@@ -108,14 +129,16 @@ class NodeLimits:
         """JSON form (stored in a node's job state)."""
         out = asdict(self)
         out["psi_reveal"] = list(self.psi_reveal)
+        out["allowed_schemes"] = list(self.allowed_schemes)
         return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> NodeLimits:
         """Inverse of :meth:`to_dict`."""
         values = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
-        if "psi_reveal" in values:
-            values["psi_reveal"] = tuple(values["psi_reveal"])
+        for name in ("psi_reveal", "allowed_schemes"):
+            if name in values:
+                values[name] = tuple(values[name])
         return cls(**values)
 
 
@@ -129,6 +152,7 @@ def single_operator(insecure_test_keys: bool = False) -> NodeLimits:
     return NodeLimits(
         min_key_bits=512 if insecure_test_keys else DEFAULT_KEY_BITS,
         allow_insecure_test_keys=insecure_test_keys,
+        allowed_schemes=tuple(SCHEMES),
         psi_reveal=ALL_REVEAL_MODES,
         psi_max_bank_ratio=float("inf"),
         psi_alert_bank_ratio=float("inf"),

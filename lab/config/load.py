@@ -27,6 +27,7 @@ from lab.config.schema import (
 )
 from lab.errors import ConfigError
 from models.model_type import ModelTypeError, model_type, model_types
+from models.vertical.keys import UnsupportedSchemeError, check_vertical_scheme
 
 
 def load_experiment(
@@ -219,6 +220,10 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
                     "labels in a vertical job"
                 )
+        try:
+            check_vertical_scheme({"scheme": config.crypto.scheme})
+        except UnsupportedSchemeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         _check_model_kind(where, config)
         return
     _check_model_kind(where, config)

@@ -21,6 +21,7 @@ from lab.governance.vocabulary import PURPOSES
 from lab.paths import NAME_PATTERN, NAME_RULE
 from models.model_type import ModelSettings, model_types
 from secure_agg.paillier import DEFAULT_KEY_BITS
+from secure_agg.schemes import DEFAULT_SCHEME, SchemeName
 
 _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 
@@ -148,10 +149,16 @@ class HoldoutConfig(_Strict):
 
 
 class CryptoConfig(_Strict):
-    """Key sizes. Keys below 2048 bits need ``insecure_test_keys: true`` (tests only)."""
+    """Key sizes and the homomorphic scheme.
+
+    Keys below 2048 bits need ``insecure_test_keys: true`` (tests only). ``scheme`` names one of
+    :data:`secure_agg.schemes.SCHEMES` (default :data:`~secure_agg.schemes.DEFAULT_SCHEME`); each
+    node refuses a scheme its policy does not allow (``crypto.allowed_schemes``).
+    """
 
     key_bits: Annotated[int, Field(ge=512, le=8192, multiple_of=256)] = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
+    scheme: SchemeName = DEFAULT_SCHEME
 
 
 class BaselineConfig(_Strict):

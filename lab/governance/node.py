@@ -63,6 +63,7 @@ from lab.home import lab_home
 from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant
 from models.privacy import PrivacyEvent
 from secure_agg.paillier import DEFAULT_KEY_BITS
+from secure_agg.schemes import DEFAULT_SCHEME
 
 
 def _home(binding: PartyBinding) -> Path:
@@ -413,6 +414,7 @@ def decide(
     limits = policy.limits()
     party = job.party(binding.name)
     check_purpose(job.governance.purpose)
+    _check_scheme(job, limits)
     releases = dp_grants(job, binding.role)
     _check_asks(binding, job, policy, limits, releases)
     if binding.role != "platform":
@@ -558,6 +560,13 @@ def _governs(home: Path) -> tuple[int, int]:
         return n_sets, 0
     with AuthorizationRegistry(db, audit=_audit(home)) as registry:
         return n_sets, registry.count()
+
+
+def _check_scheme(job: JobSpec, limits: NodeLimits) -> None:
+    """Refuse a homomorphic scheme this node's policy does not allow, before anything reads it."""
+    if job.kind == "vertical":
+        scheme = str(job.crypto.get("scheme", DEFAULT_SCHEME))
+        limits.check_scheme(scheme, "the job's homomorphic scheme (crypto.scheme)")
 
 
 def _check_asks(

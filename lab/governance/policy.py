@@ -7,7 +7,7 @@ every setting has its secure default::
 
     unpublished: auto          # serve files that are no published version? auto|serve|refuse
     authorization: required    # rows of published sets need a valid authorization
-    crypto: {min_key_bits: 2048, allow_insecure_test_keys: false}
+    crypto: {min_key_bits: 2048, allow_insecure_test_keys: false, allowed_schemes: [paillier]}
     psi: {reveal: [both, size], max_bank_ratio: 20.0, alert_bank_ratio: 5.0,
           alert_min_hit_rate: 0.05}
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
@@ -39,6 +39,7 @@ from lab.governance.audit import AuditLog
 from lab.governance.errors import PolicyFileError
 from lab.home import lab_home
 from models.guard import NodeLimits
+from secure_agg.schemes import SchemeName
 
 #: The policy file in a governance home.
 POLICY_FILE = "policy.yaml"
@@ -54,10 +55,18 @@ class _Strict(BaseModel):
 
 
 class CryptoPolicy(_Strict):
-    """Key sizes this node accepts from peers and generates itself."""
+    """Key sizes this node accepts from peers and generates itself, and the schemes it runs.
+
+    ``allowed_schemes``: the homomorphic schemes (:data:`secure_agg.schemes.SCHEMES`) this node
+    takes part in; Paillier only by default, so a node opts in to Okamoto–Uchiyama (faster,
+    stronger assumptions: see :mod:`secure_agg.ou`) by adding ``ou``.
+    """
 
     min_key_bits: Annotated[int, Field(ge=512, le=8192)] = _LIMITS.min_key_bits
     allow_insecure_test_keys: bool = _LIMITS.allow_insecure_test_keys
+    allowed_schemes: Annotated[list[SchemeName], Field(min_length=1)] = Field(
+        default_factory=lambda: [cast(SchemeName, name) for name in _LIMITS.allowed_schemes]
+    )
 
 
 class PSIPolicy(_Strict):
@@ -107,6 +116,7 @@ class NodePolicyConfig(_Strict):
         return NodeLimits(
             min_key_bits=self.crypto.min_key_bits,
             allow_insecure_test_keys=self.crypto.allow_insecure_test_keys,
+            allowed_schemes=tuple(self.crypto.allowed_schemes),
             psi_reveal=tuple(self.psi.reveal),
             psi_max_bank_ratio=self.psi.max_bank_ratio,
             psi_alert_bank_ratio=self.psi.alert_bank_ratio,

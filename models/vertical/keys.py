@@ -16,14 +16,48 @@ import numpy as np
 from models.guard import NodeLimits
 from models.protocol import PartyStore, ProtocolError
 from secure_agg import paillier
+from secure_agg.schemes import DEFAULT_SCHEME
 
 #: The fields a vertical job's params take from the job's ``crypto`` section, never from its
 #: ``model`` section.
 CRYPTO_FIELDS = ("key_bits", "insecure_test_keys")
 
+#: Homomorphic schemes the vertical protocols (SecureBoost, hetero LR) run with. Okamoto–Uchiyama
+#: (:mod:`secure_agg.ou`) is a library so far: its key pairs, ciphertext packing and peer-key
+#: checks are not wired into these protocols.
+VERTICAL_SCHEMES = ("paillier",)
+
+
+class UnsupportedSchemeError(ProtocolError):
+    """A job asks for a homomorphic scheme the vertical protocols do not run with."""
+
+
+def check_vertical_scheme(crypto: Mapping[str, Any]) -> str:
+    """The job's ``crypto.scheme`` (default Paillier), refused unless the protocols support it.
+
+    Raises
+    ------
+    UnsupportedSchemeError
+        Naming the scheme and the supported ones: nothing silently runs another scheme.
+    """
+    scheme = str(crypto.get("scheme", DEFAULT_SCHEME))
+    if scheme not in VERTICAL_SCHEMES:
+        raise UnsupportedSchemeError(
+            f"crypto.scheme={scheme!r}: the vertical protocols run with "
+            f"{', '.join(VERTICAL_SCHEMES)} only so far; set crypto.scheme: {DEFAULT_SCHEME}"
+        )
+    return scheme
+
 
 def crypto_fields(crypto: Mapping[str, Any]) -> dict[str, Any]:
-    """:data:`CRYPTO_FIELDS` of a job's ``crypto`` section, with their defaults."""
+    """:data:`CRYPTO_FIELDS` of a job's ``crypto`` section, with their defaults.
+
+    Raises
+    ------
+    UnsupportedSchemeError
+        If the section names a scheme the vertical protocols do not run with.
+    """
+    check_vertical_scheme(crypto)
     return {
         "key_bits": int(crypto.get("key_bits", paillier.DEFAULT_KEY_BITS)),
         "insecure_test_keys": bool(crypto.get("insecure_test_keys", False)),

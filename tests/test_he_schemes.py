@@ -1,0 +1,155 @@
+"""Choosing the homomorphic scheme: one registry and default, the job's ask, each node's policy.
+
+A job names ``crypto.scheme`` (default Paillier); every node refuses a scheme its own policy
+(``crypto.allowed_schemes``, default ``[paillier]``) does not allow, before anything else
+happens; and the vertical protocols refuse a scheme they do not run with rather than quietly
+running another one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from federated.party import DictStore, PartyRuntime
+from federated.protocols import party_protocols
+from federated.spec import AlignmentSpec, GovernanceSpec, JobSpec, PartyBinding, PartySpec
+from lab.config import NODE_POLICY, experiment_from_dict
+from lab.config.schema import CryptoConfig
+from lab.errors import ConfigError
+from lab.governance.errors import PolicyFileError
+from lab.governance.policy import read_policy, set_policy
+from models.guard import NodeLimits, PolicyRefusalError, single_operator
+from models.protocol import COORDINATOR, Envelope
+from models.secureboost.params import SecureBoostParams
+from models.vertical.keys import UnsupportedSchemeError, crypto_fields
+from secure_agg import schemes
+from tests.conftest import TEST_KEY_POLICY, make_vertical, vertical_config
+
+# ---------------------------------------------------------------- registry and defaults
+
+
+def test_one_registry_one_default() -> None:
+    assert tuple(schemes.SCHEMES) == get_args(schemes.SchemeName)
+    assert schemes.DEFAULT_SCHEME == "paillier"
+    assert schemes.get_scheme("ou").module == "secure_agg.ou"
+    with pytest.raises(schemes.UnknownSchemeError, match="known: paillier, ou"):
+        schemes.get_scheme("rsa")
+    # Every default reads the registry's: job configs, node limits, node policies.
+    assert CryptoConfig().scheme == schemes.DEFAULT_SCHEME
+    assert NodeLimits().allowed_schemes == (schemes.DEFAULT_SCHEME,)
+    assert read_policy().crypto.allowed_schemes == [schemes.DEFAULT_SCHEME]
+
+
+# ---------------------------------------------------------------- node limits and policy
+
+
+def test_node_limits_refuse_a_scheme_by_naming_the_policy_key() -> None:
+    limits = NodeLimits()
+    limits.check_scheme("paillier", "the job")
+    with pytest.raises(PolicyRefusalError, match=r"crypto\.allowed_schemes=\['paillier'\]"):
+        limits.check_scheme("ou", "the job's homomorphic scheme (crypto.scheme)")
+    opted_in = NodeLimits(allowed_schemes=("paillier", "ou"))
+    opted_in.check_scheme("ou", "the job")
+    assert NodeLimits.from_dict(opted_in.to_dict()) == opted_in
+    # One operator holding every party's data in one process has no peer to refuse.
+    single_operator().check_scheme("ou", "the job")
+
+
+def test_a_node_opts_in_to_ou_by_its_own_policy(lab_home: Path) -> None:
+    set_policy(["crypto.allowed_schemes=[paillier,ou]"], lab_home)
+    policy = read_policy(lab_home)
+    assert policy.crypto.allowed_schemes == ["paillier", "ou"]
+    assert policy.limits().allowed_schemes == ("paillier", "ou")
+    with pytest.raises(PolicyFileError, match=r"crypto\.allowed_schemes"):
+        set_policy(["crypto.allowed_schemes=[paillier,rsa]"], lab_home)
+    with pytest.raises(PolicyFileError, match=r"crypto\.allowed_schemes"):
+        set_policy(["crypto.allowed_schemes=[]"], lab_home)
+    assert read_policy(lab_home).crypto.allowed_schemes == ["paillier", "ou"]
+
+
+# ---------------------------------------------------------------- the job's ask
+
+
+def test_job_configs_name_a_known_scheme_and_vertical_jobs_only_paillier_so_far() -> None:
+    raw = vertical_config()
+    default = experiment_from_dict(json.loads(json.dumps(raw)), source=None, check_data=False)
+    assert default.config.crypto.scheme == "paillier"
+    raw["crypto"] = {"key_bits": 2048, "scheme": "rsa"}
+    with pytest.raises(ConfigError, match=r"crypto\.scheme"):
+        experiment_from_dict(raw, source=None, check_data=False)
+    raw["crypto"] = {"key_bits": 2048, "scheme": "ou"}
+    with pytest.raises(ConfigError, match="run with paillier only so far"):
+        experiment_from_dict(raw, source=None, check_data=False)
+
+
+def test_protocol_params_refuse_a_scheme_they_do_not_run_with() -> None:
+    assert crypto_fields({"key_bits": 2048}) == {"key_bits": 2048, "insecure_test_keys": False}
+    assert crypto_fields({"key_bits": 2048, "scheme": "paillier"})["key_bits"] == 2048
+    with pytest.raises(UnsupportedSchemeError, match=r"crypto\.scheme='ou'"):
+        SecureBoostParams.from_spec({}, {"key_bits": 2048, "scheme": "ou"})
+
+
+# ---------------------------------------------------------------- the platform's node decides
+
+
+def _platform(tmp_path: Path, home: Path, *policy: str) -> PartyRuntime:
+    _, platform = make_vertical(tmp_path / "data", n=200)
+    set_policy([*TEST_KEY_POLICY, "unpublished=serve", *policy], home)
+    binding = PartyBinding(
+        "platform",
+        "platform",
+        platform,
+        store=tmp_path / "ps",
+        policy=NODE_POLICY,
+        governance_home=home,
+    )
+    return PartyRuntime(binding, DictStore(), party_protocols(), disclose_errors=True)
+
+
+def _hello(runtime: PartyRuntime, crypto: dict[str, Any]) -> Envelope:
+    spec = JobSpec(
+        job_id="job-scheme",
+        name="probe",
+        kind="vertical",
+        parties=(PartySpec("bank", "bank", "id", "y"), PartySpec("platform", "platform", "id")),
+        model={"type": "secureboost", "n_estimators": 2, "max_depth": 2, "max_bin": 8},
+        crypto=crypto,
+        alignment=AlignmentSpec(reveal="both", id_scheme="text", min_intersection=10),
+        governance=GovernanceSpec(require_authorization=False),
+        task="train",
+    )
+    [reply] = runtime.dispatch(
+        Envelope("job", "hello", COORDINATOR, "platform", {"job": spec.to_json()})
+    )
+    return reply
+
+
+TEST_KEYS = {"key_bits": 512, "insecure_test_keys": True}
+
+
+def test_the_platform_refuses_a_scheme_its_policy_does_not_allow(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    runtime = _platform(tmp_path, lab_home)
+    reply = _hello(runtime, {**TEST_KEYS, "scheme": "ou"})
+    assert reply.stage == "error"
+    message = str(reply.payload["message"])
+    assert "crypto.allowed_schemes=['paillier']" in message
+    assert "crypto.scheme" in message
+    # Paillier, named or by default, passes the same node.
+    assert _hello(_platform(tmp_path / "b", lab_home), {**TEST_KEYS}).stage == "hello"
+    named = _hello(_platform(tmp_path / "c", lab_home), {**TEST_KEYS, "scheme": "paillier"})
+    assert named.stage == "hello"
+
+
+def test_a_platform_that_allows_ou_still_gets_no_silent_paillier(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    runtime = _platform(tmp_path, lab_home, "crypto.allowed_schemes=[paillier,ou]")
+    reply = _hello(runtime, {**TEST_KEYS, "scheme": "ou"})
+    assert reply.stage == "error"
+    assert "run with paillier only so far" in str(reply.payload["message"])
