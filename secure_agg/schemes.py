@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Literal, get_args
 
+from secure_agg.backends import OU, PAILLIER, HEBackend
+
 #: Names a job or a policy may use (pydantic validates configs against this).
 SchemeName = Literal["paillier", "ou"]
 
@@ -40,12 +42,15 @@ class HEScheme:
         The paper it follows.
     assumptions : str
         What its IND-CPA security rests on, as implemented here.
+    backend : HEBackend
+        Its operations behind one interface (:mod:`secure_agg.backends`).
     """
 
     name: SchemeName
     module: str
     reference: str
     assumptions: str
+    backend: HEBackend
 
 
 SCHEMES: Mapping[str, HEScheme] = MappingProxyType(
@@ -55,12 +60,14 @@ SCHEMES: Mapping[str, HEScheme] = MappingProxyType(
             module="secure_agg.paillier",
             reference="Paillier, Eurocrypt 1999; fast encryption: Damgård, Jurik & Nielsen 2010",
             assumptions="decisional composite residuosity; half-length (k/2-bit) exponents",
+            backend=PAILLIER,
         ),
         "ou": HEScheme(
             name="ou",
             module="secure_agg.ou",
             reference="Okamoto & Uchiyama, Eurocrypt 1998",
             assumptions="p-subgroup assumption; short (2 x security-level bit) exponents",
+            backend=OU,
         ),
     }
 )

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
 import pytest
 
 from federated.party import DictStore, PartyRuntime
@@ -42,6 +43,50 @@ def test_one_registry_one_default() -> None:
     assert CryptoConfig().scheme == schemes.DEFAULT_SCHEME
     assert NodeLimits().allowed_schemes == (schemes.DEFAULT_SCHEME,)
     assert read_policy().crypto.allowed_schemes == [schemes.DEFAULT_SCHEME]
+
+
+@pytest.mark.parametrize("name", list(schemes.SCHEMES))
+def test_every_backend_sums_packs_and_decrypts_histograms_exactly(name: str) -> None:
+    backend = schemes.get_scheme(name).backend
+    public, private = backend.generate_keypair(1024, allow_insecure_test_keys=True)
+    rng = np.random.default_rng(1)
+    bits = 60
+    values = [int(v) for v in rng.integers(0, 2**40, 50)]
+    groups = rng.integers(-1, 6, size=(50, 3))
+    rows = backend.from_array(
+        public, backend.to_array(public, backend.encrypt_private(private, values))
+    )
+    sums = backend.sum_groups_many(public, rows, groups, 6)
+    flat = [c for column in sums for c in column]
+    noised = [
+        backend.add(public, c, z)
+        for c, z in zip(flat, backend.encrypt(public, [1] * len(flat)), strict=True)
+    ]
+    packed = backend.pack(public, noised, bits)
+    packer = backend.sum_packer(public, bits)
+    assert len(packed) == packer.n_packed(len(flat))
+    decoded = packer.unpack(backend.decrypt(private, packed), len(flat))
+    expected = [
+        1 + sum(v for v, g in zip(values, groups[:, j], strict=True) if g == k)
+        for j in range(3)
+        for k in range(6)
+    ]
+    assert decoded == expected
+    back = backend.public_from_bytes(public.to_bytes(), allow_insecure_test_keys=True)
+    assert back.fingerprint == public.fingerprint
+    restored = backend.private_from_secret_bytes(back, private.to_secret_bytes())
+    assert backend.decrypt(restored, packed[:1]) == backend.decrypt(private, packed[:1])
+    other = schemes.get_scheme("ou" if name == "paillier" else "paillier").backend
+    with pytest.raises(ValueError, match="bad tag"):
+        other.public_from_bytes(public.to_bytes(), allow_insecure_test_keys=True)
+    backend.forget_private_tables()
+
+
+def test_ou_packs_fewer_sums_per_ciphertext_than_paillier() -> None:
+    ou_pub, _ = schemes.get_scheme("ou").backend.generate_keypair(2048)
+    p_pub, _ = schemes.get_scheme("paillier").backend.generate_keypair(2048)
+    assert schemes.get_scheme("ou").backend.sum_packer(ou_pub, 150).capacity == 4
+    assert schemes.get_scheme("paillier").backend.sum_packer(p_pub, 150).capacity == 13
 
 
 # ---------------------------------------------------------------- node limits and policy

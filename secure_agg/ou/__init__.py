@@ -23,7 +23,7 @@ This module is the package's API; each concept lives in its own module:
   :mod:`~secure_agg.ou.kernels`: every operation on one process, encryption and
   re-randomisation in C when the extension is built (the Python loops are the reference);
 - :mod:`~secure_agg.ou.homomorphic`: :func:`add`, :func:`mul_const`, :func:`sum_groups`,
-  :func:`sum_groups_many` (the histogram kernel);
+  :func:`sum_groups_many` (the histogram kernel), :func:`pack_sums` (many sums per ciphertext);
 - :mod:`~secure_agg.ou.batch`: :func:`encrypt_many`, :func:`obfuscate_many`,
   :func:`decrypt_many`;
 - :mod:`~secure_agg.ou.wire`: :func:`ciphertexts_to_array`, :func:`ciphertexts_from_array`,
@@ -129,7 +129,7 @@ from __future__ import annotations
 
 from secure_agg.ou.batch import decrypt_many, encrypt_many, obfuscate_many
 from secure_agg.ou.errors import InsecureKeyError, KeyMismatchError, OUError, PlaintextOverflowError
-from secure_agg.ou.homomorphic import add, mul_const, sum_groups, sum_groups_many
+from secure_agg.ou.homomorphic import add, mul_const, pack_sums, sum_groups, sum_groups_many
 from secure_agg.ou.keygen import generate_keypair
 from secure_agg.ou.keys import (
     DEFAULT_KEY_BITS,
@@ -179,6 +179,7 @@ __all__ = [
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
+    "pack_sums",
     "packing_key_bits",
     "security_bits",
     "sum_groups",

@@ -15,6 +15,7 @@ encryption of 0.
 from __future__ import annotations
 
 import operator
+import secrets
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -110,6 +111,46 @@ def sum_groups_many(
     cts = [gmpy2.mpz(c) for c in kernels.check_ciphertexts(pub, ciphertexts)]
     sums = kernels.group_sums(pub._n, cts, matrix, n_groups)
     return [[1 if a is None else int(a) for a in column] for column in sums]
+
+
+def pack_sums(
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    bits_per_value: int,
+    capacity: int,
+    *,
+    rerandomize: bool = True,
+) -> list[int]:
+    """Pack ciphertexts ``capacity`` at a time: ``Σ_j m_j · 2^(bits·j)`` in one ciphertext.
+
+    Horner's rule on ciphertexts, ``acc ← acc^(2^bits) · c mod n`` from the last value of a
+    group to the first, as :meth:`secure_agg.packing.SumPacker.pack` does for Paillier; take
+    ``capacity`` from ``SumPacker(bits_per_value, packing_key_bits(pub))`` so that every honest
+    pack stays below the plaintext bound, and unpack the decryptions with its
+    :meth:`~secure_agg.packing.SumPacker.unpack`. Each packed ciphertext is re-randomised
+    unless ``rerandomize=False`` (the key holder then learns how it was formed).
+
+    Raises
+    ------
+    OUError
+        On bad ciphertexts, or ``bits_per_value`` or ``capacity`` below 1.
+    """
+    bits, capacity = operator.index(bits_per_value), operator.index(capacity)
+    if bits < 1 or capacity < 1:
+        raise OUError(f"bits_per_value and capacity must be positive, got {bits} and {capacity}")
+    cts = [gmpy2.mpz(c) for c in kernels.check_ciphertexts(pub, ciphertexts)]
+    n, shift = pub._n, gmpy2.mpz(1) << bits
+    packed: list[int] = []
+    for start in range(0, len(cts), capacity):
+        group = cts[start : start + capacity]
+        acc = group[-1]
+        for c in reversed(group[:-1]):
+            acc = gmpy2.powmod(acc, shift, n) * c % n
+        packed.append(int(acc))
+    if rerandomize:
+        randomness = secrets.token_bytes(pub.obfuscation_exponent_bytes * len(packed))
+        packed = [int(c) for c in kernels.obfuscate(pub, packed, randomness)]
+    return packed
 
 
 def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:
