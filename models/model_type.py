@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from models.guard import NodeLimits, ReleaseGrant
 from models.protocol import Envelope, PartyProtocol
+from secure_agg.schemes import DEFAULT_SCHEME
 
 Kind = Literal["vertical", "horizontal"]
 
@@ -158,6 +159,9 @@ class ModelType:
         ``module:attribute`` of the platform-side serving handler of its model parts.
     part_kind : str, optional
         The ``kind`` a platform's saved model part carries (how serving recognises it).
+    he_schemes : tuple of str
+        Vertical: the homomorphic schemes (:data:`secure_agg.schemes.SCHEMES`) its protocol runs
+        with; a job's ``crypto.scheme`` outside them is refused when the config is loaded.
     """
 
     name: str
@@ -177,6 +181,7 @@ class ModelType:
     reporting: str | None = None
     serving: str | None = None
     part_kind: str | None = None
+    he_schemes: tuple[str, ...] = (DEFAULT_SCHEME,)
 
     def parse(self, raw: Mapping[str, Any]) -> ModelSettings:
         """This type's settings from a job spec's ``model`` section (already validated)."""

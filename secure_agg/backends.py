@@ -20,13 +20,17 @@ from typing import Any, Protocol
 import numpy.typing as npt
 
 from secure_agg import ou, paillier
+from secure_agg.ou.keys import PUBLIC_KEY_TAG as OU_PUBLIC_KEY_TAG
 from secure_agg.packing import SumPacker
+from secure_agg.paillier.keys import PUBLIC_KEY_TAG as PAILLIER_PUBLIC_KEY_TAG
 
 
 class HEBackend(Protocol):
     """What a protocol does with an additively homomorphic scheme (keys typed ``Any``)."""
 
     name: str
+    #: Leading bytes of this scheme's serialised public keys.
+    public_key_tag: bytes
 
     def generate_keypair(
         self, key_bits: int, *, allow_insecure_test_keys: bool = False
@@ -74,6 +78,7 @@ class HEBackend(Protocol):
 
 class _Paillier:
     name = "paillier"
+    public_key_tag = PAILLIER_PUBLIC_KEY_TAG
 
     def generate_keypair(
         self, key_bits: int, *, allow_insecure_test_keys: bool = False
@@ -123,6 +128,7 @@ class _Paillier:
 
 class _OU:
     name = "ou"
+    public_key_tag = OU_PUBLIC_KEY_TAG
 
     def generate_keypair(
         self, key_bits: int, *, allow_insecure_test_keys: bool = False

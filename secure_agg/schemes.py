@@ -1,11 +1,13 @@
 """The additively homomorphic schemes of :mod:`secure_agg`: one registry, one default.
 
 A job's ``crypto.scheme`` and a node policy's ``crypto.allowed_schemes`` name schemes from
-:data:`SCHEMES`; :data:`DEFAULT_SCHEME` is the single source of the default. Paillier
-(:mod:`secure_agg.paillier`) is the default because the vertical protocols are built on it and
-its assumptions are the better studied; Okamoto–Uchiyama (:mod:`secure_agg.ou`) is faster per
+:data:`SCHEMES`; :data:`DEFAULT_SCHEME` is the single source of the default. Each scheme's
+operations sit behind one interface (:class:`secure_agg.backends.HEBackend`). Paillier
+(:mod:`secure_agg.paillier`) is the default: every vertical protocol runs with it and its
+assumptions are the better studied. Okamoto–Uchiyama (:mod:`secure_agg.ou`) is faster per
 operation but rests on stronger assumptions and holds fewer packed values per ciphertext (see its
-module docstring and ``benchmarks/he_schemes.py``), so a node must opt in to it by name.
+module docstring and ``benchmarks/he_schemes.py``), so a node must opt in to it by name; which
+protocols run with which scheme is each model type's ``he_schemes``.
 """
 
 from __future__ import annotations
@@ -90,3 +92,20 @@ def get_scheme(name: str) -> HEScheme:
         raise UnknownSchemeError(
             f"unknown homomorphic scheme {name!r}; known: {', '.join(SCHEMES)}"
         ) from None
+
+
+def scheme_of_public_key(raw: bytes) -> HEScheme:
+    """The scheme of a serialised public key, from its tag (the key itself is not parsed).
+
+    Raises
+    ------
+    UnknownSchemeError
+        If no scheme's tag starts ``raw``.
+    """
+    data = bytes(raw)
+    for scheme in SCHEMES.values():
+        if data.startswith(scheme.backend.public_key_tag):
+            return scheme
+    raise UnknownSchemeError(
+        f"not a serialised public key of a known scheme ({', '.join(SCHEMES)})"
+    )

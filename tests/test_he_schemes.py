@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, get_args
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from federated.estimators import SecureBoostClassifier
 from federated.party import DictStore, PartyRuntime
 from federated.protocols import party_protocols
 from federated.spec import AlignmentSpec, GovernanceSpec, JobSpec, PartyBinding, PartySpec
@@ -24,9 +26,10 @@ from lab.errors import ConfigError
 from lab.governance.errors import PolicyFileError
 from lab.governance.policy import read_policy, set_policy
 from models.guard import NodeLimits, PolicyRefusalError, single_operator
-from models.protocol import COORDINATOR, Envelope
+from models.protocol import COORDINATOR, Envelope, ProtocolError
 from models.secureboost.params import SecureBoostParams
-from models.vertical.keys import UnsupportedSchemeError, crypto_fields
+from models.vertical.keys import UnsupportedSchemeError, crypto_fields, peer_scheme_key
+from models.vertical_lr.params import HeteroLRParams
 from secure_agg import schemes
 from tests.conftest import TEST_KEY_POLICY, make_vertical, vertical_config
 
@@ -119,23 +122,69 @@ def test_a_node_opts_in_to_ou_by_its_own_policy(lab_home: Path) -> None:
 # ---------------------------------------------------------------- the job's ask
 
 
-def test_job_configs_name_a_known_scheme_and_vertical_jobs_only_paillier_so_far() -> None:
+def test_job_configs_name_a_scheme_their_model_runs_with() -> None:
     raw = vertical_config()
     default = experiment_from_dict(json.loads(json.dumps(raw)), source=None, check_data=False)
     assert default.config.crypto.scheme == "paillier"
     raw["crypto"] = {"key_bits": 2048, "scheme": "rsa"}
     with pytest.raises(ConfigError, match=r"crypto\.scheme"):
-        experiment_from_dict(raw, source=None, check_data=False)
+        experiment_from_dict(json.loads(json.dumps(raw)), source=None, check_data=False)
     raw["crypto"] = {"key_bits": 2048, "scheme": "ou"}
-    with pytest.raises(ConfigError, match="run with paillier only so far"):
+    ou_job = experiment_from_dict(json.loads(json.dumps(raw)), source=None, check_data=False)
+    assert ou_job.config.crypto.scheme == "ou"
+    raw["model"] = {"type": "hetero_lr"}
+    with pytest.raises(ConfigError, match="'hetero_lr' runs with paillier only"):
         experiment_from_dict(raw, source=None, check_data=False)
 
 
 def test_protocol_params_refuse_a_scheme_they_do_not_run_with() -> None:
-    assert crypto_fields({"key_bits": 2048}) == {"key_bits": 2048, "insecure_test_keys": False}
-    assert crypto_fields({"key_bits": 2048, "scheme": "paillier"})["key_bits"] == 2048
+    assert crypto_fields({"key_bits": 2048}) == {
+        "key_bits": 2048,
+        "insecure_test_keys": False,
+        "scheme": "paillier",
+    }
+    assert SecureBoostParams.from_spec({}, {"key_bits": 2048, "scheme": "ou"}).scheme == "ou"
     with pytest.raises(UnsupportedSchemeError, match=r"crypto\.scheme='ou'"):
-        SecureBoostParams.from_spec({}, {"key_bits": 2048, "scheme": "ou"})
+        HeteroLRParams.from_spec({}, {"key_bits": 2048, "scheme": "ou"})
+    with pytest.raises(UnsupportedSchemeError, match="runs with paillier only"):
+        HeteroLRParams(scheme="ou")
+    with pytest.raises(UnsupportedSchemeError):
+        SecureBoostParams(scheme="rsa")
+
+
+def _data(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, dict[str, pd.DataFrame]]:
+    rng = np.random.default_rng(seed)
+    bank = pd.DataFrame({"deposits": rng.normal(size=n)})
+    score = rng.normal(size=n)
+    platform = pd.DataFrame(
+        {"tax_score": score, "grade": pd.Categorical(rng.choice(list("ABMCD"), size=n))}
+    )
+    logit = 1.5 * score + 0.7 * bank["deposits"].to_numpy()
+    y = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return bank, y, {"platform": platform}
+
+
+@pytest.mark.parametrize("dp_epsilon", [None, 8.0], ids=["exact", "dp"])
+def test_secureboost_with_ou_equals_secureboost_with_paillier(dp_epsilon: float | None) -> None:
+    bank, y, platforms = _data()
+    params: dict[str, Any] = {
+        "n_estimators": 3,
+        "max_depth": 2,
+        "max_bin": 8,
+        "min_child_samples": 5,
+        "key_bits": 1024,
+        "insecure_test_keys": True,
+        "dp_epsilon": dp_epsilon,
+    }
+    with_ou = SecureBoostClassifier(**params, scheme="ou").fit(bank, y, platforms)
+    proba = with_ou.predict_proba(bank, platforms)[:, 1]
+    if dp_epsilon is None:
+        with_paillier = SecureBoostClassifier(**params).fit(bank, y, platforms)
+        reference = with_paillier.predict_proba(bank, platforms)[:, 1]
+        assert np.abs(proba - reference).max() < 1e-9
+    else:  # noisy histograms: a valid model, not the same one
+        assert np.all((proba > 0) & (proba < 1))
+    assert with_ou.get_params()["scheme"] == "ou"
 
 
 # ---------------------------------------------------------------- the platform's node decides
@@ -191,10 +240,30 @@ def test_the_platform_refuses_a_scheme_its_policy_does_not_allow(
     assert named.stage == "hello"
 
 
-def test_a_platform_that_allows_ou_still_gets_no_silent_paillier(
+def test_a_platform_that_allows_ou_takes_the_ou_job(tmp_path: Path, lab_home: Path) -> None:
+    runtime = _platform(tmp_path, lab_home, "crypto.allowed_schemes=[paillier,ou]")
+    assert _hello(runtime, {**TEST_KEYS, "scheme": "ou"}).stage == "hello"
+
+
+def test_the_platform_checks_the_banks_key_itself_not_the_job(
     tmp_path: Path, lab_home: Path
 ) -> None:
-    runtime = _platform(tmp_path, lab_home, "crypto.allowed_schemes=[paillier,ou]")
-    reply = _hello(runtime, {**TEST_KEYS, "scheme": "ou"})
-    assert reply.stage == "error"
-    assert "run with paillier only so far" in str(reply.payload["message"])
+    """A bank that sends an OU key in a Paillier job meets the platform's own policy."""
+    limits = NodeLimits(min_key_bits=512, allow_insecure_test_keys=True)
+    ou_key, _ = schemes.get_scheme("ou").backend.generate_keypair(
+        1024, allow_insecure_test_keys=True
+    )
+    with pytest.raises(PolicyRefusalError, match=r"crypto\.allowed_schemes"):
+        peer_scheme_key(ou_key.to_bytes(), limits, "the bank's key", ("paillier", "ou"))
+    opted_in = NodeLimits(
+        min_key_bits=512, allow_insecure_test_keys=True, allowed_schemes=("paillier", "ou")
+    )
+    scheme, key = peer_scheme_key(ou_key.to_bytes(), opted_in, "the bank's key", ("paillier", "ou"))
+    assert scheme.name == "ou"
+    assert key == ou_key
+    with pytest.raises(UnsupportedSchemeError):
+        peer_scheme_key(ou_key.to_bytes(), opted_in, "the bank's key", ("paillier",))
+    with pytest.raises(PolicyRefusalError, match=r"crypto\.min_key_bits=2048"):
+        peer_scheme_key(ou_key.to_bytes(), NodeLimits(allowed_schemes=("ou",)), "k", ("ou",))
+    with pytest.raises(ProtocolError, match="known scheme"):
+        peer_scheme_key(b"junk", opted_in, "the bank's key", ("paillier", "ou"))

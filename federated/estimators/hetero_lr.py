@@ -47,6 +47,9 @@ class HeteroLRClassifier(VerticalClassifier):
     are the bank's numbers: the bank holds every feature's WOE table (computed from encrypted
     per-bin counts) and coefficient, including the platforms' features (by name, with the
     platform's bins but not its bin edges); a platform sees none of them.
+
+    ``scheme`` is the homomorphic scheme; hetero LR runs with ``paillier`` only (``fit`` refuses
+    another, see :data:`models.vertical_lr.params.HE_SCHEMES`).
     """
 
     _PARAMS = tuple(f.name for f in fields(HeteroLRParams))
@@ -70,6 +73,7 @@ class HeteroLRClassifier(VerticalClassifier):
         groups: Mapping[str, str] | None = None,
         key_bits: int = _DEFAULTS.key_bits,
         insecure_test_keys: bool = _DEFAULTS.insecure_test_keys,
+        scheme: str = _DEFAULTS.scheme,
     ) -> None:
         self.learning_rate = learning_rate
         self.decay = decay
@@ -88,6 +92,7 @@ class HeteroLRClassifier(VerticalClassifier):
         self.groups = groups
         self.key_bits = key_bits
         self.insecure_test_keys = insecure_test_keys
+        self.scheme = scheme
 
     def _validated_params(self) -> HeteroLRParams:
         values: dict[str, Any] = self.get_params()

@@ -49,6 +49,10 @@ class SecureBoostClassifier(VerticalClassifier):
     the platform's part). With ``dp_epsilon`` set, platform gains are computed from DP-noised
     histograms and are inflated by the noise (the bank's own gains are exact), so compare
     parties' shares with care.
+
+    ``scheme`` picks the homomorphic scheme (:data:`secure_agg.schemes.SCHEMES`: ``paillier``, the
+    default, or ``ou``, Okamoto–Uchiyama); one operator acts for every party here, so no node
+    policy restricts it.
     """
 
     _PARAMS = tuple(f.name for f in fields(SecureBoostParams))
@@ -66,6 +70,7 @@ class SecureBoostClassifier(VerticalClassifier):
         bank_only_trees: int = _DEFAULTS.bank_only_trees,
         key_bits: int = _DEFAULTS.key_bits,
         insecure_test_keys: bool = _DEFAULTS.insecure_test_keys,
+        scheme: str = _DEFAULTS.scheme,
         dp_epsilon: float | None = _DEFAULTS.dp_epsilon,
         dp_delta: float = _DEFAULTS.dp_delta,
     ) -> None:
@@ -80,6 +85,7 @@ class SecureBoostClassifier(VerticalClassifier):
         self.bank_only_trees = bank_only_trees
         self.key_bits = key_bits
         self.insecure_test_keys = insecure_test_keys
+        self.scheme = scheme
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
 

@@ -27,7 +27,6 @@ from lab.config.schema import (
 )
 from lab.errors import ConfigError
 from models.model_type import ModelTypeError, model_type, model_types
-from models.vertical.keys import UnsupportedSchemeError, check_vertical_scheme
 
 
 def load_experiment(
@@ -220,11 +219,13 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
                     "labels in a vertical job"
                 )
-        try:
-            check_vertical_scheme({"scheme": config.crypto.scheme})
-        except UnsupportedSchemeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
         _check_model_kind(where, config)
+        schemes = model_type(config.model.type).he_schemes
+        if config.crypto.scheme not in schemes:
+            raise ConfigError(
+                f"{where}: crypto.scheme={config.crypto.scheme!r}: model.type "
+                f"'{config.model.type}' runs with {', '.join(schemes)} only"
+            )
         return
     _check_model_kind(where, config)
     if platforms:

@@ -70,7 +70,7 @@ class BankRole:
         train, y = own.train, own.y
         specs = fit_own_bins(ctx, aligned_features(ctx, own.rows, train), params.max_bin)
         started = time.perf_counter()
-        keys = bank_key_pair(ctx, params.key_bits)
+        keys = bank_key_pair(ctx, params.key_bits, params.scheme)
         clock = PhaseClock()
         clock.add("keygen", time.perf_counter() - started)
         CLOCK.save(ctx, clock)

@@ -1,4 +1,8 @@
-"""SecureBoost's use of Paillier: encrypting gradients, summing histograms, decoding sums.
+"""SecureBoost's use of additive HE: encrypting gradients, summing histograms, decoding sums.
+
+The scheme is the bank's key pair's (:class:`models.vertical.keys.KeyPair`): Paillier by
+default, Okamoto–Uchiyama when the job asks for ``crypto.scheme: ou`` and both nodes' policies
+allow it; every operation goes through the scheme's :class:`secure_agg.backends.HEBackend`.
 
 A thin adapter over :mod:`secure_agg` (which owns the cryptography): it fixes the plaintext
 layout of one training row. The bank's key pair (:class:`models.vertical.keys.KeyPair`) stays in
@@ -30,7 +34,9 @@ import numpy.typing as npt
 from models.protocol import ProtocolError
 from models.secureboost.core import PRECISION_BITS, IntArray
 from models.vertical.keys import KeyPair
-from secure_agg import packing, paillier
+from secure_agg import ou, packing
+from secure_agg.backends import HEBackend
+from secure_agg.schemes import DEFAULT_SCHEME, get_scheme, scheme_of_public_key
 
 #: Offset of noisy slots in standard deviations.
 NOISE_OFFSET_SIGMAS = 40
@@ -182,13 +188,16 @@ class BankCipher:
     """What only the key holder does: encrypt gradients, decrypt histogram sums."""
 
     def __init__(self, keys: KeyPair, layout: RowLayout) -> None:
-        if layout.sum_bits >= keys.public.n.bit_length() - 2:
-            raise ProtocolError(
-                f"{keys.public.n.bit_length()}-bit keys cannot hold sums over "
-                f"{layout.max_rows} rows"
-            )
         self.keys = keys
         self.layout = layout
+        self.backend = keys.backend
+        try:
+            self.packer = self.backend.sum_packer(keys.public, layout.sum_bits)
+        except packing.PackingError as exc:
+            raise ProtocolError(
+                f"{keys.public.key_bits}-bit {keys.scheme.name} keys cannot hold sums over "
+                f"{layout.max_rows} rows ({exc})"
+            ) from exc
         self.last_decryptions = 0
 
     @property
@@ -198,20 +207,23 @@ class BankCipher:
 
     def encrypt_gradients(self, g: IntArray, h: IntArray) -> npt.NDArray[np.uint8]:
         """Encrypt every row's slots; ciphertexts as a byte matrix for the wire."""
-        ciphertexts = paillier.encrypt_many_private(self.keys.private, self.layout.encode(g, h))
-        return paillier.ciphertexts_to_array(self.keys.public, ciphertexts)
+        ciphertexts = self.backend.encrypt_private(self.keys.private, self.layout.encode(g, h))
+        return self.backend.to_array(self.keys.public, ciphertexts)
 
     def decrypt_sums(self, packed: npt.NDArray[Any], n_sums: int) -> IntArray:
         """Decrypt packed histogram sums into an (n_sums, 3) array of (G, H, count)."""
-        public = self.keys.public
-        ciphertexts = paillier.ciphertexts_from_array(public, packed)
-        packer = packing.SumPacker(self.layout.sum_bits, public.n.bit_length())
-        if len(ciphertexts) != -(-n_sums // packer.capacity):
+        ciphertexts = self.backend.from_array(self.keys.public, packed)
+        if len(ciphertexts) != self.packer.n_packed(n_sums):
             raise ProtocolError(f"{len(ciphertexts)} packed ciphertexts cannot hold {n_sums} sums")
-        plaintexts = paillier.decrypt_many(self.keys.private, ciphertexts)
+        try:
+            plaintexts = self.backend.decrypt(self.keys.private, ciphertexts)
+        except ou.PlaintextOverflowError as exc:
+            raise TamperedSumError(
+                "packed histogram sums do not decode: encrypted under another key or altered"
+            ) from exc
         self.last_decryptions = len(ciphertexts)
         try:
-            values = packer.unpack(plaintexts, n_sums)
+            values = self.packer.unpack(plaintexts, n_sums)
         except packing.PackingError as exc:
             raise TamperedSumError(
                 "packed histogram sums do not decode: encrypted under another key or altered"
@@ -220,11 +232,16 @@ class BankCipher:
 
 
 class PlatformCipher:
-    """What a platform can do with the bank's public key: add, noise and pack, never decrypt."""
+    """What a platform can do with the bank's public key: add, noise and pack, never decrypt.
 
-    def __init__(self, public: paillier.PublicKey, layout: RowLayout) -> None:
+    The key is of any scheme SecureBoost runs with (:data:`~models.secureboost.params.HE_SCHEMES`)
+    that the platform's own policy allows; its scheme is read from the key, not from the bank.
+    """
+
+    def __init__(self, public: Any, layout: RowLayout, backend: HEBackend | None = None) -> None:
         self._public = public
         self.layout = layout
+        self.backend = backend or get_scheme(DEFAULT_SCHEME).backend
 
     @classmethod
     def from_public_bytes(
@@ -239,39 +256,41 @@ class PlatformCipher:
         """Load the bank's public key (of the size the job demands) and its row layout."""
         if not isinstance(raw, bytes):
             raise ProtocolError("public key must be bytes")
-        public = paillier.PublicKey.from_bytes(
+        try:
+            scheme = scheme_of_public_key(raw)
+        except ValueError as exc:
+            raise ProtocolError(f"the bank's public key: {exc}") from None
+        public = scheme.backend.public_from_bytes(
             raw, allow_insecure_test_keys=allow_insecure_test_keys
         )
         if public.key_bits < key_bits:
             raise ProtocolError(
                 f"the bank's key has {public.key_bits} bits but the job demands {key_bits}"
             )
-        return cls(public, RowLayout(max_rows, noise))
+        return cls(public, RowLayout(max_rows, noise), scheme.backend)
 
     @property
     def fingerprint(self) -> str:
         """Short identifier of the public key."""
-        return self._public.fingerprint
+        return str(self._public.fingerprint)
 
     def group_sums(
         self, gh: npt.NDArray[Any], groups: npt.NDArray[np.int64], n_groups: int
     ) -> list[list[int]]:
         """Encrypted per-group sums for every feature column of ``groups`` (-1 rows skipped)."""
-        ciphertexts = paillier.ciphertexts_from_array(self._public, gh)
-        return paillier.sum_groups_many(self._public, ciphertexts, groups, n_groups)
+        ciphertexts = self.backend.from_array(self._public, gh)
+        return self.backend.sum_groups_many(self._public, ciphertexts, groups, n_groups)
 
     def add_noise(self, sums: list[int]) -> list[int]:
         """Add an encryption of fresh offset Gaussian noise to every sum (DP mode)."""
         rng = random.SystemRandom()
-        noise = paillier.encrypt_many(
-            self._public, [self.layout.noise_plaintext(rng) for _ in sums]
-        )
-        return [paillier.add(self._public, c, n) for c, n in zip(sums, noise, strict=True)]
+        noise = self.backend.encrypt(self._public, [self.layout.noise_plaintext(rng) for _ in sums])
+        return [self.backend.add(self._public, c, n) for c, n in zip(sums, noise, strict=True)]
 
     def pack(self, sums: list[int]) -> npt.NDArray[np.uint8]:
-        """Pack several sums per ciphertext (the bank decrypts once per pack)."""
-        packer = packing.SumPacker(self.layout.sum_bits, self._public.n.bit_length())
-        return paillier.ciphertexts_to_array(self._public, packer.pack(self._public, sums))
+        """Pack several sums per ciphertext (the bank decrypts once per pack), re-randomised."""
+        packed = self.backend.pack(self._public, sums, self.layout.sum_bits)
+        return self.backend.to_array(self._public, packed)
 
 
 __all__ = [

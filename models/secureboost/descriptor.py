@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from models.model_type import ModelSettings, ModelType, PrivacyDescription, StartRequest, Trained
 from models.protocol import Envelope
+from models.secureboost.params import HE_SCHEMES
 from models.secureboost.protocol import (
     SecureBoostParams,
     SecureBoostParty,
@@ -103,4 +104,5 @@ MODEL_TYPE = ModelType(
     reporting="lab.reporting.secureboost:REPORTING",
     serving="models.secureboost.serving:load",
     part_kind="secureboost-platform-part",
+    he_schemes=HE_SCHEMES,
 )

@@ -7,8 +7,12 @@ from typing import Any
 
 from models.secureboost.core import TreeParams
 from models.secureboost.settings import DEFAULTS
-from models.vertical.keys import CRYPTO_FIELDS, crypto_fields
+from models.vertical.keys import CRYPTO_FIELDS, check_scheme_supported, crypto_fields
 from secure_agg.paillier import DEFAULT_KEY_BITS
+from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
+
+#: Homomorphic schemes SecureBoost runs with (every scheme of :mod:`secure_agg.schemes`).
+HE_SCHEMES: tuple[str, ...] = tuple(SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,12 @@ class SecureBoostParams:
     bank_only_trees: int = DEFAULTS.bank_only_trees
     key_bits: int = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
+    scheme: str = DEFAULT_SCHEME
     dp_epsilon: float | None = None
     dp_delta: float = DEFAULTS.dp_delta
+
+    def __post_init__(self) -> None:
+        check_scheme_supported(self.scheme, HE_SCHEMES, "crypto.scheme")
 
     @property
     def tree(self) -> TreeParams:
@@ -49,4 +57,4 @@ class SecureBoostParams:
             for k, v in model.items()
             if k in cls.__dataclass_fields__ and k not in CRYPTO_FIELDS
         }
-        return cls(**fields, **crypto_fields(crypto_cfg))
+        return cls(**fields, **crypto_fields(crypto_cfg, HE_SCHEMES))

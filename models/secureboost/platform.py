@@ -21,10 +21,11 @@ from models.guard import PolicyRefusalError
 from models.protocol import Envelope, PartyContext, PayloadValue, PhaseClock, ProtocolError, dumps
 from models.secureboost import crypto
 from models.secureboost.core import IntArray, Split, goes_left
+from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
 from models.secureboost.privacy import DP_MECHANISM, own_noise
 from models.secureboost.state import CLOCK, PENDING, YOURS, cleanup, training_bins
-from models.vertical import aligned_features, fit_own_bins, peer_public_key, platform_rows
+from models.vertical import aligned_features, fit_own_bins, peer_scheme_key, platform_rows
 
 
 class PlatformRole:
@@ -49,7 +50,8 @@ class PlatformRole:
         public_key = env.payload.get("public_key")
         if not isinstance(public_key, bytes):
             raise ProtocolError("secureboost/init lacks the bank's public key")
-        peer_public_key(public_key, ctx.guard.limits, "the bank's Paillier key")
+        # The key's scheme is read from the key and checked against this node's own policy.
+        peer_scheme_key(public_key, ctx.guard.limits, "the bank's key", HE_SCHEMES)
         specs = fit_own_bins(ctx, aligned_features(ctx, rows, train), int(settings["max_bin"]))
         # The noise comes from this node's own DP grant (reserved in its own ledger), never
         # from the bank's message.

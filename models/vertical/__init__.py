@@ -8,7 +8,7 @@ keys checked against the node's policy; :mod:`~models.vertical.coordinator` the 
 """
 
 from models.vertical.coordinator import bank_done, setup_envelope
-from models.vertical.keys import KeyPair, peer_public_key
+from models.vertical.keys import KeyPair, peer_public_key, peer_scheme_key
 from models.vertical.parts import (
     MODEL_ID_PATTERN,
     ModelIdError,
@@ -51,6 +51,7 @@ __all__ = [
     "labels",
     "model_file",
     "peer_public_key",
+    "peer_scheme_key",
     "platform_rows",
     "record_answer",
     "setup_envelope",

@@ -21,6 +21,7 @@ from models.alignment import job_rows
 from models.evaluation import TEST_MASK_KEY
 from models.protocol import Envelope, PartyContext, ProtocolError
 from models.vertical.keys import KeyPair
+from secure_agg.schemes import DEFAULT_SCHEME
 
 
 @dataclass(frozen=True)
@@ -107,14 +108,15 @@ def fit_own_bins(ctx: PartyContext, frame: pd.DataFrame, max_bin: int) -> tuple[
     return tuple(fit_bins(frame[c], kinds[c], max_bin) for c in frame.columns)
 
 
-def bank_key_pair(ctx: PartyContext, requested_bits: int) -> KeyPair:
-    """The bank's own key pair: the size the job asks for, refused below the node's policy.
+def bank_key_pair(ctx: PartyContext, requested_bits: int, scheme: str = DEFAULT_SCHEME) -> KeyPair:
+    """The bank's own key pair: the size and scheme the job asks for, within the node's policy.
 
     Raises
     ------
     PolicyRefusalError
-        If the size is below the node's ``crypto.min_key_bits`` or a test key it refuses.
+        If the size is below the node's ``crypto.min_key_bits``, a test key it refuses, or a
+        scheme outside its ``crypto.allowed_schemes``.
     """
     limits = ctx.guard.limits
-    limits.check_key(limits.key_bits_for(requested_bits), "the bank's own Paillier key")
-    return KeyPair.for_node(limits, requested_bits)
+    limits.check_key(limits.key_bits_for(requested_bits), f"the bank's own {scheme} key")
+    return KeyPair.for_node(limits, requested_bits, scheme)

@@ -8,6 +8,7 @@ from typing import Any, cast
 from models.guard import NodeLimits, PolicyRefusalError
 from models.model_type import ModelSettings, ModelType, PrivacyDescription, StartRequest, Trained
 from models.protocol import Envelope
+from models.vertical_lr.params import HE_SCHEMES
 from models.vertical_lr.protocol import HeteroLRParams, HeteroLRParty, conclude, start_envelope
 from models.vertical_lr.settings import HeteroLRSettings
 
@@ -107,4 +108,5 @@ MODEL_TYPE = ModelType(
     reporting="lab.reporting.hetero_lr:REPORTING",
     serving="models.vertical_lr.serving:load",
     part_kind="hetero_lr.platform",
+    he_schemes=HE_SCHEMES,
 )

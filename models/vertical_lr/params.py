@@ -10,10 +10,14 @@ import numpy.typing as npt
 from features.binning import BinSpec
 from features.woe import WoeTable
 from models.protocol import ProtocolError
-from models.vertical.keys import CRYPTO_FIELDS, crypto_fields
+from models.vertical.keys import CRYPTO_FIELDS, check_scheme_supported, crypto_fields
 from models.vertical_lr.core import LRParams
 from models.vertical_lr.settings import DEFAULTS
 from secure_agg.paillier import DEFAULT_KEY_BITS
+from secure_agg.schemes import DEFAULT_SCHEME
+
+#: Homomorphic schemes hetero LR runs with: Paillier only (its messages use Paillier directly).
+HE_SCHEMES: tuple[str, ...] = (DEFAULT_SCHEME,)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class HeteroLRParams:
     groups: dict[str, str] = field(default_factory=dict)
     key_bits: int = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
+    scheme: str = DEFAULT_SCHEME
+
+    def __post_init__(self) -> None:
+        check_scheme_supported(self.scheme, HE_SCHEMES, "crypto.scheme")
 
     def lr(self) -> LRParams:
         """The descent settings: always the Taylor residual (:mod:`models.vertical_lr.protocol`)."""
@@ -90,4 +98,4 @@ class HeteroLRParams:
                 for group, columns in scorecard["groups"].items()
                 for column in columns
             }
-        return cls(**values, **crypto_fields(crypto_cfg))
+        return cls(**values, **crypto_fields(crypto_cfg, HE_SCHEMES))

@@ -38,7 +38,9 @@ STATISTICAL_BITS = 128
 #: test keys are rated 80 so that their encryption exponent never falls below 160 bits.
 _SECURITY_LEVELS = ((15360, 256), (7680, 192), (3072, 128), (2048, 112), (0, 80))
 
-_PUBLIC_TAG = b"lab/ou/pk/v1"
+#: Leading bytes of a serialised public key (:meth:`PublicKey.to_bytes`): tells the schemes apart.
+PUBLIC_KEY_TAG = b"lab/ou/pk/v1"
+_PUBLIC_TAG = PUBLIC_KEY_TAG
 _SECRET_TAG = b"lab/ou/sk/v1"
 
 

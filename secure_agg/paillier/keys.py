@@ -31,7 +31,9 @@ MIN_TEST_KEY_BITS = 256
 #: Statistical distance of a re-randomiser from uniform in ``<h_s>``: at most 2^-STATISTICAL_BITS.
 STATISTICAL_BITS = 128
 
-_PUBLIC_TAG = b"lab/paillier/pk/v1"
+#: Leading bytes of a serialised public key (:meth:`PublicKey.to_bytes`): tells the schemes apart.
+PUBLIC_KEY_TAG = b"lab/paillier/pk/v1"
+_PUBLIC_TAG = PUBLIC_KEY_TAG
 _SECRET_TAG = b"lab/paillier/sk/v1"
 
 
