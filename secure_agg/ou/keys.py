@@ -92,7 +92,7 @@ class PublicKey:
         Bytes of ``n``, and of a serialised ciphertext (residues modulo ``n``).
     plaintext_bits : int
         Plaintexts lie in ``[0, 2^plaintext_bits)``, ``plaintext_bits = ⌊k/3⌋ - 1``: ``p`` has
-        exactly ``⌊k/3⌋`` bits, so the bound is below ``p`` with ``p/2`` to spare.
+        exactly ``⌊k/3⌋`` bits with the top two set, so ``p >= 1.5 · 2^plaintext_bits``.
     randomness_bits : int
         Length of the encryption exponent ``r``: twice the key's security level (224 at 2048).
     fingerprint : str
