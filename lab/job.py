@@ -390,6 +390,7 @@ def _tags(experiment: Experiment, result: JobResult) -> dict[str, str]:
         "lab.runtime": RUNTIME_NAME,
         "lab.version": __version__,
         "lab.key_bits": str(cfg.crypto.key_bits),
+        "lab.he_scheme": cfg.crypto.scheme,
     }
     for party in result.parties:
         tags[tracking.TAG_DATA_DIGEST + party.name] = party.digest

@@ -131,6 +131,7 @@ def test_no_unauthorised_row_reaches_the_job(
     html = report.read_text()
     assert summary["job_id"] in html
     assert "burn-down" in html
+    assert "<td>paillier 512</td>" in html  # the job's homomorphic scheme and key size
     usage = tmp_path / "usage.json"
     import contextlib
     import io
@@ -300,6 +301,9 @@ def test_a_refused_job_spends_nothing_and_the_audit_report_says_why(
     assert job["job_id"] in page
     assert "none (no reservation)" in page
     assert why in page
+    # Nothing was encrypted or shared: no scheme, protection or empty "None" cells shown.
+    assert "<td>None</td>" not in page
+    assert "exact statistics shared" not in page
 
 
 def test_lab_check_prints_the_authorized_count(governed: dict[str, Any], lab_home: Path) -> None:

@@ -56,7 +56,11 @@ def privacy_parameters(experiment: Experiment) -> dict[str, Any]:
         "coordinator_learns": privacy.coordinator_learns,
     }
     if cfg.kind == "vertical":
-        out.update(key_bits=cfg.crypto.key_bits, psi_reveal=cfg.alignment.reveal)
+        out.update(
+            scheme=cfg.crypto.scheme,
+            key_bits=cfg.crypto.key_bits,
+            psi_reveal=cfg.alignment.reveal,
+        )
     else:
         out["secure_aggregation"] = cfg.secure_aggregation.enabled
     return out

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 
 from lab.governance.audit import AuditLog
 from lab.governance.ledger import BudgetLedger, BudgetStatus, compose
+from secure_agg.schemes import DEFAULT_SCHEME
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,14 @@ def write_report(
         privacy = job.get("privacy") or {}
         alignment = job.get("alignment") or {}
         dp = privacy.get("dp_epsilon")
+        bits = privacy.get("key_bits")
+        scheme = f"{privacy.get('scheme', DEFAULT_SCHEME)} {bits}" if bits else "-"
+        if not privacy:  # refused before it started: nothing was encrypted or shared
+            protection = "-"
+        elif dp:
+            protection = f"ε={dp}, δ={privacy.get('dp_delta')}"
+        else:
+            protection = "none (exact statistics shared)"
         job_rows.append(
             [
                 job["job_id"],
@@ -253,13 +262,13 @@ def write_report(
                 job.get("status"),
                 job.get("reason", "") if job.get("status") != "completed" else "",
                 charge_text(job),
-                job.get("model"),
+                job.get("model") or "-",
                 ", ".join(job.get("feature_sets") or []) or "-",
                 ", ".join(job.get("banks") or []),
-                job.get("purpose"),
-                privacy.get("key_bits"),
-                privacy.get("psi_reveal"),
-                f"ε={dp}, δ={privacy.get('dp_delta')}" if dp else "none (exact statistics shared)",
+                job.get("purpose") or "-",
+                scheme,
+                privacy.get("psi_reveal") or "-",
+                protection,
                 ", ".join(f"{k}={v}" for k, v in (privacy.get("controls") or {}).items())
                 or privacy.get("bank_only_trees", "-"),
                 f"{alignment.get('n_authorized', '-')}/{alignment.get('n_platform', '-')} "
@@ -282,7 +291,7 @@ def write_report(
             "feature sets",
             "banks",
             "purpose",
-            "Paillier bits",
+            "HE scheme, key bits",
             "PSI reveal",
             "differential privacy",
             "leakage controls",
