@@ -452,6 +452,10 @@ class NodeGuardView:
         """The limits the node fixed for the current job when it joined."""
         return self._runtime.grant().limits
 
+    def job_crypto(self) -> Mapping[str, Any]:
+        """The ``crypto`` section of the job the node joined (and its policy approved)."""
+        return dict(self._runtime.job().crypto)
+
     def grant(self, mechanism: str) -> ReleaseGrant | None:
         """The job's DP grant of ``mechanism``."""
         return self._runtime.grant().release_grant(mechanism)

@@ -23,6 +23,12 @@ from models.protocol import ProtocolError
 from secure_agg.paillier import DEFAULT_KEY_BITS
 from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
 
+#: Longest peer modulus a node accepts by default. 8192 bits is beyond every security level
+#: anyone asks for here (NIST SP 800-57 rates 7680 bits at 192-bit security) and keeps a peer's
+#: fixed-base tables to about 0.5 GB (OU: (plaintext + obfuscation exponent bytes) x 255 rows of
+#: key_bytes each); the tables grow with the square of the key length, 32 GB at 65,536 bits.
+MAX_KEY_BITS = 8192
+
 #: Reveal modes of the private set intersection (see :mod:`models.alignment.protocol`).
 ALL_REVEAL_MODES = ("both", "size", "bank")
 
@@ -42,7 +48,11 @@ class NodeLimits:
     Attributes
     ----------
     min_key_bits : int
-        Shortest Paillier modulus the node accepts from a peer or generates itself.
+        Shortest modulus (Paillier or OU) the node accepts from a peer or generates itself.
+    max_key_bits : int
+        Longest modulus the node accepts from a peer (:data:`MAX_KEY_BITS` by default): a
+        peer's key sizes the tables and exponentiations this node computes with it, so a huge
+        modulus would cost it gigabytes and hours.
     allow_insecure_test_keys : bool
         Accept keys below the 2048-bit floor of :mod:`secure_agg.paillier` (test homes only).
     allowed_schemes : tuple of str
@@ -68,6 +78,7 @@ class NodeLimits:
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
+    max_key_bits: int = MAX_KEY_BITS
     allow_insecure_test_keys: bool = False
     allowed_schemes: tuple[str, ...] = (DEFAULT_SCHEME,)
     psi_reveal: tuple[str, ...] = ("both", "size")
@@ -82,13 +93,21 @@ class NodeLimits:
         return max(int(requested), self.min_key_bits)
 
     def check_key(self, key_bits: int, whose: str) -> None:
-        """Refuse a peer's (or a job's) key shorter than this node accepts.
+        """Refuse a peer's (or a job's) key shorter or longer than this node accepts.
+
+        Call it before anything is computed with the key (no table is built before).
 
         Raises
         ------
         PolicyRefusalError
             Naming the key, its size and the setting.
         """
+        ceiling = self.max_key_bits
+        if key_bits > ceiling:
+            raise PolicyRefusalError(
+                f"{whose}: {key_bits} bits, above this node's policy crypto.max_key_bits="
+                f"{ceiling}; use keys of at most {ceiling} bits"
+            )
         floor = self.min_key_bits
         if key_bits < floor:
             raise PolicyRefusalError(
@@ -210,6 +229,13 @@ class NodeGuard(Protocol):
     @property
     def limits(self) -> NodeLimits:
         """The node's limits."""
+
+    def job_crypto(self) -> Mapping[str, Any]:
+        """The ``crypto`` section of the job this node approved when it joined.
+
+        What a peer's key must match (scheme, size): the node approved the job, not whatever
+        key a peer sends later.
+        """
 
     def grant(self, mechanism: str) -> ReleaseGrant | None:
         """The DP grant of this job for ``mechanism`` (``None``: the job asked for no DP)."""

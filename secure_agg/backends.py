@@ -9,7 +9,9 @@ each package (no arithmetic here). Keys stay each package's own classes (they sh
 
 Packing differs in one number: the plaintext space that packed sums must fit
 (:meth:`HEBackend.sum_packer`): a Paillier key of ``k`` bits carries ``k`` bits, an OU key
-``⌊k/3⌋ - 1`` (see :func:`secure_agg.ou.packing_key_bits`).
+``⌊k/3⌋ - 1`` (see :func:`secure_agg.ou.packing_key_bits`). Packs are re-randomised with the
+packer's own randomness (:func:`secure_agg.ou.rerandomize_own`,
+:func:`secure_agg.paillier.rerandomize_own`), not with the key holder's base.
 """
 
 from __future__ import annotations
@@ -61,7 +63,13 @@ class HEBackend(Protocol):
         """Per column, the homomorphic sum of the ciphertexts per group (the histogram kernel)."""
 
     def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
-        """Pack sums :meth:`sum_packer` ``.capacity`` at a time, re-randomised."""
+        """Pack sums :meth:`sum_packer` ``.capacity`` at a time, re-randomised by the packer.
+
+        For a party that sends the packs to the key holder: each packed ciphertext is
+        re-randomised with the packer's own randomness (``rerandomize_own``: ``c · y^n``, ``y``
+        uniform in ``Z*_n``), never with a base from the key, so the key holder cannot switch
+        the re-randomisation off by the key it chose.
+        """
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
         """Ciphertexts as a ``uint8`` matrix for the wire."""
@@ -111,7 +119,10 @@ class _Paillier:
         return paillier.sum_groups_many(public, ciphertexts, groups, n_groups)
 
     def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
-        return self.sum_packer(public, bits_per_value).pack(public, ciphertexts)
+        packed = self.sum_packer(public, bits_per_value).pack(
+            public, ciphertexts, rerandomize=False
+        )
+        return paillier.rerandomize_own(public, packed)
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
         return paillier.ciphertexts_to_array(public, ciphertexts)
@@ -160,7 +171,8 @@ class _OU:
 
     def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
         capacity = self.sum_packer(public, bits_per_value).capacity
-        return ou.pack_sums(public, ciphertexts, bits_per_value, capacity)
+        packed = ou.pack_sums(public, ciphertexts, bits_per_value, capacity, rerandomize=False)
+        return ou.rerandomize_own(public, packed)
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
         return ou.ciphertexts_to_array(public, ciphertexts)

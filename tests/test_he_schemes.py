@@ -9,6 +9,7 @@ running another one.
 from __future__ import annotations
 
 import json
+import secrets
 from pathlib import Path
 from typing import Any, get_args
 
@@ -267,3 +268,91 @@ def test_the_platform_checks_the_banks_key_itself_not_the_job(
         peer_scheme_key(ou_key.to_bytes(), NodeLimits(allowed_schemes=("ou",)), "k", ("ou",))
     with pytest.raises(ProtocolError, match="known scheme"):
         peer_scheme_key(b"junk", opted_in, "the bank's key", ("paillier", "ou"))
+
+
+# ---------------------------------------------------------------- the peer's key: size and job
+
+
+def _huge_ou_key(bits: int) -> bytes:
+    """A structurally valid OU public key of ``bits`` bits (t6: a bank sizing the platform's
+    tables); nobody can decrypt under it, which the platform cannot tell."""
+    from secure_agg.ou import PublicKey
+
+    n = secrets.randbits(bits) | (1 << (bits - 1)) | 1
+    return bytes(PublicKey(n, 2, 4).to_bytes())  # odd n: 2 and 4 are units
+
+
+def test_a_peers_oversized_key_is_refused_by_the_nodes_ceiling() -> None:
+    from models.guard import MAX_KEY_BITS
+
+    assert NodeLimits().max_key_bits == MAX_KEY_BITS == 8192
+    assert read_policy().crypto.max_key_bits == MAX_KEY_BITS  # one source of truth
+    limits = NodeLimits(allowed_schemes=("paillier", "ou"))
+    with pytest.raises(PolicyRefusalError, match=r"65536 bits.*crypto\.max_key_bits=8192"):
+        peer_scheme_key(_huge_ou_key(65_536), limits, "the bank's key", ("paillier", "ou"))
+    _, key = peer_scheme_key(_huge_ou_key(8192), limits, "the bank's key", ("ou",))
+    assert key.key_bits == 8192
+    lower = NodeLimits(allowed_schemes=("ou",), max_key_bits=4096)
+    with pytest.raises(PolicyRefusalError, match=r"crypto\.max_key_bits=4096"):
+        peer_scheme_key(_huge_ou_key(8192), lower, "the bank's key", ("ou",))
+
+
+def test_max_key_bits_is_a_validated_policy_setting(lab_home: Path) -> None:
+    with pytest.raises(PolicyFileError, match=r"max_key_bits"):
+        set_policy(["crypto.max_key_bits=1024"], lab_home)  # below min_key_bits=2048
+    set_policy(["crypto.max_key_bits=4096"], lab_home)
+    assert read_policy(lab_home).limits().max_key_bits == 4096
+
+
+def _sb_init(runtime: PartyRuntime, key: bytes) -> Envelope:
+    [reply] = runtime.dispatch(
+        Envelope(
+            "secureboost",
+            "init",
+            "bank",
+            "platform",
+            {
+                "settings": json.dumps({"max_bin": 4}),
+                "public_key": key,
+                "train_mask": np.ones(1, dtype=bool),
+            },
+        )
+    )
+    return reply
+
+
+def test_the_platform_refuses_a_huge_bank_key_before_building_anything(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    from secure_agg.ou import tables
+
+    runtime = _platform(tmp_path, lab_home, "crypto.allowed_schemes=[paillier,ou]")
+    assert _hello(runtime, {**TEST_KEYS, "scheme": "ou"}).stage == "hello"
+    reply = _sb_init(runtime, _huge_ou_key(16_384))
+    assert reply.stage == "error"
+    assert "crypto.max_key_bits=8192" in str(reply.payload["message"])
+    cached = [*tables._TABLES, *tables._C_TABLES]
+    assert all(key[0].bit_length() < 16_384 for key in cached)  # no table of the huge key
+
+
+def test_the_platform_ties_the_banks_key_to_the_job_it_approved(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    """A bank that swaps in another scheme, or a shorter key than the job named, is refused."""
+    backend_ou = schemes.get_scheme("ou").backend
+    backend_paillier = schemes.get_scheme("paillier").backend
+    ou_key, _ = backend_ou.generate_keypair(1024, allow_insecure_test_keys=True)
+    short, _ = backend_paillier.generate_keypair(512, allow_insecure_test_keys=True)
+    # The node allows both schemes; the job it approved is a Paillier job of 1024-bit keys.
+    runtime = _platform(tmp_path, lab_home, "crypto.allowed_schemes=[paillier,ou]")
+    assert _hello(runtime, {"key_bits": 1024, "insecure_test_keys": True}).stage == "hello"
+    reply = _sb_init(runtime, ou_key.to_bytes())
+    assert reply.stage == "error"
+    assert reply.payload["error_type"] == "JobKeyMismatchError"
+    assert "crypto.scheme='paillier'" in str(reply.payload["message"])
+    runtime = _platform(tmp_path / "b", lab_home, "crypto.allowed_schemes=[paillier,ou]")
+    assert _hello(runtime, {"key_bits": 1024, "insecure_test_keys": True}).stage == "hello"
+    reply = _sb_init(runtime, short.to_bytes())
+    assert reply.stage == "error"
+    assert "512 bits" in str(reply.payload["message"])
+    assert "crypto.key_bits=1024" in str(reply.payload["message"])

@@ -75,7 +75,7 @@ def test_security_levels_and_exponent_lengths_follow_the_key() -> None:
     assert keys(1024)[0].obfuscation_exponent_bytes == (1024 + 128) // 8
 
 
-def test_public_key_serialises_and_fingerprints_n_and_g() -> None:
+def test_public_key_serialises_and_fingerprints_n_g_and_h() -> None:
     pub, _ = keys(1024)
     raw = pub.to_bytes()
     back = PublicKey.from_bytes(raw, allow_insecure_test_keys=True)
@@ -85,6 +85,8 @@ def test_public_key_serialises_and_fingerprints_n_and_g() -> None:
     assert pickle.loads(pickle.dumps(pub)) == pub
     other_g = PublicKey(pub.n, pow(pub.g, 3, pub.n), pub.h)
     assert other_g.fingerprint != pub.fingerprint
+    other_h = PublicKey(pub.n, pub.g, pow(pub.h, 3, pub.n))
+    assert other_h.fingerprint != pub.fingerprint
     ppub, _ = paillier.generate_keypair(1024, allow_insecure_test_keys=True)
     assert ppub.fingerprint != pub.fingerprint
 

@@ -68,13 +68,16 @@ def test_odd_or_tiny_key_sizes_are_refused(bits: int) -> None:
         paillier.generate_keypair(bits, allow_insecure_test_keys=True)
 
 
-def test_public_key_serialises_and_fingerprints_n() -> None:
+def test_public_key_serialises_and_fingerprints_n_and_h_s() -> None:
     pub, _ = keys(1024)
     raw = pub.to_bytes()
     again = PublicKey.from_bytes(raw, allow_insecure_test_keys=True)
     assert again == pub
     assert hash(again) == hash(pub)
-    assert pub.fingerprint == hashlib.sha256(pub.n.to_bytes(128, "big")).hexdigest()[:16]
+    raw = pub.n.to_bytes(128, "big") + pub.h_s.to_bytes(256, "big")
+    assert pub.fingerprint == hashlib.sha256(raw).hexdigest()[:16]
+    # h_s is fingerprinted too: a key with another h_s has another fingerprint.
+    assert paillier.PublicKey(pub.n, pub.h_s * 4 % pub.nsquare).fingerprint != pub.fingerprint
     assert pickle.loads(pickle.dumps(pub)) == pub  # public data may be pickled
     assert repr(pub) == f"PublicKey(bits=1024, fingerprint={pub.fingerprint})"
 

@@ -7,7 +7,8 @@ every setting has its secure default::
 
     unpublished: auto          # serve files that are no published version? auto|serve|refuse
     authorization: required    # rows of published sets need a valid authorization
-    crypto: {min_key_bits: 2048, allow_insecure_test_keys: false, allowed_schemes: [paillier]}
+    crypto: {min_key_bits: 2048, max_key_bits: 8192, allow_insecure_test_keys: false,
+             allowed_schemes: [paillier]}
     psi: {reveal: [both, size], max_bank_ratio: 20.0, alert_bank_ratio: 5.0,
           alert_min_hit_rate: 0.05}
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, cast
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lab.config import apply_override, format_validation_error
 from lab.errors import ConfigError
@@ -59,10 +60,22 @@ class CryptoPolicy(_Strict):
 
     ``allowed_schemes``: the homomorphic schemes (:data:`secure_agg.schemes.SCHEMES`) this node
     takes part in; Paillier only by default, so a node opts in to Okamoto–Uchiyama (faster,
-    stronger assumptions: see :mod:`secure_agg.ou`) by adding ``ou``.
+    stronger assumptions: see :mod:`secure_agg.ou`) by adding ``ou``. ``max_key_bits``: the
+    longest peer key it computes with (at least ``min_key_bits``), so that a peer cannot make
+    it build tables of gigabytes.
     """
 
+    @model_validator(mode="after")
+    def _key_range(self) -> CryptoPolicy:
+        if self.max_key_bits < self.min_key_bits:
+            raise ValueError(
+                f"crypto.max_key_bits={self.max_key_bits} is below crypto.min_key_bits="
+                f"{self.min_key_bits}: no key would be accepted"
+            )
+        return self
+
     min_key_bits: Annotated[int, Field(ge=512, le=8192)] = _LIMITS.min_key_bits
+    max_key_bits: Annotated[int, Field(ge=512, le=16384)] = _LIMITS.max_key_bits
     allow_insecure_test_keys: bool = _LIMITS.allow_insecure_test_keys
     allowed_schemes: Annotated[list[SchemeName], Field(min_length=1)] = Field(
         default_factory=lambda: [cast(SchemeName, name) for name in _LIMITS.allowed_schemes]
@@ -115,6 +128,7 @@ class NodePolicyConfig(_Strict):
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
         return NodeLimits(
             min_key_bits=self.crypto.min_key_bits,
+            max_key_bits=self.crypto.max_key_bits,
             allow_insecure_test_keys=self.crypto.allow_insecure_test_keys,
             allowed_schemes=tuple(self.crypto.allowed_schemes),
             psi_reveal=tuple(self.psi.reveal),

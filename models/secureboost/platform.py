@@ -25,7 +25,13 @@ from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
 from models.secureboost.privacy import DP_MECHANISM, own_noise
 from models.secureboost.state import CLOCK, PENDING, YOURS, cleanup, training_bins
-from models.vertical import aligned_features, fit_own_bins, peer_scheme_key, platform_rows
+from models.vertical import (
+    aligned_features,
+    check_key_matches_job,
+    fit_own_bins,
+    peer_scheme_key,
+    platform_rows,
+)
 
 
 class PlatformRole:
@@ -46,12 +52,17 @@ class PlatformRole:
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")
-        rows, train = platform_rows(env, ctx)
         public_key = env.payload.get("public_key")
         if not isinstance(public_key, bytes):
             raise ProtocolError("secureboost/init lacks the bank's public key")
-        # The key's scheme is read from the key and checked against this node's own policy.
-        peer_scheme_key(public_key, ctx.guard.limits, "the bank's key", HE_SCHEMES)
+        # The key's scheme is read from the key and checked against this node's own policy
+        # (scheme, min and max size) and against the job this node approved, before any data
+        # is read or anything is computed with the key.
+        scheme, key = peer_scheme_key(public_key, ctx.guard.limits, "the bank's key", HE_SCHEMES)
+        check_key_matches_job(
+            scheme.name, int(key.key_bits), ctx.guard.job_crypto(), HE_SCHEMES, "the bank's key"
+        )
+        rows, train = platform_rows(env, ctx)
         specs = fit_own_bins(ctx, aligned_features(ctx, rows, train), int(settings["max_bin"]))
         # The noise comes from this node's own DP grant (reserved in its own ledger), never
         # from the bank's message.

@@ -8,7 +8,13 @@ keys checked against the node's policy; :mod:`~models.vertical.coordinator` the 
 """
 
 from models.vertical.coordinator import bank_done, setup_envelope
-from models.vertical.keys import KeyPair, peer_public_key, peer_scheme_key
+from models.vertical.keys import (
+    JobKeyMismatchError,
+    KeyPair,
+    check_key_matches_job,
+    peer_public_key,
+    peer_scheme_key,
+)
 from models.vertical.parts import (
     MODEL_ID_PATTERN,
     ModelIdError,
@@ -36,6 +42,7 @@ from models.vertical.setup import (
 __all__ = [
     "MODEL_ID_PATTERN",
     "BankRows",
+    "JobKeyMismatchError",
     "KeyPair",
     "ModelIdError",
     "PartyClock",
@@ -46,6 +53,7 @@ __all__ = [
     "bank_key_pair",
     "bank_rows",
     "canonical_hash",
+    "check_key_matches_job",
     "check_platform_reply",
     "fit_own_bins",
     "labels",

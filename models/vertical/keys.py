@@ -29,6 +29,37 @@ class UnsupportedSchemeError(ProtocolError):
     """A job or a peer's key uses a homomorphic scheme the protocol does not run with."""
 
 
+class JobKeyMismatchError(ProtocolError):
+    """A peer's key is not of the scheme or size of the job this node approved."""
+
+
+def check_key_matches_job(
+    scheme: str, key_bits: int, crypto: Mapping[str, Any], supported: Sequence[str], whose: str
+) -> None:
+    """Refuse a peer's key that is not what the approved job's ``crypto`` section names.
+
+    The key must be of the job's ``crypto.scheme`` (default
+    :data:`~secure_agg.schemes.DEFAULT_SCHEME`) and have at least its ``crypto.key_bits``: a
+    node approves a job, and a peer must not swap in another scheme or a shorter key later.
+
+    Raises
+    ------
+    JobKeyMismatchError
+        Naming the key's scheme and size and the job's setting.
+    """
+    job = crypto_fields(crypto, supported)
+    if scheme != job["scheme"]:
+        raise JobKeyMismatchError(
+            f"{whose}: a {scheme!r} key, but the job this node approved has crypto.scheme="
+            f"{job['scheme']!r}"
+        )
+    if key_bits < job["key_bits"]:
+        raise JobKeyMismatchError(
+            f"{whose}: {key_bits} bits, but the job this node approved has crypto.key_bits="
+            f"{job['key_bits']}"
+        )
+
+
 def check_scheme_supported(scheme: str, supported: Sequence[str], what: str) -> str:
     """``scheme`` if the protocol runs with it (``supported``), else a clear refusal.
 

@@ -23,7 +23,8 @@ This module is the package's API; each concept lives in its own module:
   :mod:`~secure_agg.ou.kernels`: every operation on one process, encryption and
   re-randomisation in C when the extension is built (the Python loops are the reference);
 - :mod:`~secure_agg.ou.homomorphic`: :func:`add`, :func:`mul_const`, :func:`sum_groups`,
-  :func:`sum_groups_many` (the histogram kernel), :func:`pack_sums` (many sums per ciphertext);
+  :func:`sum_groups_many` (the histogram kernel), :func:`pack_sums` (many sums per ciphertext),
+  :func:`rerandomize_own` (re-randomisation with the sender's own randomness);
 - :mod:`~secure_agg.ou.batch`: :func:`encrypt_many`, :func:`obfuscate_many`,
   :func:`decrypt_many`;
 - :mod:`~secure_agg.ou.wire`: :func:`ciphertexts_to_array`, :func:`ciphertexts_from_array`,
@@ -63,8 +64,14 @@ exponent is a stronger assumption, the price of its speed.
 
 Re-randomisation (:meth:`PublicKey.obfuscate`) multiplies by ``h^b`` with ``b`` uniform in
 ``[0, 2^(k + 128))``: as ``ord(h) < n < 2^k``, the result's randomiser is within ``2^-128`` of
-uniform in ``<h>`` and independent of the input's, even for the key holder. Re-randomise
-everything that leaves a party after homomorphic operations.
+uniform in ``<h>`` and independent of the input's, even for the key holder, *if* ``h`` is
+what it should be. ``h`` is the key holder's choice, so this hides nothing from a key holder who
+chooses ``h`` badly (e.g. ``g ≡ 1 mod q``, so that ``h ≡ 1 mod q`` and the residue modulo ``q`` of
+every ciphertext survives). A ciphertext that goes back to the key holder after homomorphic
+operations is therefore re-randomised with the sender's own randomness,
+:func:`rerandomize_own` (``c · y^n`` for a fresh uniform ``y`` in ``Z*_n``; its docstring argues
+why that hides how ``c`` was formed for any well-formed modulus and states what a deliberately
+malformed one could still leave).
 
 Plaintext space and overflow
 ----------------------------
@@ -129,7 +136,14 @@ from __future__ import annotations
 
 from secure_agg.ou.batch import decrypt_many, encrypt_many, obfuscate_many
 from secure_agg.ou.errors import InsecureKeyError, KeyMismatchError, OUError, PlaintextOverflowError
-from secure_agg.ou.homomorphic import add, mul_const, pack_sums, sum_groups, sum_groups_many
+from secure_agg.ou.homomorphic import (
+    add,
+    mul_const,
+    pack_sums,
+    rerandomize_own,
+    sum_groups,
+    sum_groups_many,
+)
 from secure_agg.ou.keygen import generate_keypair
 from secure_agg.ou.keys import (
     DEFAULT_KEY_BITS,
@@ -181,6 +195,7 @@ __all__ = [
     "obfuscate_many",
     "pack_sums",
     "packing_key_bits",
+    "rerandomize_own",
     "security_bits",
     "sum_groups",
     "sum_groups_many",

@@ -7,9 +7,11 @@ space wraps silently, and the key holder's decryption refuses it
 so keep sums below ``2^plaintext_bits`` by construction (:mod:`secure_agg.packing`'s bounds with
 :func:`secure_agg.ou.packing_key_bits`). None of these results is re-randomised: their
 randomisers are functions of the inputs' randomisers, which the key holder can relate, so
-re-randomise (:meth:`~secure_agg.ou.PublicKey.obfuscate`, :func:`secure_agg.ou.obfuscate_many`)
-before a result leaves the party. An empty group's sum is the integer 1, a transparent
-encryption of 0.
+re-randomise before a result leaves the party: with the sender's own randomness
+(:func:`rerandomize_own`) when it goes to the key holder, who must not be able to switch the
+re-randomisation off; :meth:`~secure_agg.ou.PublicKey.obfuscate` uses the key holder's base ``h``
+and hides nothing from a key holder who chose ``h`` to. An empty group's sum is the integer 1, a
+transparent encryption of 0.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
+from secure_agg import own_randomness
 from secure_agg.ou import kernels
 from secure_agg.ou.errors import OUError
 
@@ -151,6 +154,50 @@ def pack_sums(
         randomness = secrets.token_bytes(pub.obfuscation_exponent_bytes * len(packed))
         packed = [int(c) for c in kernels.obfuscate(pub, packed, randomness)]
     return packed
+
+
+def rerandomize_own(
+    pub: PublicKey, ciphertexts: Sequence[int], *, workers: int | None = None
+) -> list[int]:
+    """Re-randomise with the sender's own randomness: ``c · y^n mod n``, fresh ``y`` per ``c``.
+
+    ``y`` is drawn with :mod:`secrets` uniformly from ``Z*_n``; nothing comes from the key holder
+    but ``n`` (:mod:`secure_agg.own_randomness`). Use it for every ciphertext that returns to the
+    key holder after homomorphic operations; :meth:`~secure_agg.ou.PublicKey.obfuscate` (base
+    ``h``, the key holder's choice) stays for the key holder's own ciphertexts.
+
+    Why the output hides how ``c`` was formed. Write ``n = p²q`` and
+    ``Z*_n ≅ Z*_{p²} × Z*_q`` with ``Z*_{p²} = P × Γ``, ``P`` of order ``p`` (the residues
+    ``≡ 1 mod p``) and ``Γ`` of order ``p - 1``. Decryption (``L(c^(p-1) mod p²)``) reads only
+    the ``P`` component, so wherever it is correct (``g`` generates ``Z*_n`` modulo
+    ``Z_0 = Γ × Z*_q``), the units that decrypt to ``m`` are exactly the coset ``g^m · Z_0``:
+    any tag the key holder hides in a ciphertext without changing its plaintext is an element
+    of ``Z_0``. The map ``y ↦ y^n`` kills ``P`` (``p | n``) and permutes ``Γ`` and ``Z*_q`` when
+    ``gcd(q, p - 1) = 1`` and ``p ∤ q - 1``; then ``y^n`` is uniform in ``Z_0`` and
+    ``c · y^n`` is uniform in ``g^m · Z_0`` whatever ``c`` was: its distribution depends on the
+    plaintext alone, so the tags of the summed rows are destroyed (exactly, not statistically).
+
+    What remains. The two conditions hold for every key of :func:`secure_agg.ou.generate_keypair`
+    (``p`` and ``q`` have the same length, so neither divides the other minus one) but cannot be
+    checked without the factors: a key holder who deliberately builds ``n`` with ``p | q - 1``
+    (or ``q | p - 1``) keeps a subgroup of ``Z_0`` (index ``p``, resp. ``q``) that ``y^n`` never
+    reaches, a channel for tags. Closing it needs a proof from the key holder that its key is
+    well formed (not implemented); the protocols assume it. A tag in the plaintext itself
+    (values outside the agreed encoding) is untouched by any re-randomisation.
+
+    Raises
+    ------
+    OUError
+        If a ciphertext is outside ``(0, n)`` or not a unit modulo ``n`` (a non-unit would carry
+        a factor of ``n`` through the product: a tag that no unit can remove).
+    """
+    cts = kernels.check_ciphertexts(pub, ciphertexts)
+    n = pub._n
+    # The message names no index: which of the sums is not a unit would tell the key holder
+    # where a row it tagged ended up.
+    if any(gmpy2.gcd(c, n) != 1 for c in cts):
+        raise OUError(f"a ciphertext is not a unit modulo n for OU key {pub.fingerprint}")
+    return own_randomness.nth_power_rerandomize(cts, pub.n, pub.n, workers=workers)
 
 
 def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:

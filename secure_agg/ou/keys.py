@@ -96,8 +96,9 @@ class PublicKey:
     randomness_bits : int
         Length of the encryption exponent ``r``: twice the key's security level (224 at 2048).
     fingerprint : str
-        First 16 hex digits of SHA-256 of a tag, ``n`` and ``g``: equal for any two keys that
-        decrypt each other's ciphertexts, different from every Paillier key's fingerprint.
+        First 16 hex digits of SHA-256 of a tag, ``n``, ``g`` and ``h``: names the whole public
+        key (two keys that differ only in ``h`` are told apart), different from every Paillier
+        key's fingerprint.
 
     Notes
     -----
@@ -136,7 +137,8 @@ class PublicKey:
         self.plaintext_bits = prime_bits(self.key_bits) - 1
         self.randomness_bits = 2 * security_bits(self.key_bits)
         width = self.key_bytes
-        digest = hashlib.sha256(_PUBLIC_TAG + n.to_bytes(width, "big") + g.to_bytes(width, "big"))
+        raw = b"".join(value.to_bytes(width, "big") for value in (n, g, h))
+        digest = hashlib.sha256(_PUBLIC_TAG + raw)
         self.fingerprint = digest.hexdigest()[:16]
         self._n, self._g, self._h = gmpy2.mpz(n), gmpy2.mpz(g), gmpy2.mpz(h)
 
@@ -314,7 +316,9 @@ class PrivateKey:
 
         Residues above ``p/2`` are read as negative (``m - p``), e.g. after
         :func:`secure_agg.ou.mul_const` by a negative constant. The signed range is half the
-        unsigned one so that the two signs cannot be confused: ``2^(plaintext_bits-1) <= p/4``.
+        unsigned one so that the two signs cannot be confused: ``2^(plaintext_bits-1) <= p/3``
+        (``p >= 1.5 · 2^plaintext_bits``, e.g. ``p >= 3 · 2^680`` at 2048 bits), so every
+        magnitude below it lies below ``p/2`` and ``p - m`` of a negative one above.
 
         Raises
         ------

@@ -17,7 +17,8 @@ This module is the package's API; each concept lives in its own module:
   and the switch between them and the Python ones; :mod:`~secure_agg.paillier.kernels`: every
   operation in C or in the Python reference loop, on one process;
 - :mod:`~secure_agg.paillier.homomorphic`: :func:`add`, :func:`mul_const`, :func:`sum_groups`,
-  :func:`sum_groups_many` (the histogram kernel);
+  :func:`sum_groups_many` (the histogram kernel), :func:`rerandomize_own` (re-randomisation with
+  the sender's own randomness);
 - :mod:`~secure_agg.paillier.batch`: :func:`encrypt_many`, :func:`encrypt_many_private`,
   :func:`obfuscate_many`, :func:`decrypt_many`, :func:`forget_private_tables`, spread by
   :mod:`~secure_agg.paillier.parallel` over threads (C kernels) or this party's worker
@@ -78,9 +79,10 @@ What is given up against naive encryption:
   nothing about ``m``, but re-randomisation (below) hides combinations only within ``<h_s>``;
 - ``h_s`` comes from the key holder and cannot be validated without the factorisation. A key
   holder who deviates from the protocol could publish an ``h_s`` of small order and so weaken the
-  peers' re-randomisation; only the trivial checks are made (a unit, not ±1). This is within the
-  lab's honest-but-curious threat model; a malicious key holder would need to prove ``h_s``
-  well formed (not implemented);
+  peers' re-randomisation with it; only the trivial checks are made (a unit, not ±1). So a peer
+  that returns ciphertexts to the key holder re-randomises them with its own randomness instead
+  (:func:`rerandomize_own`: ``c · y^n`` for a fresh uniform ``y`` in ``Z*_n``), which no choice
+  of ``h_s`` affects; what a deliberately malformed *modulus* could still leave is stated there;
 - memory and set-up: the tables take ~18 MB per process and key at 2048 bits (~39 MB once
   re-randomisation is used) and ~0.2 s (+0.2 s) to build, once per process and key (C kernels:
   17 MB, 35 MB, 0.3 s in all).
@@ -98,7 +100,11 @@ ciphertext was formed (which rows were summed into a histogram bin) when it retu
 holder: re-randomise everything that leaves a party after homomorphic operations
 (:meth:`secure_agg.packing.SumPacker.pack` does so by default). It requires the inputs'
 randomisers to lie in ``<h_s>``: true of every ciphertext from the fast path and of homomorphic
-results of such ciphertexts, not of naive-path ciphertexts (their Jacobi symbol survives).
+results of such ciphertexts, not of naive-path ciphertexts (their Jacobi symbol survives), nor
+of ciphertexts a deviating key holder tagged outside ``<h_s>``. Ciphertexts that return to the
+key holder are therefore re-randomised with :func:`rerandomize_own` (``c · y^n``, ``y`` uniform
+in ``Z*_n`` and drawn by the sender), whose output's randomiser is uniform among all ``n``-th
+residues whatever the input's was.
 
 Encryption by the key holder (CRT) and the C kernels are described in
 :mod:`~secure_agg.paillier.tables` and :mod:`~secure_agg.paillier.extension`: both compute
@@ -135,7 +141,13 @@ from secure_agg.paillier.batch import (
 )
 from secure_agg.paillier.errors import InsecureKeyError, KeyMismatchError, PaillierError
 from secure_agg.paillier.extension import KERNELS_ENV
-from secure_agg.paillier.homomorphic import add, mul_const, sum_groups, sum_groups_many
+from secure_agg.paillier.homomorphic import (
+    add,
+    mul_const,
+    rerandomize_own,
+    sum_groups,
+    sum_groups_many,
+)
 from secure_agg.paillier.keygen import generate_keypair
 from secure_agg.paillier.keys import (
     DEFAULT_KEY_BITS,
@@ -204,6 +216,7 @@ __all__ = [
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
+    "rerandomize_own",
     "sum_groups",
     "sum_groups_many",
 ]

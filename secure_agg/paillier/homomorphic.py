@@ -2,9 +2,12 @@
 
 The product of two ciphertexts encrypts the sum of their plaintexts and ``c^k`` encrypts
 ``k·m`` (both mod ``n``). None of these results is re-randomised: their randomisers are
-functions of the inputs' randomisers, which the key holder knows, so re-randomise
-(:meth:`PublicKey.obfuscate`, :func:`secure_agg.paillier.obfuscate_many`) before a result
-leaves the party. An empty group's sum is the integer 1, a transparent encryption of 0.
+functions of the inputs' randomisers, which the key holder knows, so re-randomise before a
+result leaves the party: with the sender's own randomness (:func:`rerandomize_own`) when it goes
+to the key holder, who must not be able to switch the re-randomisation off;
+:meth:`PublicKey.obfuscate` and :func:`secure_agg.paillier.obfuscate_many` use the key holder's
+base ``h_s`` and hide nothing from a key holder who chose ``h_s`` to. An empty group's sum is the
+integer 1, a transparent encryption of 0.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
+from secure_agg import own_randomness
 from secure_agg.paillier import extension, kernels, parallel
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.wire import ints_from_bytes, ints_to_bytes
@@ -256,3 +260,47 @@ def _sum_rows_c(
     block = np.ascontiguousarray(matrix[start:stop], dtype=np.int32)
     data = ints_to_bytes(cts[start:stop], pub.ciphertext_bytes)
     return kernels.group_sums_c(c_kernels, pub, data, stop - start, n_groups, block)
+
+
+def rerandomize_own(
+    pub: PublicKey, ciphertexts: Sequence[int], *, workers: int | None = None
+) -> list[int]:
+    """Re-randomise with the sender's own randomness: ``c · y^n mod n²``, fresh ``y`` per ``c``.
+
+    ``y`` is drawn with :mod:`secrets` uniformly from ``Z*_n``; nothing comes from the key holder
+    but ``n`` (:mod:`secure_agg.own_randomness`), in particular not the DJN base ``h_s`` that
+    :meth:`PublicKey.obfuscate` uses. Use it for every ciphertext that returns to the key holder
+    after homomorphic operations. It costs a full exponentiation modulo ``n²`` (the cost of a
+    naive encryption) instead of ``h_s``'s table look-ups.
+
+    Why the output hides how ``c`` was formed. When ``gcd(n, φ(n)) = 1``,
+    ``(m, r) ↦ (1 + n)^m · r^n mod n²`` is an isomorphism ``Z_n × Z*_n → Z*_{n²}`` (Paillier
+    1999, Lemma 1), so the units that decrypt to ``m`` are exactly the coset ``(1 + m·n) · N``
+    of the ``n``-th residues ``N``: any tag the key holder hides in a ciphertext without changing
+    its plaintext (e.g. a factor ``≡ 1 mod p²`` of order dividing ``q(q - 1)``, which a key with
+    ``h_s ≡ 1 mod q²`` never re-randomises) is an element of ``N``. ``y^n mod n²`` depends on
+    ``y mod n`` only and ``y ↦ y^n`` maps ``Z*_n`` one-to-one onto ``N``; so ``y^n`` is uniform
+    in ``N`` and ``c · y^n`` is uniform in ``(1 + m·n) · N`` whatever ``c`` was: its distribution
+    depends on the plaintext alone (exactly, not statistically).
+
+    What remains. ``gcd(n, φ(n)) = 1`` holds for every key of
+    :func:`secure_agg.paillier.generate_keypair` (primes of equal length) but cannot be checked
+    without the factors: a key holder who deliberately builds ``n`` with ``p | q - 1`` keeps a
+    part of ``Z*_{n²}`` that the ``n``-th powers never reach, a channel for tags, while it can
+    still decrypt. Closing it needs a proof from the key holder that ``n`` is well formed
+    (e.g. that ``gcd(n, φ(n)) = 1``; not implemented); the protocols assume it. A tag in the
+    plaintext itself (values outside the agreed encoding) is untouched by any re-randomisation.
+
+    Raises
+    ------
+    PaillierError
+        If a ciphertext is outside ``(0, n²)`` or not a unit (a non-unit carries a factor of
+        ``n`` through every product: a tag that no unit can remove).
+    """
+    cts = [pub._check_ciphertext(c) for c in ciphertexts]
+    n = pub._n
+    # The message names no index: which of the sums is not a unit would tell the key holder
+    # where a row it tagged ended up.
+    if any(gmpy2.gcd(c, n) != 1 for c in cts):
+        raise PaillierError(f"a ciphertext is not a unit for key {pub.fingerprint}")
+    return own_randomness.nth_power_rerandomize(cts, pub.n, pub.nsquare, workers=workers)

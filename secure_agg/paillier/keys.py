@@ -55,8 +55,9 @@ class PublicKey:
     key_bytes : int
         Bytes of a plaintext; a ciphertext takes ``2 * key_bytes``.
     fingerprint : str
-        First 16 hex digits of SHA-256 of ``n`` (big-endian, ``key_bytes`` long): a tag for
-        messages, equal for any two keys that decrypt each other's ciphertexts.
+        First 16 hex digits of SHA-256 of ``n`` and ``h_s`` (big-endian, ``key_bytes`` and
+        ``2 * key_bytes`` long): a tag for messages naming the whole public key, so two keys
+        that differ only in ``h_s`` are told apart.
 
     Notes
     -----
@@ -93,7 +94,11 @@ class PublicKey:
         self.h_s = h_s
         self.key_bits = n.bit_length()
         self.key_bytes = (self.key_bits + 7) // 8
-        self.fingerprint = hashlib.sha256(n.to_bytes(self.key_bytes, "big")).hexdigest()[:16]
+        # h_s is part of what a peer computes with (fast encryption), so it is fingerprinted too.
+        digest = hashlib.sha256(
+            n.to_bytes(self.key_bytes, "big") + h_s.to_bytes(2 * self.key_bytes, "big")
+        )
+        self.fingerprint = digest.hexdigest()[:16]
         self._n = gmpy2.mpz(n)
         self._n2 = gmpy2.mpz(nsquare)
         self._hs = gmpy2.mpz(h_s)
