@@ -8,9 +8,11 @@ Usage::
 Measures, in one run on one core (Paillier with ``workers=1``), microseconds per operation for:
 encryption of a 150-bit plaintext (a SecureBoost row) and of the largest plaintext of each
 scheme, homomorphic addition, multiplication by a 53-bit constant, the histogram kernel
-(``sum_groups_many``, 16 columns x 32 groups, per multiplication), re-randomisation and
-decryption; plus the ciphertext width and, for SecureBoost's packed sums (150 bits each,
-:mod:`secure_agg.packing`), the sums per ciphertext, bytes per sum and decryption time per sum.
+(``sum_groups_many``, 16 columns x 32 groups, per multiplication), re-randomisation with the
+key's base (``obfuscate_us``) and with the sender's own randomness (``rerandomize_own_us``, what a
+platform returns to the key holder) and decryption; plus the ciphertext width and, for
+SecureBoost's packed sums (150 bits each, :mod:`secure_agg.packing`), the sums per ciphertext,
+bytes per sum and decryption time per sum.
 Ratios are Paillier / OU (above 1: OU is faster or smaller).
 
 Both schemes run with the C kernels (when ``secure_agg._gmp_kernels`` is built) and again with
@@ -90,6 +92,9 @@ def _paillier_costs(key_bits: int, n: int, use_c: bool) -> dict[str, float]:
                 SUM_ROWS * SUM_FEATURES,
             ),
             "obfuscate_us": _per_op(lambda: paillier.obfuscate_many(pub, cts, workers=1), n),
+            "rerandomize_own_us": _per_op(
+                lambda: paillier.rerandomize_own(pub, cts[:n_dec], workers=1), n_dec
+            ),
             "decrypt_us": _per_op(
                 lambda: paillier.decrypt_many(priv, cts[:n_dec], workers=1), n_dec
             ),
@@ -117,6 +122,7 @@ def _ou_costs(key_bits: int, n: int, use_c: bool) -> dict[str, float]:
                 SUM_ROWS * SUM_FEATURES,
             ),
             "obfuscate_us": _per_op(lambda: ou.obfuscate_many(pub, cts), n),
+            "rerandomize_own_us": _per_op(lambda: ou.rerandomize_own(pub, cts, workers=1), n),
             "decrypt_us": _per_op(lambda: ou.decrypt_many(priv, cts), n),
             "ciphertext_bytes": pub.ciphertext_bytes,
             "plaintext_bits": pub.plaintext_bits,

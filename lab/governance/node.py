@@ -580,7 +580,7 @@ def _check_asks(
     if job.kind != "vertical":
         return
     key_bits = int(job.crypto.get("key_bits", DEFAULT_KEY_BITS))
-    limits.check_key(key_bits, "the job's Paillier keys (crypto.key_bits)")
+    limits.check_key(key_bits, "the job's keys (crypto.key_bits)")
     if binding.role != "platform":
         return
     limits.check_reveal(job.alignment.reveal)
