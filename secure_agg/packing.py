@@ -364,8 +364,11 @@ class SumPacker:
             value decoder then usually reports :class:`TamperedError`).
         rerandomize : bool
             Re-randomise each packed ciphertext (:meth:`PublicKey.obfuscate`), so the key holder
-            learns the packed sums and nothing about how they were formed. Default True; pass
-            False only if the caller re-randomises itself.
+            learns the packed sums and nothing about how they were formed, *if* its ``h_s`` is
+            honest. Default True; pass False only if the caller re-randomises itself, as a
+            party returning packs to the key holder does with its own randomness
+            (:func:`secure_agg.paillier.rerandomize_own`, which a crafted ``h_s`` cannot switch
+            off; :data:`secure_agg.backends.PAILLIER` ``.pack``).
         workers : int, optional
             ``None``: all usable CPUs from :data:`THREAD_MIN_PACK` ciphertexts on with the C
             kernels, from :data:`PARALLEL_MIN_PACK` without; 1: here; ``k > 1``: ``k`` threads

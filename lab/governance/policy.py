@@ -65,6 +65,13 @@ class CryptoPolicy(_Strict):
     it build tables of gigabytes.
     """
 
+    min_key_bits: Annotated[int, Field(ge=512, le=8192)] = _LIMITS.min_key_bits
+    max_key_bits: Annotated[int, Field(ge=512, le=16384)] = _LIMITS.max_key_bits
+    allow_insecure_test_keys: bool = _LIMITS.allow_insecure_test_keys
+    allowed_schemes: Annotated[list[SchemeName], Field(min_length=1)] = Field(
+        default_factory=lambda: [cast(SchemeName, name) for name in _LIMITS.allowed_schemes]
+    )
+
     @model_validator(mode="after")
     def _key_range(self) -> CryptoPolicy:
         if self.max_key_bits < self.min_key_bits:
@@ -73,13 +80,6 @@ class CryptoPolicy(_Strict):
                 f"{self.min_key_bits}: no key would be accepted"
             )
         return self
-
-    min_key_bits: Annotated[int, Field(ge=512, le=8192)] = _LIMITS.min_key_bits
-    max_key_bits: Annotated[int, Field(ge=512, le=16384)] = _LIMITS.max_key_bits
-    allow_insecure_test_keys: bool = _LIMITS.allow_insecure_test_keys
-    allowed_schemes: Annotated[list[SchemeName], Field(min_length=1)] = Field(
-        default_factory=lambda: [cast(SchemeName, name) for name in _LIMITS.allowed_schemes]
-    )
 
 
 class PSIPolicy(_Strict):

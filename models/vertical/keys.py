@@ -201,8 +201,9 @@ def peer_public_key(raw: bytes | str, limits: NodeLimits, whose: str) -> paillie
     Raises
     ------
     PolicyRefusalError
-        If the key is shorter than the node's ``crypto.min_key_bits``, or a test key the node
-        does not allow (see :meth:`models.guard.NodeLimits.check_key`).
+        If the key is shorter than the node's ``crypto.min_key_bits``, longer than its
+        ``crypto.max_key_bits``, or a test key the node does not allow (see
+        :meth:`models.guard.NodeLimits.check_key`).
     """
     data = bytes.fromhex(raw) if isinstance(raw, str) else raw
     key = paillier.PublicKey.from_bytes(
@@ -223,7 +224,8 @@ def peer_scheme_key(
     Raises
     ------
     PolicyRefusalError
-        If this node's policy does not allow the key's scheme, or its size (``check_key``).
+        If this node's policy does not allow the key's scheme, or its size (``check_key``:
+        ``crypto.min_key_bits`` to ``crypto.max_key_bits``, checked before any table is built).
     UnsupportedSchemeError
         If the protocol does not run with the key's scheme.
     ProtocolError

@@ -186,8 +186,10 @@ class PublicKey:
     def obfuscate(self, c: int) -> int:
         """Re-randomise a ciphertext: same plaintext, randomiser uniform in ``<h>``.
 
-        Multiplies by ``h^b`` for ``b`` uniform in ``[0, 2^(k + 128))``; do this to every
-        ciphertext produced by homomorphic operations before it leaves the party.
+        Multiplies by ``h^b`` for ``b`` uniform in ``[0, 2^(k + 128))``. ``h`` is the key
+        holder's choice, so a ciphertext that goes back to the key holder after homomorphic
+        operations is re-randomised with :func:`secure_agg.ou.rerandomize_own` instead (the
+        sender's own randomness, which a crafted ``h`` cannot switch off).
         """
         c = self._check_ciphertext(c)
         digits = secrets.token_bytes(self.obfuscation_exponent_bytes)

@@ -98,13 +98,14 @@ so the output's randomiser is uniform in ``<h_s>`` and independent of the input'
 key holder, who knows the factorisation and every randomiser it chose. That is what hides *how* a
 ciphertext was formed (which rows were summed into a histogram bin) when it returns to the key
 holder: re-randomise everything that leaves a party after homomorphic operations
-(:meth:`secure_agg.packing.SumPacker.pack` does so by default). It requires the inputs'
-randomisers to lie in ``<h_s>``: true of every ciphertext from the fast path and of homomorphic
-results of such ciphertexts, not of naive-path ciphertexts (their Jacobi symbol survives), nor
-of ciphertexts a deviating key holder tagged outside ``<h_s>``. Ciphertexts that return to the
-key holder are therefore re-randomised with :func:`rerandomize_own` (``c · y^n``, ``y`` uniform
-in ``Z*_n`` and drawn by the sender), whose output's randomiser is uniform among all ``n``-th
-residues whatever the input's was.
+(:meth:`secure_agg.packing.SumPacker.pack` does so by default, with ``h_s``). It requires the
+inputs' randomisers to lie in ``<h_s>``: true of every ciphertext from the fast path and of
+homomorphic results of such ciphertexts, not of naive-path ciphertexts (their Jacobi symbol
+survives), nor of ciphertexts a deviating key holder tagged outside ``<h_s>``. Ciphertexts that
+return to the key holder are therefore re-randomised with :func:`rerandomize_own` (``c · y^n``,
+``y`` uniform in ``Z*_n`` and drawn by the sender), whose output's randomiser is uniform among
+all ``n``-th residues whatever the input's was (for a well-formed modulus,
+``gcd(n, φ(n)) = 1``).
 
 Encryption by the key holder (CRT) and the C kernels are described in
 :mod:`~secure_agg.paillier.tables` and :mod:`~secure_agg.paillier.extension`: both compute

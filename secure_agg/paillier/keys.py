@@ -150,6 +150,9 @@ class PublicKey:
 
         Do this to every ciphertext produced by homomorphic operations before it leaves the
         party (see "Re-randomisation" in :mod:`secure_agg.paillier` for what it hides and when).
+        ``h_s`` is the key holder's choice, so a ciphertext that goes back to the key holder is
+        re-randomised with :func:`secure_agg.paillier.rerandomize_own` instead (the sender's own
+        randomness, which a crafted ``h_s`` cannot switch off).
         """
         c = self._check_ciphertext(c)
         return int(kernels.obfuscate_one(self, gmpy2.mpz(c)))
