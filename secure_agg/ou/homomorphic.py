@@ -178,12 +178,12 @@ def rerandomize_own(
     plaintext alone, so the tags of the summed rows are destroyed (exactly, not statistically).
 
     What remains. The two conditions hold for every key of :func:`secure_agg.ou.generate_keypair`
-    (``p`` and ``q`` have the same length, so neither divides the other minus one) but cannot be
-    checked without the factors: a key holder who deliberately builds ``n`` with ``p | q - 1``
-    (or ``q | p - 1``) keeps a subgroup of ``Z_0`` (index ``p``, resp. ``q``) that ``y^n`` never
-    reaches, a channel for tags. Closing it needs a proof from the key holder that its key is
-    well formed (not implemented); the protocols assume it. A tag in the plaintext itself
-    (values outside the agreed encoding) is untouched by any re-randomisation.
+    (it checks them when it draws ``q``) but cannot be checked without the factors: a key holder who
+    deliberately builds ``n`` with ``p | q - 1`` (or ``q | p - 1``) keeps a subgroup of ``Z_0``
+    (index ``p``, resp. ``q``) that ``y^n`` never reaches, a channel for tags. Closing it needs a
+    proof from the key holder that its key is well formed (not implemented); the protocols assume
+    it. A tag in the plaintext itself (values outside the agreed encoding) is untouched by any
+    re-randomisation.
 
     Raises
     ------

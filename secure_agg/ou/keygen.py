@@ -2,7 +2,8 @@
 
 Primes. ``p`` is the next prime after a uniform ``⌊k/3⌋``-bit odd integer with its two top bits
 set, ``q`` likewise with ``k - 2⌊k/3⌋`` bits (682 and 684 bits at ``k = 2048``); pairs whose
-``n`` does not have exactly ``k`` bits are drawn again. Starting points come from
+``n`` does not have exactly ``k`` bits, or where one prime divides the other minus one (what
+:func:`secure_agg.ou.rerandomize_own` needs), are drawn again. Starting points come from
 :func:`secrets.randbits` (the OS CSPRNG); ``gmpy2.next_prime`` finds the prime and
 ``gmpy2.is_prime(·, 50)`` (GMP: trial division, Baillie-PSW, Miller-Rabin) re-tests it. ``p``
 having exactly ``⌊k/3⌋`` bits is what makes the public plaintext bound ``2^(⌊k/3⌋ - 1)`` lie
@@ -83,7 +84,11 @@ def generate_keypair(
     while True:
         q = _prime(key_bits - 2 * p_bits)
         n = p2 * q
-        if q != p and n.bit_length() == key_bits:
+        # Neither prime divides the other minus one: then y ↦ y^n reaches every unit that
+        # decrypts to 0, which the peers' own re-randomisation relies on
+        # (secure_agg.ou.rerandomize_own). Fails with probability ~2^-(k/3) at most.
+        coprime = (q - 1) % p != 0 and (p - 1) % q != 0
+        if q != p and coprime and n.bit_length() == key_bits:
             break
     while True:
         g = secrets.randbelow(n - 3) + 2

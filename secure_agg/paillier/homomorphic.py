@@ -284,12 +284,13 @@ def rerandomize_own(
     depends on the plaintext alone (exactly, not statistically).
 
     What remains. ``gcd(n, φ(n)) = 1`` holds for every key of
-    :func:`secure_agg.paillier.generate_keypair` (primes of equal length) but cannot be checked
-    without the factors: a key holder who deliberately builds ``n`` with ``p | q - 1`` keeps a
-    part of ``Z*_{n²}`` that the ``n``-th powers never reach, a channel for tags, while it can
-    still decrypt. Closing it needs a proof from the key holder that ``n`` is well formed
-    (e.g. that ``gcd(n, φ(n)) = 1``; not implemented); the protocols assume it. A tag in the
-    plaintext itself (values outside the agreed encoding) is untouched by any re-randomisation.
+    :func:`secure_agg.paillier.generate_keypair` (primes of equal length; its admissibility test
+    checks it too) but cannot be checked without the factors: a key holder who deliberately builds
+    ``n`` with ``p | q - 1`` keeps a part of ``Z*_{n²}`` that the ``n``-th powers never reach, a
+    channel for tags, while it can still decrypt. Closing it needs a proof from the key holder that
+    ``n`` is well formed (e.g. that ``gcd(n, φ(n)) = 1``; not implemented); the protocols assume it.
+    A tag in the plaintext itself (values outside the agreed encoding) is untouched by any
+    re-randomisation.
 
     Raises
     ------

@@ -4,7 +4,9 @@
 keeps the first whose modulus is *admissible* for fast encryption (see
 :mod:`secure_agg.paillier`): ``p ≡ q ≡ 3 (mod 4)`` and ``gcd(p-1, q-1) = 2`` (Damgård, Jurik &
 Nielsen 2010; the same condition as SecretFlow HEU's ``paillier_zahlen`` and ABY's ``libdjn``),
-and ``|p - q| > 2^(k/2 - 100)`` (FIPS 186-4 B.3.1, against Fermat factoring). About one pair in
+and ``|p - q| > 2^(k/2 - 100)`` (FIPS 186-4 B.3.1, against Fermat factoring), and
+``gcd(n, φ(n)) = 1`` (always true of primes of equal length; what the peers' own
+re-randomisation, :func:`secure_agg.paillier.rerandomize_own`, relies on). About one pair in
 six qualifies; a 2048-bit key takes 0.2-0.5 s here.
 
 Randomness. phe draws the starting point of each prime with ``random.SystemRandom`` (in
@@ -43,6 +45,7 @@ def _admissible(p: int, q: int, key_bits: int) -> bool:
         p % 4 == 3
         and q % 4 == 3
         and math.gcd(p - 1, q - 1) == 2
+        and math.gcd(p * q, (p - 1) * (q - 1)) == 1  # what rerandomize_own's argument needs
         and abs(p - q).bit_length() > key_bits // 2 - 100
         and bool(gmpy2.is_prime(p, 50))
         and bool(gmpy2.is_prime(q, 50))
