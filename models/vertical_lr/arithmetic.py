@@ -4,8 +4,9 @@ A party's rows enter the model as the WOE of their coarse bin (:func:`coarse`,
 :func:`woe_matrix`). A gradient's inner product ``Σ_i c_i · x_ij`` with WOE-encoded columns is
 computed under encryption as one sum of ciphertexts per coarse bin, then one modular power per
 bin with the bin's WOE in fixed point (:func:`weighted_sums`); a party that returns such sums
-to their key holder masks and re-randomises them first (:func:`masked`), so the key holder
-learns the sum plus a uniform mask and cannot tell which rows were summed.
+to their key holder masks and re-randomises them first with its own randomness (:func:`masked`),
+so the key holder learns the sum plus a uniform mask and cannot tell which rows were summed, even
+with a key it crafted.
 """
 
 from __future__ import annotations
@@ -60,8 +61,27 @@ def weighted_sums(
 
 
 def masked(pub: paillier.PublicKey, ciphertexts: Sequence[int]) -> tuple[list[int], list[int]]:
-    """Add fresh masks under encryption and re-randomise; return (ciphertexts, masks)."""
+    """Add fresh masks under encryption and re-randomise; return (ciphertexts, masks).
+
+    ``pub`` is the *peer's* key and the result goes to the peer, who decrypts it: the platform's
+    gradient to the bank, the bank's cross terms to the platform. The mask hides the value (the
+    key holder learns the sum plus a uniform 208-bit integer); the re-randomisation hides how the
+    ciphertext was formed. It uses the caller's own randomness
+    (:func:`secure_agg.paillier.rerandomize_own`: ``c · y^n``, ``y`` uniform in ``Z*_n`` from
+    :mod:`secrets`), not the key's base ``h_s``: the key holder chose ``h_s``, and one made
+    trivial on a CRT component (``h_s ≡ 1 mod q²``) would leave there a tag it planted in each
+    of its per-row ciphertexts, so the returned sum would name the batch rows in each of the
+    caller's coarse bins. With ``y^n`` the result is uniform among the ciphertexts of its
+    plaintext, assuming the key holder's modulus is well formed (``gcd(n, φ(n)) = 1``;
+    ``tests/test_hetero_lr_rerandomization.py``). Cost: one ``n²``-modulus exponentiation per
+    ciphertext, ``B + 1`` a batch.
+
+    Raises
+    ------
+    PaillierError
+        If a ciphertext is not a unit (a tag no re-randomisation removes).
+    """
     mask = fp.masks(len(ciphertexts))
     n, n2 = gmpy2.mpz(pub.n), gmpy2.mpz(pub.nsquare)
     shifted = [int(gmpy2.mpz(c) * (1 + n * m) % n2) for c, m in zip(ciphertexts, mask, strict=True)]
-    return paillier.obfuscate_many(pub, shifted), mask
+    return paillier.rerandomize_own(pub, shifted), mask

@@ -3,9 +3,10 @@
 Per batch the bank encrypts its residual part ``0.25 u_B + 0.5 - y`` under its key; when every
 platform has answered it decrypts each platform's masked gradient and returns it, and sums the
 platform-key ciphertexts of ``0.25 u_P`` per own coarse bin, weighted by its WOE (the cross
-terms of its own gradient), masked for the platform to decrypt. With the platforms' unmasked
-cross terms it takes its own step; after the last batch of an epoch it stops once its own
-weights and every platform's (one bit each) settled, or after ``max_epochs``.
+terms of its own gradient), masked and re-randomised with the bank's own randomness
+(:func:`models.vertical_lr.arithmetic.masked`) for the platform to decrypt. With the platforms'
+unmasked cross terms it takes its own step; after the last batch of an epoch it stops once its
+own weights and every platform's (one bit each) settled, or after ``max_epochs``.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ def send_updates(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         )
         clock.since("cross_sums", started, ops=int(coarse[rows].size))
         started = time.perf_counter()
+        # Re-randomised with the bank's own randomness, not the platform key's base: a crafted
+        # platform key cannot keep tags on its per-row partial logits through these sums.
         masked, mask = arithmetic.masked(platform_key, [*cross, total])
         clock.since("mask", started, ops=len(masked))
         masks[p] = [str(m) for m in mask]

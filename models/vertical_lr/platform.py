@@ -1,12 +1,17 @@
 """The platform's role in hetero LR: its bins, its key pair, its coefficients.
 
 The platform bins its own columns on the training rows the bank marked and sums the bank's
-encrypted labels per fine bin (the bank's WOE/IV inputs); it receives the coarse mapping and WOE
-of its own bins; per mini-batch it adds its partial logits to the bank's encrypted residuals,
-returns its masked gradient and its partial logits under its own key, unmasks its gradient and
-takes its step; it decrypts the bank's masked cross terms only for batches its own policy
-allows (:mod:`models.vertical_lr.privacy`). At the end it keeps its part (bins and mapping) and
-releases its coefficients and the coarse bins of the bank's test rows.
+encrypted labels per fine bin (the bank's WOE/IV inputs), re-randomised with its own randomness
+(:func:`secure_agg.paillier.rerandomize_own`) before they return to the bank: a bank that crafted
+its key's base ``h_s`` to leave a component of its ciphertexts alone cannot read from the sums
+which of its tagged label ciphertexts fell in which bin (so which platform bin each row is in,
+column by column; ``tests/test_hetero_lr_rerandomization.py``). It receives the coarse mapping
+and WOE of its own bins; per mini-batch it adds its partial logits to the bank's encrypted
+residuals, returns its masked gradient (masked and re-randomised the same way,
+:func:`models.vertical_lr.arithmetic.masked`) and its partial logits under its own key, unmasks
+its gradient and takes its step; it decrypts the bank's masked cross terms only for batches its
+own policy allows (:mod:`models.vertical_lr.privacy`). At the end it keeps its part (bins and
+mapping) and releases its coefficients and the coarse bins of the bank's test rows.
 """
 
 from __future__ import annotations
@@ -92,7 +97,10 @@ class PlatformRole:
         n_groups = max(s.n_bins + 1 for s in specs)
         sums = paillier.sum_groups_many(bank_key, enc_y, fine, n_groups)
         enc_bad = [c for s, col in zip(specs, sums, strict=True) for c in col[: s.n_bins + 1]]
-        enc_bad = paillier.obfuscate_many(bank_key, enc_bad)
+        # The sums go back to the bank, who holds the key: re-randomise them with this node's
+        # own randomness (c * y^n, y from secrets), not the bank's base h_s, which a crafted key
+        # can make leave a tag on each label ciphertext that names its rows' fine bins.
+        enc_bad = paillier.rerandomize_own(bank_key, enc_bad)
         totals = np.concatenate(
             [np.bincount(fine[:, j], minlength=s.n_bins + 1) for j, s in enumerate(specs)]
         ).astype(np.int64)
@@ -257,6 +265,7 @@ class PlatformRole:
         )
         clock.since("gradient_sums", started, ops=int(coarse[rows].size))
         started = time.perf_counter()
+        # Masked, and re-randomised with this node's own randomness (not the bank key's base).
         masked, mask = arithmetic.masked(bank_key, grads)
         own = KeyPair.load(
             ctx.store, prefix=KEY_PREFIX, allow_insecure_test_keys=limits.allow_insecure_test_keys
