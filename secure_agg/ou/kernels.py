@@ -76,6 +76,39 @@ def encrypt(pub: PublicKey, values: Sequence[int], randomness: bytes) -> list[An
     ]
 
 
+def plaintext_parts(pub: PublicKey, values: Sequence[int]) -> list[Any]:
+    """``g^m mod n`` of checked plaintexts: the plaintext half of :func:`encrypt`.
+
+    In C, :func:`encrypt` with a zero exponent (the ``h`` table contributes nothing).
+    """
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.plaintext_bytes
+        data = b"".join(m.to_bytes(width, "big") for m in values)
+        zeros = bytes(len(values))
+        out = tables.public_c_encryptor(c_kernels, pub).encrypt(data, width, zeros, 1)
+        return _from_bytes(out, pub.ciphertext_bytes)
+    g_table = tables.public_tables(pub)[0]
+    return [g_table.power(m.to_bytes(pub.plaintext_bytes, "little")) for m in values]
+
+
+def randomness_parts(pub: PublicKey, randomness: bytes) -> list[Any]:
+    """``h^r mod n`` for exponents of ``randomness_bytes`` each: :func:`encrypt`'s other half.
+
+    In C, re-randomisation of the ciphertext 1 with the (short) encryption exponents.
+    """
+    size = pub.randomness_bytes
+    count = len(randomness) // size
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.ciphertext_bytes
+        ones = (1).to_bytes(width, "big") * count
+        out = tables.public_c_encryptor(c_kernels, pub).rerandomize(ones, width, randomness, size)
+        return _from_bytes(out, width)
+    h_table = tables.public_tables(pub)[1]
+    return [h_table.power(randomness[i * size : (i + 1) * size]) for i in range(count)]
+
+
 def obfuscate_one(pub: PublicKey, c: Any, digits: bytes) -> Any:
     """``c · h^b mod n`` for the exponent of little-endian bytes ``digits``."""
     if extension.active() is not None:
