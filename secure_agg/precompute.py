@@ -26,8 +26,9 @@ A factor is as secret as the plaintext it will hide: ``c / f`` is ``1 + m·n`` (
   :meth:`models.vertical.keys.KeyPair.forget`); a process keeps the pools of at most
   :data:`POOL_CACHE_SIZE` keys.
 
-The background thread calls the C kernels, which release the GIL, one chunk at a time, so on
-a machine with a free core the factors cost the waiting party no wall time. Setting
+The background thread calls the C kernels, which release the GIL, one chunk at a time, at the
+lowest CPU priority (:data:`NICE`): it uses cores nobody else needs, so the factors cost the
+waiting party (and its peers on the same host) no wall time. Setting
 :data:`PRECOMPUTE_ENV` to ``off`` disables pools (:func:`enabled`; the equal-model tests
 compare both paths).
 """
@@ -53,6 +54,8 @@ PRECOMPUTE_ENV = "SECURE_AGG_PRECOMPUTE"
 CHUNK = 256
 #: Keys whose pools a process keeps (older ones are forgotten).
 POOL_CACHE_SIZE = 2
+#: Nice value of the background thread (19: the lowest priority): it uses idle cores only.
+NICE = 19
 
 
 def enabled() -> bool:
@@ -115,6 +118,7 @@ class RandomnessPool:
         self._thread.start()
 
     def _run(self) -> None:
+        _lower_priority()
         while not self._stop.is_set():
             with self._lock:
                 missing = self._target - len(self._factors)
@@ -164,6 +168,22 @@ class RandomnessPool:
             self._factors.clear()
             self._target = 0
             self._seconds = 0.0
+
+
+def _lower_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (Linux: per-thread nice value).
+
+    The factors are for later: they should use idle cores only, never slow down what the party
+    (or a peer on the same host) is computing now. Raising one's own nice value needs no
+    privilege; elsewhere, or if refused, the thread keeps its priority.
+    """
+    setpriority = getattr(os, "setpriority", None)
+    if setpriority is None or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except OSError:
+        logger.debug("could not lower the priority of the precomputing thread")
 
 
 _POOLS: OrderedDict[str, RandomnessPool] = OrderedDict()

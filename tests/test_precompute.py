@@ -23,6 +23,7 @@ from models.secureboost import timing
 from secure_agg import ou, paillier, precompute
 from secure_agg.backends import OU, PAILLIER, HEBackend
 from secure_agg.ou import kernels as ou_kernels
+from secure_agg.ou import tables
 from secure_agg.paillier import extension
 from secure_agg.paillier import tables as paillier_tables
 from tests.test_secureboost_protocol import _core, _data
@@ -269,3 +270,34 @@ def test_a_platform_cannot_report_negative_compute_time() -> None:
     assert path is not None
     assert path["platform_compute"] == 0.5  # the longest of the hop
     assert timing.close_tree(state, 3.0) is None
+
+
+def test_ou_histogram_kernel_in_c_on_threads_equals_python(
+    ou_keys: tuple[ou.PublicKey, ou.PrivateKey],
+) -> None:
+    loaded = extension.load()
+    if loaded is None:
+        pytest.skip("C kernels not built")
+    pub, priv = ou_keys
+    values = [secrets.randbits(60) for _ in range(120)]
+    cts = ou.encrypt_many(pub, values)
+    groups = np.random.default_rng(1).integers(-1, 7, size=(120, 5))
+    groups[:, 4] = -1  # a column with every group empty
+    in_c = [ou.sum_groups_many(pub, cts, groups, 7, workers=w) for w in (1, 2, 3)]
+    extension.use(None)
+    try:
+        in_python = ou.sum_groups_many(pub, cts, groups, 7)
+    finally:
+        extension.use(loaded)
+    assert in_c[0] == in_c[1] == in_c[2] == in_python
+    assert in_c[0][4] == [1] * 7
+    sums = ou.decrypt_many(priv, in_c[0][0])
+    assert sums == [
+        sum(v for v, g in zip(values, groups[:, 0], strict=True) if g == k) for k in range(7)
+    ]
+    encryptor = tables.public_c_encryptor(loaded, pub)
+    zero_row = bytes(pub.ciphertext_bytes)  # the ciphertext 0 is refused
+    with pytest.raises(ValueError, match="outside"):
+        encryptor.group_sums(
+            zero_row, pub.ciphertext_bytes, np.zeros((1, 1), np.int32).tobytes(), 1, 1, 1
+        )

@@ -111,10 +111,11 @@ What is NOT provided
   a key holder who deviates could publish bases that weaken its peers' re-randomisation.
 - No constant-time arithmetic (gmpy2/GMP, table look-ups): run parties on hosts not shared with
   their peers.
-- No parallel decryption or homomorphic operations (gmpy2, one thread); C kernels only for
-  encryption and re-randomisation (``secure_agg._gmp_kernels.OuEncryptor``, see
+- No parallel decryption (gmpy2, one thread); C kernels for encryption, re-randomisation and
+  the histogram kernel's group sums (``secure_agg._gmp_kernels.OuEncryptor``, see
   :mod:`~secure_agg.ou.kernels`), which release the GIL and are spread over threads of the
-  calling process for large batches (:mod:`~secure_agg.ou.batch`).
+  calling process for large batches (:mod:`~secure_agg.ou.batch`,
+  :func:`~secure_agg.ou.sum_groups_many`).
   ``benchmarks/he_schemes.py`` measures the costs against Paillier.
 
 What leaks
