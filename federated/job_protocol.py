@@ -46,6 +46,7 @@ from models.alignment import ALIGNED_ROWS_KEY
 from models.baselines import fit_and_evaluate
 from models.evaluation import TEST_MASK_KEY, evaluation_split
 from models.protocol import Envelope, PartyContext, ProtocolError, StageMachine, dumps
+from secure_agg import precompute
 
 PROTOCOL = "job"
 
@@ -121,6 +122,9 @@ class JobParty:
         if outcome not in ("finished", "failed"):
             raise ProtocolError(f"job/end: outcome must be 'finished' or 'failed', not {outcome!r}")
         report = ctx.close("finished" if outcome == "finished" else "failed")
+        # Whatever the protocol did or did not clean up: no precomputed encryption randomness
+        # outlives the job in this process.
+        precompute.forget_pools()
         return envelope.reply(
             "end", {"party": ctx.name, "report": dumps(report), "audit": dumps(ctx.audit_head())}
         )

@@ -2163,6 +2163,154 @@ ou_rerandomize(PyObject *op, PyObject *args, PyObject *kwds)
     return ou_apply((OuEncryptorObject *)op, args, kwds, 0);
 }
 
+PyDoc_STRVAR(ou_group_sums_doc,
+"group_sums(ciphertexts, width, groups, n_rows, n_cols, n_groups) -> bytes\n"
+"\n"
+"Per column j and group g, the product mod n of the ciphertexts of the rows i with\n"
+"groups[i, j] == g: exactly secure_agg.ou.kernels.group_sums (OU's histogram kernel).\n"
+"ciphertexts: n_rows values in (0, n), width (= len(n)) bytes each, big-endian. groups: the\n"
+"C-order int32 matrix (native byte order) of shape (n_rows, n_cols), entries in\n"
+"[-1, n_groups); -1 skips a row for that column. Returns n_cols * n_groups values of width\n"
+"bytes (column by column), all-zero bytes for an empty group. Releases the GIL.");
+
+static PyObject *
+ou_group_sums(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ciphertexts", "width", "groups", "n_rows", "n_cols", "n_groups",
+                             NULL};
+    OuEncryptorObject *self = (OuEncryptorObject *)op;
+    Py_buffer cb = {0}, gb = {0};
+    Py_ssize_t width, n_rows, n_cols, n_groups, bad_row = -1, bad_g_row = -1, bad_g_col = -1;
+    PyObject *result = NULL;
+    mp_limb_t *acc = NULL, *x = NULL, *w = NULL;
+    unsigned char *used = NULL;
+    size_t slots = 0, acc_limbs = 0;
+    mp_size_t h = self->h;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ny*nnn:group_sums", kwlist, &cb, &width, &gb,
+                                     &n_rows, &n_cols, &n_groups)) {
+        return NULL;
+    }
+    if (width != (Py_ssize_t)self->n_bytes) {
+        PyErr_Format(PyExc_ValueError, "width must be %zu (the modulus' bytes), got %zd",
+                     self->n_bytes, width);
+        goto done;
+    }
+    if (n_rows < 0 || n_cols < 0 || n_groups < 0) {
+        PyErr_SetString(PyExc_ValueError, "n_rows, n_cols and n_groups must be non-negative");
+        goto done;
+    }
+    if (n_rows && (cb.len / width != n_rows || cb.len % width != 0)) {
+        PyErr_Format(PyExc_ValueError, "%zd bytes of ciphertexts for %zd rows of %zd bytes",
+                     cb.len, n_rows, width);
+        goto done;
+    }
+    if (!n_rows && cb.len) {
+        PyErr_SetString(PyExc_ValueError, "ciphertexts given for zero rows");
+        goto done;
+    }
+    if (n_cols && n_rows > PY_SSIZE_T_MAX / 4 / n_cols) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (gb.len != n_rows * n_cols * 4) {
+        PyErr_Format(PyExc_ValueError, "groups must hold %zd x %zd int32 values", n_rows, n_cols);
+        goto done;
+    }
+    if (n_groups && (size_t)n_cols > (size_t)PY_SSIZE_T_MAX / (size_t)n_groups / (size_t)width) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    slots = (size_t)n_cols * (size_t)n_groups;
+    if (!mul_size(slots, (size_t)h, &acc_limbs)) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(slots * (size_t)width));
+    acc = limbs_alloc(acc_limbs);
+    used = (unsigned char *)PyMem_RawCalloc(slots ? slots : 1, 1);
+    x = limbs_alloc((size_t)h);
+    w = limbs_alloc(OM_SCRATCH(h));
+    if (result == NULL || acc == NULL || used == NULL || x == NULL || w == NULL) {
+        Py_CLEAR(result);
+        PyErr_NoMemory();
+        goto done;
+    }
+    {
+        const unsigned char *cbytes = (const unsigned char *)cb.buf;
+        const int32_t *groups = (const int32_t *)gb.buf;
+        unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
+        const mp_limb_t *n = self->n;
+
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n_rows && bad_row < 0 && bad_g_row < 0; i++) {
+            const int32_t *row = groups + i * n_cols;
+            int any = 0;
+            for (Py_ssize_t j = 0; j < n_cols; j++) {
+                if (row[j] >= 0) {
+                    any = 1;
+                    break;
+                }
+            }
+            if (!any) {
+                continue;
+            }
+            if (!bytes_to_limbs(x, h, cbytes + i * width, (size_t)width) || limbs_is_zero(x, h)
+                || mpn_cmp(x, n, h) >= 0) {
+                bad_row = i;
+                break;
+            }
+            for (Py_ssize_t j = 0; j < n_cols; j++) {
+                int32_t g = row[j];
+                if (g < 0 || g >= n_groups) {
+                    if (g != -1) {
+                        bad_g_row = i;
+                        bad_g_col = j;
+                        break;
+                    }
+                    continue;
+                }
+                size_t slot = (size_t)j * (size_t)n_groups + (size_t)g;
+                mp_limb_t *a = acc + slot * (size_t)h;
+                if (used[slot]) {
+                    om_mul(n, h, a, a, x, w);
+                } else {
+                    memcpy(a, x, (size_t)h * LIMB_BYTES);
+                    used[slot] = 1;
+                }
+            }
+        }
+        if (bad_row < 0 && bad_g_row < 0) {
+            for (size_t slot = 0; slot < slots; slot++) {
+                if (used[slot]) {
+                    limbs_to_bytes(dst + slot * (size_t)width, (size_t)width,
+                                   acc + slot * (size_t)h, h);
+                } else {
+                    memset(dst + slot * (size_t)width, 0, (size_t)width);
+                }
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    if (bad_row >= 0) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "ciphertext %zd is outside (0, n)", bad_row);
+    } else if (bad_g_row >= 0) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "group id at row %zd, column %zd is outside [-1, %zd)",
+                     bad_g_row, bad_g_col, n_groups);
+    }
+
+done:
+    PyMem_RawFree(acc);
+    PyMem_RawFree(used);
+    PyMem_RawFree(x);
+    PyMem_RawFree(w);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&gb);
+    return result;
+}
+
 static PyObject *
 ou_repr(PyObject *op)
 {
@@ -2177,6 +2325,8 @@ static PyMethodDef ou_methods[] = {
      ou_encrypt_doc},
     {"rerandomize", (PyCFunction)(void (*)(void))ou_rerandomize, METH_VARARGS | METH_KEYWORDS,
      ou_rerandomize_doc},
+    {"group_sums", (PyCFunction)(void (*)(void))ou_group_sums, METH_VARARGS | METH_KEYWORDS,
+     ou_group_sums_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,6 +7,12 @@ each package (no arithmetic here). Keys stay each package's own classes (they sh
 ``key_bits``, ``fingerprint``, ``to_bytes`` and, for private keys, ``public_key`` and
 ``to_secret_bytes``); :mod:`secure_agg.schemes` maps a scheme name to its backend.
 
+Both schemes' encryption is ``(plaintext part) · (randomness part)``:
+:meth:`HEBackend.random_factors` makes the randomness part ahead (Paillier: ``h_s^a mod n²``,
+all of the cost; OU: ``h^r mod n``, about 60% of it) and
+:meth:`HEBackend.encrypt_with_factors` finishes each ciphertext once its plaintext is known;
+:mod:`secure_agg.precompute` keeps such factors for the key holder.
+
 Packing differs in one number: the plaintext space that packed sums must fit
 (:meth:`HEBackend.sum_packer`): a Paillier key of ``k`` bits carries ``k`` bits, an OU key
 ``⌊k/3⌋ - 1`` (see :func:`secure_agg.ou.packing_key_bits`). Packs are re-randomised with the
@@ -53,6 +59,14 @@ class HEBackend(Protocol):
 
     def encrypt(self, public: Any, plaintexts: Sequence[int]) -> list[int]:
         """Encrypt with the public key."""
+
+    def random_factors(self, private: Any, count: int, *, workers: int | None = None) -> list[int]:
+        """Fresh secret randomness factors of the key holder's encryption (made ahead)."""
+
+    def encrypt_with_factors(
+        self, private: Any, plaintexts: Sequence[int], factors: Sequence[int]
+    ) -> list[int]:
+        """Encrypt, one factor of :meth:`random_factors` per plaintext (each used once)."""
 
     def add(self, public: Any, c1: int, c2: int) -> int:
         """A ciphertext of the sum (not re-randomised)."""
@@ -110,6 +124,14 @@ class _Paillier:
     def encrypt(self, public: Any, plaintexts: Sequence[int]) -> list[int]:
         return paillier.encrypt_many(public, plaintexts)
 
+    def random_factors(self, private: Any, count: int, *, workers: int | None = None) -> list[int]:
+        return paillier.random_factors(private, count, workers=workers)
+
+    def encrypt_with_factors(
+        self, private: Any, plaintexts: Sequence[int], factors: Sequence[int]
+    ) -> list[int]:
+        return paillier.encrypt_with_factors(private.public_key, plaintexts, factors)
+
     def add(self, public: Any, c1: int, c2: int) -> int:
         return paillier.add(public, c1, c2)
 
@@ -160,6 +182,14 @@ class _OU:
 
     def encrypt(self, public: Any, plaintexts: Sequence[int]) -> list[int]:
         return ou.encrypt_many(public, plaintexts)
+
+    def random_factors(self, private: Any, count: int, *, workers: int | None = None) -> list[int]:
+        return ou.random_factors(private.public_key, count, workers=workers)
+
+    def encrypt_with_factors(
+        self, private: Any, plaintexts: Sequence[int], factors: Sequence[int]
+    ) -> list[int]:
+        return ou.encrypt_with_factors(private.public_key, plaintexts, factors)
 
     def add(self, public: Any, c1: int, c2: int) -> int:
         return ou.add(public, c1, c2)

@@ -13,6 +13,7 @@ from lab import registry, tracking
 from lab.config import Experiment
 from lab.reporting import Reporting, log_and_register, phase_metrics, privacy_summary
 from lab.reports import UNKNOWN_GROUP, importance_chart, plot_importance
+from models.secureboost import timing as sb_timing
 
 #: Columns of ``joint/feature_importance.csv``, one row per (party, column) that split.
 IMPORTANCE_COLUMNS = (
@@ -53,7 +54,12 @@ def importance_frame(result: JobResult, experiment: Experiment) -> pd.DataFrame:
 
 
 def timing(result: JobResult) -> dict[str, Any]:
-    """Seconds and operation counts per party and phase, and per-tree seconds."""
+    """Seconds and operation counts per party and phase, per-tree seconds and critical path.
+
+    ``critical_path_per_tree``: mean seconds per federated tree of bank compute, platform
+    compute, transport and runtime, each side's waiting, encryption and randomness made ahead
+    (:func:`models.secureboost.timing.summarize`); ``per_tree_critical_path``: every tree's.
+    """
     per_tree = result.joint.details.get("per_tree", [])
     seconds = [float(t["seconds"]) for t in per_tree]
     return {
@@ -61,6 +67,12 @@ def timing(result: JobResult) -> dict[str, Any]:
         "seconds_per_tree_mean": sum(seconds) / len(seconds) if seconds else None,
         "seconds_per_tree_max": max(seconds) if seconds else None,
         "phases": result.joint.details.get("clock", {}),
+        "critical_path_per_tree": sb_timing.summarize(per_tree),
+        "per_tree_critical_path": [
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in path.items()}
+            for path in (t.get(sb_timing.CRITICAL_PATH) for t in per_tree)
+            if path is not None
+        ],
     }
 
 
@@ -84,7 +96,7 @@ def log(
     if not importance.empty:
         dp = privacy_summary(result)["epsilon"] is not None
         plot_importance(importance_chart(importance, dp=dp), joint_dir / "feature_importance.png")
-    write_csv(pd.DataFrame(per_tree), joint_dir / "per_tree.csv")
+    write_csv(pd.json_normalize(per_tree), joint_dir / "per_tree.csv")  # critical_path.* columns
     return log_and_register(
         run, target, joint_dir, details, experiment, registry.register_secureboost
     )

@@ -19,7 +19,7 @@ from features.binning import BinSpec
 from models.alignment import job_rows
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
 from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
-from models.secureboost import bank_trees, crypto
+from models.secureboost import bank_trees, crypto, timing
 from models.secureboost.core import base_score, gradients, sigmoid
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, BankPart
@@ -34,17 +34,30 @@ from models.vertical import (
     labels,
     record_answer,
 )
+from secure_agg import precompute
 
 
 class BankRole:
     """Bank side: owns the labels, the key pair, the tree structure and every leaf weight."""
 
     def handle(self, env: Envelope, ctx: PartyContext) -> list[Envelope]:
-        """Run one stage (already checked against the bank's stage machine)."""
+        """Run one stage (already checked against the bank's stage machine).
+
+        Times itself for the open tree's critical path (:mod:`models.secureboost.timing`).
+        """
+        started = time.perf_counter()
         if env.stage == "setup":
             return self._setup(env, ctx)
         state = ctx.store.get_json("sb.state")
         check_platform_reply(PROTOCOL, env, state)
+        timing.handler_started(state, started)
+        timing.platform_replied(state, env)
+        out = self._handle(env, ctx, state)
+        timing.handler_ended(state, time.perf_counter())
+        ctx.store.put_json("sb.state", state)
+        return out
+
+    def _handle(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         if env.stage == "ready":
             state["platforms"][env.sender] = {
                 "features": env.json("features"),
@@ -58,6 +71,7 @@ class BankRole:
         ctx.store.put_json("sb.state", state)
         if not answered:
             return []
+        timing.hop_complete(state)
         return self._advance(ctx, state)
 
     # -- setup ----------------------------------------------------------------------------
@@ -73,6 +87,9 @@ class BankRole:
         keys = bank_key_pair(ctx, params.key_bits, params.scheme)
         clock = PhaseClock()
         clock.add("keygen", time.perf_counter() - started)
+        if precompute.enabled() and params.n_estimators > params.bank_only_trees:
+            # The first federated tree's randomness, made while the platforms bin their columns.
+            precompute.pool_for(keys.backend, keys.private).fill(int(train.sum()))
         CLOCK.save(ctx, clock)
         ctx.store.put_array("sb.y", y)
         ctx.store.put_array("sb.train", train)
@@ -180,9 +197,11 @@ class BankRole:
         self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
     ) -> list[Envelope]:
         while True:
+            self._close_tree_timing(ctx, state)
             state["tree"] += 1
             if state["tree"] >= params.n_estimators:
                 return self._request_decisions(ctx, state)
+            timing.open_tree(state, state["tree"], time.perf_counter())
             y = ctx.store.get_array("sb.y")
             raw = ctx.store.get_array("sb.raw")
             g, h = gradients(y, raw)
@@ -200,10 +219,24 @@ class BankRole:
             if "layout" not in state:
                 state["layout"] = _layout(state)
             cipher = _bank_cipher(ctx, state)
+            pool = (
+                precompute.pool_for(cipher.backend, cipher.keys.private)
+                if precompute.enabled()
+                else None
+            )
             started = time.perf_counter()
-            gh = cipher.encrypt_gradients(g, h)
-            clock.add("encrypt", time.perf_counter() - started, int(g.size))
+            factors, made_in = pool.take(int(g.size)) if pool is not None else ([], 0.0)
+            gh = cipher.encrypt_gradients(g, h, factors)
+            seconds = time.perf_counter() - started
+            clock.add("encrypt", seconds, int(g.size))
             CLOCK.save(ctx, clock)
+            timing.encrypted(state, seconds, len(factors), made_in)
+            del factors  # each factor is used once: only its ciphertext remains
+            if pool is not None:
+                # The next tree's randomness, made while the platforms compute (none after
+                # the last tree: the pool is forgotten at the end).
+                more = state["tree"] + 1 < params.n_estimators
+                pool.fill(int(g.size) if more else 0)
             state["expect"] = ["hist"]
             state["pending"] = list(state["platforms"])
             state["awaiting_dirs"] = {}
@@ -224,6 +257,16 @@ class BankRole:
                 )
                 for p in state["platforms"]
             ]
+
+    def _close_tree_timing(self, ctx: PartyContext, state: dict[str, Any]) -> None:
+        """Record the finished tree's critical path in its metrics entry."""
+        path = timing.close_tree(state, time.perf_counter())
+        if path is None:
+            return
+        metrics = ctx.store.get_json("sb.metrics")
+        if metrics and metrics[-1]["tree"] == path["tree"]:
+            metrics[-1][timing.CRITICAL_PATH] = path
+            ctx.store.put_json("sb.metrics", metrics)
 
     def _after_level(
         self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -205,9 +206,24 @@ class BankCipher:
         """Short identifier of the public key."""
         return self.keys.fingerprint
 
-    def encrypt_gradients(self, g: IntArray, h: IntArray) -> npt.NDArray[np.uint8]:
-        """Encrypt every row's slots; ciphertexts as a byte matrix for the wire."""
-        ciphertexts = self.backend.encrypt_private(self.keys.private, self.layout.encode(g, h))
+    def encrypt_gradients(
+        self, g: IntArray, h: IntArray, factors: Sequence[int] = ()
+    ) -> npt.NDArray[np.uint8]:
+        """Encrypt every row's slots; ciphertexts as a byte matrix for the wire.
+
+        ``factors``: randomness made ahead for the first rows
+        (:class:`secure_agg.precompute.RandomnessPool`), one per row and used here only; the
+        remaining rows are encrypted from scratch. Either way a row's ciphertext has the
+        distribution of the scheme's key-holder encryption.
+        """
+        plaintexts = self.layout.encode(g, h)
+        k = min(len(factors), len(plaintexts))
+        private = self.keys.private
+        ciphertexts = (
+            self.backend.encrypt_with_factors(private, plaintexts[:k], factors[:k]) if k else []
+        )
+        if k < len(plaintexts) or not plaintexts:
+            ciphertexts += self.backend.encrypt_private(private, plaintexts[k:])
         return self.backend.to_array(self.keys.public, ciphertexts)
 
     def decrypt_sums(self, packed: npt.NDArray[Any], n_sums: int) -> IntArray:

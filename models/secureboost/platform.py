@@ -10,6 +10,7 @@ model store. It never decrypts anything: the bank holds the key.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
 from models.secureboost.privacy import DP_MECHANISM, own_noise
 from models.secureboost.state import CLOCK, PENDING, YOURS, cleanup, training_bins
+from models.secureboost.timing import COMPUTE_SECONDS
 from models.vertical import (
     aligned_features,
     check_key_matches_job,
@@ -38,17 +40,29 @@ class PlatformRole:
     """Platform side: its bins, its split rules, its own noise; never a key or a gradient."""
 
     def handle(self, env: Envelope, ctx: PartyContext) -> list[Envelope]:
-        """Run one stage (already checked against the platform's stage machine)."""
+        """Run one stage (already checked against the platform's stage machine).
+
+        Every reply carries ``compute_seconds``, the wall time of this handler: the bank's
+        per-tree critical path (:mod:`models.secureboost.timing`) tells the platform's compute
+        from transport and runtime overhead with it. It reveals no more than the timings the
+        coordinator already sees.
+        """
+        started = time.perf_counter()
+        reply = self._dispatch(env, ctx)
+        seconds = time.perf_counter() - started
+        return [replace(reply, payload={**reply.payload, COMPUTE_SECONDS: seconds})]
+
+    def _dispatch(self, env: Envelope, ctx: PartyContext) -> Envelope:
         state = ctx.store.get_json("sb.state") or {}
         if env.stage != "init" and env.sender != state.get("bank"):
             raise ProtocolError(f"secureboost/{env.stage} from '{env.sender}', not this job's bank")
         if env.stage == "init":
-            return [self._init(env, ctx)]
+            return self._init(env, ctx)
         if env.stage == "tree":
-            return [self._tree(env, ctx, state)]
+            return self._tree(env, ctx, state)
         if env.stage in ("level", "assign"):
-            return [self._level(env, ctx, state)]
-        return [self._predict(env, ctx, state)]
+            return self._level(env, ctx, state)
+        return self._predict(env, ctx, state)
 
     def _init(self, env: Envelope, ctx: PartyContext) -> Envelope:
         settings = env.json("settings")

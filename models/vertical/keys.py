@@ -16,7 +16,7 @@ import numpy as np
 
 from models.guard import NodeLimits
 from models.protocol import PartyStore, ProtocolError
-from secure_agg import paillier
+from secure_agg import paillier, precompute
 from secure_agg.backends import HEBackend
 from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES, HEScheme, get_scheme, scheme_of_public_key
 
@@ -185,7 +185,12 @@ class KeyPair:
 
     @staticmethod
     def forget(store: PartyStore, *, prefix: str) -> None:
-        """Delete the key pair from the store and key-derived tables from memory (at the end)."""
+        """Delete the key pair from the store and key-derived state from memory (at the end).
+
+        Key-derived state: the schemes' private tables and precomputed encryption randomness
+        (:mod:`secure_agg.precompute`).
+        """
+        precompute.forget_pools()
         store.delete(f"{prefix}.secret")
         store.delete(f"{prefix}.public")
         store.delete(f"{prefix}.scheme")

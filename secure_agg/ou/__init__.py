@@ -26,7 +26,8 @@ This module is the package's API; each concept lives in its own module:
   :func:`sum_groups_many` (the histogram kernel), :func:`pack_sums` (many sums per ciphertext),
   :func:`rerandomize_own` (re-randomisation with the sender's own randomness);
 - :mod:`~secure_agg.ou.batch`: :func:`encrypt_many`, :func:`obfuscate_many`,
-  :func:`decrypt_many`;
+  :func:`decrypt_many`, :func:`random_factors` and :func:`encrypt_with_factors` (encryption
+  split into a randomness half made ahead and a plaintext half);
 - :mod:`~secure_agg.ou.wire`: :func:`ciphertexts_to_array`, :func:`ciphertexts_from_array`,
   :func:`check_fingerprint`;
 - :mod:`~secure_agg.ou.errors`: :class:`OUError`, :class:`InsecureKeyError`,
@@ -117,10 +118,12 @@ What is NOT provided
   a key holder who deviates could publish bases that weaken its peers' re-randomisation.
 - No constant-time arithmetic (gmpy2/GMP, table look-ups): run parties on hosts not shared with
   their peers.
-- No parallel batches yet (one thread, one process); C kernels only for encryption and
-  re-randomisation (``secure_agg._gmp_kernels.OuEncryptor``, see :mod:`~secure_agg.ou.kernels`),
-  decryption and homomorphic operations are gmpy2. ``benchmarks/he_schemes.py`` measures the
-  costs against Paillier.
+- No parallel decryption (gmpy2, one thread); C kernels for encryption, re-randomisation and
+  the histogram kernel's group sums (``secure_agg._gmp_kernels.OuEncryptor``, see
+  :mod:`~secure_agg.ou.kernels`), which release the GIL and are spread over threads of the
+  calling process for large batches (:mod:`~secure_agg.ou.batch`,
+  :func:`~secure_agg.ou.sum_groups_many`).
+  ``benchmarks/he_schemes.py`` measures the costs against Paillier.
 
 What leaks
 ----------
@@ -134,7 +137,13 @@ What leaks
 
 from __future__ import annotations
 
-from secure_agg.ou.batch import decrypt_many, encrypt_many, obfuscate_many
+from secure_agg.ou.batch import (
+    decrypt_many,
+    encrypt_many,
+    encrypt_with_factors,
+    obfuscate_many,
+    random_factors,
+)
 from secure_agg.ou.errors import InsecureKeyError, KeyMismatchError, OUError, PlaintextOverflowError
 from secure_agg.ou.homomorphic import (
     add,
@@ -190,11 +199,13 @@ __all__ = [
     "ciphertexts_to_array",
     "decrypt_many",
     "encrypt_many",
+    "encrypt_with_factors",
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
     "pack_sums",
     "packing_key_bits",
+    "random_factors",
     "rerandomize_own",
     "security_bits",
     "sum_groups",

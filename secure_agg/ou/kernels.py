@@ -4,8 +4,8 @@ Every kernel that needs randomness takes it from its caller, drawn with
 :func:`secrets.token_bytes`. Encryption and re-randomisation run in C when the extension is in
 use (``secure_agg._gmp_kernels.OuEncryptor``, switched like Paillier's kernels by
 :mod:`secure_agg.paillier.extension`); the Python loops here are the reference, and both give
-the same integers from the same randomness. Decryption (one GMP powmod) and group sums stay in
-Python.
+the same integers from the same randomness, and so do the group sums of the histogram kernel
+(``OuEncryptor.group_sums``, :func:`group_sums_c`). Decryption (one GMP powmod) stays in Python.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import gmpy2
+import numpy as np
 import numpy.typing as npt
 
 from secure_agg.ou import tables
 from secure_agg.ou.errors import OUError
-from secure_agg.paillier import extension
+from secure_agg.paillier import extension, parallel
 
 if TYPE_CHECKING:
     from secure_agg.ou.keys import PrivateKey, PublicKey
@@ -76,6 +77,39 @@ def encrypt(pub: PublicKey, values: Sequence[int], randomness: bytes) -> list[An
     ]
 
 
+def plaintext_parts(pub: PublicKey, values: Sequence[int]) -> list[Any]:
+    """``g^m mod n`` of checked plaintexts: the plaintext half of :func:`encrypt`.
+
+    In C, :func:`encrypt` with a zero exponent (the ``h`` table contributes nothing).
+    """
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.plaintext_bytes
+        data = b"".join(m.to_bytes(width, "big") for m in values)
+        zeros = bytes(len(values))
+        out = tables.public_c_encryptor(c_kernels, pub).encrypt(data, width, zeros, 1)
+        return _from_bytes(out, pub.ciphertext_bytes)
+    g_table = tables.public_tables(pub)[0]
+    return [g_table.power(m.to_bytes(pub.plaintext_bytes, "little")) for m in values]
+
+
+def randomness_parts(pub: PublicKey, randomness: bytes) -> list[Any]:
+    """``h^r mod n`` for exponents of ``randomness_bytes`` each: :func:`encrypt`'s other half.
+
+    In C, re-randomisation of the ciphertext 1 with the (short) encryption exponents.
+    """
+    size = pub.randomness_bytes
+    count = len(randomness) // size
+    c_kernels = extension.active()
+    if c_kernels is not None:
+        width = pub.ciphertext_bytes
+        ones = (1).to_bytes(width, "big") * count
+        out = tables.public_c_encryptor(c_kernels, pub).rerandomize(ones, width, randomness, size)
+        return _from_bytes(out, width)
+    h_table = tables.public_tables(pub)[1]
+    return [h_table.power(randomness[i * size : (i + 1) * size]) for i in range(count)]
+
+
 def obfuscate_one(pub: PublicKey, c: Any, digits: bytes) -> Any:
     """``c · h^b mod n`` for the exponent of little-endian bytes ``digits``."""
     if extension.active() is not None:
@@ -105,6 +139,38 @@ def _from_bytes(data: bytes, width: int) -> list[int]:
 def decrypt(priv: PrivateKey, cts: Sequence[int]) -> list[Any]:
     """Residues modulo ``p`` of checked ciphertexts (GMP's powmod does the work)."""
     return [priv._decrypt(gmpy2.mpz(c)) for c in cts]
+
+
+def group_sums_c(
+    pub: PublicKey,
+    cts: Sequence[int],
+    matrix: npt.NDArray[Any],
+    n_groups: int,
+    *,
+    workers: int | None = None,
+) -> list[list[int]]:
+    """:func:`group_sums` of checked ciphertexts in C, columns split over threads; 1 if empty."""
+    c_kernels = extension.active()
+    if c_kernels is None:
+        raise OUError("the C kernels are not in use")
+    width = pub.ciphertext_bytes
+    n_rows, n_cols = matrix.shape
+    adds = int((matrix >= 0).sum())
+    threads = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, max(n_cols, 1))
+    data = b"".join(c.to_bytes(width, "big") for c in cts)
+    groups = np.ascontiguousarray(matrix, dtype=np.int32)
+    encryptor = tables.public_c_encryptor(c_kernels, pub)
+
+    def run(columns: tuple[int, int]) -> bytes:
+        a, b = columns
+        part = np.ascontiguousarray(groups[:, a:b])
+        return encryptor.group_sums(data, width, part.tobytes(), n_rows, b - a, n_groups)
+
+    out: list[list[int]] = []
+    for raw in parallel.in_threads(run, parallel.split(n_cols, threads)):
+        values = [int.from_bytes(raw[i : i + width], "big") or 1 for i in range(0, len(raw), width)]
+        out.extend(values[k : k + n_groups] for k in range(0, len(values), n_groups))
+    return out if n_cols else []
 
 
 def group_sums(

@@ -137,8 +137,10 @@ from secure_agg.paillier.batch import (
     decrypt_many,
     encrypt_many,
     encrypt_many_private,
+    encrypt_with_factors,
     forget_private_tables,
     obfuscate_many,
+    random_factors,
 )
 from secure_agg.paillier.errors import InsecureKeyError, KeyMismatchError, PaillierError
 from secure_agg.paillier.extension import KERNELS_ENV
@@ -213,10 +215,12 @@ __all__ = [
     "decrypt_many",
     "encrypt_many",
     "encrypt_many_private",
+    "encrypt_with_factors",
     "forget_private_tables",
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
+    "random_factors",
     "rerandomize_own",
     "sum_groups",
     "sum_groups_many",

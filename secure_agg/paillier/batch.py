@@ -12,6 +12,8 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
+import gmpy2
+
 from secure_agg import paillier_pool
 from secure_agg.paillier import extension, kernels, parallel, tables
 from secure_agg.paillier.errors import PaillierError
@@ -107,6 +109,46 @@ def encrypt_many_private(
         for start, stop in parallel.split(len(values), n_workers)
     ]
     return parallel.gather(parallel.run_in_workers(b"C", parts), pub.ciphertext_bytes)
+
+
+def random_factors(priv: PrivateKey, count: int, *, workers: int | None = None) -> list[int]:
+    """``count`` fresh encryption factors ``h_s^a mod n²`` (``a`` from :mod:`secrets`).
+
+    The randomness half of the key holder's encryption, computed before the plaintexts are
+    known: ``(1 + m·n) · h_s^a mod n²`` is :func:`encrypt_many_private`'s ciphertext of ``m``
+    with exponent ``a``, so a factor is an encryption of 0 (same CRT kernels, same exponent
+    length, hence the same distribution). Finish with :func:`encrypt_with_factors`. A factor
+    is as secret as the plaintext it will hide (``c / f = 1 + m·n``): keep it in the key
+    holder's memory and use it once (:mod:`secure_agg.precompute`).
+    """
+    return encrypt_many_private(priv, [0] * count, workers=workers)
+
+
+def encrypt_with_factors(
+    pub: PublicKey, plaintexts: Sequence[int], factors: Sequence[int]
+) -> list[int]:
+    """``(1 + m·n) · f mod n²`` for each plaintext and its own factor of :func:`random_factors`.
+
+    One multiplication modulo ``n`` per value: ``(1 + m·n)·f ≡ f + n·(m·f mod n) (mod n²)``.
+    Equal to :func:`encrypt_many_private` with the factors' exponents.
+
+    Raises
+    ------
+    PaillierError
+        If the counts differ, a plaintext is outside ``[0, n)`` or a factor outside
+        ``(0, n²)``.
+    """
+    values = kernels.check_plaintexts(pub, plaintexts)
+    if len(factors) != len(values):
+        raise PaillierError(f"{len(factors)} factors for {len(values)} plaintexts")
+    n, n2 = gmpy2.mpz(pub.n), gmpy2.mpz(pub.nsquare)
+    out = []
+    for m, f in zip(values, factors, strict=True):
+        x = gmpy2.mpz(f)
+        if not 0 < x < n2:
+            raise PaillierError("an encryption factor is outside (0, n^2)")
+        out.append(int((x + n * (m * x % n)) % n2))
+    return out
 
 
 def forget_private_tables() -> None:

@@ -100,6 +100,17 @@ class COuEncryptor(Protocol):
     ) -> bytes:
         """Multiply fixed-width ciphertexts by ``h`` to the exponents of ``randomness``."""
 
+    def group_sums(
+        self,
+        ciphertexts: bytes,
+        width: int,
+        groups: bytes,
+        n_rows: int,
+        n_cols: int,
+        n_groups: int,
+    ) -> bytes:
+        """Per column and group, the product mod ``n`` of the rows' ciphertexts (zero if empty)."""
+
 
 class Kernels(Protocol):
     """The extension module :mod:`secure_agg._gmp_kernels` (built from ``_gmp_kernels.c``)."""

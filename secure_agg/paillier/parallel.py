@@ -87,22 +87,26 @@ _THREADS: tuple[int, ThreadPoolExecutor] | None = None
 _THREADS_LOCK = threading.Lock()
 
 
+def thread_pool(size: int) -> ThreadPoolExecutor:
+    """This process's kernel thread pool, with at least ``size`` threads (shared by the schemes)."""
+    global _THREADS
+    with _THREADS_LOCK:
+        if _THREADS is None or _THREADS[0] < size:
+            if _THREADS is not None:
+                _THREADS[1].shutdown(wait=False)
+            _THREADS = (size, ThreadPoolExecutor(size, "he-kernel"))
+        return _THREADS[1]
+
+
 def in_threads(fn: Callable[[_Part], bytes], parts: Sequence[_Part]) -> list[bytes]:
     """``[fn(part) for part in parts]`` on this process's threads (C kernels release the GIL).
 
     The C kernels' tables are shared by the threads, so a batch split over threads builds them
     once, and key material never leaves the process (unlike :func:`run_in_workers`).
     """
-    global _THREADS
     if len(parts) <= 1:
         return [fn(part) for part in parts]
-    with _THREADS_LOCK:
-        if _THREADS is None or _THREADS[0] < len(parts):
-            if _THREADS is not None:
-                _THREADS[1].shutdown(wait=False)
-            _THREADS = (len(parts), ThreadPoolExecutor(len(parts), "paillier-kernel"))
-        pool = _THREADS[1]
-    return list(pool.map(fn, parts))
+    return list(thread_pool(len(parts)).map(fn, parts))
 
 
 def _after_fork_in_child() -> None:
