@@ -135,4 +135,10 @@ def inprocess_job(
             runtime.store.put_array(ALIGNED_ROWS_KEY, np.arange(len(x_bank)))
         mask = np.zeros(len(x_bank), dtype=bool) if test_mask is None else np.asarray(test_mask)
         runtimes["bank"].store.put_array(TEST_MASK_KEY, mask.astype(bool))
-        yield InProcessJob(transport=transport, runtimes=runtimes, folder=folder, spec=spec)
+        try:
+            yield InProcessJob(transport=transport, runtimes=runtimes, folder=folder, spec=spec)
+        except BaseException:
+            # As the driver does: every party closes its part of the failed job (``job/end``),
+            # which drops, among others, its precomputed randomness.
+            close_parties(transport, "failed")
+            raise

@@ -11,7 +11,8 @@ Both schemes' encryption is ``(plaintext part) · (randomness part)``:
 :meth:`HEBackend.random_factors` makes the randomness part ahead (Paillier: ``h_s^a mod n²``,
 all of the cost; OU: ``h^r mod n``, about 60% of it) and
 :meth:`HEBackend.encrypt_with_factors` finishes each ciphertext once its plaintext is known;
-:mod:`secure_agg.precompute` keeps such factors for the key holder.
+:mod:`secure_agg.precompute` keeps such factors for the key holder. A packer's own
+re-randomisation factors (:meth:`HEBackend.own_factors`) are made ahead the same way.
 
 Packing differs in one number: the plaintext space that packed sums must fit
 (:meth:`HEBackend.sum_packer`): a Paillier key of ``k`` bits carries ``k`` bits, an OU key
@@ -76,13 +77,24 @@ class HEBackend(Protocol):
     ) -> list[list[int]]:
         """Per column, the homomorphic sum of the ciphertexts per group (the histogram kernel)."""
 
-    def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
+    def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:
+        """The packer's own re-randomisation factors ``y^n`` made ahead (``own_factors``)."""
+
+    def pack(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bits_per_value: int,
+        factors: Sequence[int] = (),
+    ) -> list[int]:
         """Pack sums :meth:`sum_packer` ``.capacity`` at a time, re-randomised by the packer.
 
         For a party that sends the packs to the key holder: each packed ciphertext is
         re-randomised with the packer's own randomness (``rerandomize_own``: ``c · y^n``, ``y``
         uniform in ``Z*_n``), never with a base from the key, so the key holder cannot switch
-        the re-randomisation off by the key it chose.
+        the re-randomisation off by the key it chose. ``factors``: ``y^n`` the packer made ahead
+        (:meth:`own_factors`), one per packed ciphertext from the first, each used once; the
+        remaining packs get fresh ones.
         """
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
@@ -140,11 +152,20 @@ class _Paillier:
     ) -> list[list[int]]:
         return paillier.sum_groups_many(public, ciphertexts, groups, n_groups)
 
-    def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
+    def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:
+        return paillier.own_factors(public, count, workers=workers)
+
+    def pack(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bits_per_value: int,
+        factors: Sequence[int] = (),
+    ) -> list[int]:
         packed = self.sum_packer(public, bits_per_value).pack(
             public, ciphertexts, rerandomize=False
         )
-        return paillier.rerandomize_own(public, packed)
+        return paillier.rerandomize_own(public, packed, factors=factors)
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
         return paillier.ciphertexts_to_array(public, ciphertexts)
@@ -199,10 +220,19 @@ class _OU:
     ) -> list[list[int]]:
         return ou.sum_groups_many(public, ciphertexts, groups, n_groups)
 
-    def pack(self, public: Any, ciphertexts: Sequence[int], bits_per_value: int) -> list[int]:
+    def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:
+        return ou.own_factors(public, count, workers=workers)
+
+    def pack(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bits_per_value: int,
+        factors: Sequence[int] = (),
+    ) -> list[int]:
         capacity = self.sum_packer(public, bits_per_value).capacity
         packed = ou.pack_sums(public, ciphertexts, bits_per_value, capacity, rerandomize=False)
-        return ou.rerandomize_own(public, packed)
+        return ou.rerandomize_own(public, packed, factors=factors)
 
     def to_array(self, public: Any, ciphertexts: Sequence[int]) -> npt.NDArray[Any]:
         return ou.ciphertexts_to_array(public, ciphertexts)

@@ -1,4 +1,4 @@
-"""Encryption randomness made ahead: a key holder's pool of factors, filled while it waits.
+"""Randomness made ahead: pools of secret factors, filled while their party waits.
 
 Both schemes encrypt as ``(plaintext part) · (randomness part)`` and the randomness part does
 not depend on the plaintext (:mod:`secure_agg.backends`): Paillier's key holder computes
@@ -31,6 +31,20 @@ lowest CPU priority (:data:`NICE`): it uses cores nobody else needs, so the fact
 waiting party (and its peers on the same host) no wall time. Setting
 :data:`PRECOMPUTE_ENV` to ``off`` disables pools (:func:`enabled`; the equal-model tests
 compare both paths).
+
+A sender's own re-randomisation factors
+---------------------------------------
+The same pool holds the ``y^n`` that a party multiplies into the ciphertexts it returns to the key
+holder (:mod:`secure_agg.own_randomness`; SecureBoost's platform packing histogram sums):
+``RandomnessPool(backend, public, own=True)`` makes them with :meth:`HEBackend.own_factors`
+(``y`` uniform in ``Z*_n`` from :mod:`secrets`, nothing but ``n`` from the key holder), and
+:func:`own_pool_for` keeps one per party and key. The rules above hold unchanged: such a
+factor is the whole re-randomisation of one ciphertext (a reused ``y^n`` would let the key holder
+divide two re-randomised sums and see the quotient of what was summed), so it stays in its
+maker's memory, is handed out once, and is dropped at the end of the job (:func:`forget_pools`,
+:func:`forget_own_pools`). Its chunks are small (:data:`OWN_CHUNK`): a factor costs a full
+exponentiation, and the party pauses the thread when it packs. Pools never hold more than
+:data:`MAX_POOL_BYTES` of such factors (:func:`capped_target`).
 """
 
 from __future__ import annotations
@@ -52,8 +66,18 @@ PRECOMPUTE_ENV = "SECURE_AGG_PRECOMPUTE"
 #: at most ~15 ms (256 OU factors at ~35 µs) or ~60 ms (Paillier, ~250 µs), large enough that
 #: the per-call overhead is negligible.
 CHUNK = 256
+#: Factors per kernel call of an own-randomness pool: a factor is a full ``n``-bit
+#: exponentiation (~2.3 ms OU, ~8.5 ms Paillier mod ``n²`` at 2048 bits), so pausing the thread
+#: when the party packs waits at most ~35 ms.
+OWN_CHUNK = 4
 #: Keys whose pools a process keeps (older ones are forgotten).
 POOL_CACHE_SIZE = 2
+#: (party, key) pairs whose own-randomness pools a process keeps: a process may act for several
+#: platforms (embedded runtime, estimator); older pools are forgotten.
+OWN_POOL_CACHE_SIZE = 4
+#: Memory an own-randomness pool may fill (32 MiB: 65536 Paillier factors mod ``n²`` of a
+#: 2048-bit key, far more than a tree of SecureBoost packs).
+MAX_POOL_BYTES = 32 << 20
 #: Nice value of the background thread (19: the lowest priority): it uses idle cores only.
 NICE = 19
 
@@ -63,24 +87,37 @@ def enabled() -> bool:
     return os.environ.get(PRECOMPUTE_ENV, "").strip().lower() != "off"
 
 
+def capped_target(count: int, factor_bytes: int) -> int:
+    """``count`` factors of ``factor_bytes`` each, at most :data:`MAX_POOL_BYTES` of them."""
+    return max(0, min(int(count), MAX_POOL_BYTES // max(1, int(factor_bytes))))
+
+
 class RandomnessPool:
-    """Secret encryption factors for one private key, made by a background thread, used once.
+    """Secret factors for one key, made by a background thread, each handed out once.
 
     Parameters
     ----------
     backend : HEBackend
         The key's scheme.
-    private : object
-        The private key (its scheme's class); the pool holds a reference, never a copy.
+    key : object
+        The private key (its scheme's class) for encryption factors
+        (:meth:`HEBackend.random_factors`); with ``own``, the key holder's public key. The pool
+        holds a reference, never a copy.
     chunk : int
         Factors per kernel call of the background thread.
+    own : bool
+        Make the holder's own re-randomisation factors ``y^n``
+        (:meth:`HEBackend.own_factors`) instead of the key holder's encryption factors.
     """
 
-    def __init__(self, backend: HEBackend, private: Any, *, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, backend: HEBackend, key: Any, *, chunk: int = CHUNK, own: bool = False
+    ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {chunk}")
         self._backend = backend
-        self._private = private
+        self._key = key
+        self._own = own
         self._chunk = chunk
         self._factors: deque[int] = deque()
         self._lock = threading.Lock()
@@ -98,7 +135,10 @@ class RandomnessPool:
             return len(self._factors)
 
     def __repr__(self) -> str:
-        return f"RandomnessPool({self._backend.name}, ready={len(self)}, target={self._target})"
+        kind = ", own" if self._own else ""
+        return (
+            f"RandomnessPool({self._backend.name}{kind}, ready={len(self)}, target={self._target})"
+        )
 
     def __reduce__(self) -> NoReturn:
         raise TypeError("a RandomnessPool holds secret encryption factors and is never pickled")
@@ -125,12 +165,14 @@ class RandomnessPool:
             if missing <= 0:
                 return
             started = time.perf_counter()
+            count = min(self._chunk, missing)
             try:
-                made = self._backend.random_factors(
-                    self._private, min(self._chunk, missing), workers=1
-                )
-            except Exception as exc:  # the encrypting party falls back to inline encryption
-                logger.warning("precomputing encryption randomness stopped: %s", type(exc).__name__)
+                if self._own:
+                    made = self._backend.own_factors(self._key, count, workers=1)
+                else:
+                    made = self._backend.random_factors(self._key, count, workers=1)
+            except Exception as exc:  # the party falls back to making factors inline
+                logger.warning("precomputing randomness stopped: %s", type(exc).__name__)
                 return
             elapsed = time.perf_counter() - started
             with self._lock:
@@ -205,11 +247,39 @@ def pool_for(backend: HEBackend, private: Any) -> RandomnessPool:
         return pool
 
 
+_OWN_POOLS: OrderedDict[tuple[str, str], RandomnessPool] = OrderedDict()
+
+
+def own_pool_for(party: str, backend: HEBackend, public: Any) -> RandomnessPool:
+    """``party``'s pool of own re-randomisation factors for the key holder's ``public`` key."""
+    key = (party, f"{backend.name}:{public.fingerprint}")
+    with _POOLS_LOCK:
+        pool = _OWN_POOLS.get(key)
+        if pool is None:
+            pool = RandomnessPool(backend, public, chunk=OWN_CHUNK, own=True)
+            _OWN_POOLS[key] = pool
+            while len(_OWN_POOLS) > OWN_POOL_CACHE_SIZE:
+                _OWN_POOLS.popitem(last=False)[1].forget()
+        else:
+            _OWN_POOLS.move_to_end(key)
+        return pool
+
+
+def forget_own_pools(party: str) -> None:
+    """Stop ``party``'s own-randomness pools and drop their factors (the end of its job)."""
+    with _POOLS_LOCK:
+        keys = [key for key in _OWN_POOLS if key[0] == party]
+        pools = [_OWN_POOLS.pop(key) for key in keys]
+    for pool in pools:
+        pool.forget()
+
+
 def forget_pools() -> None:
     """Stop every pool's thread and drop every precomputed factor of this process."""
     with _POOLS_LOCK:
-        pools = list(_POOLS.values())
+        pools = [*_POOLS.values(), *_OWN_POOLS.values()]
         _POOLS.clear()
+        _OWN_POOLS.clear()
     for pool in pools:
         pool.forget()
 
@@ -219,6 +289,7 @@ def _after_fork_in_child() -> None:
     global _POOLS_LOCK
     _POOLS_LOCK = threading.Lock()
     _POOLS.clear()
+    _OWN_POOLS.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -109,7 +109,13 @@ class BankRole:
         }
         ctx.store.put_json("sb.state", state)
         keys.save(ctx.store, prefix=KEY_PREFIX)
-        init_settings = {"max_bin": params.max_bin}
+        # Public parameters of the job the platforms approved; they size their own
+        # re-randomisation pools from the depth and stop filling them after the last tree.
+        init_settings = {
+            "max_bin": params.max_bin,
+            "max_depth": params.max_depth,
+            "n_estimators": params.n_estimators,
+        }
         return [
             Envelope(
                 PROTOCOL,

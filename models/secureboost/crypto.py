@@ -303,9 +303,39 @@ class PlatformCipher:
         noise = self.backend.encrypt(self._public, [self.layout.noise_plaintext(rng) for _ in sums])
         return [self.backend.add(self._public, c, n) for c, n in zip(sums, noise, strict=True)]
 
-    def pack(self, sums: list[int]) -> npt.NDArray[np.uint8]:
-        """Pack several sums per ciphertext (the bank decrypts once per pack), re-randomised."""
-        packed = self.backend.pack(self._public, sums, self.layout.sum_bits)
+    @property
+    def public(self) -> Any:
+        """The bank's public key (the platform's own re-randomisation pool is keyed by it)."""
+        return self._public
+
+    @property
+    def factor_bytes(self) -> int:
+        """Bytes of one re-randomisation factor ``y^n`` (a ciphertext's modulus)."""
+        return int(self._public.ciphertext_bytes)
+
+    def n_packed(self, n_sums: int) -> int:
+        """Packed ciphertexts (each re-randomised once) that :meth:`pack` makes of ``n_sums``."""
+        return self.backend.sum_packer(self._public, self.layout.sum_bits).n_packed(n_sums)
+
+    def packs_per_tree(self, sums_per_node: int, max_depth: int) -> int:
+        """Packed ciphertexts of one tree: the re-randomisation factors it consumes.
+
+        The bank asks for the root's histograms, then at each further level below ``max_depth``
+        for the smaller child of each split (the sibling is the parent minus it): at most
+        ``2^(d-1)`` nodes at depth ``d``. Each level packs ``nodes × sums_per_node`` sums
+        (``sums_per_node`` = Σ over features of bins + 1), ``capacity`` per ciphertext.
+        """
+        nodes = [1] + [2 ** (depth - 1) for depth in range(1, max(1, int(max_depth)))]
+        return sum(self.n_packed(k * int(sums_per_node)) for k in nodes)
+
+    def pack(self, sums: list[int], factors: Sequence[int] = ()) -> npt.NDArray[np.uint8]:
+        """Pack several sums per ciphertext (the bank decrypts once per pack), re-randomised.
+
+        ``factors``: the platform's own ``y^n`` made ahead
+        (:class:`secure_agg.precompute.RandomnessPool` with ``own``), one per packed ciphertext
+        from the first and used here only; the other packs get fresh ones.
+        """
+        packed = self.backend.pack(self._public, sums, self.layout.sum_bits, factors)
         return self.backend.to_array(self._public, packed)
 
 

@@ -5,6 +5,15 @@ encrypted per-row gradients per (node, feature, bin), adds its own DP noise (its
 never the bank's word) and packs the sums; it applies the splits the bank chose on its features
 and answers left or right, and at the end keeps its part (its split rules and bins) in its own
 model store. It never decrypts anything: the bank holds the key.
+
+Its own re-randomisation of every packed sum (``y^n`` for a fresh uniform ``y`` of its own,
+:mod:`secure_agg.own_randomness`) costs a full exponentiation per packed ciphertext. The platform
+makes these factors ahead, while it waits for the bank: a pool per job in its own process
+(:func:`secure_agg.precompute.own_pool_for`), started when it receives the bank's key and
+refilled to a tree's worth (:meth:`~models.secureboost.crypto.PlatformCipher.packs_per_tree`)
+after each histogram reply; packing takes what is ready and makes the rest fresh. Each factor is
+used once, never sent, logged or pickled, and forgotten at the end of the job
+(:func:`models.secureboost.state.cleanup`, and ``job/end`` on every outcome).
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ from models.secureboost.core import IntArray, Split, goes_left
 from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
 from models.secureboost.privacy import DP_MECHANISM, own_noise
+from models.secureboost.settings import DEFAULTS
 from models.secureboost.state import CLOCK, PENDING, YOURS, cleanup, training_bins
-from models.secureboost.timing import COMPUTE_SECONDS
+from models.secureboost.timing import COMPUTE_SECONDS, FRESH_PACKS, PRECOMPUTED_PACKS
 from models.vertical import (
     aligned_features,
     check_key_matches_job,
@@ -34,6 +44,10 @@ from models.vertical import (
     peer_scheme_key,
     platform_rows,
 )
+from secure_agg import precompute
+
+#: Largest tree depth a job may ask for (:class:`models.secureboost.settings.SecureBoostSettings`).
+MAX_DEPTH_LIMIT = 12
 
 
 class PlatformRole:
@@ -88,14 +102,45 @@ class PlatformRole:
             {
                 "bank": env.sender,
                 "public_key": public_key.hex(),
-                "settings": {"max_bin": int(settings["max_bin"])},
+                "settings": {
+                    "max_bin": int(settings["max_bin"]),
+                    **_pool_settings(settings),
+                },
                 "noise": noise,
                 "splits": {},
                 "tree": -1,
             },
         )
         features = [{"name": s.name, "kind": s.kind, "n_bins": s.n_bins} for s in specs]
+        # The first tree's re-randomisation factors, made while the bank sets up and encrypts.
+        # The bank's row layout comes with the tree; until then it is estimated from the rows
+        # and this node's own noise (the layout carries at least that much).
+        own = crypto.NoiseSpec(noise["sigma_gh"], noise["sigma_count"]) if noise else None
+        estimate = crypto.PlatformCipher(
+            key, crypto.RowLayout(int(train.sum()), own), scheme.backend
+        )
+        self._refill(ctx, estimate, ctx.store.get_json("sb.state"), more=True)
         return env.reply("ready", {"features": dumps(features), "noise": dumps(noise)})
+
+    def _refill(
+        self,
+        ctx: PartyContext,
+        cipher: crypto.PlatformCipher,
+        state: dict[str, Any],
+        *,
+        more: bool,
+    ) -> None:
+        """Make a tree's worth of own re-randomisation factors while waiting (none if not ``more``).
+
+        Called as the handler ends, right before its reply goes out: the background thread runs
+        while the bank decrypts, chooses splits or encrypts the next tree.
+        """
+        if not precompute.enabled():
+            return
+        widths = [BinSpec.from_dict(s).n_bins + 1 for s in ctx.store.get_json("sb.specs")]
+        target = cipher.packs_per_tree(sum(widths), int(state["settings"]["max_depth"]))
+        pool = precompute.own_pool_for(ctx.name, cipher.backend, cipher.public)
+        pool.fill(precompute.capped_target(target, cipher.factor_bytes) if more else 0)
 
     def _cipher(self, ctx: PartyContext, state: dict[str, Any]) -> crypto.PlatformCipher:
         layout = state.get("layout")
@@ -144,6 +189,7 @@ class PlatformRole:
         clock = CLOCK.load(ctx)
         payload = self._histograms(ctx, cipher, bins, position, [0], state, clock)
         CLOCK.save(ctx, clock)
+        self._refill(ctx, cipher, state, more=_more_histograms(state, tree, 0))
         return env.reply("hist", {"tree": tree, "level": 0, **payload})
 
     def _level(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
@@ -201,16 +247,16 @@ class PlatformRole:
         state = {**state, "level": level + 1}
         ctx.store.put_json("sb.state", state)
         stage = "dirs"
+        cipher = None
         if compute and known:
-            payload.update(
-                self._histograms(
-                    ctx, self._cipher(ctx, state), bins, incoming, compute, state, clock
-                )
-            )
+            cipher = self._cipher(ctx, state)
+            payload.update(self._histograms(ctx, cipher, bins, incoming, compute, state, clock))
             stage = "hist"
         elif compute:
             stage = "dirs"  # positions of other platforms' splits arrive with ``assign``
         CLOCK.save(ctx, clock)
+        if cipher is not None:
+            self._refill(ctx, cipher, state, more=_more_histograms(state, tree, level + 1))
         return env.reply(stage, payload)
 
     def _histograms(
@@ -246,13 +292,24 @@ class PlatformRole:
         started = time.perf_counter()
         if cipher.layout.noise is not None:
             ordered = cipher.add_noise(ordered)
-        packed = cipher.pack(ordered)
+        n_packs = cipher.n_packed(len(ordered))
+        pool = (
+            precompute.own_pool_for(ctx.name, cipher.backend, cipher.public)
+            if precompute.enabled()
+            else None
+        )
+        factors = pool.take(n_packs)[0] if pool is not None else []
+        packed = cipher.pack(ordered, factors)
+        precomputed = len(factors)
+        del factors  # each factor is used once: only its re-randomised pack remains
         clock.add("pack", time.perf_counter() - started, len(ordered))
         return {
             "nodes": dumps(nodes),
             "n_sums": len(ordered),
             "sums": packed,
             "key": cipher.fingerprint,
+            PRECOMPUTED_PACKS: precomputed,
+            FRESH_PACKS: n_packs - precomputed,
         }
 
     def _predict(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
@@ -285,3 +342,35 @@ class PlatformRole:
                 "clock": dumps({"seconds": clock.seconds, "ops": clock.ops}),
             },
         )
+
+
+def _more_histograms(state: dict[str, Any], tree: int, level: int) -> bool:
+    """Whether histograms may follow the ones just computed for ``(tree, level)``.
+
+    False after the deepest histogram level of the last tree (the bank asks for none at
+    ``max_depth``): no factors are made that only the end of the job would forget.
+    """
+    settings = state["settings"]
+    n_estimators = settings.get("n_estimators")
+    last_level = level + 1 >= int(settings["max_depth"])
+    return not (last_level and n_estimators is not None and tree + 1 >= int(n_estimators))
+
+
+def _pool_settings(settings: dict[str, Any]) -> dict[str, int | None]:
+    """``max_depth`` and ``n_estimators`` from the bank's init settings, checked.
+
+    They only size this node's own pool of re-randomisation factors (a wrong value costs idle
+    CPU or fresh factors, never correctness), but they come from a peer: bounded before use.
+    """
+    depth = settings.get("max_depth", DEFAULTS.max_depth)
+    trees = settings.get("n_estimators")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_DEPTH_LIMIT:
+        raise ProtocolError(
+            f"secureboost/init: max_depth must be an integer in [1, {MAX_DEPTH_LIMIT}], "
+            f"got {depth!r}"
+        )
+    if trees is not None and (isinstance(trees, bool) or not isinstance(trees, int) or trees < 1):
+        raise ProtocolError(
+            f"secureboost/init: n_estimators must be a positive integer, got {trees!r}"
+        )
+    return {"max_depth": depth, "n_estimators": trees}

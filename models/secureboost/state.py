@@ -17,6 +17,7 @@ from features.binning import BinSpec, transform
 from models.alignment import job_rows
 from models.protocol import PartyContext, dumps
 from models.vertical import KeyPair, PartyClock, aligned_features
+from secure_agg import precompute
 
 PROTOCOL = "secureboost"
 
@@ -70,8 +71,14 @@ def training_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
 
 
 def cleanup(ctx: PartyContext) -> None:
-    """Forget the training state of a finished protocol (and the bank's key pair)."""
+    """Forget the training state of a finished protocol (and the bank's key pair).
+
+    A platform also drops its own precomputed re-randomisation factors
+    (:func:`secure_agg.precompute.forget_own_pools`); on failure ``job/end`` drops every pool of
+    the process (:func:`secure_agg.precompute.forget_pools`).
+    """
     for key in ("sb.gh", "sb.g", "sb.h", "sb.position", "sb.raw", "sb.y"):
         ctx.store.delete(key)
+    precompute.forget_own_pools(ctx.name)
     if ctx.role == "bank":
         KeyPair.forget(ctx.store, prefix=KEY_PREFIX)

@@ -16,6 +16,10 @@ what each side waits. ``precomputed_rows`` counts the rows encrypted with random
 made ahead while it waited (:mod:`secure_agg.precompute`) and ``precompute_seconds`` the
 background seconds that made them: overlapped with waiting, so not on the critical path.
 ``encrypt_seconds`` is the bank's encryption of the tree's gradients (part of ``bank_compute``).
+``platform_precomputed_packs`` and ``platform_fresh_packs`` count the packed histogram
+ciphertexts the platforms (all of them, every hop of the tree) re-randomised with factors they
+made ahead while waiting, and with factors made during the hop (on the critical path); each
+platform reports its counts in its ``hist`` replies.
 Bank-only trees (no message) are all ``bank_compute``.
 
 The accounting lives in the bank's state (``state["timing"]``) between messages; durations are
@@ -32,6 +36,10 @@ from models.protocol import Envelope, ProtocolError
 
 #: Payload key of a platform reply's handler seconds.
 COMPUTE_SECONDS = "compute_seconds"
+#: Payload keys of a platform's ``hist`` reply: packed ciphertexts re-randomised with factors
+#: it made ahead, and with factors made during the reply.
+PRECOMPUTED_PACKS = "precomputed_packs"
+FRESH_PACKS = "fresh_packs"
 #: Key of the critical path in a tree's metrics entry.
 CRITICAL_PATH = "critical_path"
 #: The parts of a tree's wall time (they sum to ``wall``).
@@ -50,6 +58,8 @@ def open_tree(state: dict[str, Any], tree: int, now: float) -> None:
         "encrypt": 0.0,
         "precomputed_rows": 0,
         "precompute_seconds": 0.0,
+        "platform_precomputed_packs": 0,
+        "platform_fresh_packs": 0,
     }
 
 
@@ -69,9 +79,24 @@ def handler_ended(state: dict[str, Any], now: float) -> None:
 
 
 def platform_replied(state: dict[str, Any], env: Envelope) -> None:
-    """Note a platform reply's handler seconds (the hop's platform time is the longest)."""
+    """Note a platform reply's handler seconds (the hop's platform time is the longest).
+
+    Its packed-ciphertext counts (:data:`PRECOMPUTED_PACKS`, :data:`FRESH_PACKS`) add up over
+    platforms and hops.
+    """
     timing = state.get("timing")
-    if timing is None or COMPUTE_SECONDS not in env.payload:
+    if timing is None:
+        return
+    for key, total in (
+        (PRECOMPUTED_PACKS, "platform_precomputed_packs"),
+        (FRESH_PACKS, "platform_fresh_packs"),
+    ):
+        if key in env.payload:
+            count = env.payload[key]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+                raise ProtocolError(f"'{env.sender}': {key} must be a nonnegative integer")
+            timing[total] = int(timing.get(total, 0)) + count
+    if COMPUTE_SECONDS not in env.payload:
         return
     seconds = env.payload[COMPUTE_SECONDS]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
@@ -115,6 +140,8 @@ def close_tree(state: dict[str, Any], now: float) -> dict[str, Any] | None:
         "encrypt_seconds": float(timing["encrypt"]),
         "precomputed_rows": int(timing["precomputed_rows"]),
         "precompute_seconds": float(timing["precompute_seconds"]),
+        "platform_precomputed_packs": int(timing.get("platform_precomputed_packs", 0)),
+        "platform_fresh_packs": int(timing.get("platform_fresh_packs", 0)),
     }
 
 
@@ -135,6 +162,8 @@ def summarize(per_tree: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "encrypt_seconds",
         "precompute_seconds",
         "precomputed_rows",
+        "platform_precomputed_packs",
+        "platform_fresh_packs",
     )
     out: dict[str, Any] = {"trees": len(paths)}
     for key in keys:

@@ -148,6 +148,7 @@ from secure_agg.ou.errors import InsecureKeyError, KeyMismatchError, OUError, Pl
 from secure_agg.ou.homomorphic import (
     add,
     mul_const,
+    own_factors,
     pack_sums,
     rerandomize_own,
     sum_groups,
@@ -203,6 +204,7 @@ __all__ = [
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
+    "own_factors",
     "pack_sums",
     "packing_key_bits",
     "random_factors",

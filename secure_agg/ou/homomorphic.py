@@ -165,7 +165,11 @@ def pack_sums(
 
 
 def rerandomize_own(
-    pub: PublicKey, ciphertexts: Sequence[int], *, workers: int | None = None
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    *,
+    factors: Sequence[int] = (),
+    workers: int | None = None,
 ) -> list[int]:
     """Re-randomise with the sender's own randomness: ``c · y^n mod n``, fresh ``y`` per ``c``.
 
@@ -173,6 +177,10 @@ def rerandomize_own(
     but ``n`` (:mod:`secure_agg.own_randomness`). Use it for every ciphertext that returns to the
     key holder after homomorphic operations; :meth:`~secure_agg.ou.PublicKey.obfuscate` (base
     ``h``, the key holder's choice) stays for the key holder's own ciphertexts.
+
+    ``factors``: ``y^n mod n`` made ahead by the sender itself (:func:`own_factors`), one
+    for each of the first ciphertexts, each used once; the rest get factors made here. Either way
+    ``y`` is fresh, uniform and the sender's, so the argument below is unchanged.
 
     Why the output hides how ``c`` was formed. Write ``n = p²q`` and
     ``Z*_n ≅ Z*_{p²} × Z*_q`` with ``Z*_{p²} = P × Γ``, ``P`` of order ``p`` (the residues
@@ -205,7 +213,17 @@ def rerandomize_own(
     # where a row it tagged ended up.
     if any(gmpy2.gcd(c, n) != 1 for c in cts):
         raise OUError(f"a ciphertext is not a unit modulo n for OU key {pub.fingerprint}")
-    return own_randomness.nth_power_rerandomize(cts, pub.n, pub.n, workers=workers)
+    return own_randomness.nth_power_rerandomize(cts, pub.n, pub.n, factors=factors, workers=workers)
+
+
+def own_factors(pub: PublicKey, count: int, *, workers: int | None = None) -> list[int]:
+    """``count`` factors ``y^n mod n`` for :func:`rerandomize_own`, a fresh ``y`` each.
+
+    The sender's own randomness made ahead (``y`` uniform in ``Z*_n`` from :mod:`secrets`;
+    nothing but ``n`` comes from the key holder). Secret to the sender and used once each: two
+    ciphertexts sharing a factor would reveal their quotient's plaintext part.
+    """
+    return own_randomness.nth_power_factors(pub.n, pub.n, count, workers=workers)
 
 
 def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:

@@ -147,6 +147,7 @@ from secure_agg.paillier.extension import KERNELS_ENV
 from secure_agg.paillier.homomorphic import (
     add,
     mul_const,
+    own_factors,
     rerandomize_own,
     sum_groups,
     sum_groups_many,
@@ -220,6 +221,7 @@ __all__ = [
     "generate_keypair",
     "mul_const",
     "obfuscate_many",
+    "own_factors",
     "random_factors",
     "rerandomize_own",
     "sum_groups",

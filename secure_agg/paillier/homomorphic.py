@@ -263,7 +263,11 @@ def _sum_rows_c(
 
 
 def rerandomize_own(
-    pub: PublicKey, ciphertexts: Sequence[int], *, workers: int | None = None
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    *,
+    factors: Sequence[int] = (),
+    workers: int | None = None,
 ) -> list[int]:
     """Re-randomise with the sender's own randomness: ``c · y^n mod n²``, fresh ``y`` per ``c``.
 
@@ -272,6 +276,10 @@ def rerandomize_own(
     :meth:`PublicKey.obfuscate` uses. Use it for every ciphertext that returns to the key holder
     after homomorphic operations. It costs a full exponentiation modulo ``n²`` (the cost of a
     naive encryption) instead of ``h_s``'s table look-ups.
+
+    ``factors``: ``y^n mod n²`` made ahead by the sender itself (:func:`own_factors`), one
+    for each of the first ciphertexts, each used once; the rest get factors made here. Either way
+    ``y`` is fresh, uniform and the sender's, so the argument below is unchanged.
 
     Why the output hides how ``c`` was formed. When ``gcd(n, φ(n)) = 1``,
     ``(m, r) ↦ (1 + n)^m · r^n mod n²`` is an isomorphism ``Z_n × Z*_n → Z*_{n²}`` (Paillier
@@ -304,4 +312,16 @@ def rerandomize_own(
     # where a row it tagged ended up.
     if any(gmpy2.gcd(c, n) != 1 for c in cts):
         raise PaillierError(f"a ciphertext is not a unit for key {pub.fingerprint}")
-    return own_randomness.nth_power_rerandomize(cts, pub.n, pub.nsquare, workers=workers)
+    return own_randomness.nth_power_rerandomize(
+        cts, pub.n, pub.nsquare, factors=factors, workers=workers
+    )
+
+
+def own_factors(pub: PublicKey, count: int, *, workers: int | None = None) -> list[int]:
+    """``count`` factors ``y^n mod n²`` for :func:`rerandomize_own`, a fresh ``y`` each.
+
+    The sender's own randomness made ahead (``y`` uniform in ``Z*_n`` from :mod:`secrets`;
+    nothing but ``n`` comes from the key holder). Secret to the sender and used once each: two
+    ciphertexts sharing a factor would reveal their quotient's plaintext part.
+    """
+    return own_randomness.nth_power_factors(pub.n, pub.nsquare, count, workers=workers)
