@@ -5,6 +5,8 @@ registration, tax, social-insurance, utilities, customs, judicial, quality
 and key-personnel features; each bank knows its borrowers' loans, account
 relationship, credit-bureau data and the 12-month default label. The tables
 share only the unified social credit code ``enterprise_id``.
+:func:`generate_timeline` adds time: monthly platform snapshots with drift (seasons, a regional
+shock, a stricter tax grading) and loan vintages whose outcomes mature with a lag.
 
 Examples
 --------
@@ -26,6 +28,7 @@ from features.synth.schema import (
     PLATFORM_COLUMNS,
     ColumnInfo,
 )
+from features.synth.timeline import DriftConfig, SMETimeline, generate_timeline
 from features.synth.uscc import build_uscc, generate_uscc, is_valid_uscc
 from features.synth.writer import build_manifest, load, write
 
@@ -38,12 +41,15 @@ __all__ = [
     "PLATFORM_COLUMNS",
     "BankProfile",
     "ColumnInfo",
+    "DriftConfig",
     "SMEConfig",
     "SMEDataset",
+    "SMETimeline",
     "SignalReport",
     "build_manifest",
     "build_uscc",
     "generate",
+    "generate_timeline",
     "generate_uscc",
     "is_valid_uscc",
     "load",

@@ -50,11 +50,14 @@ class BankBook:
         Bank observables and the label; categoricals as integer codes.
     offset : float
         Calibrated default-logit offset of the bank.
+    logit : numpy.ndarray of float
+        Each loan's default logit before the offset (firm, product and leverage).
     """
 
     rows: c.IntArray
     columns: dict[str, c.FloatArray | c.IntArray]
     offset: float
+    logit: c.FloatArray
 
 
 def select_borrowers(
@@ -193,7 +196,7 @@ def simulate_book(
     offset = _calibrate(logit, profile.default_rate)
     label = world.default_u[rows] < c.sigmoid(logit + offset)
     cols["default_12m"] = label.astype(np.int64)
-    return BankBook(rows=rows, columns=cols, offset=offset)
+    return BankBook(rows=rows, columns=cols, offset=offset, logit=logit)
 
 
 def _calibrate(logit: c.FloatArray, target: float) -> float:

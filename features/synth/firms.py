@@ -27,7 +27,15 @@ from features.synth.divisions import DIVISION_LEVELS, DIVISIONS, PROVINCES
 from features.synth.schema import INDUSTRIES, TAX_GRADES
 from features.synth.uscc import build_uscc
 
-__all__ = ["World", "simulate_world"]
+__all__ = [
+    "Latents",
+    "Observation",
+    "Structure",
+    "World",
+    "firm_logit",
+    "observe",
+    "simulate_world",
+]
 
 # Per-industry parameters (rows follow schema.INDUSTRIES):
 # share of firms, default-logit tilt, log-size tilt, sales per employee (10k CNY),
@@ -91,6 +99,159 @@ _REFORM_AGE = 9.75  # firms younger than this were registered after the 2015 ref
 
 
 @dataclass(frozen=True)
+class Structure:
+    """What a firm is, as opposed to how it is doing: fixed over the months of a timeline.
+
+    Attributes
+    ----------
+    industry, province, entity : numpy.ndarray of int
+        Industry, province and legal-form codes.
+    age : numpy.ndarray of float
+        Firm age in years (rounded to 0.1).
+    z_age : numpy.ndarray of float
+        Standardised log age.
+    log_emp, z_size : numpy.ndarray of float
+        Log employees and standardised size.
+    employees : numpy.ndarray of int
+        Head count.
+    """
+
+    industry: c.IntArray
+    province: c.IntArray
+    entity: c.IntArray
+    age: c.FloatArray
+    z_age: c.FloatArray
+    log_emp: c.FloatArray
+    z_size: c.FloatArray
+    employees: c.IntArray
+
+
+@dataclass(frozen=True)
+class Latents:
+    """How firms are doing: the latent factors the observables and the default risk follow.
+
+    Attributes
+    ----------
+    health, conduct, liquidity : numpy.ndarray of float
+        Latent risk factors (higher is better).
+    log_rev : numpy.ndarray of float
+        Latent log sales.
+    """
+
+    health: c.FloatArray
+    conduct: c.FloatArray
+    liquidity: c.FloatArray
+    log_rev: c.FloatArray
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the platform observes of firms in a given state, and what the default risk needs.
+
+    Attributes
+    ----------
+    structure : Structure
+        The firms.
+    latents : Latents
+        Their state.
+    columns : dict of str to numpy.ndarray
+        Platform observables (categoricals as integer codes, -1 = missing), without the
+        structural columns (``firm_age_years``, ``industry``, ...).
+    dormant : numpy.ndarray of bool
+        No revenue over the last 12 months.
+    leased : numpy.ndarray of bool
+        Leased premises (drives missing utilities).
+    kp_dishonest : numpy.ndarray of int
+        The legal representative is a dishonest debtor.
+    """
+
+    structure: Structure
+    latents: Latents
+    columns: dict[str, NDArray[np.float64] | c.IntArray]
+    dormant: c.BoolArray
+    leased: c.BoolArray
+    kp_dishonest: c.IntArray
+
+
+def observe(
+    rng: np.random.Generator, structure: Structure, latents: Latents, grade_shift: float = 0.0
+) -> Observation:
+    """Draw the platform's observables of firms in state ``latents``.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the observation noise.
+    structure : Structure
+        The firms.
+    latents : Latents
+        Their state.
+    grade_shift : float
+        Points added to every tax-credit grade threshold (a stricter grading policy when
+        positive); 0 is the published rule (A >= 90, B 70-89, C 40-69, D < 40).
+
+    Returns
+    -------
+    Observation
+        The observables and what :func:`firm_logit` needs.
+    """
+    s, lat = structure, latents
+    n = s.age.shape[0]
+    h, cd = lat.health, lat.conduct
+    cols: dict[str, NDArray[np.float64] | c.IntArray] = {}
+    flags = _registration(rng, n, cols, s.age, s.log_emp, h, cd)
+    dormant = c.bernoulli(rng, c.sigmoid(-3.4 - 0.3 * h - 0.3 * cd - 0.4 * s.z_age))
+    _tax(rng, cols, s.age, lat.log_rev, h, cd, dormant, flags, grade_shift)
+    _social(rng, cols, s.employees, s.age, s.z_size, h, cd, s.entity)
+    leased = _utilities(rng, cols, s.industry, s.log_emp, s.z_age, s.z_size, s.age, h, cd)
+    coastal = np.array([p.coastal for p in PROVINCES])[s.province]
+    _customs(rng, cols, s.industry, s.z_size, lat.log_rev, coastal, h, cd)
+    _quality(rng, cols, s.industry, s.z_size, lat.log_rev, h, cd)
+    kp_dishonest = _key_personnel(rng, cols, s.age, h, cd)
+    return Observation(s, lat, cols, dormant, leased, kp_dishonest)
+
+
+def firm_logit(obs: Observation, shock: c.FloatArray) -> c.FloatArray:
+    """The firm-level 12-month default logit of observed firms, before any bank's offset.
+
+    Parameters
+    ----------
+    obs : Observation
+        Firms, their state and observables.
+    shock : numpy.ndarray of float
+        The unobservable part (``SHOCK_SD`` standard deviations).
+
+    Returns
+    -------
+    numpy.ndarray of float
+        One logit per firm.
+    """
+    s, lat, cols = obs.structure, obs.latents, obs.columns
+    prov_risk = np.array([p.risk for p in PROVINCES])[s.province]
+    # honeymoon: brand-new firms still live on their initial capital (their risk shows
+    # through low health and leased premises instead); keeps grade M near 5 %
+    young = np.select([s.age < 1.0, s.age < 2.0], [-0.30, -0.15], 0.0)
+    logit: c.FloatArray = (
+        -COEF_HEALTH * lat.health
+        - COEF_CONDUCT * lat.conduct
+        - COEF_LIQUIDITY * lat.liquidity
+        + _IND_RISK[s.industry]
+        + prov_risk
+        + _ENT_RISK[s.entity]
+        + young
+        - 0.10 * s.z_size
+        + 0.25 * obs.leased
+        + 0.05 * obs.dormant
+        + 1.6 * cols["dishonest_debtor"]
+        + 0.8 * obs.kp_dishonest
+        + 0.5 * cols["serious_violation_listed"]
+        + 0.3 * cols["abnormal_operation_listed"]
+        + shock
+    )
+    return logit
+
+
+@dataclass(frozen=True)
 class World:
     """Every simulated firm, on and off the platform.
 
@@ -137,6 +298,25 @@ class World:
     default_logit: c.FloatArray
     default_u: c.FloatArray
     columns: dict[str, NDArray[np.float64] | c.IntArray]
+
+    def structure(self) -> Structure:
+        """The firms' :class:`Structure` (what stays fixed over a timeline)."""
+        z_age = (np.log(self.age) - _LOG_AGE_MU) / _LOG_AGE_SD
+        employees = np.maximum(1, np.round(np.exp(self.log_emp))).astype(np.int64)
+        return Structure(
+            self.industry,
+            self.province,
+            self.entity,
+            self.age,
+            z_age,
+            self.log_emp,
+            self.z_size,
+            employees,
+        )
+
+    def latents(self) -> Latents:
+        """The firms' :class:`Latents` (their state when the world was drawn)."""
+        return Latents(self.health, self.conduct, self.liquidity, self.log_rev)
 
 
 def _structure(
@@ -194,38 +374,14 @@ def simulate_world(n: int, rng: np.random.Generator) -> World:
     liquidity = 0.25 * health + 0.97 * c.normal(rng, n)
     log_rev = log_emp + _IND_PROD[industry] + 0.25 * health + 0.5 * c.normal(rng, n)
 
-    cols: dict[str, NDArray[np.float64] | c.IntArray] = {}
-    flags = _registration(rng, n, cols, age, log_emp, health, conduct)
-    dormant = c.bernoulli(rng, c.sigmoid(-3.4 - 0.3 * health - 0.3 * conduct - 0.4 * z_age))
-    _tax(rng, cols, age, log_rev, health, conduct, dormant, flags)
-    _social(rng, cols, employees, age, z_size, health, conduct, entity)
-    leased = _utilities(rng, cols, industry, log_emp, z_age, z_size, age, health, conduct)
-    coastal = np.array([p.coastal for p in PROVINCES])[province]
-    _customs(rng, cols, industry, z_size, log_rev, coastal, health, conduct)
-    _quality(rng, cols, industry, z_size, log_rev, health, conduct)
-    kp_dishonest = _key_personnel(rng, cols, age, health, conduct)
-
-    prov_risk = np.array([p.risk for p in PROVINCES])[province]
-    # honeymoon: brand-new firms still live on their initial capital (their risk shows
-    # through low health and leased premises instead); keeps grade M near 5 %
-    young = np.select([age < 1.0, age < 2.0], [-0.30, -0.15], 0.0)
-    logit = (
-        -COEF_HEALTH * health
-        - COEF_CONDUCT * conduct
-        - COEF_LIQUIDITY * liquidity
-        + _IND_RISK[industry]
-        + prov_risk
-        + _ENT_RISK[entity]
-        + young
-        - 0.10 * z_size
-        + 0.25 * leased
-        + 0.05 * dormant
-        + 1.6 * cols["dishonest_debtor"]
-        + 0.8 * kp_dishonest
-        + 0.5 * cols["serious_violation_listed"]
-        + 0.3 * cols["abnormal_operation_listed"]
-        + SHOCK_SD * c.normal(rng, n)
+    obs = observe(
+        rng,
+        Structure(industry, province, entity, age, z_age, log_emp, z_size, employees),
+        Latents(health, conduct, liquidity, log_rev),
     )
+    cols = obs.columns
+    dormant = obs.dormant
+    logit = firm_logit(obs, SHOCK_SD * c.normal(rng, n))
     default_u = rng.random(n)
 
     cols["firm_age_years"] = age
@@ -298,6 +454,7 @@ def _tax(
     conduct: c.FloatArray,
     dormant: c.BoolArray,
     flags: dict[str, c.IntArray],
+    grade_shift: float = 0.0,
 ) -> None:
     """Draw the tax and judicial groups (the tax grade reacts to judicial records)."""
     n = age.shape[0]
@@ -338,7 +495,11 @@ def _tax(
         - 15.0 * flags["abnormal"]
         - 1.5 * np.minimum(zero, 11)
     )
-    grade = np.select([score >= 90, score >= 70, score >= 40], [0, 1, 3], 4)
+    grade = np.select(
+        [score >= 90 + grade_shift, score >= 70 + grade_shift, score >= 40 + grade_shift],
+        [0, 1, 3],
+        4,
+    )
     grade = np.where((age < 1.5) | dormant, TAX_GRADES.index("M"), grade)
     cols["tax_credit_grade"] = grade.astype(np.int64)
     general = (sales > 500.0) | c.bernoulli(rng, np.full(n, 0.25))
