@@ -84,6 +84,7 @@ def preflight(experiment: Experiment) -> dict[str, PartyTable]:
                 categorical=party.categorical,
                 id_scheme=experiment.config.alignment.id_scheme,
                 text_format=party.text_format,
+                weight_column=party.weight_column,
             )
         except DataError as exc:
             raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc

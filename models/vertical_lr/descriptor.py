@@ -59,6 +59,7 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
             "bank_part": outcome.bank_part,
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
+            "validation": outcome.validation,
         },
     )
 
