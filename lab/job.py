@@ -293,6 +293,7 @@ def _summary(
         },
         "privacy": privacy_summary(result) if trained else {},
         "timing": reporting_for(experiment.model_type).timing(result) if trained else {},
+        "validation": reporting_for(experiment.model_type).validation(result) if trained else None,
         "registered_model": None,
         **tail,
     }

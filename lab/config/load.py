@@ -246,6 +246,11 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
                 f"{where}: parties[{index}] ('{bank.name}') must set 'label_column': every bank "
                 "of a horizontal job trains on its own labels"
             )
+        if bank.weight_column is not None:
+            raise ConfigError(
+                f"{where}: parties[{index}].weight_column: sample weights train the vertical "
+                "models (secureboost, hetero_lr); a horizontal job does not use them, remove it"
+            )
         if bank.feature_set is not None:
             raise ConfigError(
                 f"{where}: parties[{index}].feature_set: published feature sets are platform "

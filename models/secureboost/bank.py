@@ -499,10 +499,11 @@ class BankRole:
                     }
                 ),
                 "importance": dumps(_importance(state, ctx, specs)),
-                "validation": dumps(
-                    bank_validation.summary(state, params, len(trained))
+                # Only a job with validation rows reports them (nothing new otherwise).
+                **(
+                    {"validation": dumps(bank_validation.summary(state, params, len(trained)))}
                     if bank_validation.enabled(state)
-                    else None
+                    else {}
                 ),
             },
         )

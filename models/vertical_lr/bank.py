@@ -234,8 +234,10 @@ class BankRole:
                 "report": dumps(report),
                 "history": dumps(state["history"]),
                 "converged": bool(state.get("converged", False)),
-                "validation": dumps(
-                    lr_validation.summary(state, params) if lr_validation.enabled(state) else None
+                **(
+                    {"validation": dumps(lr_validation.summary(state, params))}
+                    if lr_validation.enabled(state)
+                    else {}
                 ),
                 "seed": str(state["seed"]),
                 "bank_part": dumps(
