@@ -13,9 +13,14 @@ import pandas as pd
 import pytest
 
 from federated.estimators import HeteroLRClassifier
+from federated.inprocess import inprocess_job
 from models.early_stopping import ValidationPlan, validation_mask
+from models.guard import single_operator
+from models.protocol import Envelope
 from models.sample_weights import training_weights
+from models.vertical.keys import CRYPTO_FIELDS
 from models.vertical_lr.core import fit
+from models.vertical_lr.protocol import HeteroLRParams, conclude, start_envelope
 from tests.test_vertical_lr import KEYS, _data, _woe_matrix
 
 
@@ -80,3 +85,37 @@ def test_sample_weights_are_lossless_with_two_platforms() -> None:
     assert abs(clf.bank_part_.intercept - core.intercept) < 1e-7
     # The weights changed the model (the comparison would pass vacuously otherwise).
     assert np.abs(core.coef - unweighted.coef).max() > 1e-3
+
+
+def test_a_weighted_share_to_a_peer_platform_is_freshly_encrypted() -> None:
+    """A peer holds [[w]] too: a share [[w]]^(0.25 u_P) alone would give u_P away.
+
+    At the first batch every coefficient is 0, so an unrandomised share would be the ciphertext
+    1 (``[[w]]^0``) for every row; the platform multiplies each by a fresh encryption of 0.
+    """
+    bank, y, platforms = _data(300, seed=6)
+    rng = np.random.default_rng(2)
+    platforms["registry"] = pd.DataFrame({"employees": rng.integers(0, 200, len(y)) * 1.0})
+    params = HeteroLRParams(batch_size=128, max_epochs=1, class_weight="balanced", **KEYS)
+    seen: list[Envelope] = []
+    with inprocess_job(
+        bank,
+        y,
+        platforms,
+        name="weighted-shares",
+        model={"type": "hetero_lr", "class_weight": "balanced"},
+        crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
+        limits=single_operator(True),
+    ) as job:
+        job.transport.tap = lambda direction, env: seen.append(env)
+        conclude(job.run(start_envelope("bank", job.platforms, job.order, params, "fit")))
+        job.close()
+    batches = [e for e in seen if e.stage == "batch"]
+    assert batches
+    assert all("enc_w" in e.payload for e in batches)
+    first = [e for e in seen if e.stage == "peer" and e.integer("batch") == 0]
+    assert first
+    for env in first:
+        shares = [int.from_bytes(row.tobytes(), "big") for row in env.array("enc_u")]
+        assert 1 not in shares
+        assert len(set(shares)) == len(shares)

@@ -133,6 +133,33 @@ def test_validation_without_early_stopping_scores_every_tree_and_keeps_them_all(
     )
 
 
+def test_two_platforms_route_their_own_validation_rows_and_equal_the_core() -> None:
+    bank, y, platforms = _data(500, seed=3)
+    frame = platforms["platform"]
+    split = {"platform_a": frame[["tax_score"]], "platform_b": frame[["grade", "employees"]]}
+    plan = ValidationPlan(fraction=0.3, seed=2, rounds=2)
+    clf = SecureBoostClassifier(
+        n_estimators=8,
+        validation_fraction=plan.fraction,
+        validation_seed=plan.seed,
+        early_stopping_rounds=plan.rounds,
+        class_weight={0: 1.0, 1: 2.0},
+        **SETTINGS,
+        **KEYS,
+    ).fit(bank, y, split)
+    weights = training_weights(y, {0: 1.0, 1: 2.0})
+    core, tables = _core(bank, y, split, 8, plan, weights)
+    validation = clf.outcome_.validation
+    assert validation is not None
+    assert validation["best_iteration"] == core.best_iteration
+    assert [t["valid_auc"] for t in clf.outcome_.per_tree] == pytest.approx(
+        [h["valid_auc"] for h in core.history], abs=1e-12
+    )
+    _same_trees(clf, core)
+    federated = clf.predict_proba(bank, split)[:, 1]
+    assert np.abs(federated - core.predict_proba(tables)).max() < 1e-9
+
+
 def test_sample_weights_are_lossless_against_the_core() -> None:
     bank, y, platforms = _data(500, seed=5)
     column = np.random.default_rng(1).uniform(0.2, 3.0, size=y.size)

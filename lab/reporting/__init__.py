@@ -43,6 +43,7 @@ def _no_timing(result: JobResult) -> dict[str, Any]:
 
 def _no_validation(result: JobResult) -> dict[str, Any] | None:
     del result
+    return None
 
 
 @dataclass(frozen=True)

@@ -219,8 +219,13 @@ class PlatformRole:
                 state["bank_key"], ctx.guard.limits, "the bank's Paillier key"
             )
             if weighted:
-                # [[w]]^(0.25 u_P): this platform's weighted share, under the bank's key.
-                shares = arithmetic.scaled(bank_key, self._enc_w(ctx, bank_key, len(u)), u)
+                # [[w]]^(0.25 u_P) times a fresh encryption of 0: this platform's weighted share
+                # under the bank's key. Without the fresh randomness a peer holding [[w]] could
+                # find the small exponent 0.25 u_P of each row (a short discrete logarithm).
+                powers = arithmetic.scaled(bank_key, self._enc_w(ctx, bank_key, len(u)), u)
+                zeros = paillier.encrypt_many(bank_key, [0] * len(u))
+                n2 = gmpy2.mpz(bank_key.nsquare)
+                shares = [int(a * gmpy2.mpz(z) % n2) for a, z in zip(powers, zeros, strict=True)]
             else:
                 shares = paillier.encrypt_many(bank_key, fp.to_residue(u, bank_key.n))
             clock.since("encrypt_peer", started, ops=len(u))
