@@ -8,6 +8,7 @@ platform's node decides whether it routes validation rows at all.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,8 @@ from models.early_stopping import ValidationPlan, validation_mask
 from models.guard import PolicyRefusalError, single_operator
 from models.sample_weights import training_weights
 from models.secureboost.core import CoreModel, TreeParams, train
+from models.vertical import validation as vertical_validation
+from models.vertical.setup import BankRows
 from tests.test_secureboost_protocol import KEYS, _data, _kinds
 
 SETTINGS = {"max_depth": 2, "max_bin": 8, "min_child_samples": 5, "learning_rate": 0.6}
@@ -205,4 +208,44 @@ def test_the_platform_node_refuses_validation_rows_its_policy_does_not_serve(
     )
     clf = SecureBoostClassifier(n_estimators=2, early_stopping_rounds=1, **SETTINGS, **KEYS)
     with pytest.raises(PartyError, match=r"validation\.serve=false"):
+        clf.fit(bank, y, platforms)
+
+
+def _curious_hold_out(share: float, overlap: bool) -> Any:
+    """A bank's ``hold_out`` that marks validation rows its job spec did not ask for."""
+    honest = vertical_validation.hold_out
+
+    def hold_out(ctx: Any, own: BankRows, plan: ValidationPlan) -> Any:
+        fit, valid, y_valid = honest(ctx, own, plan)
+        positions = np.flatnonzero(fit.train)
+        extra = positions[: int(share * positions.size)]
+        valid = valid.copy()
+        valid[extra] = True
+        if not overlap:
+            fit = replace(fit, train=fit.train & ~valid)
+        return fit, valid, y_valid
+
+    return hold_out
+
+
+@pytest.mark.parametrize(
+    ("share", "overlap", "refusal"),
+    [
+        (0.1, True, "validation rows overlap the training rows"),
+        (0.9, False, r"above this node's policy validation\.max_share=0\.5"),
+    ],
+    ids=["overlapping", "too-many"],
+)
+def test_the_platform_counts_validation_rows_from_the_masks_not_the_job_spec(
+    monkeypatch: pytest.MonkeyPatch, share: float, overlap: bool, refusal: str
+) -> None:
+    """A curious bank marks more (or training) rows for validation than its spec says."""
+    bank, y, platforms = _data(300, seed=1)
+    limits = replace(single_operator(insecure_test_keys=True), validation_max_share=0.5)
+    monkeypatch.setattr(
+        estimator_module, "single_operator", lambda insecure_test_keys=False: limits
+    )
+    monkeypatch.setattr(vertical_validation, "hold_out", _curious_hold_out(share, overlap))
+    clf = SecureBoostClassifier(n_estimators=2, validation_fraction=0.2, **SETTINGS, **KEYS)
+    with pytest.raises(PartyError, match=refusal):
         clf.fit(bank, y, platforms)
