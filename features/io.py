@@ -93,6 +93,10 @@ class PartyTable:
         Column names in the file.
     feature_kinds : Mapping[str, FeatureKind]
         ``numeric`` or ``categorical`` per feature column.
+    weight : numpy.ndarray or None
+        ``float64`` nonnegative sample weights of a label holder's weight column, else ``None``.
+    weight_column : str or None
+        Its name in the file.
     """
 
     path: Path
@@ -103,6 +107,8 @@ class PartyTable:
     id_column: str
     label_column: str | None
     feature_kinds: Mapping[str, FeatureKind] = field(default_factory=dict)
+    weight: npt.NDArray[np.float64] | None = None
+    weight_column: str | None = None
 
     @property
     def n_rows(self) -> int:
@@ -125,6 +131,8 @@ class PartyTable:
             id_column=self.id_column,
             label_column=self.label_column,
             feature_kinds=self.feature_kinds,
+            weight=None if self.weight is None else self.weight[rows],
+            weight_column=self.weight_column,
         )
 
 
@@ -205,6 +213,7 @@ def read_party_table(
     id_scheme: IdScheme = "text",
     text_format: TextFormat = DEFAULT_FORMAT,
     refuse_mixed: bool = True,
+    weight_column: str | None = None,
 ) -> PartyTable:
     """Read and validate one party's table.
 
@@ -228,6 +237,8 @@ def read_party_table(
         Refuse a mostly numeric column holding some text (default). ``False`` reads it as
         categorical, for a caller whose declared schema then names the values that break
         its type (:func:`features.column_types.parse_feature`).
+    weight_column : str, optional
+        Column holding nonnegative sample weights (the bank's; never a feature).
 
     Returns
     -------
@@ -242,6 +253,7 @@ def read_party_table(
     raw = _read_raw(path, text_format)
     columns = [str(c) for c in raw.columns]
     _check_columns(path, columns, id_column, label_column, features)
+    _check_weight_column(path, columns, weight_column, (id_column, label_column), features)
     if raw.empty:
         raise DataError(f"{path}: the table has a header but no rows; export the data again")
 
@@ -255,7 +267,12 @@ def read_party_table(
     wanted = (
         list(features)
         if features is not None
-        else [c for c in columns if c not in (id_column, label_column)]
+        else [c for c in columns if c not in (id_column, label_column, weight_column)]
+    )
+    weight = (
+        _parse_weight(path, raw[weight_column], weight_column, text_format)
+        if weight_column
+        else None
     )
     if not wanted:
         raise DataError(
@@ -294,6 +311,8 @@ def read_party_table(
         id_column=id_column,
         label_column=label_column,
         feature_kinds=kinds,
+        weight=weight,
+        weight_column=weight_column,
     )
 
 
@@ -415,6 +434,57 @@ def _check_columns(
         clash = [f for f in features if f in (id_column, label_column)]
         if clash:
             raise DataError(f"{path}: {clash} is the id or label column and cannot be a feature")
+
+
+def _check_weight_column(
+    path: Path,
+    columns: list[str],
+    weight_column: str | None,
+    reserved: tuple[str | None, ...],
+    features: Sequence[str] | None,
+) -> None:
+    if weight_column is None:
+        return
+    if weight_column not in columns:
+        raise DataError(
+            f"{path}: weight column '{weight_column}' not found; columns are {preview(columns)}; "
+            "set the party's 'weight_column' to the column of sample weights, or remove it"
+        )
+    if weight_column in reserved or (features is not None and weight_column in features):
+        raise DataError(
+            f"{path}: weight column '{weight_column}' is also the id, label or a feature column; "
+            "a column of sample weights must be a column of its own"
+        )
+
+
+def _parse_weight(
+    path: Path, series: pd.Series, column: str, text_format: TextFormat
+) -> npt.NDArray[np.float64]:
+    """Nonnegative finite weights; refuse missing, text, negative or infinite values by row."""
+    fix = "fix those rows (a weight is a number >= 0) or remove the party's 'weight_column'"
+    missing = missing_mask(series, text_format.na_values)
+    if missing.any():
+        where = np.flatnonzero(missing)
+        raise DataError(
+            f"{path}: {where.size} missing weight(s) in column '{column}' at "
+            f"{rows_text(where, path)}; {fix}"
+        )
+    text = series.astype("string").str.strip()
+    if text_format.decimal == ",":
+        text = text.str.replace(",", ".", regex=False)
+    values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(values) | (np.nan_to_num(values, nan=-1.0) < 0.0)
+    if bad.any():
+        where = np.flatnonzero(bad)
+        shown = list(dict.fromkeys(series.iloc[where].astype(str).tolist()))
+        head = f"{path}: weight column '{column}' must hold finite numbers >= 0, found"
+        raise DataError(
+            f"{head} {preview(shown)} at {rows_text(where, path)}; {fix}",
+            redacted=f"{head} {len(shown)} other value(s) at {rows_text(where, path)}; {fix}",
+        )
+    if not (values > 0).any():
+        raise DataError(f"{path}: weight column '{column}' holds only zeros; {fix}")
+    return values.astype(np.float64)
 
 
 def _normalise_ids(

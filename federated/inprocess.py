@@ -29,6 +29,9 @@ from models.evaluation import TEST_MASK_KEY
 from models.guard import NodeLimits
 from models.protocol import COORDINATOR, Envelope
 
+#: The bank's weight column in an in-process job (estimators' ``sample_weight``).
+WEIGHT_COLUMN = "_sample_weight"
+
 
 @dataclass(frozen=True)
 class InProcessJob:
@@ -95,11 +98,13 @@ def inprocess_job(
     crypto: dict[str, Any],
     limits: NodeLimits,
     test_mask: npt.NDArray[np.bool_] | None = None,
+    sample_weight: npt.NDArray[np.float64] | None = None,
 ) -> Iterator[InProcessJob]:
     """Join a bank and its platforms in this process, aligned row by row, in a scratch folder.
 
     The bank is named ``bank``; platforms keep their mapping keys. ``test_mask`` marks rows the
-    bank holds out of training (none by default). ``limits`` are every party's node limits:
+    bank holds out of training (none by default); ``sample_weight`` becomes the bank's weight
+    column (:data:`WEIGHT_COLUMN`). ``limits`` are every party's node limits:
     the caller acts for all of them (see :func:`models.guard.single_operator`).
     """
     labels = check_inputs(x_bank, y, x_platforms)
@@ -107,6 +112,8 @@ def inprocess_job(
     with tempfile.TemporaryDirectory(prefix=f"{name}-fit-") as tmp:
         folder = Path(tmp)
         frames = {"bank": x_bank.assign(id=ids, y=labels)}
+        if sample_weight is not None:
+            frames["bank"] = frames["bank"].assign(**{WEIGHT_COLUMN: sample_weight})
         frames.update({party: frame.assign(id=ids) for party, frame in x_platforms.items()})
         runtimes = {}
         specs = []
@@ -114,7 +121,10 @@ def inprocess_job(
             path = folder / f"{party}.parquet"
             frame.reset_index(drop=True).to_parquet(path)
             role: Literal["bank", "platform"] = "bank" if party == "bank" else "platform"
-            specs.append(PartySpec(party, role, "id", "y" if role == "bank" else None))
+            weight = WEIGHT_COLUMN if role == "bank" and sample_weight is not None else None
+            specs.append(
+                PartySpec(party, role, "id", "y" if role == "bank" else None, weight_column=weight)
+            )
             binding = PartyBinding(party, role, path, store=folder / "stores" / party)
             runtimes[party] = PartyRuntime(
                 binding, DictStore(), party_protocols(), disclose_errors=True, limits=limits

@@ -106,6 +106,7 @@ def _cached_table(
     categorical: tuple[str, ...],
     id_scheme: IdScheme,
     text_format: TextFormat,
+    weight_column: str | None = None,
 ) -> PartyTable:
     # mtime and size are part of the key so an edited file is read again (and then caught by
     # the digest check in PartyRuntime.table).
@@ -118,6 +119,7 @@ def _cached_table(
         categorical=categorical,
         id_scheme=id_scheme,
         text_format=text_format,
+        weight_column=weight_column,
     )
 
 
@@ -135,6 +137,7 @@ def load_table(binding: PartyBinding, spec: PartySpec, id_scheme: IdScheme) -> P
         spec.categorical,
         id_scheme,
         spec.text_format,
+        spec.weight_column,
     )
 
 

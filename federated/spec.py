@@ -41,6 +41,7 @@ class PartySpec:
     categorical: tuple[str, ...] = ()
     feature_set: str | None = None
     text_format: TextFormat = DEFAULT_FORMAT
+    weight_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class JobSpec:
                     categorical=tuple(p["categorical"]),
                     feature_set=p.get("feature_set"),
                     text_format=_text_format(p.get("text_format")),
+                    weight_column=p.get("weight_column"),
                 )
                 for p in data["parties"]
             )

@@ -154,6 +154,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
             fmt(base["pooled_ks"]),
         )
     out.print(table)
+    _print_validation(summary.get("validation"))
     secagg = summary.get("secure_aggregation")
     if secagg is not None:
         state = (
@@ -178,6 +179,26 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"n_test={summary['n_test']} wall={summary['wall_seconds']} s"
     )
     _print_results(summary)
+
+
+def _print_validation(section: dict[str, Any] | None) -> None:
+    """The validation rows' best iteration and what the model kept (early stopping)."""
+    if not section or section.get("best_iteration") is None:
+        return
+    best = int(section["best_iteration"])
+    auc, ks = section.get("best_valid_auc"), section.get("best_valid_ks")
+    rounds = section.get("early_stopping_rounds")
+    stop = (
+        f"stopped early: no better {section['metric']} for {rounds} iterations"
+        if section["stopped_early"]
+        else "ran every iteration"
+    )
+    out.print(
+        f"validation: {section['n_validation']} rows; best iteration {best} (0-based) of "
+        f"{section['iterations_trained']} trained: valid AUC "
+        f"{'-' if auc is None else f'{auc:.4f}'}, KS {'-' if ks is None else f'{ks:.4f}'}; "
+        f"model keeps {section['iterations_kept']} ({stop})"
+    )
 
 
 def _print_results(summary: dict[str, Any]) -> None:

@@ -84,6 +84,7 @@ def preflight(experiment: Experiment) -> dict[str, PartyTable]:
                 categorical=party.categorical,
                 id_scheme=experiment.config.alignment.id_scheme,
                 text_format=party.text_format,
+                weight_column=party.weight_column,
             )
         except DataError as exc:
             raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
@@ -292,6 +293,7 @@ def _summary(
         },
         "privacy": privacy_summary(result) if trained else {},
         "timing": reporting_for(experiment.model_type).timing(result) if trained else {},
+        "validation": reporting_for(experiment.model_type).validation(result) if trained else None,
         "registered_model": None,
         **tail,
     }

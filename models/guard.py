@@ -75,6 +75,12 @@ class NodeLimits:
     rows_per_cross_term : int
         A hetero LR batch must also hold this many rows per weighted sum (cross term) the bank
         asks the platform to decrypt, so the sums never determine single rows.
+    validation_serve : bool
+        Whether the node routes (SecureBoost: one left/right bit per split) or scores (hetero
+        LR: its partial logit) the bank's validation rows after every iteration, as it scores
+        a bank's test rows once at the end. Validation and early stopping need it.
+    validation_max_share : float
+        Largest share of validation rows among the rows the bank trains and validates on.
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -87,6 +93,8 @@ class NodeLimits:
     psi_alert_hit_rate: float = 0.05
     min_batch_size: int = 256
     rows_per_cross_term: int = 8
+    validation_serve: bool = True
+    validation_max_share: float = 0.5
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -136,6 +144,41 @@ class NodeLimits:
                 f"{self.allowed_schemes[0]!r}"
             )
 
+    def check_validation(self, n_valid: int, n_train: int) -> None:
+        """Refuse validation rows the node's policy does not serve (counted from the masks).
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the setting (``validation.serve`` or ``validation.max_share``) and the fix.
+        """
+        self.check_validation_share(
+            n_valid / max(1, n_valid + n_train), f"{n_valid} validation rows of {n_valid + n_train}"
+        )
+
+    def check_validation_share(self, share: float, what: str) -> None:
+        """Refuse a share of validation rows (``what`` names it) the node does not serve.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the setting (``validation.serve`` or ``validation.max_share``) and the fix.
+        """
+        if share <= 0.0:
+            return
+        if not self.validation_serve:
+            raise PolicyRefusalError(
+                f"{what}: this node's policy validation.serve=false scores no validation rows "
+                "per iteration; train without validation (model.validation_fraction: 0, no "
+                "early_stopping_rounds), or its owner may run "
+                "'lab policy set validation.serve=true'"
+            )
+        if share > self.validation_max_share:
+            raise PolicyRefusalError(
+                f"{what} ({share:.0%}): above this node's policy validation.max_share="
+                f"{self.validation_max_share:g}; use a smaller model.validation_fraction"
+            )
+
     def check_reveal(self, reveal: str) -> None:
         """Refuse an alignment reveal mode the node's policy does not allow."""
         if reveal not in self.psi_reveal:
@@ -178,6 +221,7 @@ def single_operator(insecure_test_keys: bool = False) -> NodeLimits:
         psi_alert_hit_rate=0.0,
         min_batch_size=1,
         rows_per_cross_term=1,
+        validation_max_share=1.0,
     )
 
 

@@ -161,12 +161,15 @@ class VerticalClassifier(
         X_platforms: Any,  # noqa: N803
         *,
         test_mask: npt.ArrayLike | None = None,
+        sample_weight: npt.ArrayLike | None = None,
     ) -> Self:
         """Train on aligned rows: the bank's columns ``X`` and labels ``y``, each platform's.
 
         Runs the real protocol (every stage, real Paillier encryption) between in-process
         party runtimes, each reading only its own table. ``test_mask`` rows are held out of
-        training (the bank evaluates on them). Inputs are validated before any key is made.
+        training (the bank evaluates on them). ``sample_weight`` (one nonnegative weight per
+        row) is the bank's weight column; with ``class_weight`` the two multiply
+        (:mod:`models.sample_weights`). Inputs are validated before any key is made.
         """
         bank, labels, platforms = self._fit_inputs(X, y, X_platforms)
         mask = None
@@ -174,7 +177,14 @@ class VerticalClassifier(
             mask = np.asarray(test_mask, dtype=bool)
             if mask.shape != (len(bank),):
                 raise ValueError(f"test_mask must hold one bool per row ({len(bank)})")
-        self._fit_frames(bank, labels, platforms, mask)
+        weight = None
+        if sample_weight is not None:
+            weight = np.asarray(sample_weight, dtype=np.float64)
+            if weight.shape != (len(bank),) or not np.isfinite(weight).all() or (weight < 0).any():
+                raise ValueError(
+                    f"sample_weight must hold one finite weight >= 0 per row ({len(bank)})"
+                )
+        self._fit_frames(bank, labels, platforms, mask, weight)
         return self
 
     def _predict_inputs(self, x: Any, x_platforms: Any) -> tuple[pd.DataFrame, Frames]:
@@ -289,6 +299,7 @@ class VerticalClassifier(
         labels: npt.NDArray[np.int8],
         platforms: Frames,
         test_mask: npt.NDArray[np.bool_] | None,
+        sample_weight: npt.NDArray[np.float64] | None = None,
     ) -> None:
         """Run the protocol on validated inputs and set the model's learned attributes."""
 

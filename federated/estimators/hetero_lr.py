@@ -20,7 +20,9 @@ import pandas as pd
 from features.woe import iv_table
 from federated.estimators.base import Frames, VerticalClassifier
 from federated.inprocess import inprocess_job
+from models.early_stopping import Metric
 from models.guard import single_operator
+from models.sample_weights import ClassWeight
 from models.vertical.keys import CRYPTO_FIELDS
 from models.vertical_lr.parts import BankLRPart, PlatformLRPart
 from models.vertical_lr.protocol import HeteroLROutcome, HeteroLRParams, conclude, start_envelope
@@ -74,6 +76,11 @@ class HeteroLRClassifier(VerticalClassifier):
         key_bits: int = _DEFAULTS.key_bits,
         insecure_test_keys: bool = _DEFAULTS.insecure_test_keys,
         scheme: str = _DEFAULTS.scheme,
+        validation_fraction: float | None = _DEFAULTS.validation_fraction,
+        validation_seed: int = _DEFAULTS.validation_seed,
+        early_stopping_rounds: int | None = _DEFAULTS.early_stopping_rounds,
+        early_stopping_metric: Metric = _DEFAULTS.early_stopping_metric,
+        class_weight: ClassWeight = _DEFAULTS.class_weight,
     ) -> None:
         self.learning_rate = learning_rate
         self.decay = decay
@@ -93,6 +100,11 @@ class HeteroLRClassifier(VerticalClassifier):
         self.key_bits = key_bits
         self.insecure_test_keys = insecure_test_keys
         self.scheme = scheme
+        self.validation_fraction = validation_fraction
+        self.validation_seed = validation_seed
+        self.early_stopping_rounds = early_stopping_rounds
+        self.early_stopping_metric = early_stopping_metric
+        self.class_weight = class_weight
 
     def _validated_params(self) -> HeteroLRParams:
         values: dict[str, Any] = self.get_params()
@@ -108,6 +120,7 @@ class HeteroLRClassifier(VerticalClassifier):
         labels: npt.NDArray[np.int8],
         platforms: Frames,
         test_mask: npt.NDArray[np.bool_] | None,
+        sample_weight: npt.NDArray[np.float64] | None = None,
     ) -> None:
         params = self._validated_params()
         self._params = params  # the settings this fit ran with (tests replay the core on them)
@@ -120,6 +133,7 @@ class HeteroLRClassifier(VerticalClassifier):
             crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
             limits=single_operator(params.insecure_test_keys),
             test_mask=test_mask,
+            sample_weight=sample_weight,
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")
             outcome: HeteroLROutcome = conclude(job.run(start))

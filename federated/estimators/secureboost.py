@@ -18,7 +18,9 @@ import pandas as pd
 
 from federated.estimators.base import Frames, VerticalClassifier
 from federated.inprocess import inprocess_job
+from models.early_stopping import Metric
 from models.guard import single_operator
+from models.sample_weights import ClassWeight
 from models.secureboost.parts import BankPart, PlatformPart
 from models.secureboost.protocol import (
     SecureBoostOutcome,
@@ -73,6 +75,11 @@ class SecureBoostClassifier(VerticalClassifier):
         scheme: str = _DEFAULTS.scheme,
         dp_epsilon: float | None = _DEFAULTS.dp_epsilon,
         dp_delta: float = _DEFAULTS.dp_delta,
+        validation_fraction: float | None = _DEFAULTS.validation_fraction,
+        validation_seed: int = _DEFAULTS.validation_seed,
+        early_stopping_rounds: int | None = _DEFAULTS.early_stopping_rounds,
+        early_stopping_metric: Metric = _DEFAULTS.early_stopping_metric,
+        class_weight: ClassWeight = _DEFAULTS.class_weight,
     ) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
@@ -88,6 +95,11 @@ class SecureBoostClassifier(VerticalClassifier):
         self.scheme = scheme
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
+        self.validation_fraction = validation_fraction
+        self.validation_seed = validation_seed
+        self.early_stopping_rounds = early_stopping_rounds
+        self.early_stopping_metric = early_stopping_metric
+        self.class_weight = class_weight
 
     def _fit_frames(
         self,
@@ -95,6 +107,7 @@ class SecureBoostClassifier(VerticalClassifier):
         labels: npt.NDArray[np.int8],
         platforms: Frames,
         test_mask: npt.NDArray[np.bool_] | None,
+        sample_weight: npt.NDArray[np.float64] | None = None,
     ) -> None:
         params = SecureBoostParams(**self.get_params())
         model = {k: v for k, v in self.get_params().items() if k not in CRYPTO_FIELDS}
@@ -107,6 +120,7 @@ class SecureBoostClassifier(VerticalClassifier):
             crypto={name: getattr(params, name) for name in CRYPTO_FIELDS},
             limits=single_operator(self.insecure_test_keys),
             test_mask=test_mask,
+            sample_weight=sample_weight,
         ) as job:
             start = start_envelope("bank", job.platforms, job.order, params, "fit")
             outcome: SecureBoostOutcome = conclude(job.run(start))

@@ -191,6 +191,7 @@ class Experiment:
                     categorical=tuple(p.categorical),
                     feature_set=p.feature_set,
                     text_format=p.text_format,
+                    weight_column=p.weight_column,
                 )
                 for p in cfg.parties
             ),

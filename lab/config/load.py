@@ -214,6 +214,11 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
         if not platforms:
             raise ConfigError(f"{where}: a vertical job needs at least one platform party")
         for p in platforms:
+            if p.weight_column is not None:
+                raise ConfigError(
+                    f"{where}: platform '{p.name}' sets 'weight_column'; sample weights are the "
+                    "bank's (set it on the bank's party, or use model.class_weight)"
+                )
             if p.label_column is not None:
                 raise ConfigError(
                     f"{where}: platform '{p.name}' sets 'label_column'; only the bank holds "
@@ -240,6 +245,11 @@ def _check_parties(where: str, config: ExperimentConfig) -> None:
             raise ConfigError(
                 f"{where}: parties[{index}] ('{bank.name}') must set 'label_column': every bank "
                 "of a horizontal job trains on its own labels"
+            )
+        if bank.weight_column is not None:
+            raise ConfigError(
+                f"{where}: parties[{index}].weight_column: sample weights train the vertical "
+                "models (secureboost, hetero_lr); a horizontal job does not use them, remove it"
             )
         if bank.feature_set is not None:
             raise ConfigError(
@@ -321,6 +331,11 @@ def _check_data(where: str, index: int, party: PartyConfig, path: Path) -> None:
         raise ConfigError(
             f"{where}: parties[{index}].label_column '{party.label_column}' is not a column of "
             f"{resolved}; set label_column to the file's 0/1 outcome column"
+        )
+    if party.weight_column is not None and party.weight_column not in columns:
+        raise ConfigError(
+            f"{where}: parties[{index}].weight_column '{party.weight_column}' is not a column of "
+            f"{resolved}; set weight_column to the file's column of sample weights, or remove it"
         )
     for key_name, listed in (("features", party.features), ("categorical", party.categorical)):
         missing = [c for c in (listed or []) if c not in columns]

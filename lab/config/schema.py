@@ -47,9 +47,10 @@ class _Strict(BaseModel):
 class PartyConfig(_Strict):
     r"""One party of an experiment: who it is, where its data is and how the file is written.
 
-    ``id_column``, ``label_column`` (the bank's 0/1 outcome), ``features`` (default: every
-    other column) and ``categorical`` (columns read as categories even if they look numeric:
-    codes) name the file's columns.
+    ``id_column``, ``label_column`` (the bank's 0/1 outcome), ``weight_column`` (the bank's
+    nonnegative sample weights, optional; see :mod:`models.sample_weights`), ``features``
+    (default: every other column) and ``categorical`` (columns read as categories even if they
+    look numeric: codes) name the file's columns.
 
     How a CSV file is written (:class:`features.text_format.TextFormat`; Parquet files need
     none of it, except ``na_values``):
@@ -73,6 +74,7 @@ class PartyConfig(_Strict):
     data: Annotated[str, Field(min_length=1)]
     id_column: Annotated[str, Field(min_length=1)] = "id"
     label_column: Annotated[str, Field(min_length=1)] | None = None
+    weight_column: Annotated[str, Field(min_length=1)] | None = None
     features: list[Annotated[str, Field(min_length=1)]] | None = None
     categorical: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     feature_set: (

@@ -62,6 +62,7 @@ from lab.governance.vocabulary import check_purpose
 from lab.home import lab_home
 from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant
 from models.privacy import PrivacyEvent
+from models.training_settings import IterativeSettings
 from secure_agg.paillier import DEFAULT_KEY_BITS
 from secure_agg.schemes import DEFAULT_SCHEME
 
@@ -587,6 +588,9 @@ def _check_asks(
     if job.task == "train":
         described, settings = job_model(job)
         described.platform_checks(settings, limits)
+        if isinstance(settings, IterativeSettings):
+            fraction = settings.validation_plan().fraction
+            limits.check_validation_share(fraction, f"model.validation_fraction={fraction:g}")
     cap = policy.dp.max_epsilon_per_job
     asked = job.model.get("dp_epsilon")
     if releases and cap is not None and asked is not None and float(asked) > cap:

@@ -12,6 +12,7 @@ every setting has its secure default::
     psi: {reveal: [both, size], max_bank_ratio: 20.0, alert_bank_ratio: 5.0,
           alert_min_hit_rate: 0.05}
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
+    validation: {serve: true, max_share: 0.5}
     dp: {require: true, max_epsilon_per_job: null}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
@@ -100,6 +101,21 @@ class HeteroLRPolicy(_Strict):
     rows_per_cross_term: Annotated[int, Field(ge=1)] = _LIMITS.rows_per_cross_term
 
 
+class ValidationPolicy(_Strict):
+    """The bank's validation rows (early stopping): whether this node serves them, how many.
+
+    With ``serve`` the node routes (SecureBoost: one left/right bit per split of each tree) or
+    scores (hetero LR: its partial logit after each epoch) the validation rows the bank holds
+    out of training, after every iteration: what scoring those rows with each iteration's model
+    would reveal. ``max_share``: the largest share of validation rows among the rows the bank
+    trains and validates on. Every job's validation rows go to this node's audit log
+    (``validation_rows``).
+    """
+
+    serve: bool = _LIMITS.validation_serve
+    max_share: Annotated[float, Field(gt=0.0, le=1.0)] = _LIMITS.validation_max_share
+
+
 class DPPolicy(_Strict):
     """Differential privacy on this node's releases (beyond the budget caps of the ledger).
 
@@ -122,6 +138,7 @@ class NodePolicyConfig(_Strict):
     crypto: CryptoPolicy = Field(default_factory=CryptoPolicy)
     psi: PSIPolicy = Field(default_factory=PSIPolicy)
     hetero_lr: HeteroLRPolicy = Field(default_factory=HeteroLRPolicy)
+    validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     dp: DPPolicy = Field(default_factory=DPPolicy)
 
     def limits(self) -> NodeLimits:
@@ -137,6 +154,8 @@ class NodePolicyConfig(_Strict):
             psi_alert_hit_rate=self.psi.alert_min_hit_rate,
             min_batch_size=self.hetero_lr.min_batch_size,
             rows_per_cross_term=self.hetero_lr.rows_per_cross_term,
+            validation_serve=self.validation.serve,
+            validation_max_share=self.validation.max_share,
         )
 
 

@@ -41,6 +41,11 @@ def _no_timing(result: JobResult) -> dict[str, Any]:
     return {"phases": result.joint.details.get("clock", {})}
 
 
+def _no_validation(result: JobResult) -> dict[str, Any] | None:
+    del result
+    return None
+
+
 @dataclass(frozen=True)
 class Reporting:
     """A model type's reporting hooks.
@@ -52,10 +57,13 @@ class Reporting:
         return the registry information (``None``: nothing registered).
     timing : callable
         The job summary's ``timing`` section.
+    validation : callable
+        The job summary's ``validation`` section (``None``: no validation rows).
     """
 
     log: LogHook = _no_log
     timing: Callable[[JobResult], dict[str, Any]] = _no_timing
+    validation: Callable[[JobResult], dict[str, Any] | None] = _no_validation
 
 
 #: For model types that name no hooks: nothing logged beyond the job's run, nothing registered.
@@ -147,3 +155,51 @@ def log_and_register(
         details["platform_parts"],
         alias=experiment.config.registry.alias,
     )
+
+
+#: Validation metrics logged per iteration (``valid_<name>``, :mod:`models.early_stopping`).
+VALIDATION_METRICS = ("auc", "ks", "logloss")
+
+
+def validation_section(
+    result: JobResult, per_iteration: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The summary's ``validation``: the protocol's own report and the best iteration's metrics.
+
+    ``per_iteration`` is the model's list of iterations (trees, epochs), each with its
+    ``valid_*`` metrics; ``best_iteration`` indexes it (0-based). ``None`` without validation.
+    """
+    reported = result.joint.details.get("validation")
+    if not reported:
+        return None
+    out = dict(reported)
+    best = reported.get("best_iteration")
+    if best is not None and 0 <= int(best) < len(per_iteration):
+        for name in VALIDATION_METRICS:
+            value = per_iteration[int(best)].get(f"valid_{name}")
+            out[f"best_valid_{name}"] = None if value is None else float(value)
+    return out
+
+
+def log_validation(
+    run: tracking.RunWriter, section: dict[str, Any] | None, per_iteration: list[dict[str, Any]]
+) -> None:
+    """Log ``valid_auc``/``valid_ks``/``valid_logloss`` at step = iteration, and the best one."""
+    if section is None:
+        return
+    for name in VALIDATION_METRICS:
+        values = [float(entry[f"valid_{name}"]) for entry in per_iteration]
+        run.log_metric_series(f"valid_{name}", values)
+    flat = {
+        "validation_rows": float(section["n_validation"]),
+        "iterations_trained": float(section["iterations_trained"]),
+        "iterations_kept": float(section["iterations_kept"]),
+        "stopped_early": float(bool(section["stopped_early"])),
+    }
+    if section.get("best_iteration") is not None:
+        flat["best_iteration"] = float(section["best_iteration"])
+        for name in VALIDATION_METRICS:
+            value = section.get(f"best_valid_{name}")
+            if value is not None:
+                flat[f"best_valid_{name}"] = float(value)
+    run.log_metrics(flat)

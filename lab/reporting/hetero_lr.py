@@ -16,7 +16,13 @@ from features.woe import iv_table
 from federated.result import JobResult
 from lab import registry_lr, tracking
 from lab.config import Experiment
-from lab.reporting import Reporting, log_and_register, phase_metrics
+from lab.reporting import (
+    Reporting,
+    log_and_register,
+    log_validation,
+    phase_metrics,
+    validation_section,
+)
 from models.scorecard import Scorecard
 from models.vertical_lr.parts import BankLRPart
 
@@ -47,6 +53,7 @@ def log(
     history = details.get("history", [])
     run.log_metric_series("epoch_change", [float(h["change"]) for h in history])
     run.log_metric_series("epoch_seconds", [float(h["seconds"]) for h in history])
+    log_validation(run, validation(result), history)
     run.log_metrics(phase_metrics(result))
     run.log_metrics({"epochs": float(len(history)), "converged": float(bool(details["converged"]))})
     joint_dir = folder / "joint"
@@ -65,4 +72,9 @@ def log(
     )
 
 
-REPORTING = Reporting(log=log, timing=timing)
+def validation(result: JobResult) -> dict[str, Any] | None:
+    """Validation rows, the best epoch (0-based) and its metrics, epochs trained and kept."""
+    return validation_section(result, result.joint.details.get("history", []))
+
+
+REPORTING = Reporting(log=log, timing=timing, validation=validation)

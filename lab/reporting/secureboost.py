@@ -11,7 +11,14 @@ from features.safe_csv import write_csv
 from federated.result import JobResult
 from lab import registry, tracking
 from lab.config import Experiment
-from lab.reporting import Reporting, log_and_register, phase_metrics, privacy_summary
+from lab.reporting import (
+    Reporting,
+    log_and_register,
+    log_validation,
+    phase_metrics,
+    privacy_summary,
+    validation_section,
+)
 from lab.reports import UNKNOWN_GROUP, importance_chart, plot_importance
 from models.secureboost import timing as sb_timing
 
@@ -87,7 +94,9 @@ def log(
     details = result.joint.details
     per_tree = details.get("per_tree", [])
     for key in ("train_logloss", "test_auc", "seconds"):
-        run.log_metric_series(f"tree_{key}", [float(t[key]) for t in per_tree])
+        # ``test_auc`` only for the trees the model kept (early stopping truncates it).
+        run.log_metric_series(f"tree_{key}", [float(t[key]) for t in per_tree if key in t])
+    log_validation(run, validation(result), per_tree)
     run.log_metrics(phase_metrics(result))
     joint_dir = folder / "joint"
     joint_dir.mkdir()
@@ -102,4 +111,9 @@ def log(
     )
 
 
-REPORTING = Reporting(log=log, timing=timing)
+def validation(result: JobResult) -> dict[str, Any] | None:
+    """Validation rows, the best tree (0-based) and its metrics, trees trained and kept."""
+    return validation_section(result, result.joint.details.get("per_tree", []))
+
+
+REPORTING = Reporting(log=log, timing=timing, validation=validation)

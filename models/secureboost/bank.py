@@ -14,16 +14,26 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from features.binning import BinSpec
 from models.alignment import job_rows
+from models.early_stopping import StoppingState
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
 from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
-from models.secureboost import bank_trees, crypto, timing
+from models.secureboost import bank_trees, bank_validation, crypto, timing
 from models.secureboost.core import base_score, gradients, sigmoid
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, BankPart
-from models.secureboost.state import CLOCK, KEY_PREFIX, PENDING, PROTOCOL, YOURS, cleanup
+from models.secureboost.state import (
+    CLOCK,
+    KEY_PREFIX,
+    PENDING,
+    PROTOCOL,
+    VALID_KEY,
+    YOURS,
+    cleanup,
+)
 from models.vertical import (
     KeyPair,
     aligned_features,
@@ -33,6 +43,7 @@ from models.vertical import (
     fit_own_bins,
     labels,
     record_answer,
+    validation,
 )
 from secure_agg import precompute
 
@@ -80,8 +91,9 @@ class BankRole:
         settings = env.json("settings")
         params = SecureBoostParams(**settings["params"])
         platforms: list[str] = settings["platforms"]
-        own = bank_rows(ctx)
+        own, valid, y_valid = validation.hold_out(ctx, bank_rows(ctx), params.validation)
         train, y = own.train, own.y
+        weights = validation.weights(ctx, own, params.class_weight)
         specs = fit_own_bins(ctx, aligned_features(ctx, own.rows, train), params.max_bin)
         started = time.perf_counter()
         keys = bank_key_pair(ctx, params.key_bits, params.scheme)
@@ -93,7 +105,14 @@ class BankRole:
         CLOCK.save(ctx, clock)
         ctx.store.put_array("sb.y", y)
         ctx.store.put_array("sb.train", train)
-        ctx.store.put_array("sb.raw", np.full(y.size, base_score(y)))
+        base = base_score(y, weights)
+        ctx.store.put_array("sb.raw", np.full(y.size, base))
+        if weights is not None:
+            ctx.store.put_array("sb.w", weights)
+        if valid.any():
+            ctx.store.put_array(VALID_KEY, valid)
+            ctx.store.put_array("sb.y_valid", y_valid)
+            ctx.store.put_array("sb.raw_valid", np.full(y_valid.size, base))
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json("sb.trees", [])
         ctx.store.put_json("sb.metrics", [])
@@ -106,6 +125,7 @@ class BankRole:
             "tree": -1,
             "model_id": settings["model_id"],
             "max_rows": int(train.sum()),
+            "validation": {"n": int(valid.sum()), "stopping": StoppingState().to_dict()},
         }
         ctx.store.put_json("sb.state", state)
         keys.save(ctx.store, prefix=KEY_PREFIX)
@@ -126,6 +146,7 @@ class BankRole:
                     "settings": dumps(init_settings),
                     "public_key": keys.public.to_bytes(),
                     "train_mask": train,
+                    **({"valid_mask": valid} if valid.any() else {}),
                 },
             )
             for p in platforms
@@ -150,6 +171,11 @@ class BankRole:
                     raise ProtocolError(f"'{env.sender}' left rows of node {node} undecided")
                 position[rows] = np.where(directions[rows] == 1, 2 * node + 1, 2 * node + 2)
             ctx.store.put_array("sb.position", position)
+        if "valid_bits" in env.payload:
+            ids: list[str] = env.json("valid_ids")
+            n_valid = int(ctx.store.get_array("sb.y_valid").size)
+            bits = np.unpackbits(env.array("valid_bits"), axis=0, count=n_valid).astype(bool)
+            bank_validation.keep_bits(ctx, env.sender, ids, bits.reshape(n_valid, len(ids)))
         if "sums" in env.payload:
             cipher = _bank_cipher(ctx, state)
             if env.text("key") != cipher.fingerprint:
@@ -205,12 +231,12 @@ class BankRole:
         while True:
             self._close_tree_timing(ctx, state)
             state["tree"] += 1
-            if state["tree"] >= params.n_estimators:
-                return self._request_decisions(ctx, state)
+            if state["tree"] >= params.n_estimators or bank_validation.stopped(state):
+                return self._request_decisions(ctx, state, params)
             timing.open_tree(state, state["tree"], time.perf_counter())
             y = ctx.store.get_array("sb.y")
             raw = ctx.store.get_array("sb.raw")
-            g, h = gradients(y, raw)
+            g, h = gradients(y, raw, _weights(ctx))
             ctx.store.put_array("sb.g", g)
             ctx.store.put_array("sb.h", h)
             ctx.store.put_array("sb.position", np.zeros(y.size, dtype=np.int64))
@@ -389,7 +415,12 @@ class BankRole:
 
     # -- the end --------------------------------------------------------------------------
 
-    def _request_decisions(self, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+    def _request_decisions(
+        self, ctx: PartyContext, state: dict[str, Any], params: SecureBoostParams
+    ) -> list[Envelope]:
+        """Ask every platform to keep its part of the first ``n_trees`` trees (the model kept)."""
+        trained = len(ctx.store.get_json("sb.trees"))
+        state["n_trees"] = bank_validation.kept_trees(state, params, trained)
         state["expect"] = ["decisions"]
         state["pending"] = list(state["platforms"])
         ctx.store.put_json("sb.state", state)
@@ -399,7 +430,7 @@ class BankRole:
                 "predict",
                 ctx.name,
                 p,
-                {"model_id": f"{state['model_id']}-{p}"},
+                {"model_id": f"{state['model_id']}-{p}", "n_trees": state["n_trees"]},
             )
             for p in state["platforms"]
         ]
@@ -413,13 +444,14 @@ class BankRole:
         y_test = labels(ctx.table())[rows][test]
         refs = state.get("refs", {})
         specs = {s["name"]: BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")}
+        trained = ctx.store.get_json("sb.trees")
+        kept = int(state["n_trees"])
         part = BankPart(
             party=ctx.name,
             model_id=state["model_id"],
-            base_score=float(base_score(ctx.store.get_array("sb.y"))),
+            base_score=float(base_score(ctx.store.get_array("sb.y"), _weights(ctx))),
             trees=[
-                {int(n["node_id"]): BankNode.from_dict(n) for n in tree}
-                for tree in ctx.store.get_json("sb.trees")
+                {int(n["node_id"]): BankNode.from_dict(n) for n in tree} for tree in trained[:kept]
             ],
             bins=specs,
             platform_parts={
@@ -435,9 +467,12 @@ class BankRole:
         report = None
         if test.any():
             staged = part.raw_scores(frame, decisions, staged=True)
-            for t, entry in enumerate(metrics):
+            for t, entry in enumerate(metrics[:kept]):
                 entry["test_auc"] = float(evaluate_scores(y_test, sigmoid(staged[:, t])).auc)
             report = evaluate_scores(y_test, sigmoid(staged[:, -1])).to_dict()
+        if kept < len(trained):
+            # The model ends at the best tree: its importance is the splits' up to there.
+            state["importance"] = state["validation"].get("best_importance", {})
         path = part.save(ctx.model_dir())
         clock = CLOCK.load(ctx)
         cleanup(ctx)
@@ -464,6 +499,12 @@ class BankRole:
                     }
                 ),
                 "importance": dumps(_importance(state, ctx, specs)),
+                # Only a job with validation rows reports them (nothing new otherwise).
+                **(
+                    {"validation": dumps(bank_validation.summary(state, params, len(trained)))}
+                    if bank_validation.enabled(state)
+                    else {}
+                ),
             },
         )
 
@@ -481,6 +522,14 @@ def _importance(
             feature = state["platforms"][party]["features"][int(index)]["name"]
         out.append({"party": party, "feature": feature, **entry})
     return out
+
+
+def _weights(ctx: PartyContext) -> npt.NDArray[np.float64] | None:
+    """The training rows' sample weights (``None``: unweighted)."""
+    try:
+        return ctx.store.get_array("sb.w")
+    except KeyError:
+        return None
 
 
 def _layout(state: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 
 from features.binning import BinKind, BinSpec
 from models.protocol import PartyContext
+from models.secureboost import bank_validation
 from models.secureboost.core import (
     SCALE,
     IntArray,
@@ -186,15 +187,16 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
     eps = 1e-12
     logloss = float(-np.mean(y * np.log(p + eps) + (1 - y) * np.log(1 - p + eps)))
     metrics = ctx.store.get_json("sb.metrics")
-    metrics.append(
-        {
-            "tree": state["tree"],
-            "train_logloss": logloss,
-            "seconds": time.perf_counter() - float(state.get("tree_started", started)),
-            "leaves": len(np.unique(position)),
-            "bank_only": state["tree"] < params.bank_only_trees,
-        }
-    )
+    entry = {
+        "tree": state["tree"],
+        "train_logloss": logloss,
+        "seconds": time.perf_counter() - float(state.get("tree_started", started)),
+        "leaves": len(np.unique(position)),
+        "bank_only": state["tree"] < params.bank_only_trees,
+    }
+    if bank_validation.enabled(state):
+        entry.update(bank_validation.score_tree(ctx, state, params, tree))
+    metrics.append(entry)
     ctx.store.put_json("sb.metrics", metrics)
     # Forget every histogram of this tree: the next tree's nodes reuse the same ids.
     for party in state["platforms"]:

@@ -12,6 +12,11 @@ Objective: binary log-loss; XGBoost's second-order gain with L2 regularisation `
 level by level to ``max_depth``. Candidate splits are visited in a fixed order (party order of
 the job, feature order, bin order, missing values right before left) and a candidate replaces
 the best only if its gain is strictly larger, so ties resolve identically everywhere.
+
+Sample weights (:mod:`models.sample_weights`, scaled to max 1) multiply each row's gradient and
+hessian before quantisation, and the base score is the weighted default rate. With validation
+rows, :func:`train` scores them after every tree (:mod:`models.early_stopping`) and, with
+``early_stopping_rounds``, stops and keeps the trees up to the best one, as the protocol does.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from features.binning import BinKind, BinnedTable
+from models.early_stopping import StoppingState, ValidationPlan, observe, validation_metrics
 from models.secureboost.settings import DEFAULTS
 
 #: Fixed-point precision of gradients: g and h are summed as integers ``round(x * 2^32)``.
@@ -58,20 +64,27 @@ def sigmoid(x: FloatArray) -> FloatArray:
     return out
 
 
-def base_score(y: npt.NDArray[Any]) -> float:
-    """Initial log-odds: the training default rate (boost from average)."""
-    rate = float(np.clip(np.mean(y), 1e-6, 1 - 1e-6))
+def base_score(y: npt.NDArray[Any], weights: FloatArray | None = None) -> float:
+    """Initial log-odds: the (weighted) training default rate (boost from average)."""
+    mean = np.mean(y) if weights is None else np.average(y, weights=weights)
+    rate = float(np.clip(mean, 1e-6, 1 - 1e-6))
     return math.log(rate / (1.0 - rate))
 
 
-def gradients(y: npt.NDArray[Any], raw: FloatArray) -> tuple[IntArray, IntArray]:
-    """Quantised log-loss gradients ``g = p - y`` and hessians ``h = p (1 - p)``.
+def gradients(
+    y: npt.NDArray[Any], raw: FloatArray, weights: FloatArray | None = None
+) -> tuple[IntArray, IntArray]:
+    """Quantised log-loss gradients ``g = w (p - y)`` and hessians ``h = w p (1 - p)``.
 
-    Returns integers ``round(g * 2^32)`` and ``round(h * 2^32)``: |g| <= 2^32, 0 <= h <= 2^30.
+    Returns integers ``round(g * 2^32)`` and ``round(h * 2^32)``: |g| <= 2^32, 0 <= h <= 2^30
+    (weights are at most 1, :func:`models.sample_weights.training_weights`).
     """
     p = sigmoid(raw)
-    g = np.rint((p - y) * SCALE).astype(np.int64)
-    h = np.rint(p * (1.0 - p) * SCALE).astype(np.int64)
+    g_real, h_real = p - y, p * (1.0 - p)
+    if weights is not None:
+        g_real, h_real = weights * g_real, weights * h_real
+    g = np.rint(g_real * SCALE).astype(np.int64)
+    h = np.rint(h_real * SCALE).astype(np.int64)
     return g, h
 
 
@@ -260,12 +273,19 @@ def route(
 
 @dataclass
 class CoreModel:
-    """A trained plaintext SecureBoost model over several parties' binned tables."""
+    """A trained plaintext SecureBoost model over several parties' binned tables.
+
+    ``history``: one entry per trained tree with its validation metrics (``valid_auc``,
+    ``valid_ks``, ``valid_logloss``; empty without validation rows). ``best_iteration``: the
+    tree early stopping kept (``trees`` ends there), else ``None``.
+    """
 
     params: TreeParams
     base: float
     trees: list[Tree]
     missing_bins: list[list[int]]  # per party, per feature
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_iteration: int | None = None
 
     def decision(self, tables: Sequence[BinnedTable]) -> Any:
         """A ``decide`` function for :func:`route` over the given binned tables."""
@@ -281,14 +301,16 @@ class CoreModel:
 
     def raw_score(self, tables: Sequence[BinnedTable]) -> FloatArray:
         """Log-odds for every row."""
-        n = tables[0].bins.shape[0]
-        raw = np.full(n, self.base)
-        decide = self.decision(tables)
+        raw = np.full(tables[0].bins.shape[0], self.base)
         for tree in self.trees:
-            leaf = route(tree, decide, n)
-            weights = np.array([tree.nodes[int(i)].weight or 0.0 for i in leaf], dtype=float)
-            raw += weights
+            raw += self.tree_score(tree, tables)
         return raw
+
+    def tree_score(self, tree: Tree, tables: Sequence[BinnedTable]) -> FloatArray:
+        """The leaf weight ``tree`` gives every row."""
+        n = tables[0].bins.shape[0]
+        leaf = route(tree, self.decision(tables), n)
+        return np.array([tree.nodes[int(i)].weight or 0.0 for i in leaf], dtype=float)
 
     def predict_proba(self, tables: Sequence[BinnedTable]) -> FloatArray:
         """Probability of the positive class (default) for every row."""
@@ -330,6 +352,10 @@ def train(
     *,
     label_owner: int = 0,
     bank_only_trees: int = 0,
+    weights: FloatArray | None = None,
+    valid: Sequence[BinnedTable] | None = None,
+    y_valid: npt.NDArray[Any] | None = None,
+    plan: ValidationPlan | None = None,
 ) -> CoreModel:
     """Train SecureBoost in the clear on the joined, binned tables of every party.
 
@@ -347,17 +373,26 @@ def train(
         Index of the label holder (for ``bank_only_trees``).
     bank_only_trees : int
         The first trees may split only on the label holder's features.
+    weights : array of float, optional
+        Sample weights of the rows (at most 1; :mod:`models.sample_weights`).
+    valid, y_valid : sequence of BinnedTable and labels, optional
+        The validation rows (binned with the training rows' specs), scored after every tree.
+    plan : ValidationPlan, optional
+        The stopping rule (``rounds``, ``metric``); without ``rounds`` every tree is kept.
     """
     n = len(y)
-    base = base_score(y)
+    base = base_score(y, weights)
     raw = np.full(n, base)
     kinds = [[s.kind for s in t.specs] for t in tables]
     n_bins = [[s.n_bins for s in t.specs] for t in tables]
     missing_bins = [[s.missing_bin for s in t.specs] for t in tables]
     trees: list[Tree] = []
     all_owners = set(range(len(tables)))
+    model = CoreModel(params=params, base=base, trees=trees, missing_bins=missing_bins)
+    raw_valid = None if valid is None else np.full(valid[0].bins.shape[0], base)
+    stopping = StoppingState()
     for t in range(n_estimators):
-        g, h = gradients(y, raw)
+        g, h = gradients(y, raw, weights)
         owners = {label_owner} if t < bank_only_trees else all_owners
         tree = Tree()
         position = np.zeros(n, dtype=np.int64)
@@ -398,6 +433,16 @@ def train(
             if not level:
                 break
         trees.append(tree)
-        weights = np.array([tree.nodes[int(i)].weight or 0.0 for i in position])
-        raw = raw + weights
-    return CoreModel(params=params, base=base, trees=trees, missing_bins=missing_bins)
+        raw = raw + np.array([tree.nodes[int(i)].weight or 0.0 for i in position])
+        if valid is None or raw_valid is None or y_valid is None:
+            continue
+        raw_valid = raw_valid + model.tree_score(tree, valid)
+        metrics = validation_metrics(y_valid, raw_valid)
+        model.history.append({f"valid_{k}": v for k, v in metrics.items()})
+        stopping = observe(stopping, t, metrics, plan or ValidationPlan(fraction=1.0))
+        if stopping.stopped:
+            break
+    if plan is not None and plan.rounds is not None and stopping.best_iteration >= 0:
+        model.best_iteration = stopping.best_iteration
+        del trees[stopping.best_iteration + 1 :]
+    return model

@@ -21,12 +21,17 @@ PRIVACY = PrivacyDescription(
     bank_learns=(
         "per-bin gradient sums of platform features (with Gaussian noise from the platform's "
         "own DP grant when dp_epsilon is set, else exact) and the instance partition of "
-        "platform splits"
+        "platform splits; with validation rows (validation_fraction, early stopping, served by "
+        "the platform's node under its validation.serve policy) the side of every validation "
+        "row at every platform split of every trained tree, as scoring those rows would reveal"
     ),
-    platform_learns="aligned ids, training mask, instance partition; no labels",
+    platform_learns=(
+        "aligned ids, training mask, instance partition; with validation, which rows are "
+        "validation rows and how many trees are kept; no labels, no sample weights"
+    ),
     coordinator_learns=(
-        "ciphertexts, sizes, timings, the evaluation report, per-tree metrics, gain per "
-        "feature name, each node's privacy charge"
+        "ciphertexts, sizes, timings, the evaluation report, per-tree metrics (validation "
+        "AUC/KS/log-loss included), gain per feature name, each node's privacy charge"
     ),
     without_dp="exact platform histogram sums",
     controls=("bank_only_trees",),
@@ -66,6 +71,7 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
             "importance": outcome.importance,
+            "validation": outcome.validation,
         },
     )
 

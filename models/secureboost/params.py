@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from models.early_stopping import DEFAULT_METRIC, DEFAULT_VALIDATION_SEED, Metric
+from models.sample_weights import ClassWeight
 from models.secureboost.core import TreeParams
 from models.secureboost.settings import DEFAULTS
+from models.training_settings import IterativeParams
 from models.vertical.keys import CRYPTO_FIELDS, check_scheme_supported, crypto_fields
 from secure_agg.paillier import DEFAULT_KEY_BITS
 from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
@@ -16,7 +19,7 @@ HE_SCHEMES: tuple[str, ...] = tuple(SCHEMES)
 
 
 @dataclass(frozen=True)
-class SecureBoostParams:
+class SecureBoostParams(IterativeParams):
     """Settings of a SecureBoost job (validated by the experiment config)."""
 
     n_estimators: int = DEFAULTS.n_estimators
@@ -33,6 +36,11 @@ class SecureBoostParams:
     scheme: str = DEFAULT_SCHEME
     dp_epsilon: float | None = None
     dp_delta: float = DEFAULTS.dp_delta
+    validation_fraction: float | None = None
+    validation_seed: int = DEFAULT_VALIDATION_SEED
+    early_stopping_rounds: int | None = None
+    early_stopping_metric: Metric = DEFAULT_METRIC
+    class_weight: ClassWeight = None
 
     def __post_init__(self) -> None:
         check_scheme_supported(self.scheme, HE_SCHEMES, "crypto.scheme")

@@ -35,7 +35,16 @@ from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
 from models.secureboost.privacy import DP_MECHANISM, own_noise
 from models.secureboost.settings import DEFAULTS
-from models.secureboost.state import CLOCK, PENDING, YOURS, cleanup, training_bins
+from models.secureboost.state import (
+    CLOCK,
+    PENDING,
+    PROTOCOL,
+    VALID_KEY,
+    YOURS,
+    cleanup,
+    training_bins,
+    validation_bins,
+)
 from models.secureboost.timing import COMPUTE_SECONDS, FRESH_PACKS, PRECOMPUTED_PACKS
 from models.vertical import (
     aligned_features,
@@ -43,6 +52,7 @@ from models.vertical import (
     fit_own_bins,
     peer_scheme_key,
     platform_rows,
+    platform_validation_rows,
 )
 from secure_agg import precompute
 
@@ -91,11 +101,16 @@ class PlatformRole:
             scheme.name, int(key.key_bits), ctx.guard.job_crypto(), HE_SCHEMES, "the bank's key"
         )
         rows, train = platform_rows(env, ctx)
+        # Validation rows (early stopping): this node's own policy decides whether it routes
+        # them after every tree and how many, and its audit log records them.
+        valid = platform_validation_rows(env, ctx, train)
         specs = fit_own_bins(ctx, aligned_features(ctx, rows, train), int(settings["max_bin"]))
         # The noise comes from this node's own DP grant (reserved in its own ledger), never
         # from the bank's message.
         noise = own_noise(ctx, len(specs))
         ctx.store.put_array("sb.train", train)
+        if valid.any():
+            ctx.store.put_array(VALID_KEY, valid)
         ctx.store.put_json("sb.specs", [s.to_dict() for s in specs])
         ctx.store.put_json(
             "sb.state",
@@ -109,6 +124,7 @@ class PlatformRole:
                 "noise": noise,
                 "splits": {},
                 "tree": -1,
+                "n_valid": int(valid.sum()),
             },
         )
         features = [{"name": s.name, "kind": s.kind, "n_bins": s.n_bins} for s in specs]
@@ -205,6 +221,8 @@ class PlatformRole:
             raise ProtocolError("position vector has the wrong length")
         clock = CLOCK.load(ctx)
         directions = np.full(position.shape, -1, dtype=np.int8)
+        valid_ids: list[str] = []
+        valid_bits: list[npt.NDArray[np.bool_]] = []
         if env.stage == "level":
             splits: list[dict[str, Any]] = env.json("splits")
             started = time.perf_counter()
@@ -230,13 +248,22 @@ class PlatformRole:
                     "feature": spec.name,
                     "left_bins": list(split.left_bins),
                     "missing_left": split.missing_left,
+                    "tree": tree,
                 }
+                if state.get("n_valid"):
+                    # The split's side for every validation row, as scoring would answer it.
+                    column = validation_bins(ctx)[:, split.feature]
+                    valid_ids.append(str(item["split_id"]))
+                    valid_bits.append(goes_left(split, column, spec.missing_bin))
             state = {**state, "splits": table}
             clock.add("apply_splits", time.perf_counter() - started)
         compute: list[int] = env.json("compute")
         payload: dict[str, PayloadValue] = {"tree": tree, "level": level + 1}
         if env.stage == "level":
             payload["directions"] = directions
+        if valid_ids:
+            payload["valid_ids"] = dumps(valid_ids)
+            payload["valid_bits"] = np.packbits(np.stack(valid_bits, axis=1), axis=0)
         if (incoming == YOURS).any():
             raise ProtocolError("rows left undecided: a split was not sent to its owner")
         known = not (incoming == PENDING).any()
@@ -315,9 +342,16 @@ class PlatformRole:
     def _predict(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
         rows = job_rows(ctx)
         train = ctx.store.get_array("sb.train").astype(bool)
-        frame = aligned_features(ctx, rows, ~train)
+        held = ctx.store.get_array(VALID_KEY).astype(bool) if state.get("n_valid") else None
+        test = ~train if held is None else ~train & ~held
+        frame = aligned_features(ctx, rows, test)
         specs = {s["name"]: BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")}
-        splits = {k: RuleSplit.from_dict(v) for k, v in state["splits"].items()}
+        kept = _kept_trees(env, state)
+        splits = {
+            k: RuleSplit.from_dict(v)
+            for k, v in state["splits"].items()
+            if int(v.get("tree", 0)) < kept
+        }
         used = {rule.feature for rule in splits.values()}
         part = PlatformPart(
             party=ctx.name,
@@ -329,6 +363,16 @@ class PlatformRole:
         ids = sorted(splits)
         bits = part.decisions(frame, ids)
         part.save(ctx.model_dir())
+        if state.get("n_valid"):
+            ctx.guard.notify(
+                "validation_released",
+                {
+                    "protocol": PROTOCOL,
+                    "n_validation": int(state["n_valid"]),
+                    "iterations": int(state["tree"]) + 1,
+                    "iterations_kept": kept,
+                },
+            )
         clock = CLOCK.load(ctx)
         cleanup(ctx)
         return env.reply(
@@ -342,6 +386,18 @@ class PlatformRole:
                 "clock": dumps({"seconds": clock.seconds, "ops": clock.ops}),
             },
         )
+
+
+def _kept_trees(env: Envelope, state: dict[str, Any]) -> int:
+    """How many trees the bank keeps (early stopping); this part keeps its splits of those.
+
+    The tree of each split is this node's own record (the ``tree`` message it answered), so the
+    bank can only shorten the platform's part, never add to it.
+    """
+    kept = env.payload.get("n_trees", int(state["tree"]) + 1)
+    if isinstance(kept, bool) or not isinstance(kept, int) or kept < 0:
+        raise ProtocolError(f"secureboost/predict: n_trees must be an integer >= 0, got {kept!r}")
+    return kept
 
 
 def _more_histograms(state: dict[str, Any], tree: int, level: int) -> bool:

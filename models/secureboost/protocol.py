@@ -133,7 +133,9 @@ class SecureBoostOutcome:
     (how many), ``gain`` (the exact gain of those splits, computed by the bank from its gradients
     and the partition, XGBoost's ``total_gain``), ``cover`` (their hessian sum) and
     ``search_gain`` (the gain the split search saw; for a platform's features under DP it was
-    computed from noisy histograms and is inflated by the noise).
+    computed from noisy histograms and is inflated by the noise). ``validation`` (``None``
+    without validation rows): rows held out, metric, trees trained and kept, the best tree and
+    its score (:func:`models.secureboost.bank_validation.summary`).
     """
 
     report: dict[str, Any]
@@ -142,6 +144,7 @@ class SecureBoostOutcome:
     platform_parts: dict[str, dict[str, str]]
     clock: dict[str, Any]
     importance: list[dict[str, Any]]
+    validation: dict[str, Any] | None = None
 
 
 def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
@@ -154,6 +157,7 @@ def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
         platform_parts=env.json("platform_parts"),
         clock=env.json("clock"),
         importance=env.json("importance"),
+        validation=env.json("validation") if "validation" in env.payload else None,
     )
 
 

@@ -6,15 +6,17 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, model_validator
 
-from models.model_type import ModelSettings
+from models.training_settings import IterativeSettings
 
 
-class SecureBoostSettings(ModelSettings):
+class SecureBoostSettings(IterativeSettings):
     """Vertical SecureBoost (gradient-boosted trees over Paillier-encrypted gradients).
 
     ``bank_only_trees``: the first trees split on the bank's columns only and release nothing
     of the platforms'. ``dp_epsilon``: Gaussian noise on the platforms' histograms, calibrated
-    by each platform's node so the whole job meets (ε, ``dp_delta``).
+    by each platform's node so the whole job meets (ε, ``dp_delta``). Validation, early
+    stopping (one iteration is one tree) and class weights:
+    :class:`~models.training_settings.IterativeSettings`.
     """
 
     type: Literal["secureboost"]

@@ -29,6 +29,9 @@ PENDING = -3
 #: Store key prefix of the bank's key pair (``.public`` and ``.secret``: node-local only).
 KEY_PREFIX = "sb.key"
 
+#: Store key of a party's validation mask over the job's aligned rows (absent: none).
+VALID_KEY = "sb.valid"
+
 #: Each party's seconds and operation counts per phase.
 CLOCK = PartyClock("sb.clock")
 
@@ -43,9 +46,18 @@ def training_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
     message-to-message state would copy it on every hop. It is a pure function of the table,
     the training rows and the bin specs, all of which the party has at hand.
     """
+    return _binned(ctx, "sb.train")
+
+
+def validation_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
+    """This party's binned validation rows (binned with its training rows' specs), cached."""
+    return _binned(ctx, VALID_KEY)
+
+
+def _binned(ctx: PartyContext, mask_key: str) -> npt.NDArray[np.int32]:
     specs_raw = ctx.store.get_json("sb.specs")
     rows = job_rows(ctx)
-    train = ctx.store.get_array("sb.train").astype(bool)
+    train = ctx.store.get_array(mask_key).astype(bool)
     table = ctx.table()
     key = hashlib.sha256(
         b"|".join(
@@ -77,7 +89,7 @@ def cleanup(ctx: PartyContext) -> None:
     (:func:`secure_agg.precompute.forget_own_pools`); on failure ``job/end`` drops every pool of
     the process (:func:`secure_agg.precompute.forget_pools`).
     """
-    for key in ("sb.gh", "sb.g", "sb.h", "sb.position", "sb.raw", "sb.y"):
+    for key in ("sb.gh", "sb.g", "sb.h", "sb.position", "sb.raw", "sb.y", "sb.w", "sb.raw_valid"):
         ctx.store.delete(key)
     precompute.forget_own_pools(ctx.name)
     if ctx.role == "bank":

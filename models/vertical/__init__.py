@@ -37,6 +37,7 @@ from models.vertical.setup import (
     fit_own_bins,
     labels,
     platform_rows,
+    platform_validation_rows,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "peer_public_key",
     "peer_scheme_key",
     "platform_rows",
+    "platform_validation_rows",
     "record_answer",
     "setup_envelope",
     "write_part",

@@ -36,11 +36,27 @@ class BankRows:
         Boolean mask over ``rows``: the training rows (the rest are held out for evaluation).
     y : numpy.ndarray
         ``int64`` labels of the training rows.
+    weight : numpy.ndarray or None
+        The bank's weight column over the training rows (``None`` without one).
     """
 
     rows: npt.NDArray[np.intp]
     train: npt.NDArray[np.bool_]
     y: npt.NDArray[np.int64]
+    weight: npt.NDArray[np.float64] | None = None
+
+    def split(self, valid: npt.NDArray[np.bool_]) -> tuple[BankRows, npt.NDArray[np.bool_]]:
+        """The rows that fit the model once ``valid`` (a mask over the training rows) is held out.
+
+        Returns the fitting rows and the validation mask over the aligned rows.
+        """
+        positions = np.flatnonzero(self.train)
+        fit = self.train.copy()
+        fit[positions[valid]] = False
+        held = np.zeros_like(self.train)
+        held[positions[valid]] = True
+        weight = None if self.weight is None else self.weight[~valid]
+        return BankRows(self.rows, fit, self.y[~valid], weight), held
 
 
 def labels(table: PartyTable) -> npt.NDArray[np.int8]:
@@ -72,8 +88,10 @@ def bank_rows(ctx: PartyContext) -> BankRows:
     except KeyError as exc:
         raise ProtocolError("the bank has no evaluation split: run job/split first") from exc
     train = ~test
-    y = labels(ctx.table())[rows][train].astype(np.int64)
-    return BankRows(rows=rows, train=train, y=y)
+    table = ctx.table()
+    y = labels(table)[rows][train].astype(np.int64)
+    weight = None if table.weight is None else table.weight[rows][train]
+    return BankRows(rows=rows, train=train, y=y, weight=weight)
 
 
 def platform_rows(
@@ -93,6 +111,38 @@ def platform_rows(
             f"train mask covers {train.size} rows but {ctx.name} aligned {rows.size}"
         )
     return rows, train
+
+
+def platform_validation_rows(
+    env: Envelope, ctx: PartyContext, train: npt.NDArray[np.bool_]
+) -> npt.NDArray[np.bool_]:
+    """The bank's validation mask over a platform's aligned rows, checked by its own node.
+
+    No mask: no validation (all ``False``). Validation rows are rows the platform will route
+    (SecureBoost) or score (hetero LR) after every iteration, as it scores a bank's test rows:
+    its node's policy (:class:`models.guard.NodeLimits`, ``validation.serve`` and
+    ``validation.max_share``) decides whether and how many, counted from the masks themselves,
+    and the release is written to its own audit log.
+
+    Raises
+    ------
+    ProtocolError
+        If the mask has the wrong length or overlaps the training rows.
+    PolicyRefusalError
+        If the node's policy refuses validation rows, or this many.
+    """
+    if "valid_mask" not in env.payload:
+        return np.zeros_like(train)
+    valid = env.array("valid_mask").astype(bool)
+    if valid.shape != train.shape:
+        raise ProtocolError(f"validation mask covers {valid.size} rows, the job {train.size}")
+    if (valid & train).any():
+        raise ProtocolError("validation rows overlap the training rows")
+    n_valid = int(valid.sum())
+    if n_valid:
+        ctx.guard.limits.check_validation(n_valid, int(train.sum()))
+        ctx.guard.notify("validation_rows", {"n_validation": n_valid, "protocol": env.protocol})
+    return valid
 
 
 def aligned_features(

@@ -60,6 +60,22 @@ def weighted_sums(
     return out, sums[-1][0]
 
 
+def scaled(
+    pub: paillier.PublicKey, ciphertexts: Sequence[int], factors: Sequence[int]
+) -> list[int]:
+    """``[[c_i · f_i]]`` for integer (signed, fixed-point) factors: one modular power per row.
+
+    A negative factor is a power of the inverse (``gmpy2.powmod`` with a negative exponent).
+    """
+    if len(ciphertexts) != len(factors):
+        raise ValueError(f"{len(ciphertexts)} ciphertexts for {len(factors)} factors")
+    n2 = gmpy2.mpz(pub.nsquare)
+    return [
+        int(gmpy2.powmod(gmpy2.mpz(c), int(f), n2))
+        for c, f in zip(ciphertexts, factors, strict=True)
+    ]
+
+
 def masked(pub: paillier.PublicKey, ciphertexts: Sequence[int]) -> tuple[list[int], list[int]]:
     """Add fresh masks under encryption and re-randomise; return (ciphertexts, masks).
 

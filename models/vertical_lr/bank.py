@@ -21,6 +21,7 @@ from features.binning import BinSpec, transform
 from features.errors import DataError
 from features.woe import WoeTable
 from models.alignment import job_rows
+from models.early_stopping import StoppingState
 from models.evaluation import evaluate_scores
 from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
 from models.scorecard import Scorecard, ScorecardScaling
@@ -32,14 +33,25 @@ from models.vertical import (
     fit_own_bins,
     labels,
     record_answer,
+    validation,
 )
 from models.vertical_lr import batch_seed
 from models.vertical_lr import fixedpoint as fp
+from models.vertical_lr import validation as lr_validation
 from models.vertical_lr.bank_descent import send_batch, send_updates, step
 from models.vertical_lr.bank_woe import send_bins
 from models.vertical_lr.params import HeteroLRParams
 from models.vertical_lr.parts import BankLRPart
-from models.vertical_lr.state import CLOCK, KEY_PREFIX, PROTOCOL, cleanup, got, got_array, keep
+from models.vertical_lr.state import (
+    CLOCK,
+    KEY_PREFIX,
+    PROTOCOL,
+    VALID_KEY,
+    cleanup,
+    got,
+    got_array,
+    keep,
+)
 from secure_agg import paillier
 
 
@@ -76,10 +88,11 @@ class BankRole:
         settings = env.json("settings")
         params = HeteroLRParams(**settings["params"])
         platforms: list[str] = settings["platforms"]
-        own = bank_rows(ctx)
+        own, valid, y_valid = validation.hold_out(ctx, bank_rows(ctx), params.validation)
         train, y = own.train, own.y
         if y.size == 0 or y.min() == y.max():
             raise DataError(f"{ctx.table().path}: the training rows need both classes of the label")
+        weights = validation.weights(ctx, own, params.class_weight)
         clock = PhaseClock()
         started = time.perf_counter()
         frame = aligned_features(ctx, own.rows, train)
@@ -98,6 +111,14 @@ class BankRole:
         ctx.store.put_array("hlr.y", y)
         ctx.store.put_array("hlr.train", train)
         ctx.store.put_array("hlr.fine", fine.astype(np.int16))
+        if weights is not None:
+            ctx.store.put_array("hlr.w", weights)
+        if valid.any():
+            valid_frame = aligned_features(ctx, own.rows, valid)
+            ctx.store.put_array(VALID_KEY, valid)
+            ctx.store.put_array("hlr.y_valid", y_valid)
+            held = transform(valid_frame, specs).bins
+            ctx.store.put_array("hlr.valid_fine", held.astype(np.int16))
         ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
         state = {
             "params": asdict(params),
@@ -108,6 +129,8 @@ class BankRole:
             "pending": list(platforms),
             "n_train": int(train.sum()),
             "seed_nonce": batch_seed.draw(),
+            "weighted": weights is not None,
+            "validation": {"n": int(valid.sum()), "stopping": StoppingState().to_dict()},
         }
         ctx.store.put_json("hlr.state", state)
         init = {
@@ -128,6 +151,7 @@ class BankRole:
                     "key": keys.public.fingerprint,
                     "train_mask": train,
                     "enc_y": ciphertexts,
+                    **({"valid_mask": valid} if valid.any() else {}),
                 },
             )
             for p in platforms
@@ -141,12 +165,20 @@ class BankRole:
         tables = [WoeTable.from_dict(t) for t in ctx.store.get_json("hlr.tables")]
         coefficients: dict[str, float] = {}
         own = [t for t in tables if t.party == ctx.name]
-        for t, c in zip(own, state["coef"], strict=True):
+        best = lr_validation.best(state)
+        coef = state["coef"] if best is None else best["coef"]
+        intercept = float(state["intercept"] if best is None else best["intercept"])
+        for t, c in zip(own, coef, strict=True):
             coefficients[f"{t.party}:{t.name}"] = float(c)
         platform_bins: dict[str, npt.NDArray[Any]] = {}
         refs: dict[str, dict[str, str]] = {}
         clocks: dict[str, Any] = {}
-        n_test = int((~train).sum())
+        test = (
+            ~train
+            if not lr_validation.enabled(state)
+            else ~train & ~ctx.store.get_array(VALID_KEY).astype(bool)
+        )
+        n_test = int(test.sum())
         for p in state["platforms"]:
             coef = json.loads(got(ctx, p, "coef"))
             theirs = [t for t in tables if t.party == p]
@@ -165,7 +197,7 @@ class BankRole:
         card = Scorecard.build(
             [_keyed_table(t) for t in tables],
             coefficients,
-            float(state["intercept"]),
+            intercept,
             scaling,
             groups={
                 f"{t.party}:{t.name}": params.groups.get(
@@ -180,15 +212,15 @@ class BankRole:
             specs=specs,
             tables=tuple(tables),
             coefficients=coefficients,
-            intercept=float(state["intercept"]),
+            intercept=intercept,
             scorecard=card.to_dict(),
             platform_parts=refs,
             params=state["params"],
         )
-        frame = aligned_features(ctx, rows, ~train)
+        frame = aligned_features(ctx, rows, test)
         report = None
         if n_test:
-            y_test = label[rows][~train]
+            y_test = label[rows][test]
             report = evaluate_scores(y_test, part.predict_proba(frame, platform_bins)).to_dict()
         path = part.save(ctx.model_dir())
         clock = CLOCK.load(ctx)
@@ -202,6 +234,11 @@ class BankRole:
                 "report": dumps(report),
                 "history": dumps(state["history"]),
                 "converged": bool(state.get("converged", False)),
+                **(
+                    {"validation": dumps(lr_validation.summary(state, params))}
+                    if lr_validation.enabled(state)
+                    else {}
+                ),
                 "seed": str(state["seed"]),
                 "bank_part": dumps(
                     {

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from features.woe import WoeTable
 from models.protocol import Envelope, PartyContext, ProtocolError, dumps
 from models.vertical import KeyPair, peer_public_key
-from models.vertical_lr import arithmetic
+from models.vertical_lr import arithmetic, validation
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.core import batch_schedule, relative_change
 from models.vertical_lr.params import HeteroLRParams
@@ -59,8 +59,22 @@ def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     _, _, x = _own(ctx)
     y = ctx.store.get_array("hlr.y")
     u = x[rows] @ np.asarray(state["coef"], dtype=np.float64) + float(state["intercept"])
-    r = fp.encode(0.25 * u + 0.5 - y[rows])
+    residual = 0.25 * u + 0.5 - y[rows]
+    weights = _weights(ctx)
+    extra: dict[str, Any] = {}
     clock = CLOCK.load(ctx)
+    if weights is None:
+        r = fp.encode(residual)
+    else:
+        # Weighted: [[w r]] at 2 SCALE_BITS and [[w]]; a platform adds [[w]]^(0.25 u_P), so
+        # the weights reach it only encrypted under the bank's key.
+        r = fp.encode(weights[rows] * residual, bits=2 * fp.SCALE_BITS)
+        started = time.perf_counter()
+        enc_w = paillier.encrypt_many_private(
+            keys.private, fp.to_residue(fp.encode(weights[rows]), keys.public.n)
+        )
+        clock.since("encrypt_weights", started, ops=len(enc_w))
+        extra["enc_w"] = paillier.ciphertexts_to_array(keys.public, enc_w)
     started = time.perf_counter()
     enc = paillier.encrypt_many_private(keys.private, fp.to_residue(r, keys.public.n))
     clock.since("encrypt", started, ops=len(enc))
@@ -75,7 +89,7 @@ def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
             "batch",
             ctx.name,
             p,
-            {"epoch": state["epoch"], "batch": state["batch"], "enc_r": array},
+            {"epoch": state["epoch"], "batch": state["batch"], "enc_r": array, **extra},
         )
         for p in state["platforms"]
     ]
@@ -110,6 +124,10 @@ def send_updates(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
                 f"platform '{p}' sent {len(enc_u)} partial logits for {rows.size} rows"
             )
         started = time.perf_counter()
+        weights = _weights(ctx)
+        if weights is not None:
+            # Each row's [[0.25 u_P]] times its weight (the bank's own, in the clear here).
+            enc_u = arithmetic.scaled(platform_key, enc_u, fp.encode(weights[rows]))
         cross, total = arithmetic.weighted_sums(
             platform_key, enc_u, coarse[rows], [t.woe for t in tables]
         )
@@ -160,11 +178,12 @@ def step(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         if state["batch"] == len(schedule) - 1:
             votes.append(bool(got(ctx, p, "converged")))
     grads = []
+    r_bits = residual_bits(bool(state.get("weighted")))
     for j, table in enumerate(tables):
         weights = fp.encode(np.asarray(table.woe, dtype=np.float64))
         own = sum((int(w) * int(r[coarse[rows, j] == b].sum()) for b, w in enumerate(weights)), 0)
-        grads.append((own + cross[j]) / float(1 << (2 * fp.SCALE_BITS)) / rows.size)
-    grad_b = (int(r.sum()) + cross[-1]) / float(1 << fp.SCALE_BITS) / rows.size
+        grads.append((own + cross[j]) / float(1 << (r_bits + fp.SCALE_BITS)) / rows.size)
+    grad_b = (int(r.sum()) + cross[-1]) / float(1 << r_bits) / rows.size
     coef = np.asarray(state["coef"], dtype=np.float64)
     if state["batch"] == 0:
         state["epoch_start"] = [*coef.tolist(), float(state["intercept"])]
@@ -181,23 +200,29 @@ def step(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     start = np.asarray(state["epoch_start"], dtype=np.float64)
     change = relative_change(coef - start[:-1], intercept - start[-1], coef, intercept)
     settled = change < lr.tol and all(votes)
-    state["history"].append(
-        {
-            "epoch": state["epoch"],
-            "change": change,
-            "platforms_settled": all(votes),
-            "seconds": time.time() - float(state["epoch_started"]),
-            "batches": len(schedule),
-        }
-    )
+    entry = {
+        "epoch": state["epoch"],
+        "change": change,
+        "platforms_settled": all(votes),
+        "seconds": time.time() - float(state["epoch_started"]),
+        "batches": len(schedule),
+    }
+    if validation.enabled(state):
+        logits = {p: got_array(ctx, p, "valid_u").astype(np.float64) for p in state["platforms"]}
+        entry.update(validation.score_epoch(ctx, state, params, logits))
+        forget_inputs(ctx, state, ("valid_u",))
+    state["history"].append(entry)
     state["epoch"] += 1
     state["batch"] = 0
-    if settled or state["epoch"] >= lr.max_epochs:
+    stopped = validation.stopped(state)
+    if settled or stopped or state["epoch"] >= lr.max_epochs:
+        best = validation.best(state)
+        extra = {} if best is None else {"epoch": int(best["epoch"])}
         state.update(
             {
                 "expect": "final",
                 "pending": list(state["platforms"]),
-                "converged": settled,
+                "converged": settled and not stopped,
             }
         )
         ctx.store.put_json("hlr.state", state)
@@ -207,8 +232,21 @@ def step(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
                 "finish",
                 ctx.name,
                 p,
-                {"model_id": f"{state['model_id']}-{p}"},
+                {"model_id": f"{state['model_id']}-{p}", **extra},
             )
             for p in state["platforms"]
         ]
     return send_batch(ctx, state)
+
+
+def residual_bits(weighted: bool) -> int:
+    """Fractional bits of the residuals a gradient sums: ``w r`` carries twice ``r``'s."""
+    return 2 * fp.SCALE_BITS if weighted else fp.SCALE_BITS
+
+
+def _weights(ctx: PartyContext) -> npt.NDArray[np.float64] | None:
+    """The training rows' sample weights (``None``: unweighted)."""
+    try:
+        return ctx.store.get_array("hlr.w")
+    except KeyError:
+        return None

@@ -13,6 +13,11 @@ entity resolution and additively homomorphic encryption"; FATE's hetero LR does 
 The batch schedule is a pure function of ``(n_rows, batch_size, epoch, seed)`` so that the bank,
 every platform and this core visit the same rows in the same order: the protocol's coefficients
 equal this core's (up to fixed-point rounding) when both run the same schedule.
+
+Sample weights ``w_i`` (:mod:`models.sample_weights`, at most 1) weight each row's residual:
+the batch gradient is ``Σ_i w_i d_i x_i / |B|``. With validation rows, :func:`fit` scores them
+after every epoch (:mod:`models.early_stopping`) and, with ``early_stopping_rounds``, stops and
+returns the coefficients of the best epoch, as the protocol does.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from models.early_stopping import StoppingState, ValidationPlan, observe, validation_metrics
 from models.vertical_lr.settings import DEFAULTS
 
 FloatArray = npt.NDArray[np.float64]
@@ -134,13 +140,19 @@ def log_loss(z: FloatArray, y: npt.NDArray[np.integer] | FloatArray) -> float:
 
 @dataclass
 class LRFit:
-    """Result of :func:`fit`."""
+    """Result of :func:`fit`.
+
+    ``best_epoch``: the epoch early stopping kept (``coef`` and ``intercept`` are its), else
+    ``None``; ``history`` holds each epoch's validation metrics (``valid_auc`` ...) when the
+    fit had validation rows.
+    """
 
     coef: FloatArray
     intercept: float
     epochs: int
     converged: bool
     history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
 
     def decision_function(self, x: FloatArray) -> FloatArray:
         """Logits ``x·w + b``."""
@@ -158,6 +170,10 @@ def fit(
     *,
     seed: int = 0,
     blocks: Sequence[int] | None = None,
+    weights: FloatArray | None = None,
+    x_valid: FloatArray | None = None,
+    y_valid: npt.NDArray[np.integer] | FloatArray | None = None,
+    plan: ValidationPlan | None = None,
 ) -> LRFit:
     """Train by mini-batch gradient descent on the schedule of :func:`batch_schedule`.
 
@@ -173,6 +189,12 @@ def fit(
         Columns of each party, in order (the first holds the intercept): convergence asks
         every party's own change to be below ``tol``, as the vertical protocol does, where no
         party sees another's coefficients. Default: one block.
+    weights : ndarray, shape (n_rows,), optional
+        Sample weights (at most 1; :mod:`models.sample_weights`).
+    x_valid, y_valid : ndarray, optional
+        Validation rows, scored after every epoch.
+    plan : ValidationPlan, optional
+        The stopping rule (``rounds``, ``metric``); without ``rounds`` the last epoch is kept.
 
     Returns
     -------
@@ -191,30 +213,50 @@ def fit(
     converged = False
     epoch = 0
     curvature = curvature_bound(np.mean(np.square(x), axis=0))
+    stopping = StoppingState()
+    best: tuple[FloatArray, float] = (coef, intercept)
     for epoch in range(params.max_epochs):
         start_coef, start_intercept = coef.copy(), intercept
         rate = params.rate(epoch, curvature)
         for rows in batch_schedule(x.shape[0], params.batch_size, epoch, seed):
             xb = x[rows]
             d = residual(xb @ coef + intercept, labels[rows], params.gradient)
+            if weights is not None:
+                d = weights[rows] * d
             grad = xb.T @ d / rows.size + params.l2 * coef
             grad_b = float(d.sum()) / rows.size
             coef = coef - rate * grad
             intercept -= rate * grad_b
         changes = block_changes(coef, start_coef, intercept, start_intercept, widths)
         change = changes[0] if len(changes) == 1 else max(changes)
-        history.append(
-            {
-                "epoch": float(epoch),
-                "change": change,
-                "loss": log_loss(x @ coef + intercept, labels),
-            }
-        )
+        entry = {
+            "epoch": float(epoch),
+            "change": change,
+            "loss": log_loss(x @ coef + intercept, labels),
+        }
+        history.append(entry)
+        if x_valid is not None and y_valid is not None:
+            metrics = validation_metrics(y_valid, np.asarray(x_valid) @ coef + intercept)
+            entry.update({f"valid_{k}": v for k, v in metrics.items()})
+            stopping = observe(stopping, epoch, metrics, plan or ValidationPlan(fraction=1.0))
+            if stopping.best_iteration == epoch:
+                best = (coef.copy(), intercept)
+            if stopping.stopped:
+                break
         if change < params.tol:
             converged = True
             break
+    best_epoch = None
+    if plan is not None and plan.rounds is not None and stopping.best_iteration >= 0:
+        best_epoch = stopping.best_iteration
+        coef, intercept = best
     return LRFit(
-        coef=coef, intercept=intercept, epochs=epoch + 1, converged=converged, history=history
+        coef=coef,
+        intercept=intercept,
+        epochs=epoch + 1,
+        converged=converged,
+        history=history,
+        best_epoch=best_epoch,
     )
 
 

@@ -17,14 +17,19 @@ PRIVACY = PrivacyDescription(
         "per-bin row and bad counts of every platform column (anonymous ordered bins: WOE and "
         "IV), its own gradients (weighted sums of platform partial logits over batches of at "
         "least the platform's minimum size), one settled bit per platform and epoch, the "
-        "platforms' final coefficients and the coarse bins of its test enterprises"
+        "platforms' final coefficients (of the kept epoch) and the coarse bins of its test "
+        "enterprises; with validation rows (served by the platform's node under its "
+        "validation.serve policy) each platform's partial logit of every validation row after "
+        "every epoch, as scoring those rows would reveal"
     ),
     platform_learns=(
         "aligned ids, training mask, the coarse mapping and WOE of its own bins, its own "
-        "gradients; no labels"
+        "gradients; with validation, which rows are validation rows and the kept epoch; no "
+        "labels, no sample weights (encrypted under the bank's key)"
     ),
     coordinator_learns=(
-        "ciphertexts, masked sums, sizes, timings, the evaluation report and per-epoch history"
+        "ciphertexts, masked sums, sizes, timings, the evaluation report and per-epoch history "
+        "(validation metrics included)"
     ),
     without_dp="exact per-bin label counts of platform columns and its own gradients",
 )
@@ -59,6 +64,7 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
             "bank_part": outcome.bank_part,
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
+            "validation": outcome.validation,
         },
     )
 

@@ -9,7 +9,10 @@ import numpy.typing as npt
 
 from features.binning import BinSpec
 from features.woe import WoeTable
+from models.early_stopping import DEFAULT_METRIC, DEFAULT_VALIDATION_SEED, Metric
 from models.protocol import ProtocolError
+from models.sample_weights import ClassWeight
+from models.training_settings import IterativeParams
 from models.vertical.keys import CRYPTO_FIELDS, check_scheme_supported, crypto_fields
 from models.vertical_lr.core import LRParams
 from models.vertical_lr.settings import DEFAULTS
@@ -21,7 +24,7 @@ HE_SCHEMES: tuple[str, ...] = (DEFAULT_SCHEME,)
 
 
 @dataclass(frozen=True)
-class HeteroLRParams:
+class HeteroLRParams(IterativeParams):
     """Settings of a hetero LR job (validated by the experiment config)."""
 
     learning_rate: float = DEFAULTS.learning_rate
@@ -42,6 +45,11 @@ class HeteroLRParams:
     key_bits: int = DEFAULT_KEY_BITS
     insecure_test_keys: bool = False
     scheme: str = DEFAULT_SCHEME
+    validation_fraction: float | None = None
+    validation_seed: int = DEFAULT_VALIDATION_SEED
+    early_stopping_rounds: int | None = None
+    early_stopping_metric: Metric = DEFAULT_METRIC
+    class_weight: ClassWeight = None
 
     def __post_init__(self) -> None:
         check_scheme_supported(self.scheme, HE_SCHEMES, "crypto.scheme")

@@ -32,13 +32,15 @@ from models.vertical import (
     fit_own_bins,
     peer_public_key,
     platform_rows,
+    platform_validation_rows,
 )
 from models.vertical_lr import arithmetic, batch_seed
 from models.vertical_lr import fixedpoint as fp
+from models.vertical_lr.bank_descent import residual_bits
 from models.vertical_lr.core import LRParams, batch_count, batch_schedule, relative_change
 from models.vertical_lr.parts import PlatformLRPart
 from models.vertical_lr.privacy import check_cross_terms, check_schedule
-from models.vertical_lr.state import CLOCK, KEY_PREFIX, PROTOCOL, cleanup
+from models.vertical_lr.state import CLOCK, KEY_PREFIX, PROTOCOL, VALID_KEY, cleanup
 from secure_agg import paillier
 
 
@@ -75,6 +77,9 @@ class PlatformRole:
         )
         limits = ctx.guard.limits
         rows, train = platform_rows(env, ctx)
+        # Validation rows (early stopping): this node's own policy decides whether it scores
+        # them after every epoch and how many, and its audit log records them.
+        valid = platform_validation_rows(env, ctx, train)
         bank_key = peer_public_key(
             env.payload["public_key"],  # type: ignore[arg-type]
             limits,
@@ -115,6 +120,10 @@ class PlatformRole:
         ctx.store.put_array("hlr.train", train)
         ctx.store.put_array("hlr.fine", fine.astype(np.int16))
         ctx.store.put_json("hlr.specs", [s.to_dict() for s in specs])
+        if valid.any():
+            ctx.store.put_array(VALID_KEY, valid)
+            held = transform(aligned_features(ctx, rows, valid), specs).bins
+            ctx.store.put_array("hlr.valid_fine", held.astype(np.int16))
         share = batch_seed.draw()
         ctx.store.put_json(
             "hlr.state",
@@ -123,6 +132,7 @@ class PlatformRole:
                 "bank_key": bank_key.to_bytes().hex(),
                 "seed_commitment": committed,
                 "seed_share": share,
+                "n_valid": int(valid.sum()),
             },
         )
         features = [{"name": s.name, "kind": s.kind, "n_fine": s.n_bins + 1} for s in specs]
@@ -165,6 +175,7 @@ class PlatformRole:
                 "peers": [p for p in settings["platforms"] if p != ctx.name],
                 "coef": [0.0] * len(tables),
                 "epoch_start": [0.0] * len(tables),
+                "coef_by_epoch": [],
             }
         )
         ctx.store.put_json("hlr.state", state)
@@ -189,8 +200,16 @@ class PlatformRole:
         rows = self._rows(state, epoch, batch)
         _, x = self._matrix(ctx, state)
         u = fp.encode(0.25 * (x[rows] @ np.asarray(state["coef"], dtype=np.float64)))
-        state["current"] = {"epoch": epoch, "batch": batch, "u": [str(v) for v in u]}
+        weighted = "enc_w" in env.payload
+        state["current"] = {
+            "epoch": epoch,
+            "batch": batch,
+            "u": [str(v) for v in u],
+            "weighted": weighted,
+        }
         ctx.store.put_array("hlr.enc_r", env.array("enc_r"))
+        if weighted:
+            ctx.store.put_array("hlr.enc_w", env.array("enc_w"))
         ctx.store.put_json("hlr.state", state)
         out = []
         if state["peers"]:
@@ -199,7 +218,16 @@ class PlatformRole:
             bank_key = peer_public_key(
                 state["bank_key"], ctx.guard.limits, "the bank's Paillier key"
             )
-            shares = paillier.encrypt_many(bank_key, fp.to_residue(u, bank_key.n))
+            if weighted:
+                # [[w]]^(0.25 u_P) times a fresh encryption of 0: this platform's weighted share
+                # under the bank's key. Without the fresh randomness a peer holding [[w]] could
+                # find the small exponent 0.25 u_P of each row (a short discrete logarithm).
+                powers = arithmetic.scaled(bank_key, self._enc_w(ctx, bank_key, len(u)), u)
+                zeros = paillier.encrypt_many(bank_key, [0] * len(u))
+                n2 = gmpy2.mpz(bank_key.nsquare)
+                shares = [int(a * gmpy2.mpz(z) % n2) for a, z in zip(powers, zeros, strict=True)]
+            else:
+                shares = paillier.encrypt_many(bank_key, fp.to_residue(u, bank_key.n))
             clock.since("encrypt_peer", started, ops=len(u))
             CLOCK.save(ctx, clock)
             out = [
@@ -245,7 +273,13 @@ class PlatformRole:
         enc_r = paillier.ciphertexts_from_array(bank_key, ctx.store.get_array("hlr.enc_r"))
         if len(enc_r) != len(u):
             raise ProtocolError(f"{len(enc_r)} encrypted residuals for a batch of {len(u)} rows")
-        d = [gmpy2.mpz(c) * (1 + n * (v % n)) % n2 for c, v in zip(enc_r, u, strict=True)]
+        if current.get("weighted"):
+            # [[w r]] [[w]]^(0.25 u_P) = [[w d]]: the bank's weights stay encrypted.
+            scaled = arithmetic.scaled(bank_key, self._enc_w(ctx, bank_key, len(u)), u)
+            d = [gmpy2.mpz(c) * s % n2 for c, s in zip(enc_r, scaled, strict=True)]
+            ctx.store.delete("hlr.enc_w")
+        else:
+            d = [gmpy2.mpz(c) * (1 + n * (v % n)) % n2 for c, v in zip(enc_r, u, strict=True)]
         for peer in state["peers"]:
             shares = paillier.ciphertexts_from_array(
                 bank_key, ctx.store.get_array(f"hlr.peer.{peer}")
@@ -306,7 +340,8 @@ class PlatformRole:
         coef = np.asarray(state["coef"], dtype=np.float64)
         if current["batch"] == 0:
             state["epoch_start"] = coef.tolist()
-        g = np.asarray(grad, dtype=np.float64) / float(1 << (2 * fp.SCALE_BITS)) / rows.size
+        bits = residual_bits(bool(current.get("weighted"))) + fp.SCALE_BITS
+        g = np.asarray(grad, dtype=np.float64) / float(1 << bits) / rows.size
         rate = params.rate(current["epoch"], float(settings["curvature"]))
         coef = coef - rate * (g + params.l2 * coef)
         state["coef"] = coef.tolist()
@@ -334,13 +369,35 @@ class PlatformRole:
             # bank never sees the platform's coefficient norms or their change.
             start = np.asarray(state["epoch_start"], dtype=np.float64)
             payload["converged"] = bool(relative_change(coef - start, 0.0, coef, 0.0) < params.tol)
+            state["coef_by_epoch"] = [*state.get("coef_by_epoch", []), coef.tolist()]
+            if state.get("n_valid"):
+                # This epoch's partial logit of every validation row: what scoring those rows
+                # with this epoch's model would reveal (allowed by this node's policy at init).
+                payload["valid_u"] = self._valid_logits(ctx, state, coef)
         state["current"] = None
         ctx.store.put_json("hlr.state", state)
         return env.reply("cross_sums", payload)
 
+    def _enc_w(self, ctx: PartyContext, bank_key: Any, count: int) -> list[int]:
+        enc_w = paillier.ciphertexts_from_array(bank_key, ctx.store.get_array("hlr.enc_w"))
+        if len(enc_w) != count:
+            raise ProtocolError(f"{len(enc_w)} encrypted weights for a batch of {count} rows")
+        return enc_w
+
+    def _valid_logits(
+        self, ctx: PartyContext, state: dict[str, Any], coef: npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64]:
+        fine = ctx.store.get_array("hlr.valid_fine").astype(np.int32)
+        bins = arithmetic.coarse(fine, [t["mapping"] for t in state["tables"]])
+        x = arithmetic.woe_matrix(bins, [t["woe"] for t in state["tables"]])
+        return np.asarray(x @ coef, dtype=np.float64)
+
     def _finish(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
         rows = job_rows(ctx)
         train = ctx.store.get_array("hlr.train").astype(bool)
+        held = ctx.store.get_array(VALID_KEY).astype(bool) if state.get("n_valid") else None
+        test = ~train if held is None else ~train & ~held
+        coef = _kept_coef(env, state)
         specs = tuple(BinSpec.from_dict(s) for s in ctx.store.get_json("hlr.specs"))
         mappings = tuple(tuple(int(v) for v in t["mapping"]) for t in state["tables"])
         part = PlatformLRPart(
@@ -350,17 +407,43 @@ class PlatformRole:
             mappings=mappings,
             bank=state["bank"],  # served to this bank only
         )
-        frame = aligned_features(ctx, rows, ~train)
+        frame = aligned_features(ctx, rows, test)
         test_bins = part.coarse_bins(frame)
         part.save(ctx.model_dir())
+        if state.get("n_valid"):
+            ctx.guard.notify(
+                "validation_released",
+                {
+                    "protocol": PROTOCOL,
+                    "n_validation": int(state["n_valid"]),
+                    "iterations": len(state.get("coef_by_epoch", [])),
+                },
+            )
         clock = CLOCK.load(ctx)
         cleanup(ctx)
         return env.reply(
             "final",
             {
-                "coef": dumps(state["coef"]),
+                "coef": dumps(coef),
                 "test_bins": test_bins,
                 "part": dumps({"model_id": part.model_id, "content_hash": part.content_hash}),
                 "clock": dumps(clock.to_dict()),
             },
         )
+
+
+def _kept_coef(env: Envelope, state: dict[str, Any]) -> list[float]:
+    """The coefficients the model keeps: the last epoch's, or the epoch the bank names.
+
+    With early stopping the bank names its best epoch; this node releases its own coefficients
+    of that epoch (one set, never more) and checks the epoch is one it trained.
+    """
+    if "epoch" not in env.payload:
+        return [float(c) for c in state["coef"]]
+    epoch = env.payload["epoch"]
+    trained = state.get("coef_by_epoch", [])
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < len(trained):
+        raise ProtocolError(
+            f"hetero_lr/finish names epoch {epoch!r}; this platform trained {len(trained)}"
+        )
+    return [float(c) for c in trained[epoch]]

@@ -132,7 +132,11 @@ def start_envelope(
 
 @dataclass(frozen=True)
 class HeteroLROutcome:
-    """What the coordinator receives when training ends (aggregates and references)."""
+    """What the coordinator receives when training ends (aggregates and references).
+
+    ``validation`` (``None`` without validation rows): rows held out, metric, epochs trained and
+    kept, the best epoch and its score (:func:`models.vertical_lr.validation.summary`).
+    """
 
     report: dict[str, Any] | None
     history: list[dict[str, Any]]
@@ -141,6 +145,7 @@ class HeteroLROutcome:
     bank_part: dict[str, Any]
     platform_parts: dict[str, dict[str, str]]
     clock: dict[str, Any]
+    validation: dict[str, Any] | None = None
 
 
 def conclude(replies: Sequence[Envelope]) -> HeteroLROutcome:
@@ -154,6 +159,7 @@ def conclude(replies: Sequence[Envelope]) -> HeteroLROutcome:
         bank_part=env.json("bank_part"),
         platform_parts=env.json("platform_parts"),
         clock=env.json("clock"),
+        validation=env.json("validation") if "validation" in env.payload else None,
     )
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.model_type import ModelSettings
+from models.training_settings import IterativeSettings
 
 
 class ScorecardSettings(BaseModel):
@@ -27,7 +27,7 @@ class ScorecardSettings(BaseModel):
     )
 
 
-class HeteroLRSettings(ModelSettings):
+class HeteroLRSettings(IterativeSettings):
     """Vertical WOE logistic regression over Paillier encryption, and its scorecard.
 
     Fine quantile bins (``max_bin``) per column, merged by the bank from (encrypted, for platform
@@ -36,7 +36,8 @@ class HeteroLRSettings(ModelSettings):
     with L2 (``l2``), step ``learning_rate / (L sqrt(1 + decay * epoch))`` where ``L`` bounds the
     loss's curvature (so defaults work whatever the features' scale), until every party's
     relative weight change in an epoch is below ``tol`` or after ``max_epochs``.
-    ``batch_size: 0`` is full batch.
+    ``batch_size: 0`` is full batch. Validation, early stopping (one iteration is one epoch) and
+    class weights: :class:`~models.training_settings.IterativeSettings`.
     """
 
     type: Literal["hetero_lr"]

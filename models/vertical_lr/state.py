@@ -21,6 +21,9 @@ PROTOCOL = "hetero_lr"
 #: Store key prefix of a party's own key pair (``.public`` and ``.secret``: node-local only).
 KEY_PREFIX = "hlr.key"
 
+#: Store key of a party's validation mask over the job's aligned rows (absent: none).
+VALID_KEY = "hlr.valid"
+
 #: Each party's seconds and operation counts per phase.
 CLOCK = PartyClock("hlr.clock")
 
@@ -56,6 +59,16 @@ def forget_inputs(ctx: PartyContext, state: dict[str, Any], keys: Sequence[str])
 
 def cleanup(ctx: PartyContext) -> None:
     """Forget the training state of a finished protocol and the party's key pair."""
-    for key in ("hlr.fine", "hlr.y", "hlr.r", "hlr.masks", "hlr.enc_r", "hlr.clock"):
+    for key in (
+        "hlr.fine",
+        "hlr.y",
+        "hlr.r",
+        "hlr.masks",
+        "hlr.enc_r",
+        "hlr.enc_w",
+        "hlr.clock",
+        "hlr.w",
+        "hlr.valid_fine",
+    ):
         ctx.store.delete(key)
     KeyPair.forget(ctx.store, prefix=KEY_PREFIX)

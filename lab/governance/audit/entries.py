@@ -47,6 +47,8 @@ EventType = Literal[
     "peer_head",
     "scoring_calls_aggregated",
     "model_part_bound",
+    "validation_rows",
+    "validation_released",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
