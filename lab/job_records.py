@@ -115,20 +115,27 @@ def check_resumable(record: JobRecord, spec: JobSpec, runtime: str) -> None:
             f"{runtime}; resume it where it ran"
         )
     if record.spec != spec.to_json():
-        key = _first_difference(json.loads(record.spec), json.loads(spec.to_json()))
+        found = _differences(json.loads(record.spec), json.loads(spec.to_json()))
+        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
         raise ResumeError(
             f"--resume {record.job_id}: the experiment differs from the one the job ran "
-            f"(at {key}); resume with the same config and --set options"
+            f"(at {shown}); resume with the same config and --set options"
         )
 
 
-def _first_difference(old: Any, new: Any, where: str = "") -> str:
+def _differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """Every leaf where ``old`` and ``new`` differ, as ``path: old -> new``."""
     if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{where}.{key}".lstrip("."))
+                out += _differences(old.get(key), new.get(key), f"{where}.{key}".lstrip("."))
+        return out
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            if a != b:
-                return _first_difference(a, b, f"{where}[{i}]")
-    return f"{where or 'the job spec'}: {old!r} -> {new!r}"
+        return [
+            d
+            for i, (a, b) in enumerate(zip(old, new, strict=True))
+            if a != b
+            for d in _differences(a, b, f"{where}[{i}]")
+        ]
+    return [f"{where or 'the job spec'}: {old!r} -> {new!r}"]

@@ -25,6 +25,7 @@ from federated.protocols import party_protocols
 from federated.spec import JobSpec, PartyBinding, PartySpec
 from federated.transport import InProcessTransport, PartyError
 from models.checkpoint import FORMAT, VERSION, PartyCheckpoints
+from models.guard import NodeLimits
 from models.protocol import Envelope
 from tests.conftest import TEST_LIMITS, make_vertical
 
@@ -157,7 +158,8 @@ def test_a_job_killed_mid_tree_resumes_to_the_uninterrupted_model(
     ours = [t["train_logloss"] for t in result.joint.details["per_tree"]]
     theirs = [t["train_logloss"] for t in whole.joint.details["per_tree"]]
     np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
-    assert result.joint.report is not None and whole.joint.report is not None
+    assert result.joint.report is not None
+    assert whole.joint.report is not None
     assert abs(result.joint.report.auc - whole.joint.report.auc) < 1e-12
     # A finished job keeps only its record, marked finished; it cannot be resumed again.
     for party in ("bank", "platform"):
@@ -188,10 +190,13 @@ def test_checkpoint_files_are_versioned_private_and_hold_no_key(data: Path, tmp_
     bank = tmp_path / "bank" / "checkpoints" / _spec().job_id
     platform = tmp_path / "platform" / "checkpoints" / _spec().job_id
     record = json.loads((bank / "job.json").read_text())
-    assert record["format"] == FORMAT and record["version"] == VERSION
-    assert record["status"] == "running" and record["data_digest"].startswith("sha256:")
+    assert record["format"] == FORMAT
+    assert record["version"] == VERSION
+    assert record["status"] == "running"
+    assert record["data_digest"].startswith("sha256:")
     boundary = json.loads((bank / "secureboost-1.json").read_text())
-    assert boundary["version"] == VERSION and boundary["boundary"] == 1
+    assert boundary["version"] == VERSION
+    assert boundary["boundary"] == 1
     assert set(boundary["docs"]) >= {"sb.trees", "sb.metrics", "state", "rows"}
     # The newest two boundaries are kept, in each party's own folder.
     assert sorted(p.name for p in bank.glob("secureboost-*.json")) == [
@@ -322,3 +327,89 @@ def test_a_bank_replaying_a_tree_gets_no_fresh_noise_and_cannot_ask_other_splits
         )
         counts.append(record["releases"])
     assert counts[0] == counts[1]
+
+
+# ----------------------------------------------------------------------------- hetero LR
+
+LR_MODEL = {"type": "hetero_lr", "batch_size": 128, "max_epochs": 4, "tol": 0.0, "max_bin": 8}
+LR_LIMITS = NodeLimits(
+    min_key_bits=512, allow_insecure_test_keys=True, min_batch_size=64, rows_per_cross_term=1
+)
+
+
+def _lr_transport(
+    data: Path, stores: Path, tap: Callable[[str, Envelope], None] | None = None
+) -> InProcessTransport:
+    paths = {"bank": data / "bank.csv", "platform": data / "platform.csv"}
+    runtimes = {
+        name: PartyRuntime(
+            PartyBinding(name, name, paths[name], store=stores / name),  # type: ignore[arg-type]
+            DictStore(),
+            party_protocols(),  # type: ignore[arg-type]
+            disclose_errors=True,
+            limits=LR_LIMITS,
+        )
+        for name in ("bank", "platform")
+    }
+    return InProcessTransport(runtimes, tap=tap)
+
+
+def _lr_parts(result: Any, stores: Path) -> tuple[Any, Any]:
+    details = result.joint.details
+    bank = json.loads(Path(details["bank_part"]["path"]).read_text())
+    [ref] = details["platform_parts"].values()
+    platform = json.loads((stores / "platform" / "models" / f"{ref['model_id']}.json").read_text())
+    return bank, platform
+
+
+def test_a_hetero_lr_job_killed_mid_epoch_resumes_to_the_uninterrupted_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models.vertical_lr import batch_seed
+
+    # The batch schedule's seed is drawn afresh by every run; the whole run and the cut one
+    # draw the same here, so they train on the same batches. The resumed run draws new values
+    # (its setup runs again) and must continue with the seed its parties checkpointed.
+    draws = iter(f"{i:064x}" for i in range(1000))
+    monkeypatch.setattr(batch_seed, "draw", lambda: next(draws))
+    data = tmp_path / "data"
+    make_vertical(data, n=600)
+    spec = _spec(model=LR_MODEL)
+    whole = run_job(spec, _lr_transport(data, tmp_path / "whole"))
+    draws = iter(f"{i:064x}" for i in range(1000))
+    dead = {"seen": False}
+
+    def tap(direction: str, env: Envelope) -> None:
+        if dead["seen"]:
+            raise Crash("gone")
+        if (
+            direction == "from_party"
+            and env.stage == "cross_sums"
+            and (env.payload.get("epoch"), env.payload.get("batch")) == (2, 1)
+        ):
+            dead["seen"] = True
+            raise Crash("killed mid-epoch 2")
+
+    stores = tmp_path / "cut"
+    with pytest.raises(Crash):
+        run_job(spec, _lr_transport(data, stores, tap))
+    held = sorted(p.name for p in (stores / "bank" / "checkpoints" / spec.job_id).glob("*.json"))
+    assert held == ["hetero_lr-0.json", "hetero_lr-1.json", "job.json"]
+    resumed = run_job(spec, _lr_transport(data, stores), resume=True)
+    bank, platform = _lr_parts(resumed, stores)
+    whole_bank, whole_platform = _lr_parts(whole, tmp_path / "whole")
+    assert bank["tables"] == whole_bank["tables"]
+    assert platform["mappings"] == whole_platform["mappings"]
+    names = sorted(whole_bank["coefficients"])
+    assert sorted(bank["coefficients"]) == names
+    np.testing.assert_allclose(
+        [bank["coefficients"][n] for n in names],
+        [whole_bank["coefficients"][n] for n in names],
+        rtol=0,
+        atol=1e-9,
+    )
+    np.testing.assert_allclose(bank["intercept"], whole_bank["intercept"], rtol=0, atol=1e-9)
+    assert [h["epoch"] for h in resumed.joint.details["history"]] == [0, 1, 2, 3]
+    assert resumed.joint.report is not None
+    assert whole.joint.report is not None
+    assert abs(resumed.joint.report.auc - whole.joint.report.auc) < 1e-9

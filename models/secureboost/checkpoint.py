@@ -39,17 +39,16 @@ computed again: nothing is counted and the same request gets the same sums.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from models.alignment import job_rows
-from models.checkpoint import Checkpoint, CheckpointError, digest_arrays
+from models.checkpoint import CheckpointError, digest_arrays
 from models.guard import PolicyRefusalError
-from models.protocol import PartyContext, ProtocolError
+from models.protocol import PartyContext
 from models.secureboost.state import PROTOCOL
+from models.vertical import resume
 
 #: Store documents the bank keeps at a boundary.
 BANK_DOCS: tuple[str, ...] = ("sb.trees", "sb.metrics")
@@ -64,40 +63,33 @@ PLATFORM_STATE: tuple[str, ...] = ("tree", "splits")
 REPLAYED = "replayed"
 
 
-def rows_digest(ctx: PartyContext, train: npt.NDArray[np.bool_]) -> str:
-    """Digest of the party's aligned ids in order and the training mask over them."""
-    ids = ctx.table().ids[job_rows(ctx)]
-    h = hashlib.sha256("\n".join(str(i) for i in ids).encode())
-    h.update(np.packbits(train.astype(bool)).tobytes())
-    return "sha256:" + h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------ bank
 
 
 def save_bank(ctx: PartyContext, state: dict[str, Any]) -> None:
     """Keep the bank's state after tree ``state["tree"]`` (called as it opens the next one)."""
+    resume.save(
+        ctx,
+        PROTOCOL,
+        int(state["tree"]),
+        state,
+        BANK_STATE,
+        train_key="sb.train",
+        labels_key="sb.y",
+        docs=BANK_DOCS,
+        arrays=BANK_ARRAYS,
+    )
     folder = ctx.checkpoints()
-    if folder is None:
-        return
-    docs: dict[str, Any] = {k: ctx.store.get_json(k) for k in BANK_DOCS}
-    docs["state"] = {k: state[k] for k in BANK_STATE if k in state}
-    docs["rows"] = rows_digest(ctx, ctx.store.get_array("sb.train").astype(bool))
-    docs["labels"] = digest_arrays(ctx.store.get_array("sb.y"))
-    arrays = {k: ctx.store.get_array(k) for k in BANK_ARRAYS}
-    folder.save(Checkpoint(PROTOCOL, int(state["tree"]), docs, arrays))
-    held = folder.boundaries(PROTOCOL)
-    # DP releases of trees up to the oldest boundary held are never replayed again.
-    folder.drop_logs(PROTOCOL, f"t{held[0]}-")
+    if folder is not None:
+        # DP releases of trees up to the oldest boundary held are never replayed again.
+        folder.drop_logs(PROTOCOL, f"t{folder.boundaries(PROTOCOL)[0]}-")
 
 
 def resume_offer(ctx: PartyContext, state: dict[str, Any]) -> list[int] | None:
     """Boundaries the bank can resume from (``None``: not a resumed job); remembered in state."""
-    if ctx.resuming() is None:
-        return None
-    folder = ctx.checkpoints()
-    held = folder.boundaries(PROTOCOL) if folder is not None else []
-    state["resume"] = held
+    held = resume.bank_offer(ctx, PROTOCOL)
+    if held is not None:
+        state["resume"] = held
     return held
 
 
@@ -115,31 +107,17 @@ def restore_bank(ctx: PartyContext, state: dict[str, Any]) -> int | None:
     if held is None:
         return None
     theirs = {p: info.get("boundaries") for p, info in state["platforms"].items()}
-    common = [b for b in held if all(b in (t or []) for t in theirs.values())]
-    if not common:
-        raise CheckpointError(
-            f"job cannot resume: no tree boundary held by the bank ({held}) and every "
-            f"platform ({theirs}); start a new job"
-        )
-    folder = ctx.checkpoints()
-    if folder is None:
-        raise CheckpointError(f"party '{ctx.name}' keeps no checkpoints")
-    checkpoint = folder.load(PROTOCOL, max(common))
-    docs = checkpoint.docs
-    train = ctx.store.get_array("sb.train").astype(bool)
-    if docs["rows"] != rows_digest(ctx, train) or docs["labels"] != digest_arrays(
-        ctx.store.get_array("sb.y")
-    ):
-        raise CheckpointError(
-            f"job cannot resume: the bank's aligned training rows or labels differ from its "
-            f"checkpoint after tree {checkpoint.boundary} (data, authorizations or the split "
-            "changed); start a new job"
-        )
-    for key in BANK_DOCS:
-        ctx.store.put_json(key, docs[key])
-    for key in BANK_ARRAYS:
-        ctx.store.put_array(key, checkpoint.arrays[key])
-    state.update(docs["state"])
+    checkpoint = resume.bank_restore(
+        ctx,
+        PROTOCOL,
+        held,
+        theirs,
+        train_key="sb.train",
+        labels_key="sb.y",
+        docs=BANK_DOCS,
+        arrays=BANK_ARRAYS,
+    )
+    state.update(checkpoint.docs["state"])
     state["resumed_from"] = checkpoint.boundary
     return checkpoint.boundary
 
@@ -188,57 +166,22 @@ def kept_release(
 
 def save_platform(ctx: PartyContext, state: dict[str, Any]) -> None:
     """Keep the platform's state after tree ``state["tree"]`` (as the next tree arrives)."""
-    folder = ctx.checkpoints()
-    if folder is None:
-        return
-    docs: dict[str, Any] = {"state": {k: state[k] for k in PLATFORM_STATE if k in state}}
-    docs["rows"] = rows_digest(ctx, ctx.store.get_array("sb.train").astype(bool))
-    folder.save(Checkpoint(PROTOCOL, int(state["tree"]), docs))
+    resume.save(ctx, PROTOCOL, int(state["tree"]), state, PLATFORM_STATE, train_key="sb.train")
 
 
 def platform_offer(ctx: PartyContext, state: dict[str, Any], asked: bool) -> list[int] | None:
-    """Boundaries this platform resumes from, when the bank asked to resume (``init``).
-
-    Raises
-    ------
-    ProtocolError
-        If the bank and this node disagree on whether the job is resumed.
-    """
-    resuming = ctx.resuming() is not None
-    if asked != resuming:
-        raise ProtocolError(
-            "secureboost/init: the bank "
-            + ("resumes the job but this node does not" if asked else "starts the job afresh")
-            + (" (this node resumes it)" if resuming else "")
-        )
-    if not resuming:
-        return None
-    folder = ctx.checkpoints()
-    held = folder.boundaries(PROTOCOL) if folder is not None else []
-    state["resume"] = True
+    """Boundaries this platform resumes from, when the bank asked to resume (``init``)."""
+    held = resume.platform_offer(ctx, PROTOCOL, asked)
+    if held is not None:
+        state["resume"] = True
     return held
 
 
 def restore_platform(ctx: PartyContext, state: dict[str, Any], tree: int) -> dict[str, Any]:
-    """The platform's state for a resumed job's first tree ``tree`` (its boundary ``tree-1``).
-
-    Raises
-    ------
-    CheckpointError
-        If this node holds no such boundary or its rows differ from the checkpoint's.
-    """
+    """The platform's state for a resumed job's first tree ``tree`` (its boundary ``tree-1``)."""
     if not state.get("resume"):
         return state
-    folder = ctx.checkpoints()
-    if folder is None:
-        raise CheckpointError(f"party '{ctx.name}' keeps no checkpoints")
-    checkpoint = folder.load(PROTOCOL, tree - 1)
-    train = ctx.store.get_array("sb.train").astype(bool)
-    if checkpoint.docs["rows"] != rows_digest(ctx, train):
-        raise CheckpointError(
-            f"party '{ctx.name}' refuses to resume: its aligned training rows differ from its "
-            f"checkpoint after tree {checkpoint.boundary} (data or authorizations changed)"
-        )
+    checkpoint = resume.platform_restore(ctx, PROTOCOL, tree - 1, train_key="sb.train")
     restored = {k: v for k, v in state.items() if k != "resume"}
     restored.update(checkpoint.docs["state"])
     return restored

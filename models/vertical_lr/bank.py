@@ -33,7 +33,7 @@ from models.vertical import (
     labels,
     record_answer,
 )
-from models.vertical_lr import batch_seed
+from models.vertical_lr import batch_seed, checkpoint
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.bank_descent import send_batch, send_updates, step
 from models.vertical_lr.bank_woe import send_bins
@@ -65,6 +65,7 @@ class BankRole:
         if env.stage == "counts":
             return send_bins(ctx, state)
         if env.stage == "ready":
+            checkpoint.restore_bank(ctx, state)  # a resumed job: after its last common epoch
             return send_batch(ctx, state)
         if env.stage == "partial":
             return send_updates(ctx, state)
@@ -109,12 +110,14 @@ class BankRole:
             "n_train": int(train.sum()),
             "seed_nonce": batch_seed.draw(),
         }
-        ctx.store.put_json("hlr.state", state)
         init = {
             "max_bin": params.max_bin,
             "key_bits": keys.public.key_bits,
             "seed_commitment": batch_seed.commitment(state["seed_nonce"]),
         }
+        if checkpoint.resume_offer(ctx, state) is not None:
+            init["resume"] = True
+        ctx.store.put_json("hlr.state", state)
         ciphertexts = paillier.ciphertexts_to_array(keys.public, enc_y)
         return [
             Envelope(
