@@ -11,6 +11,7 @@ through the installed ``lab`` in a subprocess.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -77,21 +78,25 @@ def _only_bank_part(models: Path) -> list[Any]:
     return trees
 
 
-def _start_training(args: list[str], home: Path) -> tuple[subprocess.Popen[str], str]:
-    env = processes.service_env({"LAB_HOME": str(home)})
-    proc = subprocess.Popen(
-        [LAB, "train", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stderr is not None
-    first = proc.stderr.readline()
-    assert first.startswith("starting job "), first
-    return proc, first.split()[2]
+def _start_training(args: list[str], home: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the installed ``lab train`` (output to ``log``); return it and its job id."""
+    env = {**os.environ, "LAB_HOME": str(home)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen([LAB, "train", *args], env=env, stdout=out, stderr=out)
+    deadline = time.monotonic() + 120
+    while True:
+        lines = log.read_text(errors="replace").splitlines()
+        if lines and lines[0].startswith("starting job "):
+            return proc, lines[0].split()[2]
+        assert proc.poll() is None, log.read_text(errors="replace")
+        assert time.monotonic() < deadline, "lab train printed no job id"
+        time.sleep(0.05)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen[str], what: str) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen[bytes], what: str) -> None:
     deadline = time.monotonic() + 300
     while not path.is_file():
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, f"lab train ended ({proc.returncode}) before {what}"
         assert time.monotonic() < deadline, f"{what} never appeared"
         time.sleep(0.02)
 
@@ -128,7 +133,7 @@ def test_an_embedded_job_killed_mid_job_resumes_to_the_uninterrupted_model(
 ) -> None:
     experiment = _experiment(tmp_path / "data")
     allow_test_keys(lab_home)
-    proc, job_id = _start_training([str(experiment)], lab_home)
+    proc, job_id = _start_training([str(experiment)], lab_home, tmp_path / "train.log")
     checkpoints = lab_home / "parties" / "bank" / "checkpoints" / job_id
     try:
         # Kill the lab (the coordinator) and every Ray worker acting for a party, mid-tree.
@@ -137,7 +142,7 @@ def test_an_embedded_job_killed_mid_job_resumes_to_the_uninterrupted_model(
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not list((lab_home / "parties" / "bank" / "models").glob("*.json"))
 
@@ -173,7 +178,9 @@ def test_a_deployed_job_whose_platform_is_killed_resumes_to_the_uninterrupted_mo
         assert run(up) == 0
         platform = DeploymentState.read(folder).node("platform")
         assert platform.worker is not None
-        proc, job_id = _start_training([str(experiment), "--deployment", str(folder)], lab_home)
+        proc, job_id = _start_training(
+            [str(experiment), "--deployment", str(folder)], lab_home, tmp_path / "train.log"
+        )
         bank_store = folder / "nodes" / "bank" / "store"
         try:
             _wait_for(
@@ -188,7 +195,7 @@ def test_a_deployed_job_whose_platform_is_killed_resumes_to_the_uninterrupted_mo
         finally:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            proc.wait()
         down(folder, grace=5.0)
         assert not list((bank_store / "models").glob("*.json"))
 
