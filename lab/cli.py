@@ -249,13 +249,16 @@ def train(
     # even a header (each node validates its own file when it joins the job).
     exp = load_experiment(experiment, set_ or [], check_data=deployment is None)
     job_id = resume if resume is not None else secrets.token_hex(8)
-    if exp.config.kind == "vertical":
+
+    def announce(started: str) -> None:
         verb = "resuming" if resume is not None else "starting"
         err.print(
-            f"{verb} job {job_id} (if it is interrupted: lab train {experiment} --resume "
-            f"{job_id}, with the same --set options)",
+            f"{verb} job {started} (if it is interrupted: lab train {experiment} --resume "
+            f"{started}, with the same --set options)",
             highlight=False,
+            soft_wrap=True,
         )
+
     with _progress_bar(not verbose):
         summary = run_experiment(
             exp,
@@ -266,6 +269,7 @@ def train(
                 deployment=deployment,
                 job_id=job_id,
                 resume=resume is not None,
+                announce=announce,
             ),
         )
     _print_summary(summary)

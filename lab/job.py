@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +65,8 @@ class RunOptions:
     job_id: str | None = None
     #: Continue the interrupted job ``job_id`` from its parties' checkpoints.
     resume: bool = False
+    #: Told the job's id once its input is validated, as it starts (the CLI prints it).
+    announce: Callable[[str], None] | None = None
 
 
 def preflight(experiment: Experiment) -> dict[str, PartyTable]:
@@ -126,6 +129,8 @@ def run_experiment(
     recorded = spec.kind == "vertical" and task == "train"
     if recorded:
         job_records.write(spec, "running", runtime, resumes=resumed[1] if resumed else 0)
+        if options.announce is not None:
+            options.announce(spec.job_id)
     try:
         with lifecycle.governed(experiment, spec, resumed) as job:
             summary = _run(experiment, spec, tables, job, options, task, started)
