@@ -276,7 +276,9 @@ class PartyRuntime:
         if self.binding.store is None or spec.kind != "vertical" or spec.task != "train":
             return
         table = load_table(self.binding, mine, spec.alignment.id_scheme)
-        _checkpoints_of(self.binding, spec).write_record(
+        folder = _checkpoints_of(self.binding, spec)
+        folder.discard()  # a job that starts anew under an id starts with no checkpoint
+        folder.write_record(
             spec_digest=digest_json(json.loads(spec.to_json())),
             data_digest=table.digest,
             status="running",
@@ -375,10 +377,12 @@ class PartyRuntime:
         else:
             report = privacy_report(grant, use)
         self._store.put_json(_CLOSED_KEY, report)
-        if outcome == "finished":
-            folder = self.checkpoints()
-            if folder is not None:
+        folder = self.checkpoints()
+        if folder is not None:
+            if outcome == "finished":
                 folder.finish()
+            elif not folder.has_boundaries():
+                folder.discard()  # failed before its first boundary: nothing to resume from
         return report
 
     def record_release(self, mechanism: str) -> int:

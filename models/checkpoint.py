@@ -212,6 +212,12 @@ class PartyCheckpoints:
             for suffix in (".json", ".npz"):
                 (self.folder / f"{checkpoint.protocol}-{old}{suffix}").unlink(missing_ok=True)
 
+    def has_boundaries(self) -> bool:
+        """Whether any protocol's boundary is held (a job can resume from it)."""
+        return self.folder.is_dir() and any(
+            p.name != _JOB_FILE and "-log-" not in p.name for p in self.folder.glob("*.json")
+        )
+
     def boundaries(self, protocol: str) -> list[int]:
         """Boundaries held for ``protocol``, oldest first."""
         if not self.folder.is_dir():
