@@ -435,7 +435,8 @@ def _resume(
         open_ = sorted(
             j.job_id
             for j in ledger.jobs()
-            if j.job_id.startswith(plan.reservation) and j.state == "reserved"
+            if j.state == "reserved"
+            and (j.job_id == plan.reservation or j.job_id.startswith(f"{plan.reservation}/resume-"))
         )
         if open_:
             kept_id = open_[-1]
