@@ -99,6 +99,7 @@ class JobParty:
             raise ProtocolError("job/hello: 'resume' must be true or false")
         ctx.join(spec, resume=resume)
         table = ctx.table()
+        ctx.start_checkpoints()
         admission = ctx.admission() or {}
         grant = ctx.grant()
         return envelope.reply(

@@ -253,8 +253,6 @@ class PartyRuntime:
             grant = self._open(spec, mine)
         self._store.put_json(_JOB_KEY, spec.to_json())
         self._store.put_json(_GRANT_KEY, grant.to_dict())
-        if not resume:
-            self._start_checkpoints(spec, mine)
         return mine
 
     def checkpoints(self) -> PartyCheckpoints | None:
@@ -272,15 +270,18 @@ class PartyRuntime:
         record: dict[str, Any] | None = self._store.get_json(_RESUME_KEY)
         return record
 
-    def _start_checkpoints(self, spec: JobSpec, mine: PartySpec) -> None:
-        if self.binding.store is None or spec.kind != "vertical" or spec.task != "train":
+    def start_checkpoints(self) -> None:
+        """Open this party's checkpoint record of a new job (after its table was read).
+
+        A resumed job keeps the record it resumed from.
+        """
+        folder = self.checkpoints()
+        if folder is None or self.resuming() is not None:
             return
-        table = load_table(self.binding, mine, spec.alignment.id_scheme)
-        folder = _checkpoints_of(self.binding, spec)
         folder.discard()  # a job that starts anew under an id starts with no checkpoint
         folder.write_record(
-            spec_digest=digest_json(json.loads(spec.to_json())),
-            data_digest=table.digest,
+            spec_digest=digest_json(json.loads(self.job().to_json())),
+            data_digest=self._store.get_json(_DIGEST_KEY),
             status="running",
             resumes=0,
             releases={},
