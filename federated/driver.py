@@ -53,10 +53,13 @@ class StageClock:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
 
 
-def run_job(spec: JobSpec, transport: Transport) -> JobResult:
+def run_job(spec: JobSpec, transport: Transport, *, resume: bool = False) -> JobResult:
     """Run one job end to end and return what the coordinator learned.
 
-    Vertical jobs align first (private set intersection); an ``align`` task stops there.
+    Vertical jobs align first (private set intersection); an ``align`` task stops there. With
+    ``resume`` every node continues the job ``spec.job_id`` from its own last checkpoint: the
+    coordinator keeps no state of its own, it runs the same stages again and each node restores
+    its protocol state where its checkpoint says (:mod:`models.checkpoint`).
 
     Raises
     ------
@@ -80,7 +83,7 @@ def run_job(spec: JobSpec, transport: Transport) -> JobResult:
         return clock(name)
 
     try:
-        result = _run_stages(spec, transport, stages, stage, clock)
+        result = _run_stages(spec, transport, stages, stage, clock, resume)
     except BaseException:
         close_parties(transport, "failed")
         raise
@@ -96,9 +99,10 @@ def _run_stages(
     stages: list[str],
     stage: Callable[[str, str], AbstractContextManager[None]],
     clock: StageClock,
+    resume: bool,
 ) -> JobResult:
     with stage("connect", "connecting to parties"):
-        parties = connect_parties(spec, transport)
+        parties = connect_parties(spec, transport, resume=resume)
     alignment: dict[str, object] = {}
     n_aligned = None
     if "align" in stages:
@@ -208,9 +212,17 @@ def _align(spec: JobSpec, transport: Transport) -> AlignmentOutcome:
     return conclude(replies, bank, settings)
 
 
-def connect_parties(spec: JobSpec, transport: Transport) -> tuple[PartyReport, ...]:
-    """Send the job to every node (``job/hello``) and return what each party disclosed."""
-    hello = Envelope(JOB, "hello", COORDINATOR, ANY_PARTY, {"job": spec.to_json()})
+def connect_parties(
+    spec: JobSpec, transport: Transport, *, resume: bool = False
+) -> tuple[PartyReport, ...]:
+    """Send the job to every node (``job/hello``) and return what each party disclosed.
+
+    With ``resume`` the nodes continue the job from their own checkpoints.
+    """
+    payload: dict[str, str | bool] = {"job": spec.to_json()}
+    if resume:
+        payload["resume"] = True
+    hello = Envelope(JOB, "hello", COORDINATOR, ANY_PARTY, payload)
     replies = transport.hello(hello)
     raise_for_errors(replies)
     joined = {}

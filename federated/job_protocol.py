@@ -5,6 +5,9 @@ Stages (party side)
 ``hello``
     Every node receives the job spec, checks it acts for a party of the job with the right
     role, validates its own table, and answers with its size, column kinds and data digest.
+    With ``resume`` the node continues a job it checkpointed (:mod:`models.checkpoint`): it
+    refuses unless its own record is of this very spec and data file and the job did not
+    finish; a platform keeps its budget reservation and its count of releases.
 ``split``
     The label holder splits its rows (aligned rows, once alignment has run) into train and
     test with :func:`models.evaluation.evaluation_split` and keeps the mask.
@@ -91,8 +94,12 @@ class JobParty:
         return [self._baseline(envelope, ctx)]
 
     def _hello(self, envelope: Envelope, ctx: PartyRuntime, spec: JobSpec) -> Envelope:
-        ctx.join(spec)
+        resume = envelope.payload.get("resume", False)
+        if not isinstance(resume, bool):
+            raise ProtocolError("job/hello: 'resume' must be true or false")
+        ctx.join(spec, resume=resume)
         table = ctx.table()
+        ctx.start_checkpoints()
         admission = ctx.admission() or {}
         grant = ctx.grant()
         return envelope.reply(

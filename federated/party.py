@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -26,8 +27,9 @@ from features.text_format import TextFormat
 from federated.policy import JobGrant, JobUse, NodePolicy, Outcome, load_policy, privacy_report
 from federated.privacy_plan import dp_grants
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
+from models.checkpoint import MAX_RESUMES, CheckpointError, PartyCheckpoints, digest_json
 from models.evaluation import EvaluationError
-from models.guard import NodeLimits, ReleaseGrant, count_release
+from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant, count_release
 from models.protocol import (
     ANY_PARTY,
     COORDINATOR,
@@ -59,6 +61,7 @@ _GRANT_KEY = "node.grant"
 _RELEASES_KEY = "node.releases"
 _TOUCHED_KEY = "node.touched"
 _CLOSED_KEY = "node.closed"
+_RESUME_KEY = "job.resume"
 
 #: Stages that carry no data of the party's: joining (validation and governance checks stay at
 #: the node), closing and recording peers' audit heads. Any other message uses the data.
@@ -223,11 +226,13 @@ class PartyRuntime:
             raise ProtocolError(f"party '{self.name}' has not joined a job")
         return JobGrant.from_dict(raw)
 
-    def join(self, spec: JobSpec) -> PartySpec:
+    def join(self, spec: JobSpec, *, resume: bool = False) -> PartySpec:
         """Accept a job: check this node acts for one of its parties, and remember the spec.
 
         The node's own policy decides, before any data is read, whether and how it serves the
-        job (:meth:`federated.policy.NodePolicy.open_job`): a refusal raises here.
+        job (:meth:`federated.policy.NodePolicy.open_job`): a refusal raises here. With
+        ``resume`` the node continues a job it checkpointed (:meth:`_resume`): its own record
+        must be of this very job spec and data file, and the job not finished.
         """
         try:
             mine = spec.party(self.name)
@@ -240,10 +245,105 @@ class PartyRuntime:
                 f"party '{self.name}' is a {self.role} on this node but a {mine.role} in job "
                 f"'{spec.name}'; fix the node's role or the experiment config"
             )
-        grant = self._open(spec, mine)
+        if resume:
+            record = self._resume_record(spec, mine)
+            grant = self._resume(spec, mine, record)
+            self._store.put_json(_RESUME_KEY, record)
+            # The releases this node made before the interruption stay counted: its own record
+            # of what left it, never a peer's word (models.secureboost.checkpoint).
+            self._store.put_json(_RELEASES_KEY, dict(record.get("releases", {})))
+        else:
+            grant = self._open(spec, mine)
         self._store.put_json(_JOB_KEY, spec.to_json())
         self._store.put_json(_GRANT_KEY, grant.to_dict())
         return mine
+
+    def checkpoints(self) -> PartyCheckpoints | None:
+        """This party's checkpoints of the current job, in its own store (``None``: no store).
+
+        Only vertical training jobs checkpoint (:mod:`models.checkpoint`).
+        """
+        spec = self.job()
+        if self.binding.store is None or spec.kind != "vertical" or spec.task != "train":
+            return None
+        return _checkpoints_of(self.binding, spec)
+
+    def resuming(self) -> dict[str, Any] | None:
+        """The checkpoint record this node resumed the current job from (``None``: a new job)."""
+        record: dict[str, Any] | None = self._store.get_json(_RESUME_KEY)
+        return record
+
+    def start_checkpoints(self) -> None:
+        """Open this party's checkpoint record of a new job (after its table was read).
+
+        A resumed job keeps the record it resumed from.
+        """
+        folder = self.checkpoints()
+        if folder is None or self.resuming() is not None:
+            return
+        folder.discard()  # a job that starts anew under an id starts with no checkpoint
+        folder.write_record(
+            spec_digest=digest_json(json.loads(self.job().to_json())),
+            data_digest=self._store.get_json(_DIGEST_KEY),
+            status="running",
+            resumes=0,
+            releases={},
+        )
+
+    def _resume_record(self, spec: JobSpec, mine: PartySpec) -> dict[str, Any]:
+        """This node's own record of ``spec``'s job, checked before anything is reserved.
+
+        Raises
+        ------
+        CheckpointError
+            No record (never checkpointed here), a finished job, too many resumes.
+        CheckpointMismatchError
+            The job spec or this party's data file differs from the checkpoint's (audited).
+        """
+        if self.binding.store is None or spec.kind != "vertical" or spec.task != "train":
+            raise CheckpointError(
+                f"party '{self.name}': only vertical training jobs on a node with a store "
+                "can be resumed"
+            )
+        folder = _checkpoints_of(self.binding, spec)
+        record = folder.record()
+        if record is None:
+            raise CheckpointError(
+                f"party '{self.name}' holds no checkpoint of job {spec.job_id}; it cannot be "
+                "resumed here: start a new job (lab train EXPERIMENT)"
+            )
+        if record.get("status") == "finished":
+            raise CheckpointError(
+                f"job {spec.job_id} finished at party '{self.name}'; there is nothing to resume"
+            )
+        why = None
+        if record.get("spec_digest") != digest_json(json.loads(spec.to_json())):
+            why = "its job spec differs from the checkpoint's (config, parties or settings)"
+        else:
+            table = load_table(self.binding, mine, spec.alignment.id_scheme)
+            if record.get("data_digest") != table.digest:
+                why = (
+                    f"its data file changed since the checkpoint ({record.get('data_digest')} "
+                    f"-> {table.digest})"
+                )
+        if why is None and int(record.get("resumes", 0)) >= MAX_RESUMES:
+            why = f"it was resumed {record.get('resumes')} times already (at most {MAX_RESUMES})"
+        if why is not None:
+            message = (
+                f"party '{self.name}' refuses to resume job {spec.job_id}: {why}; start a new "
+                "job instead"
+            )
+            policy = self.node_policy()
+            if policy is not None:
+                policy.refuse(self.binding, spec, message)
+            raise CheckpointMismatchError(message)
+        return folder.write_record(resumes=int(record.get("resumes", 0)) + 1)
+
+    def _resume(self, spec: JobSpec, mine: PartySpec, record: dict[str, Any]) -> JobGrant:
+        policy = self.node_policy()
+        if policy is not None:
+            return policy.resume_job(self.binding, spec, record)
+        return self._open(spec, mine)
 
     def _open(self, spec: JobSpec, mine: PartySpec) -> JobGrant:
         policy = self.node_policy()
@@ -281,6 +381,12 @@ class PartyRuntime:
         else:
             report = privacy_report(grant, use)
         self._store.put_json(_CLOSED_KEY, report)
+        folder = self.checkpoints()
+        if folder is not None:
+            if outcome == "finished":
+                folder.finish()
+            elif not folder.has_boundaries():
+                folder.discard()  # failed before its first boundary: nothing to resume from
         return report
 
     def record_release(self, mechanism: str) -> int:
@@ -442,6 +548,23 @@ class PartyRuntime:
                 "while": f"{envelope.protocol}/{envelope.stage}",
             },
         )
+
+
+class CheckpointMismatchError(PolicyRefusalError):
+    """A node refuses to resume a job whose spec or data differs from its own checkpoint."""
+
+
+#: Job ids a node names a checkpoint folder after (a peer's id never walks out of the store).
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _checkpoints_of(binding: PartyBinding, spec: JobSpec) -> PartyCheckpoints:
+    if binding.store is None:
+        raise SpecError(f"node of party '{binding.name}' has no store for checkpoints")
+    if not _JOB_ID.fullmatch(spec.job_id):
+        raise SpecError(f"job id {spec.job_id!r} is not 1-64 letters, digits, '_' or '-'")
+    folder = binding.store / "checkpoints" / spec.job_id
+    return PartyCheckpoints(folder, spec.job_id, binding.name, binding.role)
 
 
 class NodeGuardView:

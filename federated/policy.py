@@ -11,6 +11,7 @@ this package does not depend on any particular implementation; the lab's is
 Lifecycle at a node (:class:`federated.party.PartyRuntime`)::
 
     hello  -> open_job(binding, job)             limits, governing set, budget reserved
+           (or resume_job(binding, job, record)  a checkpointed job: re-checked, budget kept)
            -> admit(binding, job, grant, table)  the rows and columns the job may use
     ...    -> record(binding, job, event, ...)    alignments and alerts, in the node's audit log
     end    -> close_job(binding, job, grant, ...) the ledger charged from the node's own count
@@ -153,6 +154,19 @@ class NodePolicy(Protocol):
         Raises a :class:`~models.guard.PolicyRefusalError` naming the setting when the job asks for
         something the node does not serve.
         """
+
+    def resume_job(
+        self, binding: PartyBinding, job: JobSpec, record: Mapping[str, Any]
+    ) -> JobGrant:
+        """Check a resumed ``job`` against the node's policy as it is now; keep its budget.
+
+        ``record`` is the node's own checkpoint record of the job (its releases so far). The
+        reservation of the interrupted run is kept while it is open; if it was closed, what is
+        left of the plan is checked against the cap and reserved again.
+        """
+
+    def refuse(self, binding: PartyBinding, job: JobSpec, reason: str) -> None:
+        """Audit a refusal the runtime decided (e.g. a resume of another spec or data)."""
 
     def admit(
         self, binding: PartyBinding, job: JobSpec, grant: JobGrant, table: PartyTable

@@ -78,7 +78,8 @@ def main(grid: Grid, context: Context) -> None:
 
             result = run_horizontal(spec, transport, grid, result_dir)
         else:
-            result = run_job(spec, transport)
+            resume = str(context.run_config.get("resume", "")).lower() == "true"
+            result = run_job(spec, transport, resume=resume)
         result.write(result_dir)
     except PartyError as exc:
         write_error(result_dir, exc.error_type, str(exc), exc.party)

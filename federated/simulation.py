@@ -168,11 +168,14 @@ class EmbeddedOptions:
         Record every envelope that passes the coordinator into ``capture.jsonl``.
     verbose : bool
         Let Flower and Ray log at their usual levels.
+    resume : bool
+        Continue the job from every node's own checkpoint (:mod:`models.checkpoint`).
     """
 
     cpus_per_party: float = 1.0
     capture: bool = False
     verbose: bool = False
+    resume: bool = False
 
 
 def app_dir() -> Path:
@@ -227,9 +230,14 @@ def _prompt_dispatch() -> Iterator[None]:
 
 
 def run_config(
-    spec: JobSpec, bindings: Sequence[PartyBinding], result_dir: Path, *, capture: bool
+    spec: JobSpec,
+    bindings: Sequence[PartyBinding],
+    result_dir: Path,
+    *,
+    capture: bool,
+    resume: bool = False,
 ) -> dict[str, str]:
-    """The run config of one embedded job."""
+    """The run config of one embedded job (``resume``: continue it from the checkpoints)."""
     parties = [{**b.to_dict(), "disclose": True} for b in bindings]
     return {
         "job": spec.to_json(),
@@ -237,6 +245,7 @@ def run_config(
         "sim-parties": json.dumps(parties),
         "capture": "true" if capture else "false",
         "poll": EMBEDDED_POLL,
+        "resume": "true" if resume else "false",
     }
 
 
@@ -278,7 +287,7 @@ def run_embedded(
     options = options or EmbeddedOptions()
     if [b.name for b in bindings] != [p.name for p in spec.parties]:
         raise ValueError("bindings must list the job's parties in order")
-    config = run_config(spec, bindings, result_dir, capture=options.capture)
+    config = run_config(spec, bindings, result_dir, capture=options.capture, resume=options.resume)
     run_id = secrets.randbits(63)
     run = Run.create_empty(run_id=run_id)
     run.override_config = dict(config)

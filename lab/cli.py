@@ -249,20 +249,48 @@ def train(
     ] = False,
     verbose: VerboseOpt = False,
     deployment: DeploymentOpt = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="JOB_ID",
+            help="Continue the interrupted job JOB_ID (same config and --set options) from its "
+            "parties' last checkpoint (each tree or epoch).",
+        ),
+    ] = None,
 ) -> None:
     """Run one experiment: validate, align, train, evaluate, track in MLflow."""
     _configure_logging(verbose)
+    import secrets
+
     from lab.config import load_experiment
     from lab.job import RunOptions, run_experiment
 
     # On a deployment every party's file is its node's own: the lab reads none of them, not
     # even a header (each node validates its own file when it joins the job).
     exp = load_experiment(experiment, set_ or [], check_data=deployment is None)
+    job_id = resume if resume is not None else secrets.token_hex(8)
+
+    def announce(started: str) -> None:
+        verb = "resuming" if resume is not None else "starting"
+        err.print(
+            f"{verb} job {started} (if it is interrupted: lab train {experiment} --resume "
+            f"{started}, with the same --set options)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
     with _progress_bar(not verbose):
         summary = run_experiment(
             exp,
             RunOptions(
-                summary_json=summary_json, capture=capture, verbose=verbose, deployment=deployment
+                summary_json=summary_json,
+                capture=capture,
+                verbose=verbose,
+                deployment=deployment,
+                job_id=job_id,
+                resume=resume is not None,
+                announce=announce,
             ),
         )
     _print_summary(summary)

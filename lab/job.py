@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
-from lab import __version__, horizontal, reports, results, tracking
+from lab import __version__, horizontal, job_records, reports, results, tracking
 from lab.config import Experiment
 from lab.errors import JobError, JobInterruptedError, JobRefusedError
 from lab.governance import anchors as audit_anchors
@@ -60,6 +61,12 @@ class RunOptions:
     extra_tags: dict[str, str] = field(default_factory=dict)
     #: A deployment folder (``lab up``) to run the job on instead of the embedded runtime.
     deployment: Path | None = None
+    #: The job's id (default: a fresh one); with ``resume`` the id of the job to continue.
+    job_id: str | None = None
+    #: Continue the interrupted job ``job_id`` from its parties' checkpoints.
+    resume: bool = False
+    #: Told the job's id once its input is validated, as it starts (the CLI prints it).
+    announce: Callable[[str], None] | None = None
 
 
 def preflight(experiment: Experiment) -> dict[str, PartyTable]:
@@ -109,7 +116,9 @@ def run_experiment(
     """
     options = options or RunOptions()
     started = time.perf_counter()
-    spec = experiment.job_spec(task=task)
+    spec = experiment.job_spec(job_id=options.job_id, task=task)
+    runtime = "deployment" if options.deployment is not None else "embedded"
+    resumed = _check_resume(spec, options, runtime) if options.resume else None
     # Embedded: every file is on this machine, so bad data is refused before the runtime starts
     # and before the audit log hears of the job, and so is what a node's governance would refuse
     # (nothing reserved, no MLflow run). A deployment's files are its nodes' own: the lab reads
@@ -118,11 +127,42 @@ def run_experiment(
     if options.deployment is None:
         tables = preflight(experiment)
         lifecycle.check_governance(experiment, spec, tables)
-    with lifecycle.governed(experiment, spec) as job:
-        summary = _run(experiment, spec, tables, job, options, task, started)
+    recorded = spec.kind == "vertical" and task == "train"
+    if recorded:
+        job_records.write(spec, "running", runtime, resumes=resumed[1] if resumed else 0)
+        if options.announce is not None:
+            options.announce(spec.job_id)
+    try:
+        with lifecycle.governed(experiment, spec, resumed) as job:
+            summary = _run(experiment, spec, tables, job, options, task, started)
+    except BaseException as exc:
+        if recorded:
+            job_records.write(spec, lifecycle.ending(exc), runtime)
+        raise
+    if recorded:
+        job_records.write(spec, "finished", runtime)
     if options.summary_json is not None:
         write_json(options.summary_json, summary)
     return summary
+
+
+def _check_resume(spec: JobSpec, options: RunOptions, runtime: str) -> tuple[str, int]:
+    """Refuse a resume before anything starts; return (how the job last ended, resume count).
+
+    Raises
+    ------
+    lab.job_records.ResumeError
+        Unknown or malformed id, a finished job, another experiment or runtime.
+    """
+    if options.job_id is None:
+        raise job_records.ResumeError("--resume needs the id of the job to continue")
+    record = job_records.read(options.job_id)
+    if spec.kind != "vertical" or spec.task != "train":
+        raise job_records.ResumeError(
+            f"--resume {options.job_id}: only vertical training jobs checkpoint and resume"
+        )
+    job_records.check_resumable(record, spec, runtime)
+    return record.status, record.resumes + 1
 
 
 def _run(
@@ -145,7 +185,12 @@ def _run(
                 from lab.deploy.run import run_deployed
 
                 result = run_deployed(
-                    spec, experiment, options.deployment, workdir, capture=options.capture
+                    spec,
+                    experiment,
+                    options.deployment,
+                    workdir,
+                    capture=options.capture,
+                    resume=options.resume,
                 )
             else:
                 result = run_embedded(
@@ -156,6 +201,7 @@ def _run(
                         cpus_per_party=cfg.runtime.cpus_per_party,
                         capture=options.capture,
                         verbose=options.verbose,
+                        resume=options.resume,
                     ),
                 )
         except JobFailedError as exc:

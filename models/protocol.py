@@ -26,6 +26,7 @@ import numpy.typing as npt
 from features.io import PartyTable
 
 if TYPE_CHECKING:
+    from models.checkpoint import PartyCheckpoints
     from models.guard import NodeGuard
 
 #: Name used as sender or recipient for the coordinator (Flower's ServerApp).
@@ -180,6 +181,12 @@ class PartyContext(Protocol):
     @property
     def guard(self) -> NodeGuard:
         """The node's own policy: limits, DP grants and release counts, its audit log."""
+
+    def checkpoints(self) -> PartyCheckpoints | None:
+        """The party's own checkpoints of the current job (``None``: this job keeps none)."""
+
+    def resuming(self) -> dict[str, Any] | None:
+        """The party's checkpoint record when the current job is a resumed one, else ``None``."""
 
 
 class PartyProtocol(Protocol):

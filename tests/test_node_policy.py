@@ -824,3 +824,64 @@ def test_each_party_records_its_peers_audit_heads_at_start_and_end(
     assert end.seq <= (platform_log.head().seq if platform_log.head() else 0)
     monkeypatch.setenv("LAB_HOME", str(bank_home))
     assert lab_run(["audit", "verify", "--peer-log", str(platform_log.path)]) == 0
+
+
+# -- resume: the reservation kept or re-checked, each release charged once ---------------------
+
+RESUME_MODEL = {**DP_MODEL, "n_estimators": 3}
+
+
+class _Killed(BaseException):
+    """The job's process died (nothing more is delivered while ``dead``)."""
+
+
+def _kill_after_bank_got(tree: int, *, stays_dead: bool) -> Callable[[str, Envelope], None]:
+    """Kill the job right after the bank handled the platform's histogram of ``tree`` level 1."""
+    state = {"armed": False, "dead": False}
+
+    def tap(direction: str, env: Envelope) -> None:
+        if state["dead"] and stays_dead:
+            raise _Killed("gone")
+        if direction != "to_party" or state["dead"]:
+            return
+        if state["armed"]:
+            state["dead"] = True
+            raise _Killed("killed")
+        if env.recipient == "bank" and env.stage == "hist" and env.payload.get("tree") == tree:
+            state["armed"] = env.payload.get("level") == 1
+
+    return tap
+
+
+@pytest.mark.parametrize("ended", ["killed", "closed"])
+def test_a_resumed_dp_job_charges_every_release_once(
+    budgeted: dict[str, Any], tmp_path: Path, lab_home: Path, ended: str
+) -> None:
+    """Killed: the reservation stays open and is kept. Closed (the run ended in order, the
+    platform committed what it released): what is left of the plan is re-checked and reserved
+    again, and only releases made after the resume are charged to it."""
+    folder = budgeted["folder"]
+    files = (folder / "bank_1.csv", folder / "platform.csv")
+    spec = _spec(RESUME_MODEL, feature_set=REF)
+    transport = _pair(tmp_path, lab_home, *files)
+    transport.tap = _kill_after_bank_got(1, stays_dead=ended == "killed")
+    with pytest.raises(_Killed):
+        run_job(spec, transport)
+    with BudgetLedger() as ledger:
+        [first] = ledger.jobs()
+    assert first.state == ("reserved" if ended == "killed" else "committed")
+
+    result = run_job(spec, _pair(tmp_path, lab_home, *files), resume=True)
+    report = result.nodes["platform"]
+    assert report["ledger"] == "committed"
+    with BudgetLedger() as ledger:
+        jobs = ledger.jobs()
+    assert {j.state for j in jobs} == {"committed"}
+    assert len(jobs) == (1 if ended == "killed" else 2)
+    charged = sum(e.steps for j in jobs for e in (j.actual_events or ()))
+    # Every tree's two levels released once: the replayed tree's releases are not charged again.
+    assert charged == report["releases"][secureboost.DP_MECHANISM] == 3 * 2
+    [resumed] = _events("job_resumed", lab_home)[-1:]
+    assert resumed["party"] == "platform"
+    assert resumed["releases_before"] == {secureboost.DP_MECHANISM: 4}
+    assert resumed["reservation"] == jobs[-1].job_id

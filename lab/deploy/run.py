@@ -73,6 +73,7 @@ def run_deployed(
     *,
     capture: bool = False,
     deadline: float | None = None,
+    resume: bool = False,
 ) -> JobResult:
     """Run ``spec`` on the deployment in ``folder`` and return its result.
 
@@ -91,6 +92,8 @@ def run_deployed(
     deadline : float, optional
         Seconds after which the run is stopped (default: no limit beyond the job's
         per-hop ``runtime.message_timeout``).
+    resume : bool
+        Continue the job from every node's own checkpoint.
 
     Raises
     ------
@@ -107,6 +110,7 @@ def run_deployed(
         "sim-parties": "",
         "capture": "true" if capture else "false",
         "poll": TUNED_POLL if state.profile == "tuned" else "",
+        "resume": "true" if resume else "false",
     }
     run_app(state, app_dir(), config, result_dir, deadline=deadline)
     return read_result(result_dir)

@@ -8,6 +8,8 @@ Order in a vertical job (see ``docs/governance.md``)::
 
     job_started -> [budget_checked | budget_refused] -> alignment -> ... ->
     [budget_spent] -> model_registered -> job_finished     (or job_failed)
+
+A resumed job writes ``job_resumed`` instead of ``job_started`` and ends the same way.
 """
 
 from __future__ import annotations
@@ -61,6 +63,33 @@ def job_started(
             "banks": list(banks),
             "purpose": purpose,
             "privacy": dict(privacy or {}),
+        },
+        actor,
+    )
+
+
+def job_resumed(
+    log: AuditLog,
+    *,
+    job_id: str,
+    config_hash: str,
+    previous: str,
+    resumes: int,
+    actor: str | None = None,
+) -> AuditEntry:
+    """Record that an interrupted job is resumed from its parties' checkpoints.
+
+    ``previous`` is how the lab last saw the job: ``running`` when the run that started it was
+    cut without an ending (a killed process), else ``failed`` or ``interrupted``; ``resumes``
+    counts this resume. Each party's node records its own ``job_resumed`` in its own log.
+    """
+    return log.record(
+        "job_resumed",
+        {
+            "job_id": job_id,
+            "config_hash": config_hash,
+            "previous": previous,
+            "resumes": resumes,
         },
         actor,
     )

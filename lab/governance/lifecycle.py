@@ -190,10 +190,34 @@ def check_governance(
 
 
 @contextmanager
-def governed(experiment: Experiment, spec: JobSpec) -> Iterator[GovernedJob]:
-    """Run the block as an audited job."""
+def governed(
+    experiment: Experiment, spec: JobSpec, resumed: tuple[str, int] | None = None
+) -> Iterator[GovernedJob]:
+    """Run the block as an audited job.
+
+    ``resumed`` is ``(how the job last ended, its resume count)`` when the block resumes an
+    interrupted job (audited ``job_resumed`` instead of ``job_started``).
+    """
     audit = AuditLog()
     job = GovernedJob(spec, experiment, audit)
+    if resumed is not None:
+        events.job_resumed(
+            audit,
+            job_id=spec.job_id,
+            config_hash=spec.config_hash,
+            previous=resumed[0],
+            resumes=resumed[1],
+        )
+    else:
+        _started(audit, experiment, spec)
+    try:
+        yield job
+    except BaseException as exc:
+        job.failed("job", exc)
+        raise
+
+
+def _started(audit: AuditLog, experiment: Experiment, spec: JobSpec) -> None:
     events.job_started(
         audit,
         job_id=spec.job_id,
@@ -205,8 +229,3 @@ def governed(experiment: Experiment, spec: JobSpec) -> Iterator[GovernedJob]:
         purpose=spec.governance.purpose,
         privacy=privacy_parameters(experiment),
     )
-    try:
-        yield job
-    except BaseException as exc:
-        job.failed("job", exc)
-        raise

@@ -132,6 +132,59 @@ class LabNodePolicy:
         )
         return grant
 
+    def resume_job(
+        self, binding: PartyBinding, job: JobSpec, record: Mapping[str, Any]
+    ) -> JobGrant:
+        """Decide again, under the policy as it is now, whether this node serves a resumed job.
+
+        Every check of :meth:`open_job` runs again (a policy or an authorization changed since
+        the interruption applies to the rest of the job). The interrupted run's reservation is
+        kept while it is open; the releases already made stay counted (``record``, the node's
+        own checkpoint). If the reservation was closed (the run ended in order, ``job/end``),
+        what is left of the plan is checked against the cap and reserved again, and only the
+        releases made after the resume are charged to it.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the setting or rule, after auditing the refusal.
+        """
+        home = _home(binding)
+        audit = _audit(home)
+        try:
+            grant = _resume(binding, job, home, audit, record)
+        except (GovernanceError, PolicyRefusalError) as exc:
+            self.refuse(binding, job, f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, PolicyRefusalError):
+                raise
+            raise PolicyRefusalError(f"party '{binding.name}' refuses the job: {exc}") from exc
+        audit.record(
+            "job_resumed",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "role": binding.role,
+                "bank": _bank(job),
+                "resumes": int(record.get("resumes", 0)),
+                "releases_before": dict(record.get("releases", {})),
+                "reservation": grant.reservation,
+                "feature_set": grant.feature_set,
+            },
+        )
+        return grant
+
+    def refuse(self, binding: PartyBinding, job: JobSpec, reason: str) -> None:
+        """Audit ``job_refused`` for a refusal the node's runtime decided."""
+        _audit(_home(binding)).record(
+            "job_refused",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "bank": _bank(job),
+                "reason": reason[:1000],
+            },
+        )
+
     def admit(
         self, binding: PartyBinding, job: JobSpec, grant: JobGrant, table: PartyTable
     ) -> Admission:
@@ -230,10 +283,19 @@ def audit_anchor(home: Path) -> dict[str, str] | None:
 
 
 def _close_reservation(home: Path, audit: AuditLog, grant: JobGrant, use: JobUse) -> str:
-    """Commit what the node counted (it touched data) or release the reservation (it did not)."""
+    """Commit what the node counted (it touched data) or release the reservation (it did not).
+
+    A reservation made when a job resumed is charged only the releases made after the resume
+    (``detail["released_before"]``: those were committed with the interrupted run's).
+    """
     if grant.reservation is None:
         raise ValueError("no reservation to close")
-    spent = [e for g in grant.releases for e in g.events(int(use.releases.get(g.mechanism, 0)))]
+    before = grant.detail.get(RELEASED_BEFORE, {})
+    spent = [
+        e
+        for g in grant.releases
+        for e in g.events(int(use.releases.get(g.mechanism, 0)) - int(before.get(g.mechanism, 0)))
+    ]
     with BudgetLedger(home / "governance.db", audit=audit) as ledger:
         if use.touched:
             ledger.commit(grant.reservation, spent, outcome=use.outcome)
@@ -241,6 +303,9 @@ def _close_reservation(home: Path, audit: AuditLog, grant: JobGrant, use: JobUse
         ledger.release(grant.reservation)
         return "released"
 
+
+#: Key of a resumed job's grant detail: releases committed with the interrupted run's reservation.
+RELEASED_BEFORE = "released_before"
 
 #: Folder of a governance home where nodes journal the use of open reservations.
 JOURNAL_DIR = "node-jobs"
@@ -337,14 +402,7 @@ def _open(binding: PartyBinding, job: JobSpec, home: Path, audit: AuditLog) -> J
     if plan is not None:
         with BudgetLedger(home / "governance.db", audit=audit) as ledger:
             ledger.precheck(*plan.arguments())
-    if grant.authorization:
-        party = job.party(binding.name)
-        table = federated.party.load_table(binding, party, job.alignment.id_scheme)
-        n_authorized = int(admitted_mask(home, job, grant, table.ids).sum())
-        if n_authorized == 0:
-            raise no_authorized_rows(binding, job, grant, table.n_rows, home)
-        counts = {"n_rows": table.n_rows, "n_authorized": n_authorized}
-        grant = replace(grant, detail={**grant.detail, **counts})
+    grant = _count_authorized(binding, job, home, grant)
     if plan is None:
         return grant
     with BudgetLedger(home / "governance.db", audit=audit) as ledger:
@@ -354,6 +412,72 @@ def _open(binding: PartyBinding, job: JobSpec, home: Path, audit: AuditLog) -> J
     # settles from this what it used, nothing when it never got past hello.
     write_journal(home, grant, JobUse(touched=False, releases={}, outcome="failed"))
     return grant
+
+
+def _resume(
+    binding: PartyBinding,
+    job: JobSpec,
+    home: Path,
+    audit: AuditLog,
+    record: Mapping[str, Any],
+) -> JobGrant:
+    """:func:`_open` for a resumed job: keep the open reservation, or reserve what is left."""
+    grant = decide(binding, job, home, audit)
+    if not grant.governed or binding.role != "platform" or grant.feature_set is None:
+        return grant
+    feature_set = grant.feature_set
+    grant = _count_authorized(binding, job, home, grant)
+    plan = budget_plan(home, job, feature_set, grant.releases, read_policy(home))
+    if plan is None:
+        return grant
+    used = {str(k): int(v) for k, v in dict(record.get("releases", {})).items()}
+    use = JobUse(touched=True, releases=used, outcome="failed")
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        open_ = sorted(
+            j.job_id
+            for j in ledger.jobs()
+            if j.state == "reserved"
+            and (j.job_id == plan.reservation or j.job_id.startswith(f"{plan.reservation}/resume-"))
+        )
+        if open_:
+            kept_id = open_[-1]
+            grant = replace(grant, reservation=kept_id)
+            journal = _journal_path(home, kept_id)
+            if kept_id != plan.reservation and journal.is_file():
+                doc = json.loads(journal.read_text(encoding="utf-8"))
+                grant = replace(
+                    grant, detail={**grant.detail, **_before(JobGrant.from_dict(doc["grant"]))}
+                )
+            write_journal(home, grant, use)
+            return grant
+        left = tuple(
+            e for g in grant.releases for e in g.events(g.max_releases - used.get(g.mechanism, 0))
+        )
+        reservation = f"{plan.reservation}/resume-{int(record.get('resumes', 0))}"
+        arguments = (plan.feature_set, plan.bank, reservation, left, plan.delta)
+        ledger.precheck(*arguments)
+        ledger.reserve(*arguments)
+    grant = replace(grant, reservation=reservation, detail={**grant.detail, RELEASED_BEFORE: used})
+    write_journal(home, grant, use)
+    return grant
+
+
+def _before(grant: JobGrant) -> dict[str, Any]:
+    before = grant.detail.get(RELEASED_BEFORE)
+    return {} if before is None else {RELEASED_BEFORE: before}
+
+
+def _count_authorized(binding: PartyBinding, job: JobSpec, home: Path, grant: JobGrant) -> JobGrant:
+    """``grant`` with the counts of rows and authorized rows (refused if none is authorized)."""
+    if not grant.authorization:
+        return grant
+    party = job.party(binding.name)
+    table = federated.party.load_table(binding, party, job.alignment.id_scheme)
+    n_authorized = int(admitted_mask(home, job, grant, table.ids).sum())
+    if n_authorized == 0:
+        raise no_authorized_rows(binding, job, grant, table.n_rows, home)
+    counts = {"n_rows": table.n_rows, "n_authorized": n_authorized}
+    return replace(grant, detail={**grant.detail, **counts})
 
 
 def admitted_mask(

@@ -21,7 +21,7 @@ from models.alignment import job_rows
 from models.early_stopping import StoppingState
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
 from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
-from models.secureboost import bank_trees, bank_validation, crypto, timing
+from models.secureboost import bank_trees, bank_validation, checkpoint, crypto, timing
 from models.secureboost.core import base_score, gradients, sigmoid
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, BankPart
@@ -74,6 +74,8 @@ class BankRole:
                 "features": env.json("features"),
                 "noise": env.json("noise"),
             }
+            if "boundaries" in env.payload:
+                state["platforms"][env.sender]["boundaries"] = env.json("boundaries")
         elif env.stage in ("hist", "dirs"):
             self._collect(env, ctx, state)
         else:
@@ -136,6 +138,10 @@ class BankRole:
             "max_depth": params.max_depth,
             "n_estimators": params.n_estimators,
         }
+        offer = checkpoint.resume_offer(ctx, state)
+        if offer is not None:
+            init_settings["resume"] = True
+            ctx.store.put_json("sb.state", state)
         return [
             Envelope(
                 PROTOCOL,
@@ -176,14 +182,19 @@ class BankRole:
             n_valid = int(ctx.store.get_array("sb.y_valid").size)
             bits = np.unpackbits(env.array("valid_bits"), axis=0, count=n_valid).astype(bool)
             bank_validation.keep_bits(ctx, env.sender, ids, bits.reshape(n_valid, len(ids)))
-        if "sums" in env.payload:
-            cipher = _bank_cipher(ctx, state)
-            if env.text("key") != cipher.fingerprint:
-                raise ProtocolError(f"'{env.sender}' sent sums under a different key")
+        replayed = env.payload.get(checkpoint.REPLAYED) is True
+        if "sums" in env.payload or replayed:
             nodes: list[int] = env.json("nodes")
-            started = time.perf_counter()
-            sums = cipher.decrypt_sums(env.array("sums"), env.integer("n_sums"))
-            clock.add("decrypt", time.perf_counter() - started, cipher.last_decryptions)
+            if replayed:  # released before a resume: never twice, the bank kept it
+                sums = checkpoint.kept_release(ctx, state, env.sender, nodes)
+            else:
+                cipher = _bank_cipher(ctx, state)
+                if env.text("key") != cipher.fingerprint:
+                    raise ProtocolError(f"'{env.sender}' sent sums under a different key")
+                started = time.perf_counter()
+                sums = cipher.decrypt_sums(env.array("sums"), env.integer("n_sums"))
+                clock.add("decrypt", time.perf_counter() - started, cipher.last_decryptions)
+                checkpoint.keep_release(ctx, state, env.sender, nodes, sums)
             widths = [f["n_bins"] + 1 for f in state["platforms"][env.sender]["features"]]
             offset = 0
             for node in nodes:
@@ -220,6 +231,7 @@ class BankRole:
         if "decisions" in state["expect"]:
             return [self._finish(ctx, state, params)]
         if "ready" in state["expect"]:
+            checkpoint.restore_bank(ctx, state)  # a resumed job: after its last common tree
             return self._next_tree(ctx, state, params)
         if state.get("needs_assign"):
             return self._send_assign(ctx, state)
@@ -230,6 +242,7 @@ class BankRole:
     ) -> list[Envelope]:
         while True:
             self._close_tree_timing(ctx, state)
+            checkpoint.save_bank(ctx, state)
             state["tree"] += 1
             if state["tree"] >= params.n_estimators or bank_validation.stopped(state):
                 return self._request_decisions(ctx, state, params)

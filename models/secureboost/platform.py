@@ -29,7 +29,7 @@ from features.binning import BinSpec
 from models.alignment import job_rows
 from models.guard import PolicyRefusalError
 from models.protocol import Envelope, PartyContext, PayloadValue, PhaseClock, ProtocolError, dumps
-from models.secureboost import crypto
+from models.secureboost import checkpoint, crypto
 from models.secureboost.core import IntArray, Split, goes_left
 from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
@@ -127,6 +127,9 @@ class PlatformRole:
                 "n_valid": int(valid.sum()),
             },
         )
+        state = ctx.store.get_json("sb.state")
+        offer = checkpoint.platform_offer(ctx, state, settings.get("resume") is True)
+        ctx.store.put_json("sb.state", state)
         features = [{"name": s.name, "kind": s.kind, "n_bins": s.n_bins} for s in specs]
         # The first tree's re-randomisation factors, made while the bank sets up and encrypts.
         # The bank's row layout comes with the tree; until then it is estimated from the rows
@@ -136,7 +139,10 @@ class PlatformRole:
             key, crypto.RowLayout(int(train.sum()), own), scheme.backend
         )
         self._refill(ctx, estimate, ctx.store.get_json("sb.state"), more=True)
-        return env.reply("ready", {"features": dumps(features), "noise": dumps(noise)})
+        reply: dict[str, PayloadValue] = {"features": dumps(features), "noise": dumps(noise)}
+        if offer is not None:
+            reply["boundaries"] = dumps(offer)
+        return env.reply("ready", reply)
 
     def _refill(
         self,
@@ -188,6 +194,8 @@ class PlatformRole:
                 f"secureboost/tree {env.integer('tree')} after tree {state['tree']}: "
                 "trees come in increasing order"
             )
+        state = checkpoint.restore_platform(ctx, state, env.integer("tree"))
+        checkpoint.save_platform(ctx, state)
         state = {**state, "layout": env.json("layout")}
         cipher = self._cipher(ctx, state)
         if env.text("key") != cipher.fingerprint:
@@ -296,9 +304,13 @@ class PlatformRole:
         state: dict[str, Any],
         clock: PhaseClock,
     ) -> dict[str, PayloadValue]:
+        if checkpoint.released_before(ctx, state, nodes, position):
+            # Released before this job was resumed: never twice (models.secureboost.checkpoint).
+            return {"nodes": dumps(nodes), "n_sums": 0, checkpoint.REPLAYED: True}
+        count = 0
         if state.get("noise") is not None:
             # Counted before anything is computed: a release beyond the grant never happens.
-            ctx.guard.record_release(DP_MECHANISM)
+            count = ctx.guard.record_release(DP_MECHANISM)
         gh = ctx.store.get_array("sb.gh")
         specs = ctx.store.get_json("sb.specs")
         widths = [int(s_n) + 1 for s_n in (BinSpec.from_dict(s).n_bins for s in specs)]
@@ -330,6 +342,8 @@ class PlatformRole:
         precomputed = len(factors)
         del factors  # each factor is used once: only its re-randomised pack remains
         clock.add("pack", time.perf_counter() - started, len(ordered))
+        if count:
+            checkpoint.record_release(ctx, state, nodes, position, DP_MECHANISM, count)
         return {
             "nodes": dumps(nodes),
             "n_sums": len(ordered),

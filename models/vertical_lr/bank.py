@@ -35,7 +35,7 @@ from models.vertical import (
     record_answer,
     validation,
 )
-from models.vertical_lr import batch_seed
+from models.vertical_lr import batch_seed, checkpoint
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr import validation as lr_validation
 from models.vertical_lr.bank_descent import send_batch, send_updates, step
@@ -77,6 +77,7 @@ class BankRole:
         if env.stage == "counts":
             return send_bins(ctx, state)
         if env.stage == "ready":
+            checkpoint.restore_bank(ctx, state)  # a resumed job: after its last common epoch
             return send_batch(ctx, state)
         if env.stage == "partial":
             return send_updates(ctx, state)
@@ -132,12 +133,14 @@ class BankRole:
             "weighted": weights is not None,
             "validation": {"n": int(valid.sum()), "stopping": StoppingState().to_dict()},
         }
-        ctx.store.put_json("hlr.state", state)
         init = {
             "max_bin": params.max_bin,
             "key_bits": keys.public.key_bits,
             "seed_commitment": batch_seed.commitment(state["seed_nonce"]),
         }
+        if checkpoint.resume_offer(ctx, state) is not None:
+            init["resume"] = True
+        ctx.store.put_json("hlr.state", state)
         ciphertexts = paillier.ciphertexts_to_array(keys.public, enc_y)
         return [
             Envelope(

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from features.woe import WoeTable
 from models.protocol import Envelope, PartyContext, ProtocolError, dumps
 from models.vertical import KeyPair, peer_public_key
-from models.vertical_lr import arithmetic, validation
+from models.vertical_lr import arithmetic, checkpoint, validation
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.core import batch_schedule, relative_change
 from models.vertical_lr.params import HeteroLRParams
@@ -55,6 +55,7 @@ def send_batch(ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
     )
     if state["batch"] == 0:
         state["epoch_started"] = time.time()  # wall clock: parties may run in other processes
+        checkpoint.save_bank(ctx, state)
     rows = _schedule(state)[state["batch"]]
     _, _, x = _own(ctx)
     y = ctx.store.get_array("hlr.y")

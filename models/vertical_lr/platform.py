@@ -34,7 +34,7 @@ from models.vertical import (
     platform_rows,
     platform_validation_rows,
 )
-from models.vertical_lr import arithmetic, batch_seed
+from models.vertical_lr import arithmetic, batch_seed, checkpoint
 from models.vertical_lr import fixedpoint as fp
 from models.vertical_lr.bank_descent import residual_bits
 from models.vertical_lr.core import LRParams, batch_count, batch_schedule, relative_change
@@ -125,27 +125,26 @@ class PlatformRole:
             held = transform(aligned_features(ctx, rows, valid), specs).bins
             ctx.store.put_array("hlr.valid_fine", held.astype(np.int16))
         share = batch_seed.draw()
-        ctx.store.put_json(
-            "hlr.state",
-            {
-                "bank": env.sender,
-                "bank_key": bank_key.to_bytes().hex(),
-                "seed_commitment": committed,
-                "seed_share": share,
-                "n_valid": int(valid.sum()),
-            },
-        )
+        state: dict[str, Any] = {
+            "bank": env.sender,
+            "bank_key": bank_key.to_bytes().hex(),
+            "seed_commitment": committed,
+            "seed_share": share,
+            "n_valid": int(valid.sum()),
+        }
+        offer = checkpoint.platform_offer(ctx, state, settings.get("resume") is True)
+        ctx.store.put_json("hlr.state", state)
         features = [{"name": s.name, "kind": s.kind, "n_fine": s.n_bins + 1} for s in specs]
-        return env.reply(
-            "counts",
-            {
-                "features": dumps(features),
-                "totals": totals,
-                "enc_bad": paillier.ciphertexts_to_array(bank_key, enc_bad),
-                "public_key": own.public.to_bytes(),
-                "seed_share": share,
-            },
-        )
+        reply: dict[str, Any] = {
+            "features": dumps(features),
+            "totals": totals,
+            "enc_bad": paillier.ciphertexts_to_array(bank_key, enc_bad),
+            "public_key": own.public.to_bytes(),
+            "seed_share": share,
+        }
+        if offer is not None:
+            reply["boundaries"] = dumps(offer)
+        return env.reply("counts", reply)
 
     def _bins(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
         tables = env.json("tables")
@@ -197,6 +196,8 @@ class PlatformRole:
 
     def _batch(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
         epoch, batch = env.integer("epoch"), env.integer("batch")
+        if batch == 0:
+            checkpoint.at_epoch_start(ctx, state, epoch)
         rows = self._rows(state, epoch, batch)
         _, x = self._matrix(ctx, state)
         u = fp.encode(0.25 * (x[rows] @ np.asarray(state["coef"], dtype=np.float64)))

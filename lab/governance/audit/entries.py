@@ -33,6 +33,7 @@ EventType = Literal[
     "job_started",
     "job_finished",
     "job_failed",
+    "job_resumed",
     "alignment",
     "model_registered",
     "model_promoted",
