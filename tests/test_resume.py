@@ -413,3 +413,22 @@ def test_a_hetero_lr_job_killed_mid_epoch_resumes_to_the_uninterrupted_model(
     assert resumed.joint.report is not None
     assert whole.joint.report is not None
     assert abs(resumed.joint.report.auc - whole.joint.report.auc) < 1e-9
+
+
+def test_a_job_with_early_stopping_resumes_to_the_uninterrupted_model(
+    data: Path, tmp_path: Path
+) -> None:
+    """The early-stopping state (validation scores, best tree) is part of the checkpoint."""
+    model = {**MODEL, "n_estimators": 6, "validation_fraction": 0.25, "early_stopping_rounds": 2}
+    spec = _spec(model=model)
+    whole_stores = tmp_path / "whole"
+    whole = run_job(spec, _transport(data, whole_stores))
+    stores = tmp_path / "cut"
+    with pytest.raises(Crash):
+        run_job(spec, _transport(data, stores, _cut_at("hist", 2, 1)))
+    resumed = run_job(spec, _transport(data, stores), resume=True)
+    assert _model(stores, resumed) == _model(whole_stores, whole)
+    for key in ("best_iteration", "best_score", "iterations_trained", "iterations_kept"):
+        assert resumed.joint.details["validation"].get(key) == whole.joint.details[
+            "validation"
+        ].get(key), key
