@@ -53,7 +53,9 @@ def test_lab_train_stops_early_and_registers_the_best_tree(tmp_path: Path, lab_h
     config = _experiment(tmp_path, weight=[1.0 + (i % 3) for i in range(700)])
     allow_test_keys(lab_home)
     summary_path = tmp_path / "summary.json"
-    done = run_lab(["train", str(config), "--summary-json", str(summary_path)], home=lab_home)
+    done = run_lab(
+        ["train", str(config), "--summary-json", str(summary_path)], home=lab_home, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(summary_path.read_text())
     validation = summary["validation"]
