@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 
 from features.safe_csv import write_csv
 from models.evaluation import EvaluationReport
+from models.explanations import UNGROUPED
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
@@ -83,7 +84,7 @@ def plot_calibration(reports: Mapping[str, EvaluationReport], path: Path) -> Pat
 
 
 #: Group of a column whose party published none (e.g. FATE's files): said, not guessed.
-UNKNOWN_GROUP = "ungrouped"
+UNKNOWN_GROUP = UNGROUPED
 
 #: One colour per party in the importance chart (matplotlib's tab10, in sorted party order;
 #: distinct for up to ten parties, then repeated).
@@ -194,6 +195,56 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
         xlabel="Share of total split gain",
         notes=tuple(notes),
     )
+
+
+#: Columns of :func:`importance_by_group`.
+GROUP_IMPORTANCE_COLUMNS = (
+    "party",
+    "group",
+    "features",
+    "splits",
+    "gain",
+    "gain_share",
+    "cover",
+    "cover_share",
+)
+
+
+def importance_by_group(frame: pd.DataFrame) -> pd.DataFrame:
+    """Global importance per ``(party, group)``: splits, exact gain and cover, and their shares.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        :func:`lab.reporting.secureboost.importance_frame`'s (``party``, ``feature``,
+        ``group``, ``splits``, ``gain``, ``cover``).
+
+    Returns
+    -------
+    DataFrame
+        :data:`GROUP_IMPORTANCE_COLUMNS`, largest gain first. ``gain`` is the exact split gain
+        (XGBoost's ``total_gain``), ``cover`` the hessian sum at those splits (XGBoost's
+        ``total_cover``: how many, and how uncertain, the enterprises the group's splits
+        decided); each share is over all parties' splits. ``features`` counts the group's
+        columns that split somewhere.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=list(GROUP_IMPORTANCE_COLUMNS))
+    grouped = (
+        frame.groupby(["party", "group"], sort=True)
+        .agg(
+            features=("feature", "nunique"),
+            splits=("splits", "sum"),
+            gain=("gain", "sum"),
+            cover=("cover", "sum"),
+        )
+        .reset_index()
+    )
+    for measure in ("gain", "cover"):
+        total = float(grouped[measure].sum())
+        grouped[f"{measure}_share"] = grouped[measure] / total if total else 0.0
+    grouped = grouped.sort_values(["gain", "party", "group"], ascending=[False, True, True])
+    return grouped.loc[:, list(GROUP_IMPORTANCE_COLUMNS)].reset_index(drop=True)
 
 
 def plot_importance(chart: ImportanceChart, path: Path) -> Path:

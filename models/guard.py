@@ -75,6 +75,10 @@ class NodeLimits:
     rows_per_cross_term : int
         A hetero LR batch must also hold this many rows per weighted sum (cross term) the bank
         asks the platform to decrypt, so the sums never determine single rows.
+    group_attribution : bool
+        Release, with a SecureBoost part at the end of training, the published feature group
+        of each of this node's splits, so the bank can explain scores by group (never a
+        column, threshold or value). ``False``: the node withholds them and says so.
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -87,6 +91,7 @@ class NodeLimits:
     psi_alert_hit_rate: float = 0.05
     min_batch_size: int = 256
     rows_per_cross_term: int = 8
+    group_attribution: bool = True
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -251,6 +256,9 @@ class NodeGuard(Protocol):
 
     def notify(self, event: str, payload: Mapping[str, Any]) -> None:
         """Tell the node's owner (its audit log) what happened, e.g. an alignment or an alert."""
+
+    def column_groups(self) -> Mapping[str, str]:
+        """Published feature group of each column this node serves (empty: none published)."""
 
 
 def count_release(grant: ReleaseGrant | None, made: int) -> int:

@@ -825,6 +825,19 @@ def test_hetero_lr_scorecard_scores_through_the_platform_endpoint(
         np.testing.assert_allclose(remote, expected, rtol=1e-12)
         card = model.predict(sample, params={"output": "scorecard"})
         assert list(card.columns) == ["probability", "score", "reason_codes"]
+        # Reason codes: signed contributions, the platform's only by published group.
+        why = model.predict(sample, params={"output": "reasons", "reasons": 2})
+        np.testing.assert_allclose(why["probability"], remote, rtol=1e-12)
+        np.testing.assert_allclose(why["probability"], 1 / (1 + np.exp(-why["margin"])))
+        groups = {
+            v["group"]
+            for v in json.loads((trained["folder"] / "columns.json").read_text()).values()
+        }
+        platform_reasons = {
+            r for c in ("reason_1", "reason_2") for r in why[c] if r.startswith("platform:")
+        }
+        assert platform_reasons, "no platform reason: the test proves nothing"
+        assert {r.split(":", 1)[1] for r in platform_reasons} <= groups
         refused = bank[bank["enterprise_id"] == trained["refused"]].drop(columns=["default_12m"])
         with pytest.raises(Exception, match="not_authorized"):
             model.predict(refused.astype({c: float for c in numeric}))

@@ -13,6 +13,7 @@ every setting has its secure default::
           alert_min_hit_rate: 0.05}
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
     dp: {require: true, max_epsilon_per_job: null}
+    explanations: {group_attribution: allow}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -114,6 +115,21 @@ class DPPolicy(_Strict):
     max_epsilon_per_job: Annotated[float, Field(gt=0.0)] | None = None
 
 
+class ExplanationsPolicy(_Strict):
+    """What this node releases so that a bank can explain its scores.
+
+    ``group_attribution``: at the end of a SecureBoost job, release the published feature group
+    of each of this node's splits (never the column, threshold or a value), so the bank's
+    reason codes can say "tax" or "judicial"; ``refuse`` withholds them, and the bank's model
+    then refuses to explain scores by this node's groups, naming this setting. What it reveals
+    beyond training is set out in docs/secureboost.md ("Explanations").
+    """
+
+    group_attribution: Literal["allow", "refuse"] = (
+        "allow" if _LIMITS.group_attribution else "refuse"
+    )
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -123,6 +139,7 @@ class NodePolicyConfig(_Strict):
     psi: PSIPolicy = Field(default_factory=PSIPolicy)
     hetero_lr: HeteroLRPolicy = Field(default_factory=HeteroLRPolicy)
     dp: DPPolicy = Field(default_factory=DPPolicy)
+    explanations: ExplanationsPolicy = Field(default_factory=ExplanationsPolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -137,6 +154,7 @@ class NodePolicyConfig(_Strict):
             psi_alert_hit_rate=self.psi.alert_min_hit_rate,
             min_batch_size=self.hetero_lr.min_batch_size,
             rows_per_cross_term=self.hetero_lr.rows_per_cross_term,
+            group_attribution=self.explanations.group_attribution == "allow",
         )
 
 

@@ -1,0 +1,75 @@
+"""Per-enterprise contributions of a hetero LR model: ``coefficient · WOE`` summed by group.
+
+The model's margin is ``intercept + Σ_features coef_f · WOE_f[bin_f]``, so each feature's term
+is its exact contribution and ``intercept + Σ contributions == margin``. The bank's own columns
+are credited by name; a platform's columns only by their feature group (the groups the job
+resolved from the platform's published feature set, kept in the scorecard), summed within the
+group, so a reason code never names a platform column.
+
+What it reveals, and why no platform gate: every input is already the bank's. Training released
+each platform column's coefficient and the WOE of its anonymous coarse bins to the bank (the
+scorecard is built from them), and scoring answers each enterprise's coarse bin per platform
+column (:mod:`models.vertical_lr.serving`). The per-column terms, hence the per-group sums, are
+a function of those, so a policy switch at the platform could not withhold them from a curious
+bank; the platform's protection is what its endpoint answers at all (authorized enterprises,
+purposes, its own rate limits). See docs/hetero_lr.md, "Explanations".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from models.explanations import UNGROUPED, Attribution
+from models.vertical_lr.parts import BankLRPart
+
+
+def feature_labels(part: BankLRPart) -> dict[str, str]:
+    """``party:column`` -> the label its contribution is credited to.
+
+    The bank's columns: ``bank:column``; a platform's: ``party:group`` (``party:ungrouped`` when
+    the job knew no group for it, never the column's name).
+    """
+    groups = {
+        f"{f['party']}:{f['name']}": str(f["group"]) for f in part.scorecard.get("features", [])
+    }
+    out: dict[str, str] = {}
+    for table in part.tables:
+        key = part.table_key(table)
+        if table.party == part.party:
+            out[key] = key
+            continue
+        group = groups.get(key, UNGROUPED)
+        out[key] = f"{table.party}:{UNGROUPED if group == table.name else group}"
+    return out
+
+
+def contributions(
+    part: BankLRPart, frame: pd.DataFrame, platform_bins: Mapping[str, npt.NDArray[Any]]
+) -> Attribution:
+    """Each row's contributions by the bank's columns and the platforms' groups.
+
+    Parameters
+    ----------
+    part : BankLRPart
+        The bank's part.
+    frame : DataFrame
+        The bank's own columns.
+    platform_bins : mapping
+        ``party:column`` -> coarse bin per row (what the platform's endpoint answers).
+    """
+    bins = part.coarse_bins(frame, platform_bins)
+    labels = feature_labels(part)
+    names = tuple(sorted(set(labels.values())))
+    index = {label: j for j, label in enumerate(names)}
+    values = np.zeros((len(frame), len(names)), dtype=np.float64)
+    for table in part.tables:
+        key = part.table_key(table)
+        woe = np.asarray(table.woe, dtype=np.float64)[bins[key]]
+        values[:, index[labels[key]]] += part.coefficients[key] * woe
+    base = np.full(len(frame), part.intercept, dtype=np.float64)
+    return Attribution(base=base, labels=names, values=values)
