@@ -123,15 +123,21 @@ def score_file(
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such folder; create it or choose another --out")
     uri = model_uri(reference)
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    mlflow.set_registry_uri(tracking_uri or default_tracking_uri())
+    store = tracking_uri or default_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{uri}: no registry at {store.removeprefix('sqlite:///')} (nothing was trained in "
+            "this home); set LAB_HOME, MLFLOW_TRACKING_URI or --tracking-uri to the bank's registry"
+        )
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:
         raise InputError(
             f"{uri}: {exc.message.splitlines()[0]}; lab models list shows the registered models"
         ) from exc
-    params = {"purpose": purpose}
+    params: dict[str, str | int] = {"purpose": purpose}
     if k:
         params |= {"output": REASONS_OUTPUT, "reasons": k}
     try:

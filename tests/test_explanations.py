@@ -9,10 +9,7 @@ HTTP endpoint and runs the installed ``lab score`` in a subprocess.
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -216,6 +213,14 @@ def test_a_platform_whose_policy_refuses_group_attribution_withholds_and_is_name
     assert np.isfinite(part.predict_proba(data["bank"], decisions)).all()
 
 
+def test_the_platforms_policy_file_switches_the_release(lab_home: Path) -> None:
+    from lab.governance.policy import read_policy, set_policy
+
+    assert read_policy(lab_home).limits().group_attribution is True  # the default: allow
+    set_policy(["explanations.group_attribution=refuse"], lab_home)
+    assert read_policy(lab_home).limits().group_attribution is False
+
+
 def test_a_part_saved_before_covers_cannot_explain_and_says_so(
     trained: tuple[BankPart, PlatformPart, list[Envelope], dict[str, Any]],
 ) -> None:
@@ -298,6 +303,39 @@ def test_importance_by_group_has_gain_and_cover_and_their_shares() -> None:
     assert table["cover_share"].sum() == pytest.approx(1.0)
 
 
+def test_lab_score_refuses_bad_input_in_one_line_and_writes_nothing(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    from tests.cli_helpers import run_lab
+
+    out = tmp_path / "out.csv"
+    missing = run_lab(["score", "m", "--input", str(tmp_path / "no.csv"), "--out", str(out)],
+                      home=lab_home)  # fmt: skip
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"error: {tmp_path / 'no.csv'}: no such file; pass the CSV of enterprises to score"
+    )
+    (tmp_path / "noid.csv").write_text("loan_amount\n3\n")
+    noid = run_lab(["score", "m", "--input", str(tmp_path / "noid.csv"), "--out", str(out)],
+                   home=lab_home)  # fmt: skip
+    assert noid.returncode == 2
+    assert "no 'enterprise_id' column (line 1 has ['loan_amount'])" in noid.stderr
+    (tmp_path / "ok.csv").write_text("enterprise_id,loan_amount\n91350102MA9Y5Y2C5D,3\n,4\n")
+    empty = run_lab(["score", "m", "--input", str(tmp_path / "ok.csv"), "--out", str(out)],
+                    home=lab_home)  # fmt: skip
+    assert empty.returncode == 2
+    assert f"{tmp_path / 'ok.csv'}:3: 'enterprise_id' is empty" in empty.stderr
+    (tmp_path / "ok.csv").write_text("enterprise_id,loan_amount\n91350102MA9Y5Y2C5D,3\n")
+    unknown = run_lab(["score", "nobody", "--input", str(tmp_path / "ok.csv"), "--out", str(out)],
+                      home=lab_home)  # fmt: skip
+    assert unknown.returncode == 2
+    assert unknown.stderr.startswith("error: models:/nobody@champion: no registry at ")
+    assert len(unknown.stderr.strip().splitlines()) == 1
+    assert not lab_home.exists() or not (lab_home / "mlflow.db").exists()
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.csv.*"))
+
+
 # -- end to end: trained through Flower, registered, the platform's endpoint, `lab score` -----
 
 
@@ -311,6 +349,7 @@ def test_lab_score_writes_reason_codes_from_the_registered_model_and_the_platfor
     from lab.serving.platform_scorer import PlatformScorer
     from lab.serving.ratelimit import TokenBucketLimiter
     from lab.serving.tokens import TokenStore
+    from tests.cli_helpers import run_lab
     from tests.serving_helpers import (
         SERVED_BANK,
         SERVED_MODEL,
@@ -340,24 +379,24 @@ def test_lab_score_writes_reason_codes_from_the_registered_model_and_the_platfor
     scorer = PlatformScorer(platform_dir, folder / "platform.csv", SERVED_REF, lab_home)
     token = TokenStore.in_dir(platform_dir).issue(SERVED_BANK, ["loan_approval"])
     app = create_app(scorer, TokenStore.in_dir(platform_dir), TokenBucketLimiter(1000, 1000))
-    lab = Path(sys.executable).with_name("lab")
     with uvicorn_thread(app, free_port()) as url:
-        env = {**os.environ, "LAB_PLATFORM_URL": url, "LAB_PLATFORM_TOKEN": token}
-        done = subprocess.run(
-            [str(lab), "score", f"{SERVED_MODEL}@challenger", "--input", str(tmp_path / "in.csv"),
-             "--out", str(tmp_path / "out.csv"), "--reasons", "3"],
-            env=env, capture_output=True, text=True, timeout=300, check=False,
-        )  # fmt: skip
+        env = {"LAB_PLATFORM_URL": url, "LAB_PLATFORM_TOKEN": token}
+        files = ["--input", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out.csv")]
+        done = run_lab(["score", f"{SERVED_MODEL}@challenger", *files, "--reasons", "3"],
+                       home=lab_home, env=env)  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert "20 enterprises scored" in done.stdout
-        # A bad reasons count: one line, exit 2, nothing written.
-        bad = subprocess.run(
-            [str(lab), "score", SERVED_MODEL, "--input", str(tmp_path / "in.csv"),
-             "--out", str(tmp_path / "bad.csv"), "--reasons", "11"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+        # A bad reasons count, a model this registry does not have: one line, exit 2.
+        bad = run_lab(["score", SERVED_MODEL, "--input", str(tmp_path / "in.csv"),
+                       "--out", str(tmp_path / "bad.csv"), "--reasons", "11"],
+                      home=lab_home, env=env)  # fmt: skip
         assert bad.returncode == 2
         assert bad.stderr.startswith("error: --reasons: reasons must be an integer in [0, 10]")
+        unknown = run_lab(["score", "nobody@champion", "--input", str(tmp_path / "in.csv"),
+                           "--out", str(tmp_path / "bad.csv")], home=lab_home, env=env)  # fmt: skip
+        assert unknown.returncode == 2
+        assert "error: models:/nobody@champion: " in unknown.stderr
+        assert "lab models list shows the registered models" in unknown.stderr
         assert not (tmp_path / "bad.csv").exists()
         uri = f"sqlite:///{lab_home / 'mlflow.db'}"
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -34,9 +34,8 @@ def feature_labels(part: BankLRPart) -> dict[str, str]:
     The bank's columns: ``bank:column``; a platform's: ``party:group`` (``party:ungrouped`` when
     the job knew no group for it, never the column's name).
     """
-    groups = {
-        f"{f['party']}:{f['name']}": str(f["group"]) for f in part.scorecard.get("features", [])
-    }
+    # The scorecard names its features by key (``party:column``), as the coefficients are.
+    groups = {str(f["name"]): str(f["group"]) for f in part.scorecard.get("features", [])}
     out: dict[str, str] = {}
     for table in part.tables:
         key = part.table_key(table)
@@ -44,7 +43,7 @@ def feature_labels(part: BankLRPart) -> dict[str, str]:
             out[key] = key
             continue
         group = groups.get(key, UNGROUPED)
-        out[key] = f"{table.party}:{UNGROUPED if group == table.name else group}"
+        out[key] = f"{table.party}:{UNGROUPED if group in (table.name, key) else group}"
     return out
 
 
