@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
@@ -120,7 +120,10 @@ class ImportanceChart:
     features : tuple of Bar
         The top features, labelled ``party:column``, largest share first.
     groups : tuple of Bar
-        Share per ``party:group`` (published feature groups), largest first.
+        Gain share per ``party:group`` (published feature groups), largest first.
+    group_cover : dict
+        ``party:group`` -> its share of the total cover (hessian sum at the splits), drawn
+        beside its gain share (empty when the frame has no ``cover``).
     colours : dict
         Party -> colour, a different one per party (the legend).
     title, xlabel : str
@@ -135,6 +138,7 @@ class ImportanceChart:
     title: str
     xlabel: str
     notes: tuple[str, ...]
+    group_cover: dict[str, float] = field(default_factory=dict)
 
 
 def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> ImportanceChart:
@@ -167,6 +171,13 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
             key=lambda b: (-b.value, b.label),
         )
     )
+    group_cover: dict[str, float] = {}
+    if "cover" in frame.columns:
+        cover = frame.groupby(["party", "group"], sort=True)["cover"].sum()
+        total = float(cover.sum())
+        group_cover = {
+            f"{p}:{g}": float(v) / total if total else 0.0 for (p, g), v in cover.items()
+        }
     parties = sorted({str(p) for p in frame["party"]})
     colours = {p: _PARTY_COLOURS[i % len(_PARTY_COLOURS)] for i, p in enumerate(parties)}
     notes = [
@@ -174,6 +185,12 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
         "exactly by the bank from its own gradients and the split's partition (XGBoost's "
         "total_gain)."
     ]
+    if group_cover:
+        notes.append(
+            "Groups: gain share (solid) and cover share (hatched: the hessian sum at the "
+            "group's splits, XGBoost's total_cover; how many enterprises, weighted by their "
+            "uncertainty, its splits decided). Both in importance_by_group.csv."
+        )
     if dp:
         notes.append(
             "DP job: the split search saw DP-noised platform gains; the bars are not those "
@@ -194,6 +211,7 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
         title="Feature importance: share of exact split gain, by party and feature group",
         xlabel="Share of total split gain",
         notes=tuple(notes),
+        group_cover=group_cover,
     )
 
 
@@ -254,14 +272,27 @@ def plot_importance(chart: ImportanceChart, path: Path) -> Path:
         1, 2, figsize=(12, max(3.0, 0.3 * n + 2.2)), gridspec_kw={"width_ratios": [3, 2]}
     )
     for ax, bars, what in ((left, chart.features, "Features"), (right, chart.groups, "Groups")):
+        paired = ax is right and bool(chart.group_cover)
+        positions = np.arange(len(bars), dtype=float)
         ax.barh(
-            [b.label for b in bars],
+            positions - (0.2 if paired else 0.0),
             [b.value for b in bars],
+            height=0.4 if paired else 0.8,
             color=[chart.colours[b.party] for b in bars],
         )
+        if paired:
+            ax.barh(
+                positions + 0.2,
+                [chart.group_cover.get(b.label, 0.0) for b in bars],
+                height=0.4,
+                color=[chart.colours[b.party] for b in bars],
+                alpha=0.45,
+                hatch="//",
+            )
+        ax.set_yticks(positions, [b.label for b in bars])
         ax.invert_yaxis()  # largest first
         ax.axvline(0.0, color="grey", linewidth=0.8)
-        ax.set_xlabel(chart.xlabel)
+        ax.set_xlabel("Share of total gain (solid) and cover (hatched)" if paired else chart.xlabel)
         ax.set_title(what, fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
     handles = [Patch(facecolor=c, label=p) for p, c in chart.colours.items()]

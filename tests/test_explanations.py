@@ -278,9 +278,25 @@ def test_hetero_lr_contributions_sum_to_the_logit_and_sum_platform_columns_by_gr
     np.testing.assert_allclose(
         attribution.values[:, attribution.labels.index("platform:ungrouped")], terms, atol=1e-12
     )
+    # Global importance by party and group: the estimator's per-feature spreads, summed.
+    from models.vertical_lr.explain import group_importance
+
+    table = group_importance(part)
+    assert set(zip(table["party"], table["group"], strict=True)) == {
+        ("bank", "ungrouped"),
+        ("platform", "ungrouped"),
+    }
+    raw = clf._raw_importance()
+    for party in ("bank", "platform"):
+        row = table[table["party"] == party].iloc[0]
+        assert row["spread"] == pytest.approx(
+            sum(v for k, v in raw.items() if k.startswith(f"{party}:"))
+        )
+        assert row["features"] == sum(t.party == party for t in part.tables)
+    assert table["spread_share"].sum() == pytest.approx(1.0)
 
 
-def test_importance_by_group_has_gain_and_cover_and_their_shares() -> None:
+def test_importance_by_group_has_gain_and_cover_and_their_shares(tmp_path: Path) -> None:
     frame = pd.DataFrame(
         [
             ("platform", "vat_sales", "tax", 2, 10.0, 30.0),
@@ -301,6 +317,18 @@ def test_importance_by_group_has_gain_and_cover_and_their_shares() -> None:
     assert tax["gain_share"] == pytest.approx(15 / 40)
     assert tax["cover_share"] == pytest.approx(40 / 200)
     assert table["cover_share"].sum() == pytest.approx(1.0)
+    # The chart draws each group's cover share beside its gain share.
+    from lab.reports import importance_chart, plot_importance
+
+    frame["label"] = frame["party"] + ":" + frame["feature"]
+    frame["gain_share"] = frame["gain"] / frame["gain"].sum()
+    chart = importance_chart(frame, dp=False)
+    assert chart.group_cover == pytest.approx(
+        {"bank:ungrouped": 0.5, "platform:tax": 0.2, "platform:judicial": 0.3}
+    )
+    assert any("cover share (hatched" in n for n in chart.notes)
+    png = plot_importance(chart, tmp_path / "importance.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_lab_score_refuses_bad_input_in_one_line_and_writes_nothing(
@@ -360,7 +388,7 @@ def test_lab_score_writes_reason_codes_from_the_registered_model_and_the_platfor
     )
 
     trained = train_served_model(tmp_path / "sme")
-    folder: Path = trained["folder"]
+    folder: Path = trained["folder"]  # (importance by group of hetero LR: tests/test_serving.py)
     joint = next(lab_home.rglob("joint/importance_by_group.csv"))
     by_group = pd.read_csv(joint)
     assert {"gain", "cover", "gain_share", "cover_share"} <= set(by_group.columns)

@@ -843,6 +843,9 @@ def test_hetero_lr_scorecard_scores_through_the_platform_endpoint(
             model.predict(refused.astype({c: float for c in numeric}))
     calls = [e.payload for e in AuditLog().entries("scoring_call")]
     assert [c["outcome"] for c in calls][-3:] == ["answered", "answered", "not_authorized"]
+    by_group = pd.read_csv(next(lab_home.rglob("joint/importance_by_group.csv")))
+    assert set(by_group.loc[by_group["party"] == "platform", "group"]) <= groups
+    assert by_group["spread_share"].sum() == pytest.approx(1.0)
     assert calls[-3]["n_splits"] == len(part.features)
 
 

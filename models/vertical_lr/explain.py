@@ -72,3 +72,48 @@ def contributions(
         values[:, index[labels[key]]] += part.coefficients[key] * woe
     base = np.full(len(frame), part.intercept, dtype=np.float64)
     return Attribution(base=base, labels=names, values=values)
+
+
+def group_importance(part: BankLRPart) -> pd.DataFrame:
+    """Global importance per ``(party, group)``: IV and the spread of the group's terms.
+
+    A feature's ``spread`` is the standard deviation of its term ``coef · WOE`` over the
+    training rows (``|coef| · sd(WOE)``, from the per-bin row counts; what
+    ``HeteroLRClassifier.feature_importances_`` normalises); a group's is the sum of its
+    features' (an upper bound of its sum's standard deviation: the joint distribution of the
+    columns is not in the part). Groups are the scorecard's (the published ones; a column
+    without one is ``ungrouped``). Returns ``party``, ``group``, ``features``, ``iv``,
+    ``spread``, ``spread_share``, largest spread first.
+    """
+    groups = {str(f["name"]): str(f["group"]) for f in part.scorecard.get("features", [])}
+    rows = []
+    for table in part.tables:
+        key = part.table_key(table)
+        group = groups.get(key, UNGROUPED)
+        woe = np.asarray(table.woe, dtype=np.float64)
+        counts = np.asarray(table.total, dtype=np.float64)
+        spread = 0.0
+        if counts.sum() > 0:
+            mean = float(np.average(woe, weights=counts))
+            spread = abs(part.coefficients[key]) * float(
+                np.sqrt(np.average((woe - mean) ** 2, weights=counts))
+            )
+        rows.append(
+            {
+                "party": table.party,
+                "group": UNGROUPED if group in (table.name, key) else group,
+                "feature": key,
+                "iv": float(table.iv),
+                "spread": spread,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=["party", "group", "feature", "iv", "spread"])
+    out = (
+        frame.groupby(["party", "group"], sort=True)
+        .agg(features=("feature", "nunique"), iv=("iv", "sum"), spread=("spread", "sum"))
+        .reset_index()
+    )
+    total = float(out["spread"].sum())
+    out["spread_share"] = out["spread"] / total if total else 0.0
+    out = out.sort_values(["spread", "party", "group"], ascending=[False, True, True])
+    return out.reset_index(drop=True)
