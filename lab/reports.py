@@ -173,10 +173,11 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
     )
     group_cover: dict[str, float] = {}
     if "cover" in frame.columns:
-        cover = frame.groupby(["party", "group"], sort=True)["cover"].sum()
-        total = float(cover.sum())
+        cover = frame.groupby(["party", "group"], sort=True)["cover"].sum().reset_index()
+        total = float(cover["cover"].sum())
         group_cover = {
-            f"{p}:{g}": float(v) / total if total else 0.0 for (p, g), v in cover.items()
+            f"{party}:{group}": float(value) / total if total else 0.0
+            for party, group, value in cover.itertuples(index=False, name=None)
         }
     parties = sorted({str(p) for p in frame["party"]})
     colours = {p: _PARTY_COLOURS[i % len(_PARTY_COLOURS)] for i, p in enumerate(parties)}
