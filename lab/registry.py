@@ -130,8 +130,10 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
             )
 
 
-def output_params(params: Any) -> tuple[str, int]:
+def output_params(params: Any, others: tuple[str, ...] = ()) -> tuple[str, int]:
     """``output`` and the number of ``reasons`` a scoring call asks for, checked.
+
+    ``others``: further outputs the model answers itself (named in the error).
 
     Raises
     ------
@@ -141,8 +143,9 @@ def output_params(params: Any) -> tuple[str, int]:
     from models.explanations import DEFAULT_REASONS, check_reasons
 
     output = str(params.get("output") or DEFAULT_OUTPUT)
-    if output not in (DEFAULT_OUTPUT, REASONS_OUTPUT):
-        raise ValueError(f"unknown output {output!r}; use {DEFAULT_OUTPUT!r} or {REASONS_OUTPUT!r}")
+    known = (DEFAULT_OUTPUT, REASONS_OUTPUT, *others)
+    if output not in known:
+        raise ValueError(f"unknown output {output!r}; use one of {', '.join(map(repr, known))}")
     raw = params.get("reasons")
     k = DEFAULT_REASONS if raw is None else raw
     return output, check_reasons(int(k) if isinstance(k, np.integer) else k)

@@ -58,7 +58,7 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
         purpose = str(params.get("purpose") or registry.DEFAULT_PURPOSE)
         k = DEFAULT_REASONS
         if output != SCORECARD_OUTPUT:
-            output, k = registry.output_params(params)
+            output, k = registry.output_params(params, others=(SCORECARD_OUTPUT,))
         frame = model_input.reset_index(drop=True)
         platform_keys = [
             self.part.table_key(t) for t in self.part.tables if t.party != self.part.party

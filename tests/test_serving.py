@@ -747,6 +747,19 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
         got = np.asarray(response.json()["predictions"], dtype=float).ravel()
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
         assert ((got > 0) & (got < 1)).all()
+        # Reason codes from the served model: the same probabilities, platform groups only.
+        body = invocation_body(sample)
+        body["params"] |= {"output": "reasons", "reasons": 3}
+        why = httpx.post(f"{live['bank_url']}/invocations", json=body, timeout=60, trust_env=False)
+        assert why.status_code == 200, why.text
+        rows = why.json()["predictions"]
+        np.testing.assert_allclose([r["probability"] for r in rows], got, rtol=1e-9)
+        assert set(rows[0]) >= {"margin", "base", "reason_1", "reason_1_value", "reason_3_value"}
+        labels = {r[f"reason_{i}"] for r in rows for i in (1, 2, 3)} - {""}
+        assert all(label.split(":", 1)[0] in {"bank", "platform"} for label in labels)
+        assert not {label for label in labels if label.startswith("platform:")} & {
+            f"platform:{c}" for c in table.features.columns
+        }
         # One enterprise without authorization: the bank's call fails, naming the refusal.
         refused = bank[bank["enterprise_id"] == trained["refused"]].drop(columns=["default_12m"])
         response = httpx.post(

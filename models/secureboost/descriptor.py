@@ -26,7 +26,7 @@ PRIVACY = PrivacyDescription(
     platform_learns="aligned ids, training mask, instance partition; no labels",
     coordinator_learns=(
         "ciphertexts, sizes, timings, the evaluation report, per-tree metrics, gain per "
-        "feature name, each node's privacy charge"
+        "feature name, each node's privacy charge, the feature group of each platform split"
     ),
     without_dp="exact platform histogram sums",
     controls=("bank_only_trees",),
