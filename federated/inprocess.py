@@ -21,6 +21,7 @@ import pandas as pd
 
 from federated.driver import close_parties
 from federated.party import DictStore, PartyRuntime
+from federated.policy import COLUMNS_FILE
 from federated.protocols import party_protocols
 from federated.spec import JobSpec, PartyBinding, PartySpec
 from federated.transport import InProcessTransport, raise_for_errors, run_protocol
@@ -99,18 +100,28 @@ def inprocess_job(
     limits: NodeLimits,
     test_mask: npt.NDArray[np.bool_] | None = None,
     sample_weight: npt.NDArray[np.float64] | None = None,
+    groups: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Iterator[InProcessJob]:
     """Join a bank and its platforms in this process, aligned row by row, in a scratch folder.
 
     The bank is named ``bank``; platforms keep their mapping keys. ``test_mask`` marks rows the
     bank holds out of training (none by default); ``sample_weight`` becomes the bank's weight
     column (:data:`WEIGHT_COLUMN`). ``limits`` are every party's node limits:
-    the caller acts for all of them (see :func:`models.guard.single_operator`).
+    the caller acts for all of them (see :func:`models.guard.single_operator`). ``groups``
+    (party -> column -> feature group) is written beside the parties' files as the
+    ``columns.json`` an unpublished node reads its column groups from.
     """
     labels = check_inputs(x_bank, y, x_platforms)
     ids = np.array([f"r{i}" for i in range(len(x_bank))])
     with tempfile.TemporaryDirectory(prefix=f"{name}-fit-") as tmp:
         folder = Path(tmp)
+        if groups:
+            meta = {
+                column: {"party": party, "group": group}
+                for party, columns in groups.items()
+                for column, group in columns.items()
+            }
+            (folder / COLUMNS_FILE).write_text(json.dumps(meta), encoding="utf-8")
         frames = {"bank": x_bank.assign(id=ids, y=labels)}
         if sample_weight is not None:
             frames["bank"] = frames["bank"].assign(**{WEIGHT_COLUMN: sample_weight})

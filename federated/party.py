@@ -24,7 +24,15 @@ from features.errors import DataError
 from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
 from features.text_format import TextFormat
-from federated.policy import JobGrant, JobUse, NodePolicy, Outcome, load_policy, privacy_report
+from federated.policy import (
+    JobGrant,
+    JobUse,
+    NodePolicy,
+    Outcome,
+    load_policy,
+    local_column_groups,
+    privacy_report,
+)
 from federated.privacy_plan import dp_grants
 from federated.spec import JobSpec, PartyBinding, PartySpec, SpecError
 from models.checkpoint import MAX_RESUMES, CheckpointError, PartyCheckpoints, digest_json
@@ -360,6 +368,7 @@ class PartyRuntime:
             limits=self._limits or NodeLimits(),
             releases=dp_grants(spec, self.role),
             detail={"governed": False, "note": "no governance policy on this node"},
+            column_groups=local_column_groups(self.binding),
         )
 
     def close(self, outcome: Outcome) -> dict[str, Any]:
@@ -593,6 +602,10 @@ class NodeGuardView:
     def notify(self, event: str, payload: Mapping[str, Any]) -> None:
         """Record an event in the node's audit log."""
         self._runtime.notify(event, payload)
+
+    def column_groups(self) -> Mapping[str, str]:
+        """The published group of each served column (from the node's own catalog or file)."""
+        return dict(self._runtime.grant().column_groups)
 
 
 ProtocolRegistry = Callable[[], Mapping[str, PartyProtocol]]

@@ -58,6 +58,8 @@ class JobGrant:
         Rows are filtered by enterprise authorizations before alignment.
     groups : tuple of str
         Feature groups of the served columns (what an authorization must cover).
+    column_groups : dict
+        Column -> its published feature group (what the node may release to explain scores).
     needs_personal_consent : bool
         A served column is personal data.
     reservation : str or None
@@ -77,6 +79,7 @@ class JobGrant:
     reservation: str | None = None
     releases: tuple[ReleaseGrant, ...] = ()
     detail: dict[str, Any] = field(default_factory=dict)
+    column_groups: dict[str, str] = field(default_factory=dict)
 
     def release_grant(self, mechanism: str) -> ReleaseGrant | None:
         """The grant of ``mechanism``, if the job has one."""
@@ -94,6 +97,7 @@ class JobGrant:
             "reservation": self.reservation,
             "releases": [g.to_dict() for g in self.releases],
             "detail": dict(self.detail),
+            "column_groups": dict(self.column_groups),
         }
 
     @classmethod
@@ -109,6 +113,7 @@ class JobGrant:
             reservation=raw.get("reservation"),
             releases=tuple(ReleaseGrant.from_dict(g) for g in raw.get("releases", ())),
             detail=dict(raw.get("detail", {})),
+            column_groups={str(k): str(v) for k, v in raw.get("column_groups", {}).items()},
         )
 
 
@@ -212,3 +217,34 @@ def load_policy(name: str) -> NodePolicy:
         raise SpecError(f"cannot load governance policy {name!r}: {exc}") from exc
     policy: NodePolicy = factory()
     return policy
+
+
+#: File beside an unpublished data file naming each column's group (the synthetic generator's).
+COLUMNS_FILE = "columns.json"
+
+
+def local_column_groups(binding: PartyBinding) -> dict[str, str]:
+    """Column groups of a node's unpublished file, from ``columns.json`` beside it, if any.
+
+    Entries naming another party (``party`` other than the node's role or name) are skipped;
+    an unreadable file gives no groups (the node then releases none it does not know).
+    """
+    import json
+
+    path = binding.data.parent / COLUMNS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    columns = raw.get("columns", raw) if isinstance(raw, dict) else {}
+    if not isinstance(columns, dict):
+        return {}
+    return {
+        str(name): str(info["group"])
+        for name, info in columns.items()
+        if isinstance(info, dict)
+        and "group" in info
+        and info.get("party", binding.role) in (binding.role, binding.name)
+    }

@@ -13,7 +13,11 @@ The pyfunc scores a DataFrame with the bank's feature columns and either
   serving process's environment, never from the registered model).
 
 It returns default probabilities, not labels. The ``purpose`` parameter (default
-``loan_approval``) is what the platform checks each enterprise's authorization for.
+``loan_approval``) is what the platform checks each enterprise's authorization for. With
+``output="reasons"`` it returns a frame of ``probability``, ``margin``, ``base`` and the top
+``reasons`` (default 4) reason codes ``reason_i`` / ``reason_i_value``: the bank's columns and the
+platforms' feature groups that raised the risk most, with their signed log-odds contributions
+(:mod:`models.secureboost.explain`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ DECISION_PREFIX = "platform:"
 ID_COLUMN = "enterprise_id"
 #: Purpose the platform checks authorizations for unless the caller passes ``params``.
 DEFAULT_PURPOSE = "loan_approval"
+#: What a registered vertical model returns unless the caller passes ``params["output"]``.
+DEFAULT_OUTPUT = "probability"
+#: The ``output`` that adds contributions and reason codes.
+REASONS_OUTPUT = "reasons"
 
 try:  # MLflow is heavy; import it only where the registry is used.
     import mlflow.pyfunc
@@ -61,10 +69,16 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
         self.part = BankPart.from_dict(json.loads(path.read_text(encoding="utf-8")))
         self._clients: dict[str, Any] = {}
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> np.ndarray:
-        """Default probabilities for every row of ``model_input``."""
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        """Default probabilities for every row of ``model_input`` (or reason codes).
+
+        ``params``: ``purpose``; ``output`` (``probability`` or ``reasons``); ``reasons``
+        (how many reason codes, default :data:`models.explanations.DEFAULT_REASONS`).
+        """
         del context
-        purpose = str((params or {}).get("purpose") or DEFAULT_PURPOSE)
+        params = params or {}
+        purpose = str(params.get("purpose") or DEFAULT_PURPOSE)
+        output, k = output_params(params)
         frame = model_input.reset_index(drop=True)
         decisions: dict[str, tuple[list[str], np.ndarray]] = {}
         for party, ids in self.part.platform_splits().items():
@@ -86,7 +100,13 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
             raise ValueError(
                 f"input lacks the bank's columns {absent[:5]}; send them (null when missing)"
             )
-        return self.part.predict_proba(frame, decisions)
+        probability = self.part.predict_proba(frame, decisions)
+        if output == DEFAULT_OUTPUT:
+            return probability
+        from models.explanations import explained_frame
+        from models.secureboost.explain import saabas
+
+        return explained_frame(probability, saabas(self.part, frame, decisions), k)
 
     def _remote(
         self, party: str, split_ids: list[str], frame: pd.DataFrame, purpose: str
@@ -110,14 +130,49 @@ class SecureBoostBankModel(_PythonModel):  # type: ignore[misc]
             )
 
 
+def output_params(params: Any, others: tuple[str, ...] = ()) -> tuple[str, int]:
+    """``output`` and the number of ``reasons`` a scoring call asks for, checked.
+
+    ``others``: further outputs the model answers itself (named in the error).
+
+    Raises
+    ------
+    ValueError
+        Naming the bad value and the accepted ones.
+    """
+    from models.explanations import DEFAULT_REASONS, check_reasons
+
+    output = str(params.get("output") or DEFAULT_OUTPUT)
+    known = (DEFAULT_OUTPUT, REASONS_OUTPUT, *others)
+    if output not in known:
+        raise ValueError(f"unknown output {output!r}; use one of {', '.join(map(repr, known))}")
+    raw = params.get("reasons")
+    k = DEFAULT_REASONS if raw is None else raw
+    return output, check_reasons(int(k) if isinstance(k, np.integer) else k)
+
+
+def param_specs() -> list[Any]:
+    """The scoring parameters every registered vertical model takes (with their defaults)."""
+    from mlflow.types.schema import ParamSpec
+
+    from models.explanations import DEFAULT_REASONS
+
+    return [
+        ParamSpec("purpose", "string", DEFAULT_PURPOSE),
+        ParamSpec("output", "string", DEFAULT_OUTPUT),
+        ParamSpec("reasons", "long", DEFAULT_REASONS),
+    ]
+
+
 def signature(part: BankPart) -> Any:
     """Input: bank columns, and ``enterprise_id`` or one boolean per platform split.
 
-    Output: the default probability. Parameter ``purpose``: what the platform checks
-    authorizations for when the model asks its endpoint.
+    Output: the default probability. Parameters (:func:`param_specs`): ``purpose``, what the
+    platform checks authorizations for when the model asks its endpoint; ``output`` and
+    ``reasons``, for reason codes.
     """
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, Schema
 
     inputs: list[Any] = [
         ColSpec("double" if spec.kind == "numeric" else "string", name, required=False)
@@ -132,7 +187,7 @@ def signature(part: BankPart) -> Any:
     return ModelSignature(
         inputs=Schema(inputs),
         outputs=Schema([ColSpec("double")]),
-        params=ParamSchema([ParamSpec("purpose", "string", DEFAULT_PURPOSE)]),
+        params=ParamSchema(param_specs()),
     )
 
 

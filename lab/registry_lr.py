@@ -5,7 +5,9 @@ model, an integer column ``platform:<party>:<column>`` holding the enterprise's 
 bin (what the platform's part answers), or ``enterprise_id`` instead, and then asks each
 platform's scoring endpoint for those bins (:mod:`lab.serving`). It returns default
 probabilities; with the parameter ``output="scorecard"`` a frame of probability, points and the
-top reason-code groups. The scorecard (CSV and HTML) is logged with the model. No key material
+top reason-code groups (points lost); with ``output="reasons"`` probability, margin, base and the
+top ``reasons`` signed contributions (:mod:`models.vertical_lr.explain`), as SecureBoost models
+answer. The scorecard (CSV and HTML) is logged with the model. No key material
 and no platform bin edge is in the registry.
 """
 
@@ -19,10 +21,14 @@ import numpy as np
 import pandas as pd
 
 from lab import registry, tracking
+from models.explanations import DEFAULT_REASONS, explained_frame
 from models.scorecard import Scorecard
+from models.vertical_lr.explain import contributions
 from models.vertical_lr.parts import BankLRPart
 
 BIN_PREFIX = registry.DECISION_PREFIX
+#: The ``output`` that returns the scorecard view (points and points-lost reason groups).
+SCORECARD_OUTPUT = "scorecard"
 
 
 def bin_column(key: str) -> str:
@@ -48,8 +54,11 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
         """
         del context
         params = params or {}
-        output = str(params.get("output") or "probability")
+        output = str(params.get("output") or registry.DEFAULT_OUTPUT)
         purpose = str(params.get("purpose") or registry.DEFAULT_PURPOSE)
+        k = DEFAULT_REASONS
+        if output != SCORECARD_OUTPUT:
+            output, k = registry.output_params(params, others=(SCORECARD_OUTPUT,))
         frame = model_input.reset_index(drop=True)
         platform_keys = [
             self.part.table_key(t) for t in self.part.tables if t.party != self.part.party
@@ -70,10 +79,10 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
             )
         bins = {k: frame[bin_column(k)].to_numpy(dtype=np.int64) for k in platform_keys}
         probability = self.part.predict_proba(frame, bins)
-        if output == "probability":
+        if output == registry.DEFAULT_OUTPUT:
             return probability
-        if output != "scorecard":
-            raise ValueError(f"unknown output {output!r}; use 'probability' or 'scorecard'")
+        if output == registry.REASONS_OUTPUT:
+            return explained_frame(probability, contributions(self.part, frame, bins), k)
         coarse = self.part.coarse_bins(frame, bins)
         reasons = self.card.reason_codes(coarse, top_k=3)
         return pd.DataFrame(
@@ -115,7 +124,7 @@ class HeteroLRBankModel(registry._PythonModel):  # type: ignore[misc]
 def signature(part: BankLRPart) -> Any:
     """Input: bank columns and one integer coarse bin per platform column; output: probability."""
     from mlflow.models.signature import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import ColSpec, ParamSchema, Schema
 
     inputs: list[Any] = [
         ColSpec("double" if spec.kind == "numeric" else "string", spec.name, required=False)
@@ -130,12 +139,7 @@ def signature(part: BankLRPart) -> Any:
     return ModelSignature(
         inputs=Schema(inputs),
         outputs=Schema([ColSpec("double")]),
-        params=ParamSchema(
-            [
-                ParamSpec("output", "string", "probability"),
-                ParamSpec("purpose", "string", registry.DEFAULT_PURPOSE),
-            ]
-        ),
+        params=ParamSchema(registry.param_specs()),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from matplotlib.patches import Patch
 
 from features.safe_csv import write_csv
 from models.evaluation import EvaluationReport
+from models.explanations import UNGROUPED
 
 _COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
@@ -83,7 +84,7 @@ def plot_calibration(reports: Mapping[str, EvaluationReport], path: Path) -> Pat
 
 
 #: Group of a column whose party published none (e.g. FATE's files): said, not guessed.
-UNKNOWN_GROUP = "ungrouped"
+UNKNOWN_GROUP = UNGROUPED
 
 #: One colour per party in the importance chart (matplotlib's tab10, in sorted party order;
 #: distinct for up to ten parties, then repeated).
@@ -119,7 +120,10 @@ class ImportanceChart:
     features : tuple of Bar
         The top features, labelled ``party:column``, largest share first.
     groups : tuple of Bar
-        Share per ``party:group`` (published feature groups), largest first.
+        Gain share per ``party:group`` (published feature groups), largest first.
+    group_cover : dict
+        ``party:group`` -> its share of the total cover (hessian sum at the splits), drawn
+        beside its gain share (empty when the frame has no ``cover``).
     colours : dict
         Party -> colour, a different one per party (the legend).
     title, xlabel : str
@@ -134,6 +138,7 @@ class ImportanceChart:
     title: str
     xlabel: str
     notes: tuple[str, ...]
+    group_cover: dict[str, float] = field(default_factory=dict)
 
 
 def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> ImportanceChart:
@@ -166,6 +171,14 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
             key=lambda b: (-b.value, b.label),
         )
     )
+    group_cover: dict[str, float] = {}
+    if "cover" in frame.columns:
+        cover = frame.groupby(["party", "group"], sort=True)["cover"].sum().reset_index()
+        total = float(cover["cover"].sum())
+        group_cover = {
+            f"{party}:{group}": float(value) / total if total else 0.0
+            for party, group, value in cover.itertuples(index=False, name=None)
+        }
     parties = sorted({str(p) for p in frame["party"]})
     colours = {p: _PARTY_COLOURS[i % len(_PARTY_COLOURS)] for i, p in enumerate(parties)}
     notes = [
@@ -173,6 +186,12 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
         "exactly by the bank from its own gradients and the split's partition (XGBoost's "
         "total_gain)."
     ]
+    if group_cover:
+        notes.append(
+            "Groups: gain share (solid) and cover share (hatched: the hessian sum at the "
+            "group's splits, XGBoost's total_cover; how many enterprises, weighted by their "
+            "uncertainty, its splits decided). Both in importance_by_group.csv."
+        )
     if dp:
         notes.append(
             "DP job: the split search saw DP-noised platform gains; the bars are not those "
@@ -193,7 +212,58 @@ def importance_chart(frame: pd.DataFrame, *, dp: bool, top: int = 20) -> Importa
         title="Feature importance: share of exact split gain, by party and feature group",
         xlabel="Share of total split gain",
         notes=tuple(notes),
+        group_cover=group_cover,
     )
+
+
+#: Columns of :func:`importance_by_group`.
+GROUP_IMPORTANCE_COLUMNS = (
+    "party",
+    "group",
+    "features",
+    "splits",
+    "gain",
+    "gain_share",
+    "cover",
+    "cover_share",
+)
+
+
+def importance_by_group(frame: pd.DataFrame) -> pd.DataFrame:
+    """Global importance per ``(party, group)``: splits, exact gain and cover, and their shares.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        :func:`lab.reporting.secureboost.importance_frame`'s (``party``, ``feature``,
+        ``group``, ``splits``, ``gain``, ``cover``).
+
+    Returns
+    -------
+    DataFrame
+        :data:`GROUP_IMPORTANCE_COLUMNS`, largest gain first. ``gain`` is the exact split gain
+        (XGBoost's ``total_gain``), ``cover`` the hessian sum at those splits (XGBoost's
+        ``total_cover``: how many, and how uncertain, the enterprises the group's splits
+        decided); each share is over all parties' splits. ``features`` counts the group's
+        columns that split somewhere.
+    """
+    if frame.empty:
+        return pd.DataFrame(columns=list(GROUP_IMPORTANCE_COLUMNS))
+    grouped = (
+        frame.groupby(["party", "group"], sort=True)
+        .agg(
+            features=("feature", "nunique"),
+            splits=("splits", "sum"),
+            gain=("gain", "sum"),
+            cover=("cover", "sum"),
+        )
+        .reset_index()
+    )
+    for measure in ("gain", "cover"):
+        total = float(grouped[measure].sum())
+        grouped[f"{measure}_share"] = grouped[measure] / total if total else 0.0
+    grouped = grouped.sort_values(["gain", "party", "group"], ascending=[False, True, True])
+    return grouped.loc[:, list(GROUP_IMPORTANCE_COLUMNS)].reset_index(drop=True)
 
 
 def plot_importance(chart: ImportanceChart, path: Path) -> Path:
@@ -203,14 +273,27 @@ def plot_importance(chart: ImportanceChart, path: Path) -> Path:
         1, 2, figsize=(12, max(3.0, 0.3 * n + 2.2)), gridspec_kw={"width_ratios": [3, 2]}
     )
     for ax, bars, what in ((left, chart.features, "Features"), (right, chart.groups, "Groups")):
+        paired = ax is right and bool(chart.group_cover)
+        positions = np.arange(len(bars), dtype=float)
         ax.barh(
-            [b.label for b in bars],
+            positions - (0.2 if paired else 0.0),
             [b.value for b in bars],
+            height=0.4 if paired else 0.8,
             color=[chart.colours[b.party] for b in bars],
         )
+        if paired:
+            ax.barh(
+                positions + 0.2,
+                [chart.group_cover.get(b.label, 0.0) for b in bars],
+                height=0.4,
+                color=[chart.colours[b.party] for b in bars],
+                alpha=0.45,
+                hatch="//",
+            )
+        ax.set_yticks(positions, [b.label for b in bars])
         ax.invert_yaxis()  # largest first
         ax.axvline(0.0, color="grey", linewidth=0.8)
-        ax.set_xlabel(chart.xlabel)
+        ax.set_xlabel("Share of total gain (solid) and cover (hatched)" if paired else chart.xlabel)
         ax.set_title(what, fontsize=10)
         ax.tick_params(axis="y", labelsize=8)
     handles = [Patch(facecolor=c, label=p) for p, c in chart.colours.items()]

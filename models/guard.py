@@ -81,6 +81,10 @@ class NodeLimits:
         a bank's test rows once at the end. Validation and early stopping need it.
     validation_max_share : float
         Largest share of validation rows among the rows the bank trains and validates on.
+    group_attribution : bool
+        Release, with a SecureBoost part at the end of training, the published feature group
+        of each of this node's splits, so the bank can explain scores by group (never a
+        column, threshold or value). ``False``: the node withholds them and says so.
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -95,6 +99,7 @@ class NodeLimits:
     rows_per_cross_term: int = 8
     validation_serve: bool = True
     validation_max_share: float = 0.5
+    group_attribution: bool = True
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -295,6 +300,9 @@ class NodeGuard(Protocol):
 
     def notify(self, event: str, payload: Mapping[str, Any]) -> None:
         """Tell the node's owner (its audit log) what happened, e.g. an alignment or an alert."""
+
+    def column_groups(self) -> Mapping[str, str]:
+        """Published feature group of each column this node serves (empty: none published)."""
 
 
 def count_release(grant: ReleaseGrant | None, made: int) -> int:

@@ -78,6 +78,8 @@ class PrivacyDescription:
     with_dp: str = ""
     #: Settings that limit what the bank learns, shown to auditors (e.g. bank-only trees).
     controls: tuple[str, ...] = ()
+    #: What per-enterprise explanations (contributions, reason codes) reveal to the bank.
+    explanations: str = "no per-enterprise explanations"
 
 
 @dataclass(frozen=True)

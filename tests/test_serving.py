@@ -747,6 +747,19 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
         got = np.asarray(response.json()["predictions"], dtype=float).ravel()
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
         assert ((got > 0) & (got < 1)).all()
+        # Reason codes from the served model: the same probabilities, platform groups only.
+        body = invocation_body(sample)
+        body["params"] |= {"output": "reasons", "reasons": 3}
+        why = httpx.post(f"{live['bank_url']}/invocations", json=body, timeout=60, trust_env=False)
+        assert why.status_code == 200, why.text
+        rows = why.json()["predictions"]
+        np.testing.assert_allclose([r["probability"] for r in rows], got, rtol=1e-9)
+        assert set(rows[0]) >= {"margin", "base", "reason_1", "reason_1_value", "reason_3_value"}
+        labels = {r[f"reason_{i}"] for r in rows for i in (1, 2, 3)} - {""}
+        assert all(label.split(":", 1)[0] in {"bank", "platform"} for label in labels)
+        assert not {label for label in labels if label.startswith("platform:")} & {
+            f"platform:{c}" for c in table.features.columns
+        }
         # One enterprise without authorization: the bank's call fails, naming the refusal.
         refused = bank[bank["enterprise_id"] == trained["refused"]].drop(columns=["default_12m"])
         response = httpx.post(
@@ -825,11 +838,27 @@ def test_hetero_lr_scorecard_scores_through_the_platform_endpoint(
         np.testing.assert_allclose(remote, expected, rtol=1e-12)
         card = model.predict(sample, params={"output": "scorecard"})
         assert list(card.columns) == ["probability", "score", "reason_codes"]
+        # Reason codes: signed contributions, the platform's only by published group.
+        why = model.predict(sample, params={"output": "reasons", "reasons": 10})
+        np.testing.assert_allclose(why["probability"], remote, rtol=1e-12)
+        np.testing.assert_allclose(why["probability"], 1 / (1 + np.exp(-why["margin"])))
+        groups = {
+            v["group"]
+            for v in json.loads((trained["folder"] / "columns.json").read_text()).values()
+        }
+        platform_reasons = {
+            r for i in range(1, 11) for r in why[f"reason_{i}"] if r.startswith("platform:")
+        }
+        assert platform_reasons, "no platform reason: the test proves nothing"
+        assert {r.split(":", 1)[1] for r in platform_reasons} <= groups
         refused = bank[bank["enterprise_id"] == trained["refused"]].drop(columns=["default_12m"])
         with pytest.raises(Exception, match="not_authorized"):
             model.predict(refused.astype({c: float for c in numeric}))
     calls = [e.payload for e in AuditLog().entries("scoring_call")]
     assert [c["outcome"] for c in calls][-3:] == ["answered", "answered", "not_authorized"]
+    by_group = pd.read_csv(next(lab_home.rglob("joint/importance_by_group.csv")))
+    assert set(by_group.loc[by_group["party"] == "platform", "group"]) <= groups
+    assert by_group["spread_share"].sum() == pytest.approx(1.0)
     assert calls[-3]["n_splits"] == len(part.features)
 
 

@@ -54,6 +54,7 @@ def privacy_parameters(experiment: Experiment) -> dict[str, Any]:
         "bank_learns": privacy.bank_learns,
         "platform_learns": privacy.platform_learns,
         "coordinator_learns": privacy.coordinator_learns,
+        "explanations_reveal": privacy.explanations,
     }
     if cfg.kind == "vertical":
         out.update(

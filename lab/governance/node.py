@@ -40,7 +40,7 @@ import numpy.typing as npt
 
 import federated.party
 from features.io import PartyTable, file_digest, resolve_data_file
-from federated.policy import Admission, JobGrant, JobUse, privacy_report
+from federated.policy import Admission, JobGrant, JobUse, local_column_groups, privacy_report
 from federated.privacy_plan import dp_grants, job_model, releases_statistics
 from federated.spec import JobSpec, PartyBinding
 from lab.governance import events
@@ -579,6 +579,7 @@ def decide(
         needs_personal_consent=served.needs_personal_consent,
         releases=releases,
         detail={"governed": True, "feature_set": entry.ref, "authorization": authorization},
+        column_groups={c: entry.spec.columns[c].group for c in served.columns},
     )
 
 
@@ -650,6 +651,7 @@ def _unpublished(
         limits=limits,
         releases=releases,
         detail={"governed": False, "note": f"unpublished file served as it is ({mode})"},
+        column_groups=local_column_groups(binding),
     )
 
 

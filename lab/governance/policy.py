@@ -14,6 +14,7 @@ every setting has its secure default::
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
     validation: {serve: true, max_share: 0.5}
     dp: {require: true, max_epsilon_per_job: null}
+    explanations: {group_attribution: allow}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -130,6 +131,21 @@ class DPPolicy(_Strict):
     max_epsilon_per_job: Annotated[float, Field(gt=0.0)] | None = None
 
 
+class ExplanationsPolicy(_Strict):
+    """What this node releases so that a bank can explain its scores.
+
+    ``group_attribution``: at the end of a SecureBoost job, release the published feature group
+    of each of this node's splits (never the column, threshold or a value), so the bank's
+    reason codes can say "tax" or "judicial"; ``refuse`` withholds them, and the bank's model
+    then refuses to explain scores by this node's groups, naming this setting. What it reveals
+    beyond training is set out in docs/secureboost.md ("Explanations").
+    """
+
+    group_attribution: Literal["allow", "refuse"] = (
+        "allow" if _LIMITS.group_attribution else "refuse"
+    )
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -140,6 +156,7 @@ class NodePolicyConfig(_Strict):
     hetero_lr: HeteroLRPolicy = Field(default_factory=HeteroLRPolicy)
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     dp: DPPolicy = Field(default_factory=DPPolicy)
+    explanations: ExplanationsPolicy = Field(default_factory=ExplanationsPolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -156,6 +173,7 @@ class NodePolicyConfig(_Strict):
             rows_per_cross_term=self.hetero_lr.rows_per_cross_term,
             validation_serve=self.validation.serve,
             validation_max_share=self.validation.max_share,
+            group_attribution=self.explanations.group_attribution == "allow",
         )
 
 

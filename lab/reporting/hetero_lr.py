@@ -24,6 +24,7 @@ from lab.reporting import (
     validation_section,
 )
 from models.scorecard import Scorecard
+from models.vertical_lr.explain import group_importance
 from models.vertical_lr.parts import BankLRPart
 
 
@@ -64,6 +65,7 @@ def log(
         [{"feature": k, "coefficient": v} for k, v in part.coefficients.items()]
     )
     write_csv(coefficients, joint_dir / "coefficients.csv")
+    write_csv(group_importance(part), joint_dir / "importance_by_group.csv")
     card = Scorecard.from_dict(part.scorecard)
     card.to_csv(joint_dir / "scorecard.csv")
     card.to_html(joint_dir / "scorecard.html", title=f"Scorecard: {experiment.config.name}")

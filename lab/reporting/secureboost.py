@@ -19,7 +19,7 @@ from lab.reporting import (
     privacy_summary,
     validation_section,
 )
-from lab.reports import UNKNOWN_GROUP, importance_chart, plot_importance
+from lab.reports import UNKNOWN_GROUP, importance_by_group, importance_chart, plot_importance
 from models.secureboost import timing as sb_timing
 
 #: Columns of ``joint/feature_importance.csv``, one row per (party, column) that split.
@@ -102,6 +102,7 @@ def log(
     joint_dir.mkdir()
     importance = importance_frame(result, experiment)
     write_csv(importance, joint_dir / "feature_importance.csv")
+    write_csv(importance_by_group(importance), joint_dir / "importance_by_group.csv")
     if not importance.empty:
         dp = privacy_summary(result)["epsilon"] is not None
         plot_importance(importance_chart(importance, dp=dp), joint_dir / "feature_importance.png")

@@ -217,6 +217,7 @@ class BankRole:
         ctx.store.put_array(f"sb.decisions.{env.sender}", decisions)
         refs = state.setdefault("refs", {})
         refs[env.sender] = {
+            **_released_groups(env, ids),
             "model_id": env.text("model_id"),
             "content_hash": env.text("content_hash"),
             "split_ids": ids,
@@ -472,6 +473,8 @@ class BankRole:
                 for p, r in refs.items()
             },
             params=state["params"],
+            platform_groups={p: r["groups"] for p, r in refs.items() if "groups" in r},
+            groups_withheld={p: r["withheld"] for p, r in refs.items() if "withheld" in r},
         )
         decisions = {
             p: (r["split_ids"], ctx.store.get_array(f"sb.decisions.{p}")) for p, r in refs.items()
@@ -520,6 +523,41 @@ class BankRole:
                 ),
             },
         )
+
+
+#: Longest group label the bank accepts from a platform (published groups are short words).
+MAX_GROUP_LABEL = 64
+
+
+def _released_groups(env: Envelope, split_ids: list[str]) -> dict[str, Any]:
+    """What a platform's ``decisions`` reply released to explain its splits, checked.
+
+    ``{"groups": {split_id: group}}`` for exactly the platform's split ids, or ``{"withheld":
+    reason}``; a reply with neither (an older platform) releases nothing.
+
+    Raises
+    ------
+    ProtocolError
+        If the groups do not name exactly the reply's splits, or a label is not a short string.
+    """
+    if "groups" in env.payload:
+        groups = env.json("groups")
+        if not isinstance(groups, dict) or sorted(groups) != sorted(split_ids):
+            raise ProtocolError(
+                f"secureboost/decisions from {env.sender}: groups must name exactly its "
+                f"{len(split_ids)} split ids"
+            )
+        bad = [v for v in groups.values() if not isinstance(v, str) or not v]
+        bad += [v for v in groups.values() if isinstance(v, str) and len(v) > MAX_GROUP_LABEL]
+        if bad:
+            raise ProtocolError(
+                f"secureboost/decisions from {env.sender}: group labels must be non-empty "
+                f"strings of at most {MAX_GROUP_LABEL} characters"
+            )
+        return {"groups": {str(k): str(v) for k, v in groups.items()}}
+    if "groups_withheld" in env.payload:
+        return {"withheld": env.text("groups_withheld")[:200]}
+    return {}
 
 
 def _importance(

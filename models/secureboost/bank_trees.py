@@ -162,6 +162,7 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
                 owner=entry["owner"],
                 rule=None if rule is None else RuleSplit.from_dict(rule),
                 split_id=entry.get("split_id"),
+                cover=_cover(position, int(node_id), g, h),
             ).to_dict()
         )
     # Every child of a split is a node, even one no training row reached (possible when
@@ -177,7 +178,8 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
         rows = position == leaf
         weight = leaf_weight(int(g[rows].sum()), int(h[rows].sum()), params.tree)
         raw[rows] += weight
-        tree.append(BankNode(node_id=int(leaf), weight=weight).to_dict())
+        cover = _cover(position, int(leaf), g, h)
+        tree.append(BankNode(node_id=int(leaf), weight=weight, cover=cover).to_dict())
     ctx.store.put_array("sb.raw", raw)
     _add_exact_gains(state, position, g, h, params)
     trees = ctx.store.get_json("sb.trees")
@@ -205,6 +207,11 @@ def finish_tree(ctx: PartyContext, state: dict[str, Any], params: SecureBoostPar
     clock = CLOCK.load(ctx)
     clock.add("leaves", time.perf_counter() - started)
     CLOCK.save(ctx, clock)
+
+
+def _cover(position: IntArray, node: int, g: IntArray, h: IntArray) -> float:
+    """Hessian sum of the training rows in ``node``'s subtree (exact, the bank's own)."""
+    return subtree_sums(position, node, g, h)[1] / SCALE
 
 
 def _new_entry() -> dict[str, Any]:

@@ -31,10 +31,19 @@ PRIVACY = PrivacyDescription(
     ),
     coordinator_learns=(
         "ciphertexts, sizes, timings, the evaluation report, per-tree metrics (validation "
-        "AUC/KS/log-loss included), gain per feature name, each node's privacy charge"
+        "AUC/KS/log-loss included), gain per feature name, each node's privacy charge, the "
+        "feature group of each platform split"
     ),
     without_dp="exact platform histogram sums",
     controls=("bank_only_trees",),
+    explanations=(
+        "per platform split its published feature group (released by the platform's node "
+        "unless its policy explanations.group_attribution=refuse), hence per scored enterprise "
+        "one signed Saabas contribution per platform group; never a platform column, "
+        "threshold, bin edge or value. Not new to a bank that keeps its training transcript "
+        "(it chose each platform split and saw its column); the policy governs the labels in "
+        "its model and reason codes"
+    ),
     with_dp=(
         "covers the platform's histogram releases; the left/right directions of platform "
         "splits (the instance partition) are not protected"

@@ -146,16 +146,22 @@ class BankNode:
     owner: str | None = None  # party owning the split
     rule: RuleSplit | None = None  # the bank's own splits
     split_id: str | None = None  # reference to a platform's split
+    #: Hessian sum of the training rows that reached the node (what a path attribution
+    #: weighs children by); ``None`` in parts saved before explanations existed.
+    cover: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
+        """JSON-serialisable form (``cover`` only when known: older parts keep their hash)."""
+        out: dict[str, Any] = {
             "node_id": self.node_id,
             "weight": self.weight,
             "owner": self.owner,
             "rule": None if self.rule is None else self.rule.to_dict(),
             "split_id": self.split_id,
         }
+        if self.cover is not None:
+            out["cover"] = self.cover
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BankNode:
@@ -166,12 +172,19 @@ class BankNode:
             owner=data["owner"],
             rule=None if data["rule"] is None else RuleSplit.from_dict(data["rule"]),
             split_id=data["split_id"],
+            cover=None if data.get("cover") is None else float(data["cover"]),
         )
 
 
 @dataclass(frozen=True)
 class BankPart:
-    """The bank's half: structure, its own rules, leaf weights, references to platform parts."""
+    """The bank's half: structure, its own rules, leaf weights, references to platform parts.
+
+    ``platform_groups[party][split_id]`` is the published feature group of a platform split's
+    column, as that platform's node released it at the end of training (its policy
+    ``explanations.group_attribution``); ``groups_withheld[party]`` is the platform's reason
+    when it released none. Neither names a column, a threshold or a value.
+    """
 
     party: str
     model_id: str
@@ -180,10 +193,12 @@ class BankPart:
     bins: dict[str, BinSpec]
     platform_parts: dict[str, dict[str, str]]  # party -> {"model_id", "content_hash"}
     params: dict[str, Any] = field(default_factory=dict)
+    platform_groups: dict[str, dict[str, str]] = field(default_factory=dict)
+    groups_withheld: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form."""
-        return {
+        """JSON-serialisable form (the explanation fields only when set: older hashes hold)."""
+        out: dict[str, Any] = {
             "format": FORMAT_VERSION,
             "kind": "secureboost-bank-part",
             "party": self.party,
@@ -194,6 +209,13 @@ class BankPart:
             "platform_parts": self.platform_parts,
             "params": self.params,
         }
+        if self.platform_groups:
+            out["platform_groups"] = {
+                p: dict(sorted(g.items())) for p, g in sorted(self.platform_groups.items())
+            }
+        if self.groups_withheld:
+            out["groups_withheld"] = dict(sorted(self.groups_withheld.items()))
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BankPart:
@@ -208,6 +230,11 @@ class BankPart:
             bins={k: BinSpec.from_dict(v) for k, v in data["bins"].items()},
             platform_parts={k: dict(v) for k, v in data["platform_parts"].items()},
             params=dict(data.get("params", {})),
+            platform_groups={
+                str(p): {str(k): str(v) for k, v in g.items()}
+                for p, g in data.get("platform_groups", {}).items()
+            },
+            groups_withheld={str(k): str(v) for k, v in data.get("groups_withheld", {}).items()},
         )
 
     @property

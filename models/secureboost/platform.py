@@ -27,6 +27,7 @@ import numpy.typing as npt
 
 from features.binning import BinSpec
 from models.alignment import job_rows
+from models.explanations import UNGROUPED
 from models.guard import PolicyRefusalError
 from models.protocol import Envelope, PartyContext, PayloadValue, PhaseClock, ProtocolError, dumps
 from models.secureboost import checkpoint, crypto
@@ -392,6 +393,7 @@ class PlatformRole:
         return env.reply(
             "decisions",
             {
+                **_group_release(ctx, splits),
                 "split_ids": dumps(ids),
                 "bits": np.packbits(bits, axis=0) if ids else np.zeros((0, 0), np.uint8),
                 "n_rows": len(frame),
@@ -412,6 +414,28 @@ def _kept_trees(env: Envelope, state: dict[str, Any]) -> int:
     if isinstance(kept, bool) or not isinstance(kept, int) or kept < 0:
         raise ProtocolError(f"secureboost/predict: n_trees must be an integer >= 0, got {kept!r}")
     return kept
+
+
+def _group_release(ctx: PartyContext, splits: dict[str, RuleSplit]) -> dict[str, Any]:
+    """The published feature group of each split, if this node's policy releases them.
+
+    ``{"groups": {split_id: group}}`` (a column without a published group is
+    :data:`UNGROUPED`), or ``{"groups_withheld": reason}`` naming the policy setting. The bank
+    already knows which of this node's columns each split uses (it chose the split from the
+    histograms); what this release adds is the group labels in the bank's model and reason
+    codes, with this node's consent (docs/secureboost.md, "Explanations").
+    """
+    if not ctx.guard.limits.group_attribution:
+        return {
+            "groups_withheld": f"{ctx.name}'s node policy explanations.group_attribution=refuse"
+        }
+    published = ctx.guard.column_groups()
+    groups = {sid: published.get(rule.feature, UNGROUPED) for sid, rule in splits.items()}
+    ctx.guard.notify(
+        "group_attribution_released",
+        {"n_splits": len(groups), "groups": sorted(set(groups.values()))},
+    )
+    return {"groups": dumps(groups)}
 
 
 def _more_histograms(state: dict[str, Any], tree: int, level: int) -> bool:

@@ -3,7 +3,8 @@
 :mod:`~models.vertical_lr.core` is the plaintext arithmetic, :mod:`~models.vertical_lr.protocol`
 the party state machines (roles in ``bank``, ``bank_woe``, ``bank_descent`` and ``platform``;
 settings in ``params``; the platform's batch checks in ``privacy``),
-:mod:`~models.vertical_lr.parts` what each party keeps. The scikit-learn face,
+:mod:`~models.vertical_lr.parts` what each party keeps, :mod:`~models.vertical_lr.explain`
+per-enterprise contributions and importance by group. The scikit-learn face,
 :class:`HeteroLRClassifier`, is importable from here but lives in
 :mod:`federated.estimators.hetero_lr`, because its ``fit`` runs this protocol between in-process
 party runtimes (``federated``, a layer above this one). It is loaded on first access (PEP 562
@@ -12,6 +13,7 @@ party runtimes (``federated``, a layer above this one). It is loaded on first ac
 
 from typing import TYPE_CHECKING, Any
 
+from models.vertical_lr.explain import contributions, group_importance
 from models.vertical_lr.protocol import (
     PROTOCOL,
     HeteroLROutcome,
@@ -41,5 +43,7 @@ __all__ = [
     "HeteroLRParams",
     "HeteroLRParty",
     "conclude",
+    "contributions",
+    "group_importance",
     "start_envelope",
 ]

@@ -32,6 +32,11 @@ PRIVACY = PrivacyDescription(
         "(validation metrics included)"
     ),
     without_dp="exact per-bin label counts of platform columns and its own gradients",
+    explanations=(
+        "per scored enterprise one signed contribution (coefficient x WOE, summed) per platform "
+        "feature group; nothing beyond what it holds (every platform coefficient and coarse-bin "
+        "WOE) and what scoring answers (each enterprise's coarse bins), so no platform switch"
+    ),
 )
 
 

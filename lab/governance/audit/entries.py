@@ -50,6 +50,7 @@ EventType = Literal[
     "model_part_bound",
     "validation_rows",
     "validation_released",
+    "group_attribution_released",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
