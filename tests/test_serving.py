@@ -784,7 +784,8 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
         pgids = [p.pid for p in live["procs"]]
     assert not any(group_alive(g) for g in pgids)
     calls = [e.payload for e in AuditLog().entries("scoring_call")]
-    assert [c["outcome"] for c in calls] == ["answered", "not_authorized"]
+    # the plain call and the reasons call were answered, the unauthorized one refused
+    assert [c["outcome"] for c in calls] == ["answered", "answered", "not_authorized"]
     # The 401 was counted and written when `lab platform serve` stopped (SIGTERM).
     flood = [e.payload for e in AuditLog().entries("scoring_calls_aggregated")]
     assert [(f["outcome"], f["n_calls"]) for f in flood] == [("unauthenticated", 1)]
