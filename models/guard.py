@@ -75,6 +75,9 @@ class NodeLimits:
     rows_per_cross_term : int
         A hetero LR batch must also hold this many rows per weighted sum (cross term) the bank
         asks the platform to decrypt, so the sums never determine single rows.
+    csi_detail : {"group", "feature"}
+        What a platform shares of its columns' stability in screening: per feature group only
+        (the default), or each column's index and bin counts (never bin edges).
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -87,6 +90,7 @@ class NodeLimits:
     psi_alert_hit_rate: float = 0.05
     min_batch_size: int = 256
     rows_per_cross_term: int = 8
+    csi_detail: str = "group"
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""

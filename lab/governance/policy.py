@@ -13,6 +13,7 @@ every setting has its secure default::
           alert_min_hit_rate: 0.05}
     hetero_lr: {min_batch_size: 256, rows_per_cross_term: 8}
     dp: {require: true, max_epsilon_per_job: null}
+    stability: {csi_detail: group}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -114,6 +115,20 @@ class DPPolicy(_Strict):
     max_epsilon_per_job: Annotated[float, Field(gt=0.0)] | None = None
 
 
+class StabilityPolicy(_Strict):
+    """What this node shares of its columns' stability when a job screens a recent window.
+
+    ``csi_detail``: ``group`` (default) shares, per feature group of the published set, how
+    many columns it holds, their mean and largest characteristic stability index and how many
+    shifted, never which column or any bin count; ``feature`` shares each column's index and its
+    per-bin counts (bins this node fixed on the training window; never their edges).
+    """
+
+    csi_detail: Literal["group", "feature"] = cast(
+        Literal["group", "feature"], _LIMITS.csi_detail
+    )
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -123,6 +138,7 @@ class NodePolicyConfig(_Strict):
     psi: PSIPolicy = Field(default_factory=PSIPolicy)
     hetero_lr: HeteroLRPolicy = Field(default_factory=HeteroLRPolicy)
     dp: DPPolicy = Field(default_factory=DPPolicy)
+    stability: StabilityPolicy = Field(default_factory=StabilityPolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -137,6 +153,7 @@ class NodePolicyConfig(_Strict):
             psi_alert_hit_rate=self.psi.alert_min_hit_rate,
             min_batch_size=self.hetero_lr.min_batch_size,
             rows_per_cross_term=self.hetero_lr.rows_per_cross_term,
+            csi_detail=self.stability.csi_detail,
         )
 
 
