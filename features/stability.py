@@ -1,4 +1,4 @@
-"""Population and characteristic stability indices from binned counts alone.
+r"""Population and characteristic stability indices from binned counts alone.
 
 The population stability index (PSI) compares the distribution of one quantity in a
 *reference* window (the training window) with its distribution in a *recent* window, over bins
@@ -7,7 +7,7 @@ called the characteristic stability index (CSI); the formula is the same:
 
 .. math::
 
-    \\mathrm{PSI} = \\sum_b (a_b - e_b) \\ln(a_b / e_b)
+    \mathrm{PSI} = \sum_b (a_b - e_b) \ln(a_b / e_b)
 
 where ``e_b`` and ``a_b`` are the shares of the reference ("expected") and recent ("actual")
 rows in bin ``b`` (Siddiqi, *Credit Risk Scorecards*, 2006; Yurdakul, "Statistical properties of
@@ -70,12 +70,12 @@ SHARE_FLOOR = 1e-4
 
 #: Upper bounds of the usual reading of a PSI/CSI: stable below 0.1, moderate shift below 0.25,
 #: significant shift from 0.25 on (Siddiqi 2006).
-PSI_THRESHOLDS: tuple[tuple[float, str], ...] = ((0.1, "stable"), (0.25, "moderate"))
+Shift = Literal["stable", "moderate", "significant"]
+
+PSI_THRESHOLDS: tuple[tuple[float, Shift], ...] = ((0.1, "stable"), (0.25, "moderate"))
 
 #: The reading of an index at or above the last threshold.
-SIGNIFICANT = "significant"
-
-Shift = Literal["stable", "moderate", "significant"]
+SIGNIFICANT: Shift = "significant"
 IntArray = npt.NDArray[np.int64]
 
 
@@ -159,7 +159,7 @@ def shift(index: float) -> Shift:
     """``stable``, ``moderate`` or ``significant``, by :data:`PSI_THRESHOLDS`."""
     for bound, label in PSI_THRESHOLDS:
         if index < bound:
-            return label  # type: ignore[return-value]
+            return label
     return SIGNIFICANT
 
 

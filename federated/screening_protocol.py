@@ -200,7 +200,9 @@ def _iv_init(envelope: Envelope, ctx: PartyRuntime) -> Envelope:
     rows = job_rows(ctx)
     train = envelope.array("train_mask").astype(bool)
     if train.size != rows.size:
-        raise ProtocolError(f"train mask covers {train.size} rows but {ctx.name} aligned {rows.size}")
+        raise ProtocolError(
+            f"train mask covers {train.size} rows but {ctx.name} aligned {rows.size}"
+        )
     enc_y = paillier.ciphertexts_from_array(
         key, envelope.array("enc_y"), fingerprint=envelope.text("key")
     )
@@ -263,7 +265,9 @@ def _iv_counts(envelope: Envelope, ctx: PartyRuntime) -> list[Envelope]:
         return []
     job = ctx.job()
     threshold = _min_iv(job)
-    selected = {p: sorted(n for n, v in ivs.items() if v < threshold) for p, ivs in state["counts"].items()}
+    selected = {
+        p: sorted(n for n, v in ivs.items() if v < threshold) for p, ivs in state["counts"].items()
+    }
     for platform, drop in selected.items():
         if len(drop) == len(state["counts"][platform]):
             raise DataError(

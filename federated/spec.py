@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from features.stability import DEFAULT_BINS
 from features.text_format import DEFAULT_FORMAT, TextFormat
 from models.baselines import GBDTSettings
 
@@ -98,7 +99,7 @@ class ScreeningSpec:
     """
 
     recent: Mapping[str, str | None] = field(default_factory=dict)
-    bins: int = 10
+    bins: int = DEFAULT_BINS
     min_iv: float | None = None
 
     @property

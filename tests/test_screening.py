@@ -194,13 +194,18 @@ def test_a_platform_shares_only_group_aggregates_by_default(tmp_path: Path) -> N
     group = report["groups"]["other"]
     joined = _joined(paths)
     recent = pd.read_csv(paths["platform_recent"], dtype={"id": str})
-    plain = [
-        _plain_psi(joined[c], recent[c], c == "tax_grade") for c in ("tax_grade", "score")
-    ]
+    plain = [_plain_psi(joined[c], recent[c], c == "tax_grade") for c in ("tax_grade", "score")]
     assert group["n_features"] == 2
     assert group["csi_mean"] == pytest.approx(float(np.mean(plain)), abs=1e-12)
     assert group["csi_max"] == pytest.approx(max(plain), abs=1e-12)
-    assert set(group) == {"n_features", "csi_mean", "csi_max", "n_moderate", "n_significant", "shift"}
+    assert set(group) == {
+        "n_features",
+        "csi_mean",
+        "csi_max",
+        "n_moderate",
+        "n_significant",
+        "shift",
+    }
     assert "bank" not in result.screening["csi"]
 
 
@@ -259,7 +264,9 @@ def test_iv_selection_equals_plaintext_and_no_platform_value_or_edge_reaches_the
     assert env.array("totals").dtype.kind == "i"
     assert not values & set(json.dumps(features).replace('"', " ").split())
     # Nothing of the stability reports goes to the bank; the coordinator gets no edge either.
-    (csi,) = [e for e in seen if e.protocol == "screening" and e.stage == "csi" and e.sender == "platform"]
+    (csi,) = [
+        e for e in seen if e.protocol == "screening" and e.stage == "csi" and e.sender == "platform"
+    ]
     for entry in csi.json("report")["features"]:
         assert set(entry) == {"name", "expected", "actual", "index", "shift", "group"}
 

@@ -425,10 +425,8 @@ def _recent_window(
     asked_name, asked_version = parse_ref(ref)
     if asked_name != name:
         raise NotServedError(f"{ref} is not a version of {name}, which this job is served; {fix}")
-    if version_key(asked_version) <= version_key(version):
-        raise NotServedError(
-            f"{ref} is not later than the training window {training}; {fix}"
-        )
+    if version_key(asked_version or "") <= version_key(version or ""):
+        raise NotServedError(f"{ref} is not later than the training window {training}; {fix}")
     entry = catalog.show(ref)
     party = job.party(binding.name)
     served = catalog.check_served(
@@ -449,7 +447,7 @@ def _recent_window(
         if not mask.any():
             raise no_authorized_rows(binding, job, replace(grant, feature_set=ref), n_rows, home)
         table = table.subset(mask)
-    detail = {
+    detail: dict[str, object] = {
         "feature_set": ref,
         "training_feature_set": training,
         "digest": entry.data_digest,

@@ -124,9 +124,7 @@ class StabilityPolicy(_Strict):
     per-bin counts (bins this node fixed on the training window; never their edges).
     """
 
-    csi_detail: Literal["group", "feature"] = cast(
-        Literal["group", "feature"], _LIMITS.csi_detail
-    )
+    csi_detail: Literal["group", "feature"] = cast(Literal["group", "feature"], _LIMITS.csi_detail)
 
 
 class NodePolicyConfig(_Strict):

@@ -24,6 +24,7 @@ from models.secureboost.core import base_score, gradients, sigmoid
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, BankPart
 from models.secureboost.state import CLOCK, KEY_PREFIX, PENDING, PROTOCOL, YOURS, cleanup
+from models.split_reports import split_summary
 from models.vertical import (
     KeyPair,
     aligned_features,
@@ -433,11 +434,16 @@ class BankRole:
         }
         metrics = ctx.store.get_json("sb.metrics")
         report = None
+        p_test = None
         if test.any():
             staged = part.raw_scores(frame, decisions, staged=True)
             for t, entry in enumerate(metrics):
                 entry["test_auc"] = float(evaluate_scores(y_test, sigmoid(staged[:, t])).auc)
-            report = evaluate_scores(y_test, sigmoid(staged[:, -1])).to_dict()
+            p_test = sigmoid(staged[:, -1])
+            report = evaluate_scores(y_test, p_test).to_dict()
+        splits = split_summary(
+            ctx.store.get_array("sb.y"), sigmoid(ctx.store.get_array("sb.raw")), p_test
+        )
         path = part.save(ctx.model_dir())
         clock = CLOCK.load(ctx)
         cleanup(ctx)
@@ -464,6 +470,7 @@ class BankRole:
                     }
                 ),
                 "importance": dumps(_importance(state, ctx, specs)),
+                "splits": dumps(splits),
             },
         )
 

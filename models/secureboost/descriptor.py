@@ -66,6 +66,7 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
             "platform_parts": outcome.platform_parts,
             "clock": outcome.clock,
             "importance": outcome.importance,
+            **outcome.splits,
         },
     )
 

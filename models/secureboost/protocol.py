@@ -64,7 +64,7 @@ release plan in :mod:`~models.secureboost.privacy`; what both roles keep between
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -142,6 +142,8 @@ class SecureBoostOutcome:
     platform_parts: dict[str, dict[str, str]]
     clock: dict[str, Any]
     importance: list[dict[str, Any]]
+    #: ``train_report`` and ``score_stability`` (train -> test), see :mod:`models.split_reports`.
+    splits: dict[str, Any] = field(default_factory=dict)
 
 
 def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
@@ -154,6 +156,7 @@ def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
         platform_parts=env.json("platform_parts"),
         clock=env.json("clock"),
         importance=env.json("importance"),
+        splits=env.json("splits") if "splits" in env.payload else {},
     )
 
 
