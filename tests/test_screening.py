@@ -310,3 +310,103 @@ def test_psi_of_known_counts_and_thresholds() -> None:
     counts = stability.score_stability(np.linspace(0, 1, 1000), np.linspace(0, 1, 500))
     assert counts.index == pytest.approx(0.0, abs=1e-3)
     assert len(counts.expected) == 11
+
+
+# -- the experiment's screening section ----------------------------------------------------------
+
+
+def _config(folder: Path, screening: dict[str, Any], **platform: Any) -> dict[str, Any]:
+    return {
+        "name": "screen",
+        "kind": "vertical",
+        "parties": [
+            {
+                "name": "bank",
+                "role": "bank",
+                "data": "bank.csv",
+                "id_column": "id",
+                "label_column": "y",
+            },
+            {
+                "name": "platform",
+                "role": "platform",
+                "data": "platform.csv",
+                "id_column": "id",
+                **platform,
+            },
+        ],
+        "model": {"type": "secureboost", "n_estimators": 2},
+        "screening": screening,
+    }
+
+
+def test_recent_windows_become_node_files_and_versions_never_paths(tmp_path: Path) -> None:
+    from lab.config import experiment_from_dict
+
+    paths = _write(tmp_path)
+    raw = _config(
+        tmp_path,
+        {"recent": {"bank": "bank_recent.csv", "platform": "platform_recent.csv"}, "min_iv": 0.02},
+    )
+    experiment = experiment_from_dict(raw, source=tmp_path / "exp.yaml")
+    spec = experiment.job_spec()
+    assert dict(spec.screening.recent) == {"bank": None, "platform": None}
+    assert spec.screening.min_iv == 0.02
+    assert str(tmp_path) not in spec.to_json()  # paths stay with the nodes
+    bindings = {b.name: b for b in experiment.bindings()}
+    assert bindings["bank"].recent == paths["bank_recent"].resolve()
+    assert bindings["platform"].recent == paths["platform_recent"].resolve()
+    shared = experiment.shareable_config()["screening"]["recent"]
+    assert str(tmp_path) not in json.dumps(shared)
+    assert JobSpec.from_json(spec.to_json()).screening == spec.screening
+
+
+@pytest.mark.parametrize(
+    ("screening", "platform", "message"),
+    [
+        (
+            {"recent": {"banq": "bank_recent.csv"}},
+            {},
+            r"screening.recent.banq: no party is named 'banq'",
+        ),
+        ({"recent": {"bank": "missing.csv"}}, {}, r"screening.recent.bank: .*missing.csv"),
+        (
+            {"recent": {"platform": "bank_recent.csv"}},
+            {},
+            r"bank_recent.csv has no columns \['tax_grade', 'score'\]",
+        ),
+        (
+            {"recent": {"platform": "sme@2"}},
+            {},
+            r"looks like a feature-set version, but party 'platform'",
+        ),
+        ({"recent": {"platform": "sme@1"}}, {"feature_set": "sme@1"}, r"sme@1 is not later than"),
+        (
+            {"recent": {"platform": "other@2"}},
+            {"feature_set": "sme@1"},
+            r"'other@2' is not a version of sme",
+        ),
+        ({"bins": 1}, {}, r"screening.bins"),
+        ({"min_iv": -0.1}, {}, r"screening.min_iv"),
+    ],
+    ids=[
+        "unknown-party",
+        "missing-file",
+        "wrong-columns",
+        "ref-for-a-file",
+        "same-version",
+        "other-set",
+        "bins",
+        "min-iv",
+    ],
+)
+def test_bad_screening_sections_are_refused_naming_the_key(
+    tmp_path: Path, screening: dict[str, Any], platform: dict[str, Any], message: str
+) -> None:
+    from lab.config import experiment_from_dict
+    from lab.errors import ConfigError
+
+    _write(tmp_path)
+    raw = _config(tmp_path, screening, **platform)
+    with pytest.raises(ConfigError, match=message):
+        experiment_from_dict(raw, source=tmp_path / "exp.yaml")

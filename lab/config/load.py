@@ -172,8 +172,9 @@ def _check_recent_files(where: str, config: ExperimentConfig, paths: dict[str, P
             columns = read_header(resolve_data_file(path), party.text_format)
         except DataError as exc:
             raise ConfigError(f"{where}: {key}: {exc}") from exc
-        wanted = [party.id_column, *(party.features or [])]
-        missing = [c for c in wanted if c not in columns]
+        training = read_header(resolve_data_file(paths[party.name]), party.text_format)
+        wanted = [party.id_column, *(party.features or training)]
+        missing = [c for c in wanted if c not in columns and c != party.label_column]
         if missing:
             raise ConfigError(
                 f"{where}: {key}: {path} has no columns {missing}; the recent window needs the "
