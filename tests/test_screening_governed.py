@@ -131,7 +131,8 @@ def test_the_platform_serves_a_later_version_and_shares_groups_only(
 ) -> None:
     result = run_job(_spec({"platform": V2}), governed["transport"])
     report = result.screening["csi"]["platform"]
-    assert report["detail"] == "group" and "features" not in report
+    assert report["detail"] == "group"
+    assert "features" not in report
     assert (report["reference"], report["recent"]) == (V1, V2)
     folder = governed["folder"]
     v1 = pd.read_csv(folder / "platform.csv", dtype={"enterprise_id": str})

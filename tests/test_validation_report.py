@@ -79,7 +79,8 @@ def test_the_report_shows_the_models_own_numbers(tmp_path: Path) -> None:
         importance=importance.loc[:, list(IMPORTANCE_COLUMNS)],
     )
     page = validation_report.build(inputs)
-    assert "http://" not in page and "https://" not in page and "<script" not in page
+    for outside in ("http://", "https://", "<script", "<link"):
+        assert outside not in page
     assert page.count("data:image/png;base64,") == 2  # calibration, importance
     for split, ev in (("train", train_eval), ("test", test_eval)):
         (row,) = _rows(page, split)
@@ -138,3 +139,38 @@ def test_the_report_escapes_what_parties_named(tmp_path: Path) -> None:
     assert "<img src=x>" not in page
     assert "&lt;img src=x&gt;" in page
     assert np.isfinite(result.screening["csi"]["bank"]["features"][0]["index"])
+
+
+def test_a_version_without_a_logged_report_gets_one_built_from_its_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    paths = _write(tmp_path / "data")
+    result = run_job(_spec(ScreeningSpec(recent={"bank": None})), _transport(tmp_path, paths))
+    folder = tmp_path / "artifacts"
+    folder.mkdir()
+    result.write(folder)
+    (folder / "summary.json").write_text(json.dumps({"config_hash": "sha256:feed"}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("old", artifact_location=str(tmp_path / "mlartifacts"))
+    run_id = client.create_run(experiment).info.run_id
+    for name in ("result.json", "summary.json"):
+        client.log_artifact(run_id, str(folder / name))
+    client.create_registered_model("old-model")
+    client.create_model_version("old-model", f"runs:/{run_id}/model", run_id=run_id)
+    out = tmp_path / "report.html"
+    path, rebuilt = validation_report.fetch(uri, "old-model", "1", out)
+    assert (path, rebuilt) == (out, True)
+    page = out.read_text()
+    assert result.joint.report is not None
+    assert f"{result.joint.report.auc:.4f}" in page
+    assert "sha256:feed" in page
+    with pytest.raises(
+        validation_report.ReportNotFoundError, match=r"no version '2'; versions: \['1'\]"
+    ):
+        validation_report.fetch(uri, "old-model", "2", tmp_path / "x.html")
+    with pytest.raises(
+        validation_report.ReportNotFoundError, match=r"known models: \['old-model'\]"
+    ):
+        validation_report.fetch(uri, "nope", "1", tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
