@@ -252,7 +252,7 @@ def _discrimination(inputs: ReportInputs) -> str:
         for name, r in splits.items()
     ]
     bank_only = next(iter(inputs.result.bank_only.values()), None)
-    if bank_only is not None:
+    if bank_only is not None and inputs.result.kind == "vertical":
         rows.append(
             [
                 "test: bank-only LightGBM (reference)",
