@@ -18,6 +18,7 @@ from dataclasses import replace
 from federated import interrupt, progress
 from federated.privacy_plan import job_model
 from federated.result import JobResult, JointOutcome, PartyReport
+from federated.screening_protocol import run_screening
 from federated.spec import JobSpec
 from federated.transport import Transport, TransportError, raise_for_errors, run_protocol
 from models.alignment import AlignmentOutcome, AlignmentSettings, conclude, start_envelopes
@@ -73,7 +74,9 @@ def run_job(spec: JobSpec, transport: Transport, *, resume: bool = False) -> Job
     if spec.kind == "vertical":
         stages.append("align")
     if spec.task == "train":
-        stages += ["split", "baseline", "joint"]
+        stages += ["split", "screen", "baseline", "joint"]
+        if not spec.screening.enabled or spec.kind != "vertical":
+            stages.remove("screen")
     done = 0
 
     def stage(name: str, detail: str) -> AbstractContextManager[None]:
@@ -117,10 +120,14 @@ def _run_stages(
         n_aligned = outcome.n_aligned
     sizes: dict[str, tuple[int, int]] = {}
     bank_only: dict[str, EvaluationReport] = {}
+    screening: dict[str, object] = {}
     joint = JointOutcome(status="unavailable", reason="alignment-only task: no model trained")
     if spec.task == "train":
         with stage("split", "splitting for evaluation"):
             sizes = split_for_evaluation(spec, transport)
+        if "screen" in stages:
+            with stage("screen", "screening: stability and information value"):
+                screening = run_screening(spec, transport)
         with stage("baseline", "bank-only baseline"):
             bank_only = _baselines(spec, transport)
         with stage("joint", "joint model"):
@@ -139,6 +146,7 @@ def _run_stages(
         stage_seconds=clock.seconds,
         traffic=transport.stats.to_dict(),
         alignment=alignment,
+        screening=screening,
     )
 
 

@@ -70,6 +70,7 @@ _RELEASES_KEY = "node.releases"
 _TOUCHED_KEY = "node.touched"
 _CLOSED_KEY = "node.closed"
 _RESUME_KEY = "job.resume"
+_DROPPED_KEY = "job.dropped_features"
 
 #: Stages that carry no data of the party's: joining (validation and governance checks stay at
 #: the node), closing and recording peers' audit heads. Any other message uses the data.
@@ -465,7 +466,114 @@ class PartyRuntime:
                 f"{table.path}: the file changed while the job was running ({pinned} -> "
                 f"{table.digest}); restart the job on stable data"
             )
-        return self._admitted(job, table)
+        return self._without_dropped(self._admitted(job, table))
+
+    def drop_features(self, names: list[str]) -> None:
+        """Leave ``names`` out of this party's table for the rest of the job (screening).
+
+        Only ever fewer columns: a name the table does not hold is refused.
+        """
+        table = self.table()
+        unknown = [n for n in names if n not in table.feature_names]
+        if unknown:
+            raise ProtocolError(f"party '{self.name}' holds no features {unknown} to drop")
+        self._store.put_json(_DROPPED_KEY, sorted(set(self.dropped_features()) | set(names)))
+
+    def dropped_features(self) -> list[str]:
+        """Columns screening left out of this job (none by default)."""
+        return list(self._store.get_json(_DROPPED_KEY, []))
+
+    def _without_dropped(self, table: PartyTable) -> PartyTable:
+        dropped = set(self.dropped_features())
+        if not dropped:
+            return table
+        kept = [c for c in table.feature_names if c not in dropped]
+        return replace(
+            table,
+            features=table.features.loc[:, kept],
+            feature_kinds={c: k for c, k in table.feature_kinds.items() if c not in dropped},
+        )
+
+    def recent_table(self) -> tuple[PartyTable, dict[str, Any]]:
+        """This party's recent window for screening, as its own node serves it, and counts.
+
+        A platform serving a published feature set serves the newer version the job names,
+        through its own policy (published columns, authorised enterprises, unchanged file);
+        any other party reads the recent file its own node keeps (``recent`` in its binding),
+        with the training table's columns.
+
+        Raises
+        ------
+        SpecError
+            If the job names no recent window for this party, or one its node cannot serve.
+        """
+        job = self.job()
+        if self.name not in job.screening.recent:
+            raise SpecError(f"job '{job.name}' names no recent window for party '{self.name}'")
+        ref = job.screening.recent[self.name]
+        reference = self.table()
+        grant = self.grant()
+        policy = self.node_policy()
+        if policy is not None and grant.governed and self.role == "platform":
+            admission = policy.recent_window(self.binding, job, grant, ref)
+            recent = admission.table
+            counts = {"n_rows": admission.n_rows, "n_admitted": admission.n_admitted}
+            return self._columns_of(reference, recent), {**counts, **admission.detail}
+        if ref is not None:
+            raise SpecError(
+                f"party '{self.name}' serves no published feature set in job '{job.name}', so "
+                f"its recent window cannot be the version {ref}; keep the recent file at its "
+                "node instead (screening.recent names the file)"
+            )
+        if self.binding.recent is None:
+            raise SpecError(
+                f"the node of party '{self.name}' keeps no recent window; set 'recent' in its "
+                f"node config (screening.recent.{self.name} in an embedded job)"
+            )
+        party = job.party(self.name)
+        try:
+            recent = read_party_table(
+                self.binding.recent,
+                id_column=party.id_column,
+                label_column=None,
+                features=tuple(reference.feature_names),
+                categorical=party.categorical,
+                id_scheme=job.alignment.id_scheme,
+                text_format=party.text_format,
+            )
+        except DataError as exc:
+            raise DataError(
+                f"party '{self.name}' recent window: {exc}", redacted=exc.redacted
+            ) from exc
+        counts = {"n_rows": recent.n_rows, "n_admitted": recent.n_rows}
+        return self._columns_of(reference, recent), {**counts, "source": "node file"}
+
+    def _columns_of(self, reference: PartyTable, recent: PartyTable) -> PartyTable:
+        """``recent`` with the reference's columns, in its order and of its kinds."""
+        missing = [c for c in reference.feature_names if c not in recent.feature_names]
+        if missing:
+            raise DataError(
+                f"party '{self.name}': the recent window has no columns {missing} of the "
+                "training window",
+                redacted=f"party '{self.name}': the recent window lacks training columns",
+            )
+        changed = [
+            c
+            for c in reference.feature_names
+            if recent.feature_kinds.get(c) != reference.feature_kinds.get(c)
+        ]
+        if changed:
+            raise DataError(
+                f"party '{self.name}': columns {changed} are read as another kind in the recent "
+                "window than in the training window; list them under 'categorical' or fix them",
+                redacted=f"party '{self.name}': the recent window's column kinds differ",
+            )
+        names = reference.feature_names
+        return replace(
+            recent,
+            features=recent.features.loc[:, names],
+            feature_kinds={c: reference.feature_kinds[c] for c in names},
+        )
 
     def admission(self) -> dict[str, Any] | None:
         """Counts of what this node's governance policy admitted for the job, if it ran."""

@@ -13,6 +13,7 @@ Lifecycle at a node (:class:`federated.party.PartyRuntime`)::
     hello  -> open_job(binding, job)             limits, governing set, budget reserved
            (or resume_job(binding, job, record)  a checkpointed job: re-checked, budget kept)
            -> admit(binding, job, grant, table)  the rows and columns the job may use
+    screen -> recent_window(binding, job, ...)    a newer published version, same checks
     ...    -> record(binding, job, event, ...)    alignments and alerts, in the node's audit log
     end    -> close_job(binding, job, grant, ...) the ledger charged from the node's own count
 """
@@ -177,6 +178,15 @@ class NodePolicy(Protocol):
         self, binding: PartyBinding, job: JobSpec, grant: JobGrant, table: PartyTable
     ) -> Admission:
         """Return the admitted part of ``table`` for ``job``, or raise with the reason."""
+
+    def recent_window(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, ref: str | None
+    ) -> Admission:
+        """The node's recent window for screening: the published version ``ref`` it serves.
+
+        Only the columns and enterprises the node serves the job (same checks as for the
+        training window); raise with the reason when it does not serve ``ref``.
+        """
 
     def record(
         self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]

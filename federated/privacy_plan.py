@@ -19,9 +19,15 @@ def job_model(spec: JobSpec) -> tuple[ModelType, ModelSettings]:
 
 
 def releases_statistics(spec: JobSpec) -> bool:
-    """Whether the job releases statistics of platform data to the bank (beyond alignment)."""
+    """Whether the job releases statistics of platform data to the bank (beyond alignment).
+
+    Screening by information value releases exact per-bin label counts of platform columns
+    (:mod:`federated.screening_protocol`), whatever the model releases.
+    """
     if spec.task != "train" or spec.kind != "vertical":
         return False
+    if spec.screening.min_iv is not None:
+        return True
     described, settings = job_model(spec)
     return described.releases_statistics(settings)
 

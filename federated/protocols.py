@@ -1,6 +1,6 @@
 """The party-side protocols a node speaks, by protocol name.
 
-The job, alignment and horizontal protocols every node speaks, plus the party protocol of
+The job, alignment, screening and horizontal protocols every node speaks, plus the party protocol of
 every registered vertical model type (:func:`models.model_type.model_types`).
 """
 
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from federated.horizontal_protocol import HorizontalParty
 from federated.job_protocol import JobParty
+from federated.screening_protocol import ScreeningParty
 from federated.secagg_party import SecAggParty
 from models.alignment import PSIParty
 from models.model_type import model_types
@@ -18,6 +19,12 @@ from models.protocol import PartyProtocol
 
 def party_protocols() -> Mapping[str, PartyProtocol]:
     """Return a fresh registry of party-side protocol handlers."""
-    handlers: list[PartyProtocol] = [JobParty(), PSIParty(), HorizontalParty(), SecAggParty()]
+    handlers: list[PartyProtocol] = [
+        JobParty(),
+        PSIParty(),
+        ScreeningParty(),
+        HorizontalParty(),
+        SecAggParty(),
+    ]
     handlers += [t.party() for t in model_types() if t.party is not None]
     return {h.name: h for h in handlers}

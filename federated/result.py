@@ -68,6 +68,8 @@ class JobResult:
     alignment: dict[str, Any] = field(default_factory=dict)
     #: What each node reported when it closed its part (``job/end``): its privacy charge.
     nodes: dict[str, Any] = field(default_factory=dict)
+    #: Screening before training (:func:`federated.screening_protocol.run_screening`).
+    screening: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (reports included)."""
@@ -99,6 +101,7 @@ class JobResult:
             privacy=data.get("privacy", {}),
             alignment=data.get("alignment", {}),
             nodes=data.get("nodes", {}),
+            screening=data.get("screening", {}),
         )
 
     def write(self, directory: Path) -> Path:

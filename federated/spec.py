@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
+from features.stability import DEFAULT_BINS
 from features.text_format import DEFAULT_FORMAT, TextFormat
 from models.baselines import GBDTSettings
 
@@ -88,6 +89,27 @@ class RuntimeSpec:
 
 
 @dataclass(frozen=True)
+class ScreeningSpec:
+    """Screening before training (:mod:`federated.screening_protocol`).
+
+    ``recent``: the parties that compare a recent window with the training window, each with
+    the published feature-set version (``name@version``) its node serves as that window, or
+    ``None`` for the file the party's own node keeps (``recent`` in its binding): never a path.
+    ``bins``: bins each party fixes on its training window. ``min_iv``: platform features whose
+    information value (computed by the bank from encrypted WOE counts) is below it are not used.
+    """
+
+    recent: Mapping[str, str | None] = field(default_factory=dict)
+    bins: int = DEFAULT_BINS
+    min_iv: float | None = None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the job screens anything."""
+        return bool(self.recent) or self.min_iv is not None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """Everything the coordinator and the parties need to run one job (no data paths)."""
 
@@ -104,6 +126,7 @@ class JobSpec:
     governance: GovernanceSpec = field(default_factory=GovernanceSpec)
     secure_aggregation: Mapping[str, Any] = field(default_factory=dict)
     holdout: Mapping[str, Any] | None = None
+    screening: ScreeningSpec = field(default_factory=ScreeningSpec)
     task: Literal["train", "align"] = "train"
     config_hash: str = ""
 
@@ -167,6 +190,7 @@ class JobSpec:
                 governance=GovernanceSpec(**data.get("governance", {})),
                 secure_aggregation=dict(data.get("secure_aggregation", {})),
                 holdout=data.get("holdout"),
+                screening=ScreeningSpec(**data.get("screening", {})),
                 task=data["task"],
                 config_hash=data["config_hash"],
             )
@@ -196,7 +220,9 @@ class PartyBinding:
     governance policy
     (``module:Class``, see :mod:`federated.policy`) and ``governance_home`` the folder of its
     catalog, authorizations and audit log. ``fault`` is a fault drill (off unless set; see
-    :mod:`federated.faults`).
+    :mod:`federated.faults`). ``recent`` is the party's recent window for screening, a file
+    of the same columns kept in its own domain (a platform serving a published feature set
+    takes its recent window from its own catalog instead).
     """
 
     name: str
@@ -207,6 +233,8 @@ class PartyBinding:
     governance_home: Path | None = None
     holdout: Path | None = None
     fault: str | None = None
+    #: The party's recent window for screening (a file of the same columns), if it keeps one.
+    recent: Path | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Plain form for node or run configs."""
@@ -221,6 +249,8 @@ class PartyBinding:
             out["holdout"] = str(self.holdout)
         if self.fault is not None:
             out["fault"] = self.fault
+        if self.recent is not None:
+            out["recent"] = str(self.recent)
         return out
 
     @classmethod
@@ -235,6 +265,7 @@ class PartyBinding:
         store = raw.get("store")
         home = raw.get("governance-home")
         holdout = raw.get("holdout")
+        recent = raw.get("recent")
         return cls(
             name=str(raw["party"]),
             role=cast(Role, role),
@@ -244,4 +275,5 @@ class PartyBinding:
             governance_home=Path(str(home)) if home else None,
             holdout=Path(str(holdout)) if holdout else None,
             fault=str(raw["fault"]) if raw.get("fault") else None,
+            recent=Path(str(recent)) if recent else None,
         )

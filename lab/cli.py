@@ -174,6 +174,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     if summary.get("audit_report"):
         out.print(f"audit report: {summary['audit_report']}")
+    from lab.screening import describe as describe_screening
+
+    for line in describe_screening(summary.get("screening") or {}):
+        out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if summary.get("validation_report"):
+        out.print(
+            f"validation report: {summary['validation_report']['command']}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     out.print(
         f"n_aligned={summary['n_aligned']} n_train={summary['n_train']} "
         f"n_test={summary['n_test']} wall={summary['wall_seconds']} s"

@@ -25,11 +25,21 @@ from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
 from federated.spec import JobSpec
-from lab import __version__, horizontal, job_records, reports, results, tracking
+from lab import (
+    __version__,
+    horizontal,
+    job_records,
+    reports,
+    results,
+    screening,
+    tracking,
+    validation_report,
+)
 from lab.config import Experiment
 from lab.errors import JobError, JobInterruptedError, JobRefusedError
 from lab.governance import anchors as audit_anchors
 from lab.governance import lifecycle
+from lab.home import lab_home
 from lab.pooled import NOTE as POOLED_NOTE
 from lab.pooled import PooledReference, pooled_horizontal, pooled_reference
 from lab.reporting import privacy_summary, reporting_for
@@ -240,16 +250,41 @@ def _run(
                 log = reporting_for(experiment.model_type).log
                 summary["registered_model"] = log(run, target, artifacts, result, experiment)
             summary.update(results.locate(run, target))
+            if summary.get("registered_model"):
+                summary["validation_report"] = validation_report.locator(
+                    summary["registered_model"]
+                )
             summary["wall_seconds"] = round(time.perf_counter() - started, 3)
             summary_path = artifacts / "summary.json"
             summary_path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
             for folder, path in files:
                 run.log_artifact(path, folder)
             run.log_artifact(summary_path)
+            if summary.get("registered_model"):
+                report = _validation_report(artifacts, summary, result, run.run_id)
+                run.log_artifact(report, validation_report.ARTIFACT_DIR)
             if options.capture:
                 run.log_artifact(workdir / "capture.jsonl", "capture")
             job.finished(result, summary.get("registered_model"))
     return summary
+
+
+def _validation_report(
+    artifacts: Path, summary: dict[str, Any], result: JobResult, run_id: str
+) -> Path:
+    """The registered version's validation report (:mod:`lab.validation_report`)."""
+    registered = summary["registered_model"]
+    inputs = validation_report.inputs_from(
+        artifacts,
+        model_name=str(registered["name"]),
+        version=str(registered["version"]),
+        run_id=run_id,
+        ledger=validation_report.ledger_records(result.job_id, lab_home()),
+        tags=audit_anchors.run_tags(),
+        summary=summary,
+    )
+    folder = artifacts / validation_report.ARTIFACT_DIR
+    return validation_report.write(inputs, folder / validation_report.ARTIFACT_NAME)
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -340,6 +375,7 @@ def _summary(
         "privacy": privacy_summary(result) if trained else {},
         "timing": reporting_for(experiment.model_type).timing(result) if trained else {},
         "validation": reporting_for(experiment.model_type).validation(result) if trained else None,
+        "screening": screening.summary(result),
         "registered_model": None,
         **tail,
     }
@@ -419,6 +455,7 @@ def _metrics(summary: dict[str, Any], result: JobResult) -> dict[str, float]:
         metrics["align_hops"] = alignment["traffic"]["hops"]
         for party, sent in alignment["traffic"]["bytes_sent"].items():
             metrics[f"align_bytes_sent_{party}"] = sent
+    metrics.update(screening.metrics(result))
     for stage, seconds in result.stage_seconds.items():
         metrics[f"seconds_{stage}"] = seconds
     metrics["hops"] = float(result.traffic.get("hops", 0))
@@ -474,6 +511,7 @@ def _write_artifacts(
         report_path = tables / f"report_{stem}.json"
         report_path.write_text(json.dumps(report.to_dict(), indent=1), encoding="utf-8")
         files.append(("evaluation", report_path))
+    files.extend(screening.write_artifacts(folder, result))
     config_path = folder / "experiment.yaml"
     config_path.write_text(
         yaml.safe_dump(experiment.shareable_config(), sort_keys=False), encoding="utf-8"

@@ -85,6 +85,9 @@ class NodeLimits:
         Release, with a SecureBoost part at the end of training, the published feature group
         of each of this node's splits, so the bank can explain scores by group (never a
         column, threshold or value). ``False``: the node withholds them and says so.
+    csi_detail : {"group", "feature"}
+        What a platform shares of its columns' stability in screening: per feature group only
+        (the default), or each column's index and bin counts (never bin edges).
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -100,6 +103,7 @@ class NodeLimits:
     validation_serve: bool = True
     validation_max_share: float = 0.5
     group_attribution: bool = True
+    csi_detail: str = "group"
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""

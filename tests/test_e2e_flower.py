@@ -16,6 +16,7 @@ from federated.simulation import JobFailedError, run_embedded
 from federated.spec import PartyBinding
 from lab.cli import run
 from lab.config import load_experiment
+from tests.cli_helpers import run_lab
 from tests.conftest import DATA, EXPERIMENTS
 
 pytestmark = pytest.mark.slow
@@ -51,6 +52,11 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
             "--summary-json",
             str(summary_path),
             "--capture",
+            # Screening through Flower: each node's recent window is its training file again.
+            "--set",
+            f"screening.recent.bank={DATA / 'breast' / 'bank.csv'}",
+            "--set",
+            f"screening.recent.platform={DATA / 'breast' / 'platform.csv'}",
         ]
     )
     assert code == 0
@@ -96,6 +102,28 @@ def test_train_through_flower_records_mlflow_run(tmp_path: Path, lab_home: Path)
     assert "evaluation/gains_bank_only.csv" in artifacts
     assert "capture/capture.jsonl" in artifacts
     assert {"joint/bank_part.json", "joint/feature_importance.csv", "model/MLmodel"} <= artifacts
+    # Screening: the same file as the recent window is stable; the score's PSI train -> test.
+    assert {"screening/stability.json", "screening/csi.csv"} <= artifacts
+    screening = summary["screening"]
+    assert set(screening["recent"]) == {"bank", "platform"}
+    assert screening["flagged"] == []
+    assert mlrun.data.metrics["csi_max"] == pytest.approx(0.0, abs=1e-12)
+    assert mlrun.data.metrics["score_psi_train_test"] == screening["score_psi_train_test"]
+    # The validation report of the registered version, logged and fetched by the installed lab.
+    assert "validation/validation_report.html" in artifacts
+    out = tmp_path / "report.html"
+    done = run_lab(
+        ["models", "report", "breast-secureboost", registered["version"], "--out", str(out)],
+        home=lab_home,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "as logged by its job" in done.stdout
+    page = out.read_text()
+    assert f"{summary['metrics']['test_auc']:.4f}" in page
+    assert summary["config_hash"] in page
+    bad = run_lab(["models", "report", "breast-secureboost", "99", "-o", str(out)], home=lab_home)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: model 'breast-secureboost' has no version '99'")
     part = tmp_path / "bank_part.json"
     client.download_artifacts(mlrun.info.run_id, "joint/bank_part.json", str(tmp_path))
     text = part.read_text()

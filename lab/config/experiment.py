@@ -16,11 +16,13 @@ from federated.spec import (
     PartyBinding,
     PartySpec,
     RuntimeSpec,
+    ScreeningSpec,
 )
 from lab.config.schema import (
     DATA_REDACTED,
     HOLDOUT_KEY,
     NODE_POLICY,
+    RECENT_KEY,
     ExperimentConfig,
 )
 from lab.errors import ConfigError
@@ -61,6 +63,9 @@ class Experiment:
             party["data"] = str(data_paths[party["name"]])
         if canonical["evaluation"].get("holdout"):
             canonical["evaluation"]["holdout"]["data"] = str(data_paths[HOLDOUT_KEY])
+        for name in canonical["screening"]["recent"]:
+            if RECENT_KEY + name in data_paths:
+                canonical["screening"]["recent"][name] = str(data_paths[RECENT_KEY + name])
         self.canonical = canonical
         blob = json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()
         self.config_hash = f"sha256:{hashlib.sha256(blob).hexdigest()}"
@@ -81,6 +86,9 @@ class Experiment:
             party["data"] = DATA_REDACTED
         if out["evaluation"].get("holdout"):
             out["evaluation"]["holdout"]["data"] = DATA_REDACTED
+        for name in out["screening"]["recent"]:
+            if RECENT_KEY + name in self.data_paths:
+                out["screening"]["recent"][name] = DATA_REDACTED
         return out
 
     @property
@@ -107,6 +115,7 @@ class Experiment:
                 policy=NODE_POLICY,
                 governance_home=lab_home(),
                 holdout=self.holdout_path if self._holds_holdout(p.name) else None,
+                recent=self.data_paths.get(RECENT_KEY + p.name),
             )
             for p in self.config.parties
         ]
@@ -218,6 +227,14 @@ class Experiment:
                 None
                 if cfg.evaluation.holdout is None
                 else cfg.evaluation.holdout.model_dump(mode="json", exclude={"data"})
+            ),
+            screening=ScreeningSpec(
+                recent={
+                    name: None if RECENT_KEY + name in self.data_paths else ref
+                    for name, ref in cfg.screening.recent.items()
+                },
+                bins=cfg.screening.bins,
+                min_iv=cfg.screening.min_iv,
             ),
             task=task,
             config_hash=self.config_hash,

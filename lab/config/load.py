@@ -19,6 +19,7 @@ from lab.config.experiment import Experiment
 from lab.config.schema import (
     HOLDOUT_KEY,
     MIN_SECURE_KEY_BITS,
+    RECENT_KEY,
     ExperimentConfig,
     HoldoutConfig,
     PartyConfig,
@@ -93,12 +94,92 @@ def experiment_from_dict(
     holdout = config.evaluation.holdout
     if holdout is not None:
         data_paths[HOLDOUT_KEY] = _resolve(folder, holdout.data)
+    data_paths.update(_recent_paths(where, config, folder))
     if check_data:
         for index, party in enumerate(config.parties):
             _check_data(where, index, party, data_paths[party.name])
         if holdout is not None:
             _check_holdout(where, holdout, data_paths[HOLDOUT_KEY])
+        _check_recent_files(where, config, data_paths)
     return Experiment(config, source, data_paths, local_files=check_data)
+
+
+def _recent_paths(where: str, config: ExperimentConfig, folder: Path) -> dict[str, Path]:
+    """Check ``screening`` against the parties; resolve the recent files (not versions)."""
+    screening = config.screening
+    if (screening.recent or screening.min_iv is not None) and config.kind != "vertical":
+        raise ConfigError(
+            f"{where}: screening is for vertical jobs (a platform's columns beside a bank's); "
+            "remove the screening section from this horizontal job"
+        )
+    parties = {p.name: p for p in config.parties}
+    paths: dict[str, Path] = {}
+    for name, value in screening.recent.items():
+        key = f"screening.recent.{name}"
+        party = parties.get(name)
+        if party is None:
+            raise ConfigError(
+                f"{where}: {key}: no party is named '{name}'; parties: {', '.join(parties)}"
+            )
+        if party.feature_set is not None:
+            _check_recent_version(where, key, party.feature_set, value)
+            continue
+        if "@" in value and not (folder / value).exists():
+            raise ConfigError(
+                f"{where}: {key}: '{value}' looks like a feature-set version, but party '{name}' "
+                "serves no published feature set (its feature_set is unset), so its recent "
+                "window is a file of the same columns; name that file"
+            )
+        paths[RECENT_KEY + name] = _resolve(folder, value)
+    return paths
+
+
+def _check_recent_version(where: str, key: str, training: str, value: str) -> None:
+    """A platform's recent window: a later published version of its training feature set."""
+    from lab.governance.catalog import Catalog, version_key
+    from lab.governance.errors import GovernanceError
+
+    name, _, version = training.partition("@")
+    asked, sep, asked_version = value.partition("@")
+    if not sep or asked != name:
+        raise ConfigError(
+            f"{where}: {key}: '{value}' is not a version of {name}, the feature set the party "
+            f"is served from; name a later version, e.g. {name}@<version>"
+        )
+    if version_key(asked_version) <= version_key(version):
+        raise ConfigError(
+            f"{where}: {key}: {value} is not later than the training window {training}; name "
+            "a later published version"
+        )
+    try:
+        published = [e.version for e in Catalog().list_sets() if e.name == name]
+    except GovernanceError:
+        return  # the platform's node checks its own catalog
+    if published and asked_version not in published:
+        raise ConfigError(
+            f"{where}: {key}: {value} is not published (versions of {name}: "
+            f"{', '.join(published)}); publish it first (lab features publish SPEC --data FILE)"
+        )
+
+
+def _check_recent_files(where: str, config: ExperimentConfig, paths: dict[str, Path]) -> None:
+    for party in config.parties:
+        path = paths.get(RECENT_KEY + party.name)
+        if path is None:
+            continue
+        key = f"screening.recent.{party.name}"
+        try:
+            columns = read_header(resolve_data_file(path), party.text_format)
+        except DataError as exc:
+            raise ConfigError(f"{where}: {key}: {exc}") from exc
+        training = read_header(resolve_data_file(paths[party.name]), party.text_format)
+        wanted = [party.id_column, *(party.features or training)]
+        missing = [c for c in wanted if c not in columns and c != party.label_column]
+        if missing:
+            raise ConfigError(
+                f"{where}: {key}: {path} has no columns {missing}; the recent window needs the "
+                "training file's id and feature columns"
+            )
 
 
 def apply_override(raw: dict[str, Any], item: str, *, where: str = "<config>") -> None:

@@ -16,6 +16,7 @@ from pydantic import (
     field_validator,
 )
 
+from features.stability import DEFAULT_BINS
 from features.text_format import DEFAULT_FORMAT, TextFormat, delimiter_problem, encoding_problem
 from lab.governance.vocabulary import PURPOSES
 from lab.paths import NAME_PATTERN, NAME_RULE
@@ -28,6 +29,9 @@ _NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 #: Key of the horizontal hold-out file among an experiment's data paths (not a party name:
 #: party names cannot contain ':').
 HOLDOUT_KEY = "holdout:"
+
+#: Prefix of a party's recent-window file among an experiment's data paths (``recent:NAME``).
+RECENT_KEY = "recent:"
 
 #: What runs and artifacts record instead of a party's data location.
 DATA_REDACTED = "(kept in the party's own domain)"
@@ -218,6 +222,25 @@ class GovernanceConfig(_Strict):
         return value
 
 
+class ScreeningConfig(_Strict):
+    """Screening before training: stability of each column, and IV-based selection.
+
+    ``recent`` names, per party, its recent window: for a platform serving a published
+    feature set, a later published version of it (``name@version``, served by the platform's
+    node from its own catalog); for any other party, a file of the same columns (resolved
+    like ``data``; it stays in the party's domain). Each party bins its columns on its training
+    window (``bins`` bins) and shares only the stability indices (a platform: per feature group
+    unless its own policy shares more). ``min_iv``: platform columns whose information value,
+    computed by the bank from encrypted WOE counts, is below it are not used by the model.
+    """
+
+    recent: dict[Annotated[str, Field(pattern=_NAME)], Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=dict
+    )
+    bins: Annotated[int, Field(ge=2, le=100)] = DEFAULT_BINS
+    min_iv: Annotated[float, Field(ge=0.0)] | None = None
+
+
 class RegistryConfig(_Strict):
     """Where the bank registers a trained joint model (name default: the experiment's)."""
 
@@ -271,6 +294,7 @@ class ExperimentConfig(_Strict):
     governance: GovernanceConfig = Field(default_factory=GovernanceConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    screening: ScreeningConfig = Field(default_factory=ScreeningConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
 

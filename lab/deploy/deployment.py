@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lab.config import NODE_POLICY, Experiment
+from lab.config.schema import RECENT_KEY
 from lab.deploy import processes
 from lab.deploy.control import ControlClient
 from lab.deploy.errors import DeploymentError, StartupError
@@ -307,19 +308,18 @@ def _start_node(
     home = (governance_home or node_dir / "governance").resolve()
     store = node_dir / "store"
     config = node_dir / "node-config.toml"
-    config.write_text(
-        _toml(
-            {
-                "party": party,
-                "role": role,
-                "data": str(data),
-                "store": str(store),
-                "policy": NODE_POLICY,
-                "governance-home": str(home),
-            }
-        ),
-        encoding="utf-8",
-    )
+    settings = {
+        "party": party,
+        "role": role,
+        "data": str(data),
+        "store": str(store),
+        "policy": NODE_POLICY,
+        "governance-home": str(home),
+    }
+    recent = starter.experiment.data_paths.get(RECENT_KEY + party)
+    if recent is not None:  # the party's recent window for screening, kept at its node
+        settings["recent"] = str(recent.resolve())
+    config.write_text(_toml(settings), encoding="utf-8")
     runtime_port = processes.free_port()
     log = node_dir / "supernode.log"
     if starter.state is None:

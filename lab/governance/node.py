@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 import federated.party
-from features.io import PartyTable, file_digest, resolve_data_file
+from features.io import PartyTable, file_digest, read_party_table, resolve_data_file
 from federated.policy import Admission, JobGrant, JobUse, local_column_groups, privacy_report
 from federated.privacy_plan import dp_grants, job_model, releases_statistics
 from federated.spec import JobSpec, PartyBinding
@@ -58,7 +58,7 @@ from lab.governance.errors import (
 )
 from lab.governance.ledger import BudgetLedger
 from lab.governance.policy import NodePolicyConfig, read_policy
-from lab.governance.vocabulary import check_purpose
+from lab.governance.vocabulary import check_purpose, parse_ref
 from lab.home import lab_home
 from models.guard import NodeLimits, PolicyRefusalError, ReleaseGrant
 from models.privacy import PrivacyEvent
@@ -205,6 +205,53 @@ class LabNodePolicy:
             bank=job.label_holder().name, needs_personal_consent=grant.needs_personal_consent
         )
         return Admission(table.subset(mask), n_rows, int(mask.sum()), detail)
+
+    def recent_window(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, ref: str | None
+    ) -> Admission:
+        """The recent window a platform serves for screening: a newer published version.
+
+        The same rules as for the training window, from this node's own home: the version must
+        be a later one of the feature set the job is served from, its file unchanged since
+        publication, the columns published for the job's purpose and, when the job's grant
+        filters by authorization, only enterprises authorised for its bank and purpose.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the version and the fix, after auditing the refusal.
+        """
+        home = _home(binding)
+        audit = _audit(home)
+        try:
+            admission = _recent_window(binding, job, grant, ref, home, audit)
+        except GovernanceError as exc:
+            audit.record(
+                "job_refused",
+                {
+                    "job_id": job.job_id,
+                    "party": binding.name,
+                    "bank": _bank(job),
+                    "reason": f"screening: {type(exc).__name__}: {exc}"[:1000],
+                },
+            )
+            raise PolicyRefusalError(
+                f"party '{binding.name}' refuses the recent window: {exc}"
+            ) from exc
+        audit.record(
+            "screening_window",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "bank": _bank(job),
+                "feature_set": ref,
+                "training_feature_set": grant.feature_set,
+                "n_rows": admission.n_rows,
+                "n_admitted": admission.n_admitted,
+                "csi_detail": grant.limits.csi_detail,
+            },
+        )
+        return admission
 
     def record(
         self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
@@ -478,6 +525,60 @@ def _count_authorized(binding: PartyBinding, job: JobSpec, home: Path, grant: Jo
         raise no_authorized_rows(binding, job, grant, table.n_rows, home)
     counts = {"n_rows": table.n_rows, "n_authorized": n_authorized}
     return replace(grant, detail={**grant.detail, **counts})
+
+
+def _recent_window(
+    binding: PartyBinding,
+    job: JobSpec,
+    grant: JobGrant,
+    ref: str | None,
+    home: Path,
+    audit: AuditLog,
+) -> Admission:
+    training = grant.feature_set
+    if training is None:  # pragma: no cover - only governed platforms get here
+        raise NotServedError("this node serves no published feature set in this job")
+    name, version = parse_ref(training)
+    catalog = Catalog(home / "catalog", audit=audit)
+    later = [e.ref for e in catalog.list_sets() if e.name == name]
+    fix = (
+        f"name a later published version of {name} in screening.recent.{binding.name} "
+        f"(published: {', '.join(later)})"
+    )
+    if ref is None:
+        raise NotServedError(f"this node serves {training}; {fix}")
+    asked_name, asked_version = parse_ref(ref)
+    if asked_name != name:
+        raise NotServedError(f"{ref} is not a version of {name}, which this job is served; {fix}")
+    if version_key(asked_version or "") <= version_key(version or ""):
+        raise NotServedError(f"{ref} is not later than the training window {training}; {fix}")
+    entry = catalog.show(ref)
+    party = job.party(binding.name)
+    served = catalog.check_served(
+        ref, Path(entry.data_path), party.features, purpose=job.governance.purpose
+    )
+    table = read_party_table(
+        resolve_data_file(Path(entry.data_path)),
+        id_column=party.id_column,
+        label_column=None,
+        features=served.columns,
+        categorical=party.categorical,
+        id_scheme=job.alignment.id_scheme,
+        text_format=party.text_format,
+    )
+    n_rows = table.n_rows
+    if grant.authorization:
+        mask = admitted_mask(home, job, grant, table.ids)
+        if not mask.any():
+            raise no_authorized_rows(binding, job, replace(grant, feature_set=ref), n_rows, home)
+        table = table.subset(mask)
+    detail: dict[str, object] = {
+        "feature_set": ref,
+        "training_feature_set": training,
+        "digest": entry.data_digest,
+        "groups": {c: entry.spec.columns[c].group for c in served.columns},
+    }
+    return Admission(table, n_rows, table.n_rows, detail)
 
 
 def admitted_mask(

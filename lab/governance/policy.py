@@ -15,6 +15,7 @@ every setting has its secure default::
     validation: {serve: true, max_share: 0.5}
     dp: {require: true, max_epsilon_per_job: null}
     explanations: {group_attribution: allow}
+    stability: {csi_detail: group}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -146,6 +147,18 @@ class ExplanationsPolicy(_Strict):
     )
 
 
+class StabilityPolicy(_Strict):
+    """What this node shares of its columns' stability when a job screens a recent window.
+
+    ``csi_detail``: ``group`` (default) shares, per feature group of the published set, how
+    many columns it holds, their mean and largest characteristic stability index and how many
+    shifted, never which column or any bin count; ``feature`` shares each column's index and its
+    per-bin counts (bins this node fixed on the training window; never their edges).
+    """
+
+    csi_detail: Literal["group", "feature"] = cast(Literal["group", "feature"], _LIMITS.csi_detail)
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -157,6 +170,7 @@ class NodePolicyConfig(_Strict):
     validation: ValidationPolicy = Field(default_factory=ValidationPolicy)
     dp: DPPolicy = Field(default_factory=DPPolicy)
     explanations: ExplanationsPolicy = Field(default_factory=ExplanationsPolicy)
+    stability: StabilityPolicy = Field(default_factory=StabilityPolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -174,6 +188,7 @@ class NodePolicyConfig(_Strict):
             validation_serve=self.validation.serve,
             validation_max_share=self.validation.max_share,
             group_attribution=self.explanations.group_attribution == "allow",
+            csi_detail=self.stability.csi_detail,
         )
 
 

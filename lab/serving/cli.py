@@ -31,7 +31,9 @@ out = console()
 platform_app = typer.Typer(
     help="The platform's scoring endpoint (its half of vertical models).", no_args_is_help=True
 )
-models_app = typer.Typer(help="Registered models: list and promote.", no_args_is_help=True)
+models_app = typer.Typer(
+    help="Registered models: list, promote, and their validation reports.", no_args_is_help=True
+)
 mlflow_app = typer.Typer(
     help="MLflow: browse this home's runs (ui), a multi-user server (serve, add-user).",
     no_args_is_help=True,
@@ -289,6 +291,27 @@ def models_list(
     for row in rows:
         table.add_row(row["name"], row["version"], ", ".join(row["aliases"]), row["run_id"] or "")
     out.print(table)
+
+
+@models_app.command("report")
+def models_report(
+    name: Annotated[str, typer.Argument(help="Registered model name.")],
+    version: Annotated[str, typer.Argument(help="Version number.")],
+    out_path: Annotated[
+        Path, typer.Option("--out", "-o", help="HTML file to write.", dir_okay=False)
+    ],
+    tracking_uri: UriOpt = None,
+) -> None:
+    """Write a version's validation/approval report as one self-contained HTML file.
+
+    Discrimination, calibration, stability, importance by party and group, privacy spend and
+    data lineage of the registered version, from its run.
+    """
+    from lab.validation_report import fetch
+
+    path, rebuilt = fetch(_uri(tracking_uri), name, version, out_path)
+    how = "built from its run's artifacts" if rebuilt else "as logged by its job"
+    out.print(f"wrote {path} ({name} version {version}, {how})", markup=False, highlight=False)
 
 
 @mlflow_app.command("serve")

@@ -34,6 +34,7 @@ from models.secureboost.state import (
     YOURS,
     cleanup,
 )
+from models.split_reports import split_summary
 from models.vertical import (
     KeyPair,
     aligned_features,
@@ -481,14 +482,20 @@ class BankRole:
         }
         metrics = ctx.store.get_json("sb.metrics")
         report = None
+        p_test = None
         if test.any():
             staged = part.raw_scores(frame, decisions, staged=True)
             for t, entry in enumerate(metrics[:kept]):
                 entry["test_auc"] = float(evaluate_scores(y_test, sigmoid(staged[:, t])).auc)
-            report = evaluate_scores(y_test, sigmoid(staged[:, -1])).to_dict()
+            p_test = sigmoid(staged[:, -1])
+            report = evaluate_scores(y_test, p_test).to_dict()
+        train_raw = ctx.store.get_array("sb.raw")
         if kept < len(trained):
-            # The model ends at the best tree: its importance is the splits' up to there.
+            # The model ends at the best tree: its importance and training scores are those
+            # of the trees up to there.
             state["importance"] = state["validation"].get("best_importance", {})
+            train_raw = ctx.store.get_array(bank_validation.BEST_RAW)
+        splits = split_summary(ctx.store.get_array("sb.y"), sigmoid(train_raw), p_test)
         path = part.save(ctx.model_dir())
         clock = CLOCK.load(ctx)
         cleanup(ctx)
@@ -521,6 +528,7 @@ class BankRole:
                     if bank_validation.enabled(state)
                     else {}
                 ),
+                "splits": dumps(splits),
             },
         )
 

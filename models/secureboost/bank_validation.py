@@ -27,6 +27,9 @@ from models.secureboost.state import VALID_KEY
 from models.vertical import aligned_features
 
 #: Store key prefixes of a platform's validation bits of the open tree (ids and bit matrix).
+#: Store array of the training rows' raw scores after the best tree so far (the kept model's).
+BEST_RAW = "sb.raw_best"
+
 _IDS = "sb.valid_ids."
 _BITS = "sb.valid_bits."
 
@@ -94,6 +97,7 @@ def score_tree(
     section["stopping"] = after.to_dict()
     if after.best_iteration == int(state["tree"]):
         section["best_importance"] = copy.deepcopy(state.get("importance", {}))
+        ctx.store.put_array(BEST_RAW, ctx.store.get_array("sb.raw"))
     return {f"valid_{k}": v for k, v in metrics.items()}
 
 

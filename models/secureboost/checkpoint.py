@@ -54,7 +54,7 @@ from models.vertical import resume
 #: Store documents the bank keeps at a boundary.
 BANK_DOCS: tuple[str, ...] = ("sb.trees", "sb.metrics")
 #: Store arrays the bank keeps at a boundary.
-BANK_ARRAYS: tuple[str, ...] = ("sb.raw", "sb.raw_valid")
+BANK_ARRAYS: tuple[str, ...] = ("sb.raw", "sb.raw_valid", "sb.raw_best")
 #: Keys of the bank's protocol state kept at a boundary.
 BANK_STATE: tuple[str, ...] = ("tree", "importance", "validation")
 #: Keys of a platform's protocol state kept at a boundary.

@@ -81,6 +81,7 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
             "clock": outcome.clock,
             "importance": outcome.importance,
             "validation": outcome.validation,
+            **outcome.splits,
         },
     )
 

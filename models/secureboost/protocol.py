@@ -64,7 +64,7 @@ release plan in :mod:`~models.secureboost.privacy`; what both roles keep between
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,8 @@ class SecureBoostOutcome:
     clock: dict[str, Any]
     importance: list[dict[str, Any]]
     validation: dict[str, Any] | None = None
+    #: ``train_report`` and ``score_stability`` (train -> test), see :mod:`models.split_reports`.
+    splits: dict[str, Any] = field(default_factory=dict)
 
 
 def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
@@ -158,6 +160,7 @@ def conclude(replies: Sequence[Envelope]) -> SecureBoostOutcome:
         clock=env.json("clock"),
         importance=env.json("importance"),
         validation=env.json("validation") if "validation" in env.payload else None,
+        splits=env.json("splits") if "splits" in env.payload else {},
     )
 
 

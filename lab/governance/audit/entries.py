@@ -51,6 +51,7 @@ EventType = Literal[
     "validation_rows",
     "validation_released",
     "group_attribution_released",
+    "screening_window",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
