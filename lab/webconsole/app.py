@@ -38,7 +38,7 @@ from lab.webconsole.users import User, UserStore
 logger = logging.getLogger(__name__)
 
 #: Endpoints served without a login.
-PUBLIC = frozenset({"login", "static"})
+PUBLIC = frozenset({"login", "static", "favicon"})
 #: Headers of every response.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -180,6 +180,10 @@ def _routes(app: Flask, config: ConsoleConfig, users: UserStore, data: Sources) 
         session["user"] = user.name
         session.permanent = True
         return redirect(_safe_next(request.args.get("next")))
+
+    @app.route("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status=204)  # browsers ask for one on every page; not a page view
 
     @app.route("/logout")
     def logout() -> Any:

@@ -6,7 +6,7 @@ import base64
 import io
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import matplotlib
@@ -40,6 +40,10 @@ def burn_down_svg(
                 ax.axhline(cap, color=line.get_color(), linestyle="--", linewidth=1)
             else:
                 ax.axhline(cap, linestyle="--", linewidth=1, label=f"{label}: cap")
+        days = {p[0] for _, _, points in series for p in points}
+        if len(days) == 1:  # one spend: a week around it, not matplotlib's years
+            (day,) = days
+            ax.set_xlim(day - timedelta(days=3), day + timedelta(days=3))  # type: ignore[arg-type]
         ax.set_ylim(bottom=0)
         ax.set_ylabel("ε spent (dashed: cap)")
         ax.set_title(title)

@@ -18,7 +18,7 @@ import hashlib
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -67,7 +67,6 @@ class _Prefix:
     seq: int
     last_hash: str
     public: PublicKey | None
-    hasher: object = field(repr=False, default=None)
 
 
 class ChainVerifier:
@@ -77,6 +76,7 @@ class ChainVerifier:
         self.log = AuditLog(log_path, keys_root=keys_root)
         self.keys = AuditKeys(self.log.path, keys_root)
         self._lock = threading.Lock()
+        self._check_lock = threading.Lock()
         self._prefix: _Prefix | None = None
         self._state = ChainState("verifying", "the first full verification is running")
         self._thread: threading.Thread | None = None
@@ -139,6 +139,10 @@ class ChainVerifier:
 
     def check(self) -> ChainState:
         """Re-hash the verified prefix and verify the entries appended since (see module doc)."""
+        with self._check_lock:  # one check at a time: each extends the verified prefix
+            return self._check()
+
+    def _check(self) -> ChainState:
         prefix = self._prefix
         if prefix is None:
             if self._state.status in ("verifying", "empty"):
@@ -156,9 +160,8 @@ class ChainVerifier:
         problem = self._check_tail(prefix, tail[:end])
         if problem is not None:
             return self._damaged(problem)
-        if end:
+        if end:  # _check_tail moved seq and hash on; the bytes follow
             hasher.update(tail[:end])
-            self._prefix = prefix  # extended in place by _check_tail
             prefix.length += end
             prefix.digest = hasher.digest()
         entries = prefix.seq
@@ -209,7 +212,7 @@ class ChainVerifier:
         self._prefix = None
         state = self._state
         self._state = ChainState(
-            "verifying",
+            "tampered",
             f"{why}; a full verification is running to name the damage",
             state.compared,
             state.entries,
