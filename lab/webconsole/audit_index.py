@@ -40,6 +40,7 @@ class AuditIndex:
         self._inode: int | None = None
         self._tail = b""
         self.offsets = array("q")  # byte offset of every indexed line
+        self.hashes: list[str] = []  # hash of every indexed entry (seq n at n - 1)
         self.jobs = JobsFold()
         self.alerts: list[AuditEntry] = []
         self.peer_heads: list[AuditEntry] = []
@@ -102,6 +103,7 @@ class AuditIndex:
         self._tail = (self._tail + consumed)[-_TAIL_CHECK:]
 
     def _fold(self, entry: AuditEntry) -> None:
+        self.hashes.append(entry.hash)
         self.counts[entry.type] += 1
         self.jobs.add(entry)
         if entry.type in ALERT_TYPES:
@@ -110,17 +112,22 @@ class AuditIndex:
             self.peer_heads.append(entry)
         self.last = entry
 
+    def hash_of(self, seq: int) -> str | None:
+        """The hash of the entry at line ``seq`` (``None`` beyond the index)."""
+        return self.hashes[seq - 1] if 0 < seq <= len(self.hashes) else None
+
     def entries(self, start: int, stop: int) -> list[AuditEntry]:
         """Entries ``start`` to ``stop - 1`` (0-based line numbers) read from the file."""
         with self._lock:
-            offsets = self.offsets[max(0, start) : min(stop, len(self.offsets))]
-            end = self._offset
+            stop = min(stop, len(self.offsets))
+            offsets = self.offsets[max(0, start) : stop]
+            end = self.offsets[stop] if stop < len(self.offsets) else self._offset
         if not offsets:
             return []
         out = []
-        with self.path.open("rb") as fh:
+        with self.path.open("rb") as fh:  # only the lines asked for
             fh.seek(offsets[0])
-            block = fh.read(end - offsets[0]) if len(offsets) else b""
+            block = fh.read(end - offsets[0])
         for line in block.split(b"\n")[: len(offsets)]:
             out.append(AuditEntry.from_dict(json.loads(line)))
         return out

@@ -36,8 +36,8 @@ def console(
     """Serve this home's read-only web console on 127.0.0.1.
 
     Feature sets, budgets, jobs, authorizations and the audit trail. Users and roles are the
-    lab MLflow server's; with no users yet and
-    MLFLOW_AUTH_ADMIN_PASSWORD set, its admin is created first (as `mlflow server` does).
+    lab MLflow server's; with no users yet and MLFLOW_AUTH_ADMIN_PASSWORD set, its admin is
+    created first (as `mlflow server` does).
     """
     from lab.webconsole.config import ConsoleConfig
     from lab.webconsole.server import check_port, serve

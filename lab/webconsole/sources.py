@@ -247,10 +247,8 @@ class Sources:
         mlflow_heads = []
         for head, job_id in anchored:
             seq_text, _, digest = head.partition(":")
-            found = None
-            if seq_text.isdigit() and 0 < int(seq_text) <= self.index.n_entries:
-                [entry] = self.index.entries(int(seq_text) - 1, int(seq_text))
-                found = entry.hash == digest
+            known = self.index.hash_of(int(seq_text)) if seq_text.isdigit() else None
+            found = None if known is None else known == digest
             mlflow_heads.append({"job_id": job_id, "head": head, "in_log": found})
         return {
             "path": str(self.log.path),
