@@ -26,7 +26,7 @@ from lab.governance._common import iso, utc_now
 from lab.governance.audit import AuditEntry, AuditLog, entry_hash
 from lab.governance.audit.files import read_head
 from lab.governance.errors import AuditKeyError
-from lab.governance.signing import AuditKeys, PublicKey
+from lab.governance.signing import AuditKeys, PublicKey, Witness
 
 Status = Literal["verifying", "intact", "tampered", "unverified", "empty"]
 
@@ -148,6 +148,10 @@ class ChainVerifier:
             if self._state.status in ("verifying", "empty"):
                 self.start()
             return self._state
+        try:  # the witness first: read after the log, an append in between would put it ahead
+            witness = self.keys.witness()
+        except AuditKeyError as exc:
+            return self._damaged(str(exc))
         try:
             data = self.log.path.read_bytes()
         except FileNotFoundError:
@@ -157,7 +161,7 @@ class ChainVerifier:
             return self._damaged("the verified part of the log changed since it was verified")
         tail = data[prefix.length :]
         end = tail.rfind(b"\n") + 1
-        problem = self._check_tail(prefix, tail[:end])
+        problem = self._check_tail(prefix, tail[:end], witness)
         if problem is not None:
             return self._damaged(problem)
         if end:  # _check_tail moved seq and hash on; the bytes follow
@@ -177,7 +181,7 @@ class ChainVerifier:
         )
         return self._state
 
-    def _check_tail(self, prefix: _Prefix, block: bytes) -> str | None:
+    def _check_tail(self, prefix: _Prefix, block: bytes, witness: Witness | None) -> str | None:
         seq, last_hash = prefix.seq, prefix.last_hash
         for raw in block.split(b"\n")[:-1] if block else []:
             try:
@@ -195,13 +199,12 @@ class ChainVerifier:
             ):
                 return f"seq {entry.seq}: the signature does not verify with the log's key"
             seq, last_hash = entry.seq, entry.hash
-        head = read_head(self.log.head_path)
+        try:
+            head = read_head(self.log.head_path)
+        except (OSError, ValueError) as exc:
+            return f"the head file is unreadable ({exc})"
         if head is not None and (head.seq, head.hash) != (seq, last_hash) and head.seq <= seq:
             return f"the head file names seq {head.seq}, the log ends at seq {seq}"
-        try:
-            witness = self.keys.witness()
-        except AuditKeyError as exc:
-            return str(exc)
         if witness is not None and witness.seq > seq:
             return f"the witness records seq {witness.seq}, the log ends at seq {seq}"
         prefix.seq, prefix.last_hash = seq, last_hash
