@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from lab.governance import events
 from lab.governance.audit import AuditLog
 from lab.governance.report import jobs_from_audit
@@ -102,6 +104,7 @@ def test_a_forged_appended_entry_is_caught(lab_home: Path) -> None:
     assert verifier.wait(60).status == "tampered"
 
 
+@pytest.mark.slow
 def test_appends_during_a_full_verification_are_not_read_as_a_truncation(
     lab_home: Path,
 ) -> None:
