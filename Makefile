@@ -52,7 +52,15 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-test: lint typecheck
+# Headless Chromium for the console's browser tests: Debian's package, driven by Playwright
+# (dev extra) through its executable path; no browser is downloaded. Skipped once installed.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+test: lint typecheck $(CHROMIUM)
 	$(BIN)/python -m pytest
 
 clean:

@@ -32,6 +32,7 @@ from lab.errors import InputError, JobError
 from lab.governance.cli import audit_app, authorizations_app, budget_app, features_app
 from lab.governance.policy_cli import policy_app
 from lab.serving.cli import add_serving_commands
+from lab.webconsole.cli import register as register_console
 
 EXIT_INPUT = 2
 EXIT_JOB = 1
@@ -54,6 +55,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(authorizations_app, name="authorizations")
 app.add_typer(policy_app, name="policy")
 add_serving_commands(app)
+register_console(app)
 register_deploy(app)
 
 err = console(stderr=True)

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
-from lab.governance.audit import AuditLog
+from lab.governance.audit import AuditEntry, AuditLog
 from lab.governance.ledger import BudgetLedger, BudgetStatus, compose
 from secure_agg.schemes import DEFAULT_SCHEME
 
@@ -92,18 +92,40 @@ def jobs_from_audit(log: AuditLog) -> list[dict[str, Any]]:
     ``reason`` says why a job did not complete; ``charges`` maps each reservation of the job
     (``<job>/<feature set>``) to its ledger state and ε (see :func:`charge_text`).
     """
-    jobs: dict[str, dict[str, Any]] = {}
+    fold = JobsFold()
     for entry in log.entries():
+        fold.add(entry)
+    return fold.jobs()
+
+
+class JobsFold:
+    """:func:`jobs_from_audit` one entry at a time, for readers that follow a growing log.
+
+    Feed entries in log order with :meth:`add`; :meth:`jobs` returns what
+    :func:`jobs_from_audit` returns for the entries fed so far.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, dict[str, Any]] = {}
+
+    def jobs(self) -> list[dict[str, Any]]:
+        """The jobs seen so far (those with a start), in order of first mention."""
+        return [j for j in self._jobs.values() if "started" in j]
+
+    def add(self, entry: AuditEntry) -> None:
+        """Fold one entry into the jobs it concerns."""
         payload = entry.payload
         raw_id = payload.get("job_id")
         if not raw_id:
-            continue
+            return
         if entry.type in _BUDGET_EVENTS:
             reservation = str(raw_id)
-            job = jobs.setdefault(reservation.split("/")[0], _new_job(reservation.split("/")[0]))
+            job = self._jobs.setdefault(
+                reservation.split("/")[0], _new_job(reservation.split("/")[0])
+            )
             _record_charge(job, entry.type, reservation, payload)
-            continue
-        job = jobs.setdefault(str(raw_id), _new_job(str(raw_id)))
+            return
+        job = self._jobs.setdefault(str(raw_id), _new_job(str(raw_id)))
         if entry.type == "job_started":
             job.update(
                 started=entry.ts,
@@ -153,7 +175,6 @@ def jobs_from_audit(log: AuditLog) -> list[dict[str, Any]]:
         elif entry.type == "model_registered":
             job["model"] = job.get("model") or payload.get("model_name")
             job["registered"] = f"{payload.get('model_name')} v{payload.get('version')}"
-    return [j for j in jobs.values() if "started" in j]
 
 
 #: Ledger transitions in the audit log, keyed by the reservation ``<job>/<feature set>``.

@@ -52,6 +52,7 @@ EventType = Literal[
     "validation_released",
     "group_attribution_released",
     "screening_window",
+    "console_page_view",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)

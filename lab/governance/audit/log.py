@@ -361,16 +361,32 @@ class AuditLog:
                 if type is None or entry.type == type:
                     yield entry
 
-    def _snapshot(self) -> tuple[bytes, str | None]:
-        """Read log and head together, under the lock when we may take it (auditors may not)."""
+    def _snapshot(
+        self, public_key: PublicKey | None
+    ) -> tuple[bytes, str | None, tuple[PublicKey | None, Witness | None] | AuditKeyError]:
+        """Read log, head and key folder together, under the lock when we may take it.
+
+        The witness is read with the log: read after it, an append in between (a job, a page
+        view in ``lab console``) would leave the witness ahead of the snapshot, which reads as
+        a truncation. Auditors may not be able to take the lock; then they read without it.
+        """
+
+        def read() -> tuple[bytes, str | None, Any]:
+            data, head = read_both(self.path, self.head_path)
+            try:
+                keys: Any = trusted_key(self.keys, public_key)
+            except AuditKeyError as exc:
+                keys = exc
+            return data, head, keys
+
         try:
             lock: contextlib.AbstractContextManager[None] = (
                 file_lock(self.lock_path) if self.path.parent.exists() else contextlib.nullcontext()
             )
             with lock:
-                return read_both(self.path, self.head_path)
+                return read()
         except PermissionError:
-            return read_both(self.path, self.head_path)
+            return read()
 
     def verify(
         self,
@@ -400,7 +416,7 @@ class AuditLog:
         -------
         VerifyReport
         """
-        data, head_text = self._snapshot()
+        data, head_text, key_state = self._snapshot(public_key)
         lines = data.split(b"\n")
         torn = lines[-1] != b""
         if not torn:
@@ -422,12 +438,11 @@ class AuditLog:
         if problem is not None:
             return report(problem)
         entries = entries_of(lines)
-        try:
-            public, witness = trusted_key(self.keys, public_key)
-        except AuditKeyError as exc:
+        if isinstance(key_state, AuditKeyError):
             return report(
-                Problem(Tamper.UNVERIFIED, None, None, str(exc), where=str(self.keys.folder))
+                Problem(Tamper.UNVERIFIED, None, None, str(key_state), where=str(self.keys.folder))
             )
+        public, witness = key_state
         signed = [e for e in entries if e.signed]
         if public is not None:
             span = f"seq {signed[0].seq}..{signed[-1].seq}" if signed else "no signed entries"
