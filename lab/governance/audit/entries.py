@@ -47,6 +47,7 @@ EventType = Literal[
     "peer_head",
     "scoring_calls_aggregated",
     "model_part_bound",
+    "node_initialized",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
