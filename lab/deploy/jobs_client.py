@@ -24,7 +24,7 @@ from federated.server_app import INTERRUPTED
 from federated.simulation import JobFailedError
 from federated.spec import JobSpec
 from lab.deploy.errors import DeploymentError
-from lab.deploy.jobs_endpoint import OUTCOME_FILES
+from lab.deploy.jobs_endpoint import OUTCOME_FILES, UNAVAILABLE
 from lab.deploy.node_home import NodeHome
 from lab.deploy.request_auth import sign_request
 
@@ -36,6 +36,10 @@ STATUS_INTERVAL = 0.5
 UNREACHABLE_SECONDS = 120.0
 #: Seconds a request may take.
 REQUEST_TIMEOUT = 30.0
+
+
+class CoordinatorUnavailableError(OSError):
+    """The coordinator's job endpoint answered that its SuperLink is not reachable."""
 
 
 class JobsClient:
@@ -81,6 +85,8 @@ class JobsClient:
                 reason = json.loads(exc.read()).get("error", exc.reason)
             except ValueError:
                 reason = exc.reason
+            if exc.code == UNAVAILABLE:
+                raise CoordinatorUnavailableError(reason) from None
             raise DeploymentError(
                 f"the coordinator at {self.home.identity.jobs_address} refused '{action}': {reason}"
             ) from None
@@ -104,7 +110,16 @@ def run_on_coordinator(
         coordinator stayed unreachable for :data:`UNREACHABLE_SECONDS`, or Ctrl-C.
     """
     client = JobsClient(home)
-    started = client.request("submit", {"job": spec.to_json(), "capture": capture, "poll": poll})
+    try:
+        started = client.request(
+            "submit", {"job": spec.to_json(), "capture": capture, "poll": poll}
+        )
+    except OSError as exc:
+        raise DeploymentError(
+            f"the coordinator's job endpoint https://{home.identity.jobs_address} is not "
+            f"reachable ({exc}); check that 'lab node start' runs there and the address in "
+            f"{home.path / 'node.json'}"
+        ) from None
     token = str(started["run"])
     logger.info("run %s (%s) submitted to %s", started["run_id"], token, client.url)
     began = time.monotonic()
@@ -114,6 +129,8 @@ def run_on_coordinator(
             try:
                 status = client.request("status", {"run": token})
                 last_contact = time.monotonic()
+            except DeploymentError as exc:  # e.g. the coordinator lost the run
+                raise JobFailedError("CoordinatorError", str(exc)) from None
             except OSError as exc:
                 if time.monotonic() - last_contact > UNREACHABLE_SECONDS:
                     raise JobFailedError(
@@ -130,7 +147,8 @@ def run_on_coordinator(
                     "RuntimeError",
                     f"the coordinator's run {status['run_id']} ended "
                     f"{status['status']}:{status['sub_status']} without a result "
-                    f"({status['details'] or 'no details'})",
+                    f"({status['details'] or 'no details'}): the coordinator restarted or its "
+                    "ServerApp stopped mid-job; nothing was registered, run the job again",
                 )
             if deadline is not None and time.monotonic() - began > deadline:
                 client.request("stop", {"run": token})

@@ -34,6 +34,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from federated.result import RESULT_FILE
 from federated.server_app import ERROR_FILE
 from federated.simulation import app_dir
@@ -50,6 +52,8 @@ MAX_BODY = 4 * 1024 * 1024
 #: Largest outcome file returned (a horizontal model of a few MB at most).
 MAX_FILE = 64 * 1024 * 1024
 SUBMISSION_FILE = "submission.json"
+#: HTTP status of a request the SuperLink could not serve right now (a client retries).
+UNAVAILABLE = 503
 OUTCOME_FILES = (RESULT_FILE, ERROR_FILE)
 
 
@@ -84,6 +88,8 @@ class JobEndpoint:
             return 403, {"error": str(exc)}
         except (DeploymentError, SpecError) as exc:
             return 400, {"error": str(exc)}
+        except (OSError, httpx.HTTPError) as exc:  # the SuperLink is down or restarting
+            return UNAVAILABLE, {"error": f"the SuperLink is not reachable ({type(exc).__name__})"}
         return 400, {"error": f"unknown action '{action}'; use submit, status or stop"}
 
     def submit(self, party: str, args: dict[str, Any]) -> dict[str, Any]:
