@@ -166,8 +166,9 @@ def run_on_coordinator(
 def _write_outcome(files: Mapping[str, str], result_dir: Path) -> bool:
     if not any(name in files for name in OUTCOME_FILES):
         return False
-    for name, data in files.items():
+    for name in files:
         if Path(name).name != name or name.startswith("."):
             raise DeploymentError(f"the coordinator sent a file with a bad name: {name!r}")
+    for name, data in files.items():
         (result_dir / name).write_bytes(base64.b64decode(data))
     return True

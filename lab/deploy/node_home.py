@@ -291,7 +291,7 @@ def _init_governance(path: Path, role: str, name: str) -> None:
     if role == "platform":
         with AuthorizationRegistry(path / "governance.db"), BudgetLedger(path / "governance.db"):
             pass
-    else:
+    elif not os.environ.get("MLFLOW_TRACKING_URI"):  # else the bank tracks elsewhere
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri=f"sqlite:///{path / 'mlflow.db'}").search_experiments()
