@@ -228,6 +228,9 @@ def _job(tmp_path: Path, platform: str = "platform") -> str:
 def test_the_job_endpoint_takes_jobs_from_their_own_bank_only(
     homes: dict[str, NodeHome], tmp_path: Path
 ) -> None:
+    # The platform's own governance stores are in its own home, none on the coordinator.
+    assert (homes["platform"].path / "governance.db").is_file()
+    assert not (homes["coord"].path / "governance.db").exists()
     endpoint = JobEndpoint(homes["coord"])
     job = _job(tmp_path)
 

@@ -26,9 +26,8 @@ import json
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from lab.deploy.errors import DeploymentError
 from lab.deploy.node_keys import NodeKey, generate_node_key
@@ -59,7 +58,6 @@ class NodeIdentity:
     coordinator: str = DEFAULT_LISTEN
     superlink_port: int = SUPERLINK_PORT
     jobs_port: int = JOBS_PORT
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def superlink_address(self) -> str:
@@ -286,11 +284,16 @@ def _init_governance(path: Path, role: str, name: str) -> None:
     from lab.governance.policy import read_policy
 
     read_policy(path)  # secure defaults; 'lab policy set' writes the file
-    AuditLog(path / "audit" / "log.jsonl").record("node_initialized", {"party": name, "role": role})
+    audit = AuditLog(path / "audit" / "log.jsonl")
+    audit.record("node_initialized", {"party": name, "role": role})
     (path / "catalog").mkdir(exist_ok=True)
-    if role == "platform":
-        with AuthorizationRegistry(path / "governance.db"), BudgetLedger(path / "governance.db"):
-            pass
+    if role == "platform":  # its authorizations and budget ledger (one database)
+        for store in (
+            AuthorizationRegistry(path / "governance.db", audit=audit),
+            BudgetLedger(path / "governance.db", audit=audit),
+        ):
+            with store:
+                _ = store.conn
     elif not os.environ.get("MLFLOW_TRACKING_URI"):  # else the bank tracks elsewhere
         from mlflow.tracking import MlflowClient
 
