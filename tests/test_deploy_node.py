@@ -269,3 +269,23 @@ def test_outcome_files_from_the_coordinator_land_in_the_job_folder_by_name(
     assert (tmp_path / RESULT_FILE).read_bytes() == b"{}"
     with pytest.raises(DeploymentError, match="bad name"):
         _write_outcome({RESULT_FILE: data, "../x": data}, tmp_path)
+
+
+def test_a_rotated_ca_keeps_the_coordinators_names_and_replaces_the_exchanged_file(
+    tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lab.deploy.node_home import rotate_ca
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+
+    coord = init_node(tmp_path / "c", "coordinator", "c", hosts=("coord.example",))
+    old = (coord.exchange / "ca.crt").read_bytes()
+    files = rotate_ca(coord)
+    assert (coord.exchange / "ca.crt").read_bytes() == files.ca_cert.read_bytes() != old
+    cert = x509.load_pem_x509_certificate(files.server_cert.read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(files.ca_cert.read_bytes()))
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "coord.example" in san.get_values_for_type(x509.DNSName)
+    bank = init_node(tmp_path / "b", "bank", "b")
+    with pytest.raises(DeploymentError, match="only the coordinator has a CA"):
+        rotate_ca(bank)
