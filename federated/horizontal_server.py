@@ -136,7 +136,7 @@ def run_horizontal(
     with stage("federated", "federated training"):
         strategy = _strategy(spec, transport, n_train)
         job_grid = JobGrid(
-            grid, party_lookup(transport.node_of), transport.stats, tap=transport.tap
+            grid, party_lookup(_job_nodes(spec, transport)), transport.stats, tap=transport.tap
         )
         initial = _initial_arrays(settings)
         config = ConfigRecord({SETTINGS_KEY: settings.to_json()})
@@ -189,6 +189,16 @@ def run_horizontal(
         stage_seconds=clock.seconds,
         traffic=transport.stats.to_dict(),
     )
+
+
+def _job_nodes(spec: JobSpec, transport: FlowerTransport) -> dict[str, int]:
+    """The nodes of the job's own parties.
+
+    A SuperLink may serve other parties' nodes too (they answered ``job/hello`` without
+    joining); a strategy must never sample them.
+    """
+    names = {p.name for p in spec.parties}
+    return {party: node for party, node in transport.node_of.items() if party in names}
 
 
 def _strategy(spec: JobSpec, transport: FlowerTransport, n_train: dict[str, int]) -> JobStrategy:

@@ -344,4 +344,10 @@ def read_result(result_dir: Path) -> JobResult:
     result = result_dir / RESULT_FILE
     if not result.exists():
         raise JobFailedError("RuntimeError", "the coordinator ended without writing a result")
-    return JobResult.from_json(result.read_text(encoding="utf-8"))
+    loaded = JobResult.from_json(result.read_text(encoding="utf-8"))
+    model_file = loaded.joint.details.get("model_file")
+    if model_file:
+        # The model file travels with the result (from another host, on a deployment): it is
+        # read from this folder by name, never from the coordinator's path.
+        loaded.joint.details["model_file"] = str(result_dir / Path(str(model_file)).name)
+    return loaded

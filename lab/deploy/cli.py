@@ -1,4 +1,4 @@
-"""``lab up`` / ``lab down`` and the ``--deployment`` option of ``lab train``."""
+"""``lab up`` / ``lab down``, ``lab node`` and the ``--deployment`` option of ``lab train``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ DeploymentOpt = Annotated[
     Path | None,
     typer.Option(
         "--deployment",
-        help="Run on the deployment started by 'lab up --dir DIR' (default: embedded runtime).",
+        help="Run on the deployment started by 'lab up --dir DIR', or submit from this bank's "
+        "node home ('lab node init --role bank') to its coordinator (default: embedded runtime).",
         file_okay=False,
     ),
 ]
@@ -78,6 +79,9 @@ def down(
 
 
 def register(app: typer.Typer) -> None:
-    """Add ``up`` and ``down`` to the ``lab`` CLI."""
+    """Add ``up``, ``down`` and ``node`` to the ``lab`` CLI."""
+    from lab.deploy.node_cli import node_app
+
     app.command("up")(up)
     app.command("down")(down)
+    app.add_typer(node_app, name="node")

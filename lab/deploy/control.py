@@ -35,6 +35,16 @@ class RunStatus:
         return self.status == FINISHED
 
 
+@dataclass(frozen=True)
+class NodeEntry:
+    """One SuperNode registration on the SuperLink."""
+
+    node_id: int
+    name: str
+    public_key: bytes
+    status: str
+
+
 class ControlClient:
     """A small client of the Control API of one SuperLink.
 
@@ -82,6 +92,22 @@ class ControlClient:
         if not response.node_id:
             raise DeploymentError(f"the SuperLink at {self.address} refused to register '{name}'")
         return int(response.node_id)
+
+    def nodes(self) -> list[NodeEntry]:
+        """Every SuperNode the SuperLink knows (``flwr supernode ls``), whatever its status."""
+        from flwr.proto.control_pb2 import ListNodesRequest
+
+        response = self._client.ListNodes(ListNodesRequest())
+        return [
+            NodeEntry(int(n.node_id), n.name, bytes(n.public_key), n.status)
+            for n in response.nodes_info
+        ]
+
+    def unregister_node(self, node_id: int) -> None:
+        """Remove a SuperNode's registration (``flwr supernode unregister``)."""
+        from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+        self._client.UnregisterNode(UnregisterNodeRequest(node_id=node_id))
 
     def online_nodes(self) -> set[int]:
         """Ids of the SuperNodes currently connected (``flwr supernode ls``)."""

@@ -23,48 +23,34 @@ runtime dependency installation off.
 
 from __future__ import annotations
 
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from lab.config import NODE_POLICY, Experiment
+from lab.config import Experiment
 from lab.config.schema import RECENT_KEY
 from lab.deploy import processes
 from lab.deploy.control import ControlClient
 from lab.deploy.errors import DeploymentError, StartupError
 from lab.deploy.node_keys import NodeKey, generate_node_key
+from lab.deploy.node_runtime import (
+    log_tail,
+    node_config,
+    superlink_command,
+    supernode_command,
+    worker_command,
+)
 from lab.deploy.state import PROFILES, STATE_FILE, DeploymentState, NodeInfo, ProcessInfo
 from lab.deploy.tls import TlsFiles, generate_tls
+
+__all__ = ["STARTUP_TIMEOUT", "down", "running_pids", "supernode_command", "up"]
 
 logger = logging.getLogger(__name__)
 
 #: Seconds ``lab up`` waits for the SuperLink to listen and for every node to connect.
 STARTUP_TIMEOUT = 120.0
-#: Tuned profile: (fastest, slowest) seconds between a SuperNode's polls of the SuperLink and
-#: between a worker's polls of its SuperNode (backing off while idle, see lab.deploy.polling).
-SUPERNODE_POLL = (0.02, 0.25)
-WORKER_POLL = (0.01, 0.25)
-
-
-def _bin(name: str) -> str:
-    """A console script of this environment (``flower-superlink`` ...)."""
-    return str(Path(sys.executable).parent / name)
-
-
-def _log_tail(path: Path, lines: int = 8) -> str:
-    if not path.is_file():
-        return "(no log)"
-    text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    return " | ".join(line.strip() for line in text[-lines:]) or "(empty log)"
-
-
-def _toml(values: dict[str, str]) -> str:
-    # JSON strings are valid TOML basic strings.
-    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items())
 
 
 def running_pids(folder: Path) -> list[int]:
@@ -102,11 +88,11 @@ class _Starter:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not processes.alive(pid):
-                raise StartupError(f"{what} exited while starting: {_log_tail(log)}")
+                raise StartupError(f"{what} exited while starting: {log_tail(log)}")
             if ready():
                 return
             time.sleep(0.25)
-        raise StartupError(f"{what} did not become ready within {timeout:.0f} s: {_log_tail(log)}")
+        raise StartupError(f"{what} did not become ready within {timeout:.0f} s: {log_tail(log)}")
 
 
 def up(
@@ -169,22 +155,10 @@ def _start(starter: _Starter, governance_home: Path | None, timeout: float) -> D
     port = processes.free_port()
     link_dir = folder / "superlink"
     link_log = link_dir / "superlink.log"
+    database = link_dir / "state.db"
+    database.unlink(missing_ok=True)  # a new deployment: new keys, no earlier runs
     link_pid = starter.spawn(
-        [
-            _bin("flower-superlink"),
-            "--ssl-ca-certfile",
-            str(tls.ca_cert),
-            "--ssl-certfile",
-            str(tls.server_cert),
-            "--ssl-keyfile",
-            str(tls.server_key),
-            "--enable-supernode-auth",
-            "--disable-runtime-dependency-installation",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        superlink_command(tls, "127.0.0.1", port, database),
         link_log,
         link_dir / "flwr-home",
     )
@@ -216,7 +190,7 @@ def _start(starter: _Starter, governance_home: Path | None, timeout: float) -> D
                     if proc is not None and not processes.alive(proc.pid):
                         raise StartupError(
                             f"the node of party '{node.party}' exited while connecting: "
-                            f"{_log_tail(Path(proc.log))}"
+                            f"{log_tail(Path(proc.log))}"
                         )
             if time.monotonic() > deadline:
                 missing = [n.party for n in nodes if n.node_id not in control.online_nodes()]
@@ -246,51 +220,9 @@ def _register(
             if not processes.alive(pid) or time.monotonic() > deadline:
                 raise StartupError(
                     f"could not register the party nodes' keys on the SuperLink ({exc}): "
-                    f"{_log_tail(log)}"
+                    f"{log_tail(log)}"
                 ) from exc
             time.sleep(0.5)
-
-
-def supernode_command(
-    superlink: str, tls: TlsFiles, key: Path, node_config: Path, runtime_port: int, profile: str
-) -> list[str]:
-    """The command line of one party's SuperNode."""
-    flower_args = [
-        "--superlink",
-        superlink,
-        "--root-certificates",
-        str(tls.ca_cert),
-        "--auth-supernode-private-key",
-        str(key),
-        "--node-config",
-        str(node_config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(runtime_port),
-        "--ssl-certfile",
-        str(tls.server_cert),
-        "--ssl-keyfile",
-        str(tls.server_key),
-        "--ssl-ca-certfile",
-        str(tls.ca_cert),
-        "--isolation",
-        "process" if profile == "tuned" else "subprocess",
-    ]
-    if profile == "tuned":
-        fastest, slowest = SUPERNODE_POLL
-        return [
-            sys.executable,
-            "-m",
-            "lab.deploy.supernode",
-            "--poll-fastest",
-            str(fastest),
-            "--poll-slowest",
-            str(slowest),
-            "--",
-            *flower_args,
-        ]
-    return [_bin("flower-supernode"), *flower_args]
 
 
 def _start_node(
@@ -308,18 +240,14 @@ def _start_node(
     home = (governance_home or node_dir / "governance").resolve()
     store = node_dir / "store"
     config = node_dir / "node-config.toml"
-    settings = {
-        "party": party,
-        "role": role,
-        "data": str(data),
-        "store": str(store),
-        "policy": NODE_POLICY,
-        "governance-home": str(home),
-    }
     recent = starter.experiment.data_paths.get(RECENT_KEY + party)
-    if recent is not None:  # the party's recent window for screening, kept at its node
-        settings["recent"] = str(recent.resolve())
-    config.write_text(_toml(settings), encoding="utf-8")
+    config.write_text(
+        # the party's recent window for screening, if any, is kept at its node
+        node_config(
+            party, role, data, store, home, recent=None if recent is None else recent.resolve()
+        ),
+        encoding="utf-8",
+    )
     runtime_port = processes.free_port()
     log = node_dir / "supernode.log"
     if starter.state is None:
@@ -332,21 +260,7 @@ def _start_node(
     if starter.profile == "tuned":
         worker_log = node_dir / "worker.log"
         worker_pid = starter.spawn(
-            [
-                sys.executable,
-                "-m",
-                "lab.deploy.worker",
-                "--runtime-api-address",
-                f"127.0.0.1:{runtime_port}",
-                "--root-certificates",
-                str(tls.ca_cert),
-                "--parent-pid",
-                str(pid),
-                "--poll-fastest",
-                str(WORKER_POLL[0]),
-                "--poll-slowest",
-                str(WORKER_POLL[1]),
-            ],
+            worker_command(runtime_port, tls.ca_cert, pid),
             worker_log,
             node_dir / "flwr-home",
         )

@@ -1,4 +1,8 @@
-"""Run one job through a deployment started by ``lab up``.
+"""Run one job through a deployment: ``lab up``'s folder, or a bank's own node home.
+
+With a node home (``lab node init --role bank``) the job goes to the bank's coordinator through
+its job endpoint (:mod:`lab.deploy.jobs_client`), and the outcome comes back into the lab's job
+folder; everything below about results holds the same.
 
 The lab submits the same Flower app as the embedded runtime (``federated/flwr_app``) to the
 SuperLink's Control API with the job in the run config, waits for the run to finish, and
@@ -21,6 +25,8 @@ from lab.config import Experiment
 from lab.deploy import processes
 from lab.deploy.control import ControlClient, RunStatus
 from lab.deploy.errors import DeploymentError
+from lab.deploy.node_home import NODE_FILE, NodeHome
+from lab.deploy.node_runtime import running
 from lab.deploy.state import DeploymentState
 
 logger = logging.getLogger(__name__)
@@ -102,7 +108,11 @@ def run_deployed(
     JobFailedError
         A party or the coordinator reported a failure, or the run ended without a result.
     """
-    state = DeploymentState.read(folder.expanduser().resolve())
+    folder = folder.expanduser().resolve()
+    if (folder / NODE_FILE).is_file():
+        home = NodeHome.read(folder)
+        return _run_from_node(spec, experiment, home, result_dir, capture, deadline)
+    state = DeploymentState.read(folder)
     check_deployment(state, experiment)
     config: dict[str, str | int | float] = {
         "job": spec.to_json(),
@@ -113,6 +123,34 @@ def run_deployed(
         "resume": "true" if resume else "false",
     }
     run_app(state, app_dir(), config, result_dir, deadline=deadline)
+    return read_result(result_dir)
+
+
+def _run_from_node(
+    spec: JobSpec,
+    experiment: Experiment,
+    home: NodeHome,
+    result_dir: Path,
+    capture: bool,
+    deadline: float | None,
+) -> JobResult:
+    """Submit from a bank's own node home to its coordinator (parties on their own hosts)."""
+    from lab.deploy.jobs_client import run_on_coordinator
+
+    ident = home.identity
+    party = next((p for p in experiment.config.parties if p.name == ident.name), None)
+    if party is None or party.role != ident.role:
+        raise DeploymentError(
+            f"{home.path} is the node of {ident.role} '{ident.name}', which experiment "
+            f"'{experiment.name}' does not name as a {ident.role}; submit from the home of "
+            "one of its banks"
+        )
+    if not running(home):
+        raise DeploymentError(
+            f"the node in {home.path} is not running; start it with "
+            f"'lab node start --home {home.path} --data FILE'"
+        )
+    run_on_coordinator(spec, home, result_dir, capture=capture, poll=TUNED_POLL, deadline=deadline)
     return read_result(result_dir)
 
 

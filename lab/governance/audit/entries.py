@@ -53,6 +53,7 @@ EventType = Literal[
     "group_attribution_released",
     "screening_window",
     "console_page_view",
+    "node_initialized",
 ]
 #: Every event type the lab writes.
 EVENT_TYPES: tuple[str, ...] = get_args(EventType)
