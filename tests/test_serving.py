@@ -784,8 +784,9 @@ def test_bank_serves_champion_through_mlflow_calling_the_platform_endpoint(
         pgids = [p.pid for p in live["procs"]]
     assert not any(group_alive(g) for g in pgids)
     calls = [e.payload for e in AuditLog().entries("scoring_call")]
-    # the plain call and the reasons call were answered, the unauthorized one refused
+    # Probabilities, then reason codes (the same bits asked again), then the refusal.
     assert [c["outcome"] for c in calls] == ["answered", "answered", "not_authorized"]
+    assert calls[1]["n_splits"] == len(ids)
     # The 401 was counted and written when `lab platform serve` stopped (SIGTERM).
     flood = [e.payload for e in AuditLog().entries("scoring_calls_aggregated")]
     assert [(f["outcome"], f["n_calls"]) for f in flood] == [("unauthenticated", 1)]
