@@ -139,13 +139,7 @@ def saabas(part: BankPart, bank_frame: pd.DataFrame, decisions: Decisions) -> At
                 if node.weight is not None:
                     active[rows] = False
                     continue
-                if node.rule is not None:
-                    column = bank_frame[node.rule.feature].iloc[rows]
-                    left = node.rule.goes_left(part.bins[node.rule.feature], column)
-                else:
-                    party = str(node.owner)
-                    _ids, bits = decisions[party]
-                    left = bits[rows, columns[party][str(node.split_id)]]
+                left = part.goes_left(node, rows, bank_frame, decisions, columns)
                 child = np.where(left, 2 * node_id + 1, 2 * node_id + 2)
                 step = (
                     np.where(left, value[2 * node_id + 1], value[2 * node_id + 2]) - value[node_id]

@@ -251,6 +251,26 @@ class BankPart:
                     out.setdefault(node.owner, set()).add(node.split_id)
         return {party: sorted(ids) for party, ids in out.items()}
 
+    def goes_left(
+        self,
+        node: BankNode,
+        rows: npt.NDArray[np.intp],
+        bank_frame: pd.DataFrame,
+        platform_decisions: Mapping[str, tuple[list[str], npt.NDArray[np.bool_]]],
+        columns: Mapping[str, Mapping[str, int]],
+    ) -> npt.NDArray[np.bool_]:
+        """Which of ``rows`` go left at the internal ``node``.
+
+        The bank's own rule decides at a bank split; at a platform split, the owning platform's
+        decision bits (``columns[party][split_id]`` is the split's column in its ``bits``).
+        """
+        if node.rule is not None:
+            column = bank_frame[node.rule.feature].iloc[rows]
+            return np.asarray(node.rule.goes_left(self.bins[node.rule.feature], column), dtype=bool)
+        party = str(node.owner)
+        _ids, bits = platform_decisions[party]
+        return np.asarray(bits[rows, columns[party][str(node.split_id)]], dtype=bool)
+
     def raw_scores(
         self,
         bank_frame: pd.DataFrame,
@@ -281,13 +301,7 @@ class BankPart:
                         raw[rows] += node.weight
                         active[rows] = False
                         continue
-                    if node.rule is not None:
-                        column = bank_frame[node.rule.feature].iloc[rows]
-                        left = node.rule.goes_left(self.bins[node.rule.feature], column)
-                    else:
-                        party = str(node.owner)
-                        _ids, bits = platform_decisions[party]
-                        left = bits[rows, columns[party][str(node.split_id)]]
+                    left = self.goes_left(node, rows, bank_frame, platform_decisions, columns)
                     position[rows] = np.where(left, 2 * node_id + 1, 2 * node_id + 2)
             if staged:
                 stages[:, t] = raw
