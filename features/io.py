@@ -475,16 +475,23 @@ def _parse_weight(
     values = pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isfinite(values) | (np.nan_to_num(values, nan=-1.0) < 0.0)
     if bad.any():
-        where = np.flatnonzero(bad)
-        shown = list(dict.fromkeys(series.iloc[where].astype(str).tolist()))
         head = f"{path}: weight column '{column}' must hold finite numbers >= 0, found"
-        raise DataError(
-            f"{head} {preview(shown)} at {rows_text(where, path)}; {fix}",
-            redacted=f"{head} {len(shown)} other value(s) at {rows_text(where, path)}; {fix}",
-        )
+        raise _bad_values(series, bad, head, path, f"; {fix}")
     if not (values > 0).any():
         raise DataError(f"{path}: weight column '{column}' holds only zeros; {fix}")
     return values.astype(np.float64)
+
+
+def _bad_values(
+    series: pd.Series, bad: npt.NDArray[np.bool_], head: str, path: Path, tail: str = ""
+) -> DataError:
+    """The error naming a column's ``bad`` values and rows (only a count when redacted)."""
+    where = np.flatnonzero(bad)
+    shown = list(dict.fromkeys(series.iloc[where].astype(str).tolist()))
+    return DataError(
+        f"{head} {preview(shown)} at {rows_text(where, path)}{tail}",
+        redacted=f"{head} {len(shown)} other value(s) at {rows_text(where, path)}{tail}",
+    )
 
 
 def _normalise_ids(
@@ -540,13 +547,8 @@ def _parse_label(
     values = numeric.to_numpy(dtype=float, na_value=np.nan)
     bad = ~np.isin(values, (0.0, 1.0))
     if bad.any():
-        where = np.flatnonzero(bad)
-        shown = list(dict.fromkeys(series.iloc[where].astype(str).tolist()))
         head = f"{path}: label column '{column}' must hold 0 (good) or 1 (bad), found"
-        raise DataError(
-            f"{head} {preview(shown)} at {rows_text(where, path)}",
-            redacted=f"{head} {len(shown)} other value(s) at {rows_text(where, path)}",
-        )
+        raise _bad_values(series, bad, head, path)
     label = values.astype(np.int8)
     classes = np.unique(label)
     if classes.size < 2:

@@ -49,7 +49,10 @@ def _spec(job_id: str = "a1b2c3d4e5f60718", model: dict[str, Any] | None = None)
 
 
 def _transport(
-    data: Path, stores: Path, tap: Callable[[str, Envelope], None] | None = None
+    data: Path,
+    stores: Path,
+    tap: Callable[[str, Envelope], None] | None = None,
+    limits: NodeLimits = TEST_LIMITS,
 ) -> InProcessTransport:
     paths = {"bank": data / "bank.csv", "platform": data / "platform.csv"}
     runtimes = {
@@ -58,7 +61,7 @@ def _transport(
             DictStore(),
             party_protocols(),  # type: ignore[arg-type]
             disclose_errors=True,
-            limits=TEST_LIMITS,
+            limits=limits,
         )
         for name in ("bank", "platform")
     }
@@ -340,18 +343,7 @@ LR_LIMITS = NodeLimits(
 def _lr_transport(
     data: Path, stores: Path, tap: Callable[[str, Envelope], None] | None = None
 ) -> InProcessTransport:
-    paths = {"bank": data / "bank.csv", "platform": data / "platform.csv"}
-    runtimes = {
-        name: PartyRuntime(
-            PartyBinding(name, name, paths[name], store=stores / name),  # type: ignore[arg-type]
-            DictStore(),
-            party_protocols(),  # type: ignore[arg-type]
-            disclose_errors=True,
-            limits=LR_LIMITS,
-        )
-        for name in ("bank", "platform")
-    }
-    return InProcessTransport(runtimes, tap=tap)
+    return _transport(data, stores, tap, limits=LR_LIMITS)
 
 
 def _lr_parts(result: Any, stores: Path) -> tuple[Any, Any]:
