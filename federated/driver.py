@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from typing import Any
 
 from federated import interrupt, progress
+from federated.monitoring_protocol import run_monitoring
 from federated.privacy_plan import job_model
 from federated.result import JobResult, JointOutcome, PartyReport
 from federated.screening_protocol import run_screening
@@ -73,6 +75,8 @@ def run_job(spec: JobSpec, transport: Transport, *, resume: bool = False) -> Job
     stages = ["connect"]
     if spec.kind == "vertical":
         stages.append("align")
+    if spec.task == "monitor":
+        stages.append("monitor")
     if spec.task == "train":
         stages += ["split", "screen", "baseline", "joint"]
         if not spec.screening.enabled or spec.kind != "vertical":
@@ -121,7 +125,11 @@ def _run_stages(
     sizes: dict[str, tuple[int, int]] = {}
     bank_only: dict[str, EvaluationReport] = {}
     screening: dict[str, object] = {}
-    joint = JointOutcome(status="unavailable", reason="alignment-only task: no model trained")
+    joint = JointOutcome(status="unavailable", reason=f"{spec.task} task: no model trained")
+    monitored: dict[str, Any] = {}
+    if "monitor" in stages:
+        with stage("monitor", "monitoring: scoring the book in both windows"):
+            monitored = run_monitoring(spec, transport)
     if spec.task == "train":
         with stage("split", "splitting for evaluation"):
             sizes = split_for_evaluation(spec, transport)
@@ -147,6 +155,7 @@ def _run_stages(
         traffic=transport.stats.to_dict(),
         alignment=alignment,
         screening=screening,
+        monitoring=monitored,
     )
 
 

@@ -548,6 +548,58 @@ class PartyRuntime:
         counts = {"n_rows": recent.n_rows, "n_admitted": recent.n_rows}
         return self._columns_of(reference, recent), {**counts, "source": "node file"}
 
+    def reference_table(self) -> tuple[PartyTable, dict[str, Any]]:
+        """This party's reference window for monitoring (the model's training window), and counts.
+
+        A platform serving a published feature set serves the version the monitored model was
+        trained on (``monitoring.reference``), through its own node policy (published columns,
+        unchanged file, enterprises authorised for the job's bank and purpose); any other party
+        reads the reference file its own node keeps (``reference`` in its binding), with this
+        job's columns.
+
+        Raises
+        ------
+        SpecError
+            If the job is no monitoring job or this party's node keeps no reference window.
+        """
+        job = self.job()
+        if job.monitoring is None:
+            raise SpecError(f"job '{job.name}' is not a monitoring job")
+        current = self.table()
+        grant = self.grant()
+        policy = self.node_policy()
+        if policy is not None and grant.governed and self.role == "platform":
+            ref = job.monitoring.reference.get(self.name)
+            if ref is None:
+                raise SpecError(
+                    f"job '{job.name}' names no reference version for party '{self.name}'"
+                )
+            admission = policy.reference_window(self.binding, job, grant, ref)
+            counts = {"n_rows": admission.n_rows, "n_admitted": admission.n_admitted}
+            return self._columns_of(current, admission.table), {**counts, **admission.detail}
+        if self.binding.reference is None:
+            raise SpecError(
+                f"the node of party '{self.name}' keeps no reference window; set 'reference' "
+                "in its node config (the training file of the monitored model)"
+            )
+        party = job.party(self.name)
+        try:
+            table = read_party_table(
+                self.binding.reference,
+                id_column=party.id_column,
+                label_column=None,
+                features=tuple(current.feature_names),
+                categorical=party.categorical,
+                id_scheme=job.alignment.id_scheme,
+                text_format=party.text_format,
+            )
+        except DataError as exc:
+            raise DataError(
+                f"party '{self.name}' reference window: {exc}", redacted=exc.redacted
+            ) from exc
+        counts = {"n_rows": table.n_rows, "n_admitted": table.n_rows}
+        return self._columns_of(current, table), {**counts, "source": "node file"}
+
     def _columns_of(self, reference: PartyTable, recent: PartyTable) -> PartyTable:
         """``recent`` with the reference's columns, in its order and of its kinds."""
         missing = [c for c in reference.feature_names if c not in recent.feature_names]

@@ -188,6 +188,14 @@ class NodePolicy(Protocol):
         training window); raise with the reason when it does not serve ``ref``.
         """
 
+    def reference_window(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, ref: str
+    ) -> Admission:
+        """The node's reference window for monitoring: the earlier published version ``ref``.
+
+        Same checks as :meth:`recent_window`, for a version not later than the job's.
+        """
+
     def record(
         self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
     ) -> None:

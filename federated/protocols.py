@@ -1,7 +1,7 @@
 """The party-side protocols a node speaks, by protocol name.
 
-The job, alignment, screening and horizontal protocols every node speaks, plus the party protocol of
-every registered vertical model type (:func:`models.model_type.model_types`).
+The job, alignment, screening, monitoring and horizontal protocols every node speaks, plus the
+party protocol of every registered vertical model type (:func:`models.model_type.model_types`).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from federated.horizontal_protocol import HorizontalParty
 from federated.job_protocol import JobParty
+from federated.monitoring_protocol import MonitoringParty
 from federated.screening_protocol import ScreeningParty
 from federated.secagg_party import SecAggParty
 from models.alignment import PSIParty
@@ -23,6 +24,7 @@ def party_protocols() -> Mapping[str, PartyProtocol]:
         JobParty(),
         PSIParty(),
         ScreeningParty(),
+        MonitoringParty(),
         HorizontalParty(),
         SecAggParty(),
     ]

@@ -70,6 +70,8 @@ class JobResult:
     nodes: dict[str, Any] = field(default_factory=dict)
     #: Screening before training (:func:`federated.screening_protocol.run_screening`).
     screening: dict[str, Any] = field(default_factory=dict)
+    #: A monitoring job's aggregates (:func:`federated.monitoring_protocol.run_monitoring`).
+    monitoring: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialise (reports included)."""
@@ -102,6 +104,7 @@ class JobResult:
             alignment=data.get("alignment", {}),
             nodes=data.get("nodes", {}),
             screening=data.get("screening", {}),
+            monitoring=data.get("monitoring", {}),
         )
 
     def write(self, directory: Path) -> Path:

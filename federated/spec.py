@@ -110,6 +110,36 @@ class ScreeningSpec:
 
 
 @dataclass(frozen=True)
+class MonitoringSpec:
+    """A post-loan monitoring job's model and windows (:mod:`federated.monitoring_protocol`).
+
+    ``parts``: per party, the ``model_id`` and ``content_hash`` of its part of the registered
+    model being monitored (each node loads its own part from its own store and refuses another
+    hash). ``reference``: per platform, the published feature-set version the model was trained
+    on (the reference window; the job's ``feature_set`` is the new window). The bank's reference
+    window is the training file its own node keeps (``reference`` in its binding). ``bins``:
+    bins each party fixes on its reference window. ``vintage_column`` and ``outcome_column``: the
+    bank book's origination month and matured outcome (missing while immature); they stay at the
+    bank. ``warning_threshold``: the default probability from which an enterprise is on the
+    early-warning list; ``reasons``: how many moved reason codes to list per enterprise;
+    ``segment_column``: a column of the bank's book (not a model column, e.g. the borrower's
+    province from its own records) within whose values the bank also compares score
+    distributions. ``model``: the registered model's name (the bank's store keeps each model's
+    last scores and warning list under it).
+    """
+
+    parts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    reference: Mapping[str, str] = field(default_factory=dict)
+    bins: int = DEFAULT_BINS
+    vintage_column: str = "vintage"
+    outcome_column: str = "default_12m"
+    warning_threshold: float = 0.2
+    reasons: int = 3
+    model: str = ""
+    segment_column: str | None = None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """Everything the coordinator and the parties need to run one job (no data paths)."""
 
@@ -127,8 +157,9 @@ class JobSpec:
     secure_aggregation: Mapping[str, Any] = field(default_factory=dict)
     holdout: Mapping[str, Any] | None = None
     screening: ScreeningSpec = field(default_factory=ScreeningSpec)
-    task: Literal["train", "align"] = "train"
+    task: Literal["train", "align", "monitor"] = "train"
     config_hash: str = ""
+    monitoring: MonitoringSpec | None = None
 
     @property
     def model_type(self) -> str:
@@ -147,8 +178,10 @@ class JobSpec:
         return tuple(p for p in self.parties if p.role == role)
 
     def label_holder(self) -> PartySpec:
-        """The one party holding labels in a vertical job."""
+        """The one party holding labels in a vertical job (the bank, in a monitoring job)."""
         holders = [p for p in self.parties if p.label_column is not None]
+        if self.task == "monitor":
+            holders = [p for p in self.parties if p.role == "bank"]
         if len(holders) != 1:
             raise SpecError(f"job '{self.name}' needs exactly one label holder")
         return holders[0]
@@ -193,6 +226,9 @@ class JobSpec:
                 screening=ScreeningSpec(**data.get("screening", {})),
                 task=data["task"],
                 config_hash=data["config_hash"],
+                monitoring=(
+                    None if data.get("monitoring") is None else MonitoringSpec(**data["monitoring"])
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SpecError(f"malformed job specification: {exc}") from exc
@@ -235,6 +271,8 @@ class PartyBinding:
     fault: str | None = None
     #: The party's recent window for screening (a file of the same columns), if it keeps one.
     recent: Path | None = None
+    #: A bank's reference window for monitoring (the file its model was trained on).
+    reference: Path | None = None
 
     def to_dict(self) -> dict[str, str]:
         """Plain form for node or run configs."""
@@ -251,6 +289,8 @@ class PartyBinding:
             out["fault"] = self.fault
         if self.recent is not None:
             out["recent"] = str(self.recent)
+        if self.reference is not None:
+            out["reference"] = str(self.reference)
         return out
 
     @classmethod
@@ -266,6 +306,7 @@ class PartyBinding:
         home = raw.get("governance-home")
         holdout = raw.get("holdout")
         recent = raw.get("recent")
+        reference = raw.get("reference")
         return cls(
             name=str(raw["party"]),
             role=cast(Role, role),
@@ -276,4 +317,5 @@ class PartyBinding:
             holdout=Path(str(holdout)) if holdout else None,
             fault=str(raw["fault"]) if raw.get("fault") else None,
             recent=Path(str(recent)) if recent else None,
+            reference=Path(str(reference)) if reference else None,
         )

@@ -31,6 +31,7 @@ from lab.deploy.cli import register as register_deploy
 from lab.errors import InputError, JobError
 from lab.governance.cli import audit_app, authorizations_app, budget_app, features_app
 from lab.governance.policy_cli import policy_app
+from lab.monitoring_cli import register as register_monitor
 from lab.serving.cli import add_serving_commands
 from lab.webconsole.cli import register as register_console
 
@@ -57,6 +58,7 @@ app.add_typer(policy_app, name="policy")
 add_serving_commands(app)
 register_console(app)
 register_deploy(app)
+register_monitor(app)
 
 err = console(stderr=True)
 out = console()

@@ -253,6 +253,53 @@ class LabNodePolicy:
         )
         return admission
 
+    def reference_window(
+        self, binding: PartyBinding, job: JobSpec, grant: JobGrant, ref: str
+    ) -> Admission:
+        """The reference window a platform serves for monitoring: the model's training version.
+
+        The rules of :meth:`recent_window`, from this node's own home, for a version *not later*
+        than the one the monitoring job is served from: its file unchanged since publication,
+        the columns published for the job's purpose and, when the grant filters by
+        authorization, only enterprises authorised today for the job's bank and purpose.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the version and the fix, after auditing the refusal.
+        """
+        home = _home(binding)
+        audit = _audit(home)
+        try:
+            admission = _recent_window(binding, job, grant, ref, home, audit, earlier=True)
+        except GovernanceError as exc:
+            audit.record(
+                "job_refused",
+                {
+                    "job_id": job.job_id,
+                    "party": binding.name,
+                    "bank": _bank(job),
+                    "reason": f"monitoring: {type(exc).__name__}: {exc}"[:1000],
+                },
+            )
+            raise PolicyRefusalError(
+                f"party '{binding.name}' refuses the reference window: {exc}"
+            ) from exc
+        audit.record(
+            "monitoring_window",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "bank": _bank(job),
+                "feature_set": grant.feature_set,
+                "reference_feature_set": ref,
+                "n_rows": admission.n_rows,
+                "n_admitted": admission.n_admitted,
+                "csi_detail": grant.limits.csi_detail,
+            },
+        )
+        return admission
+
     def record(
         self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
     ) -> None:
@@ -534,6 +581,8 @@ def _recent_window(
     ref: str | None,
     home: Path,
     audit: AuditLog,
+    *,
+    earlier: bool = False,
 ) -> Admission:
     training = grant.feature_set
     if training is None:  # pragma: no cover - only governed platforms get here
@@ -541,16 +590,21 @@ def _recent_window(
     name, version = parse_ref(training)
     catalog = Catalog(home / "catalog", audit=audit)
     later = [e.ref for e in catalog.list_sets() if e.name == name]
-    fix = (
-        f"name a later published version of {name} in screening.recent.{binding.name} "
-        f"(published: {', '.join(later)})"
+    where, word = (
+        (f"the monitored model's reference for {binding.name}", "an earlier")
+        if earlier
+        else (f"screening.recent.{binding.name}", "a later")
     )
+    fix = f"name {word} published version of {name} in {where} (published: {', '.join(later)})"
     if ref is None:
         raise NotServedError(f"this node serves {training}; {fix}")
     asked_name, asked_version = parse_ref(ref)
     if asked_name != name:
         raise NotServedError(f"{ref} is not a version of {name}, which this job is served; {fix}")
-    if version_key(asked_version or "") <= version_key(version or ""):
+    asked, own = version_key(asked_version or ""), version_key(version or "")
+    if earlier and asked > own:
+        raise NotServedError(f"{ref} is later than the monitored window {training}; {fix}")
+    if not earlier and asked <= own:
         raise NotServedError(f"{ref} is not later than the training window {training}; {fix}")
     entry = catalog.show(ref)
     party = job.party(binding.name)

@@ -52,6 +52,10 @@ EventType = Literal[
     "validation_released",
     "group_attribution_released",
     "screening_window",
+    "monitoring_window",
+    "monitoring_served",
+    "monitoring_run",
+    "monitoring_alert",
     "console_page_view",
     "node_initialized",
 ]

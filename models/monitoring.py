@@ -1,0 +1,271 @@
+"""Post-loan monitoring at the bank: performance by vintage and band, and the early-warning list.
+
+Everything here runs at the bank, on what the bank holds after a monitoring job's exchange
+(:mod:`federated.monitoring_protocol`): its book (ids, vintages, matured outcomes, its own
+columns), the probabilities its part computed with the platforms' split decisions, and the
+contributions of each label (its own columns, the platforms' feature *groups*).
+
+Vintages
+    A vintage is the month a loan was originated (``YYYY-MM``). Its outcome is known only once
+    matured (missing before); :func:`vintage_table` reports, per vintage, the loans, the matured
+    ones, their bad rate and, where at least :data:`MIN_MATURED` bad and good loans matured,
+    AUC and KS of the current scores. :func:`matured_performance` pools matured loans (e.g.
+    those the model was not trained on: its out-of-time performance).
+Segments
+    :func:`segment_stability`: the score PSI within each segment of a column the bank keeps
+    beside its book (e.g. the borrower's province): a shock to one region moves its segment's
+    scores long before it moves the whole book's.
+Score bands
+    :func:`band_table` cuts scores at the reference window's score deciles (the bands fixed
+    when the model was trained on that window) and reports each band's share in both windows
+    and the matured bad rate.
+Early warning
+    :func:`early_warnings`: the enterprises whose probability reached the bank's threshold
+    since the previous run (or the reference window, on a first run) and was below it then,
+    with the labels whose contribution to the log-odds rose most (a platform only by group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from features.stability import DEFAULT_BINS, fit_bins, score_stability
+from models.evaluation import EvaluationError, evaluate_scores
+
+__all__ = [
+    "MIN_MATURED",
+    "MIN_SEGMENT_ROWS",
+    "Alert",
+    "Thresholds",
+    "band_table",
+    "early_warnings",
+    "matured_performance",
+    "segment_stability",
+    "vintage_table",
+]
+
+#: Fewest bad and fewest good matured loans a vintage (or a pool) needs for an AUC/KS: fewer
+#: make the AUC noise (a vintage of 250 loans at a 3 % default rate has ~8 bads).
+MIN_MATURED = 20
+#: Fewest rows a segment needs in each window for its score PSI.
+MIN_SEGMENT_ROWS = 100
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The bank's alert thresholds (its own settings; see :mod:`lab.monitoring`).
+
+    Attributes
+    ----------
+    psi_max : float
+        Score PSI from which the score distribution is said to have drifted.
+    csi_max : float
+        Largest characteristic index (any bank column, any platform group) before an alert.
+    auc_drop_max : float
+        Largest drop of a matured vintage's AUC below the model's test AUC before an alert.
+    """
+
+    psi_max: float = 0.25
+    csi_max: float = 0.25
+    auc_drop_max: float = 0.05
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One threshold crossed: what, the observed value, the threshold."""
+
+    kind: str
+    subject: str
+    value: float
+    threshold: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "value": self.value,
+            "threshold": self.threshold,
+        }
+
+
+def vintage_table(
+    vintage: Sequence[str] | npt.NDArray[Any],
+    outcome: npt.ArrayLike,
+    probability: npt.ArrayLike,
+) -> list[dict[str, Any]]:
+    """Loans, matured loans, bad rate, AUC and KS per vintage (sorted by vintage).
+
+    ``outcome`` holds 0/1 for matured loans and NaN otherwise.
+    """
+    frame = pd.DataFrame(
+        {
+            "vintage": np.asarray(vintage, dtype=object).astype(str),
+            "y": np.asarray(outcome, dtype=np.float64),
+            "p": np.asarray(probability, dtype=np.float64),
+        }
+    )
+    rows: list[dict[str, Any]] = []
+    for name, group in frame.groupby("vintage", sort=True):
+        matured = group[group["y"].notna()]
+        row: dict[str, Any] = {
+            "vintage": str(name),
+            "n": len(group),
+            "n_matured": len(matured),
+            "mean_probability": float(group["p"].mean()),
+            "bad_rate": float(matured["y"].mean()) if len(matured) else None,
+            "auc": None,
+            "ks": None,
+        }
+        y = matured["y"].to_numpy(dtype=np.int64)
+        if _enough(y):
+            try:
+                report = evaluate_scores(y, matured["p"].to_numpy(), n_bins=min(10, len(y)))
+            except EvaluationError:
+                report = None
+            if report is not None:
+                row["auc"], row["ks"] = report.auc, report.ks
+        rows.append(row)
+    return rows
+
+
+def matured_performance(outcome: npt.ArrayLike, probability: npt.ArrayLike) -> dict[str, Any]:
+    """AUC and KS over every matured loan (``None`` when a class is absent or too few)."""
+    y = np.asarray(outcome, dtype=np.float64)
+    p = np.asarray(probability, dtype=np.float64)
+    known = ~np.isnan(y)
+    out: dict[str, Any] = {"n_matured": int(known.sum()), "auc": None, "ks": None}
+    labels = y[known].astype(np.int64)
+    out["n_bad"] = int(labels.sum())
+    if _enough(labels):
+        report = evaluate_scores(labels, p[known])
+        out |= {"auc": report.auc, "ks": report.ks, "bad_rate": float(labels.mean())}
+    return out
+
+
+def _enough(labels: npt.NDArray[np.int64]) -> bool:
+    """Whether there are :data:`MIN_MATURED` bads and goods (an AUC worth reading)."""
+    bad = int(labels.sum())
+    return bad >= MIN_MATURED and labels.size - bad >= MIN_MATURED
+
+
+def segment_stability(
+    reference_segment: npt.ArrayLike,
+    reference: npt.ArrayLike,
+    current_segment: npt.ArrayLike,
+    current: npt.ArrayLike,
+    n_bins: int = DEFAULT_BINS,
+) -> dict[str, dict[str, Any]]:
+    """Score PSI within each segment holding :data:`MIN_SEGMENT_ROWS` rows in both windows.
+
+    The bins are each segment's own reference deciles (a segment is compared with itself).
+    """
+    ref_seg = np.asarray(reference_segment, dtype=object).astype(str)
+    now_seg = np.asarray(current_segment, dtype=object).astype(str)
+    ref = np.asarray(reference, dtype=np.float64)
+    now = np.asarray(current, dtype=np.float64)
+    out: dict[str, dict[str, Any]] = {}
+    for segment in sorted(set(ref_seg.tolist()) & set(now_seg.tolist())):
+        a, b = ref[ref_seg == segment], now[now_seg == segment]
+        if min(a.size, b.size) < MIN_SEGMENT_ROWS:
+            continue
+        counts = score_stability(a, b, n_bins, name=segment)
+        out[segment] = {
+            "n_reference": int(a.size),
+            "n_current": int(b.size),
+            "index": counts.index,
+            "shift": counts.shift,
+            "mean_reference": float(a.mean()),
+            "mean_current": float(b.mean()),
+        }
+    return out
+
+
+def band_table(
+    reference: npt.ArrayLike,
+    current: npt.ArrayLike,
+    outcome: npt.ArrayLike,
+    n_bands: int = DEFAULT_BINS,
+) -> list[dict[str, Any]]:
+    """Each score band's share in both windows and its matured bad rate now.
+
+    Bands are the reference scores' quantile bins (:func:`features.stability.fit_bins`), band
+    1 the lowest probabilities.
+    """
+    ref = pd.Series(np.asarray(reference, dtype=np.float64), name="score")
+    now = pd.Series(np.asarray(current, dtype=np.float64), name="score")
+    y = np.asarray(outcome, dtype=np.float64)
+    (spec,) = fit_bins(ref.to_frame(), {"score": "numeric"}, n_bands)
+    ref_band = spec.transform(ref)
+    now_band = spec.transform(now)
+    rows = []
+    for band in range(spec.n_bins):
+        here = now_band == band
+        matured = here & ~np.isnan(y)
+        rows.append(
+            {
+                "band": band + 1,
+                "reference_share": float(np.mean(ref_band == band)) if len(ref) else 0.0,
+                "current_share": float(np.mean(here)) if len(now) else 0.0,
+                "n_current": int(here.sum()),
+                "n_matured": int(matured.sum()),
+                "bad_rate": float(y[matured].mean()) if matured.any() else None,
+            }
+        )
+    return rows
+
+
+def early_warnings(
+    ids: Sequence[str] | npt.NDArray[Any],
+    previous: npt.ArrayLike,
+    current: npt.ArrayLike,
+    threshold: float,
+    *,
+    labels: Sequence[str] = (),
+    previous_contributions: FloatArray | None = None,
+    current_contributions: FloatArray | None = None,
+    reasons: int = 3,
+) -> pd.DataFrame:
+    """Enterprises whose probability reached ``threshold`` and was below it before.
+
+    Rows whose previous probability is unknown (NaN: not in the previous window) are left out:
+    a crossing needs two points. With contributions (rows x ``labels``), each warning lists the
+    ``reasons`` labels whose contribution rose most (only rises), largest first, as
+    ``reason_i`` and ``reason_i_change``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``enterprise_id``, ``previous_probability``, ``probability`` and the reasons, sorted by
+        probability (highest first).
+    """
+    before = np.asarray(previous, dtype=np.float64)
+    now = np.asarray(current, dtype=np.float64)
+    flagged = np.flatnonzero(~np.isnan(before) & (before < threshold) & (now >= threshold))
+    out = pd.DataFrame(
+        {
+            "enterprise_id": np.asarray(ids, dtype=object)[flagged],
+            "previous_probability": before[flagged],
+            "probability": now[flagged],
+        }
+    )
+    if previous_contributions is not None and current_contributions is not None and reasons:
+        delta = current_contributions[flagged] - previous_contributions[flagged]
+        order = np.argsort(-delta, axis=1, kind="stable")[:, :reasons]
+        names = np.asarray(labels, dtype=object)
+        for i in range(min(reasons, len(labels))):
+            moved = np.take_along_axis(delta, order[:, i : i + 1], axis=1)[:, 0]
+            rose = moved > 0
+            out[f"reason_{i + 1}"] = [
+                str(name) if up else None for name, up in zip(names[order[:, i]], rose, strict=True)
+            ]
+            out[f"reason_{i + 1}_change"] = np.where(rose, moved, np.nan)
+    return out.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
