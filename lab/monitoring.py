@@ -17,11 +17,11 @@ of ``EXPERIMENT`` (the experiment the model was trained with):
 Alerts (bank-set, :class:`models.monitoring.Thresholds`): score PSI above ``psi_max`` (of the
 whole book, or of a segment of ``--segment-column``), any CSI above ``csi_max``, the AUC of the
 matured loans the model was not trained on (out of time) more than ``auc_drop_max`` below the
-model's test AUC.
-Each alert is audited (``monitoring_alert``) and the command exits with :data:`EXIT_ALERT`, so a
-scheduler can act on it. The run is tracked in MLflow, tagged with the monitored model version,
-with plots of the score distributions, the PSI trend over the model's monitoring runs and the
-vintage curves.
+model's test AUC. Each alert is audited (``monitoring_alert``) and the command exits with
+:data:`EXIT_ALERT`, so a scheduler can act on it. The run is tracked in MLflow, tagged with the
+monitored model version (which in turn is tagged with its latest monitoring run and alert
+count), with plots of the score distributions, the PSI trend over the model's monitoring runs
+and the vintage curves.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ EXPERIMENT_SUFFIX = "-monitoring"
 #: Tags linking a monitoring run to the model version it monitors.
 TAG_MODEL_NAME = "lab.monitored_model"
 TAG_MODEL_VERSION = "lab.monitored_version"
+#: Tags of the monitored model version naming its latest monitoring run and its alert count.
+TAG_LAST_RUN = "lab.last_monitoring_run"
+TAG_LAST_ALERTS = "lab.last_monitoring_alerts"
 
 
 @dataclass(frozen=True)
@@ -379,7 +382,16 @@ def _track(
             history = _psi_history(target, model, tracking)
             for plot in write_plots(folder, summary, history):
                 run.log_artifact(plot, "plots")
-            return str(run.run_id)
+            run_id = str(run.run_id)
+    from mlflow.tracking import MlflowClient
+
+    # and the version names its latest monitoring run (both ways linked)
+    client = MlflowClient(target.uri, target.uri)
+    client.set_model_version_tag(model.name, model.version, TAG_LAST_RUN, run_id)
+    client.set_model_version_tag(
+        model.name, model.version, TAG_LAST_ALERTS, str(len(summary["alerts"]))
+    )
+    return run_id
 
 
 def _psi_history(target: Any, model: MonitoredModel, tracking: Any) -> list[tuple[str, float]]:

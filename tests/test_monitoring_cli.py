@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from lab.governance.audit import AuditLog
-from lab.monitoring import EXIT_ALERT, TAG_MODEL_NAME, TAG_MODEL_VERSION
+from lab.monitoring import EXIT_ALERT, TAG_LAST_RUN, TAG_MODEL_NAME, TAG_MODEL_VERSION
 from tests.cli_helpers import run_lab
 from tests.conftest import allow_test_keys
 
@@ -85,6 +85,8 @@ def test_the_monitoring_demo_shows_the_alert_and_lab_monitor_exits_4(
     run = client.get_run(shocked["mlflow_run_id"])
     assert run.data.tags[TAG_MODEL_NAME] == name
     assert run.data.tags[TAG_MODEL_VERSION] == version
+    tags = client.get_model_version(name, version).tags
+    assert tags[TAG_LAST_RUN] == shocked["mlflow_run_id"]  # before the scheduler's run below
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/score_bands.png", "plots/psi_trend.png", "plots/vintages.png"}
     # the scheduler's view: the shocked window again, exit 4 and the alerts in the summary
