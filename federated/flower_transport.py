@@ -202,6 +202,9 @@ class FlowerTransport:
     def _wait_for_nodes(self) -> list[int]:
         deadline = time.monotonic() + self.timeout
         while True:
+            # A requested stop ends the wait too: the runtime may have failed to start its
+            # nodes at all (Ray not up in time on a loaded machine), and nothing else would.
+            interrupt.check()
             node_ids = sorted(self.grid.get_node_ids())
             if len(node_ids) >= self.expected_nodes:
                 return node_ids

@@ -330,6 +330,17 @@ def run_embedded(
                 server_app_context=context,
                 verbose_logging=options.verbose,
             )
+    except RuntimeError as exc:
+        # Flower's runtime itself failed (e.g. Ray did not start in time): its coordinator
+        # thread would wait for nodes until the message timeout and keep the process alive.
+        interrupt.request_stop()
+        cause = exc.__cause__ or exc
+        raise JobFailedError(
+            "RuntimeError",
+            f"the embedded runtime failed before the job ran ({type(cause).__name__}: "
+            f"{cause}); nothing was registered; run the job again (a loaded machine can make "
+            "Ray's start time out)",
+        ) from exc
     finally:
         flwr_logger.setLevel(previous_level)
     return read_result(result_dir)

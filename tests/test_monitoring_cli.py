@@ -52,7 +52,7 @@ def test_lab_monitor_refuses_bad_input_in_one_line(lab_home: Path, tmp_path: Pat
 def test_the_monitoring_demo_shows_the_alert_and_lab_monitor_exits_4(
     lab_home: Path, tmp_path: Path
 ) -> None:
-    allow_test_keys(lab_home, "dp.require=false")
+    allow_test_keys(lab_home)
     summary = tmp_path / "demo.json"
     done = run_lab(
         [
