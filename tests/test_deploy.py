@@ -399,6 +399,17 @@ def _worker_tasks(log: Path) -> int:
     return sum(" task " in line for line in log.read_text().splitlines())
 
 
+def _answering(supernode_log: Path) -> bool:
+    """Whether the SuperNode holds a message it has not started replying to (mid-task).
+
+    Killed then, the node leaves no half-uploaded reply: the coordinator gives up after the
+    job's message timeout. Killed while a reply's objects are on their way, it would wait
+    Flower's object-push session out (180 s) before reporting the party's failure.
+    """
+    text = supernode_log.read_text() if supernode_log.is_file() else ""
+    return text.count("Received successfully") > text.count("Sending:")
+
+
 @pytest.mark.slow
 def test_a_party_killed_mid_job_fails_the_job_cleanly_and_a_rerun_succeeds(
     tmp_path: Path, lab_home: Path, deployment_dir: Path
@@ -422,21 +433,25 @@ def test_a_party_killed_mid_job_fails_the_job_cleanly_and_a_rerun_succeeds(
     assert platform.worker is not None
     env = processes.service_env({"LAB_HOME": str(lab_home)})
     lab = str(Path(sys.executable).parent / "lab")
+    # The killed run gives up on a silent party after 30 s (the experiment's own 60 s is for
+    # the rerun): no hop of this small job comes near it, and the wait is pure waiting.
+    fail_fast = ["--set", "runtime.message_timeout=30"]
     train = subprocess.Popen(
-        [lab, "train", str(experiment), "--deployment", str(deployment_dir)],
+        [lab, "train", str(experiment), "--deployment", str(deployment_dir), *fail_fast],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        # Wait until the platform's node has served a few steps, then kill it (and its
-        # ClientApp worker) without warning.
+        # Wait until the platform's node has served a few steps and is working on the next,
+        # then kill it (and its ClientApp worker) without warning.
         deadline = time.monotonic() + 300
-        while _worker_tasks(Path(platform.worker.log)) < 4:
+        supernode_log = Path(platform.supernode.log)
+        while _worker_tasks(Path(platform.worker.log)) < 4 or not _answering(supernode_log):
             assert train.poll() is None, train.communicate()
             assert time.monotonic() < deadline, "the job never reached the platform"
-            time.sleep(0.2)
+            time.sleep(0.02)
         for pid in (platform.supernode.pid, platform.worker.pid):
             for proc in processes.family(pid):
                 proc.send_signal(signal.SIGKILL)

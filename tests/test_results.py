@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -19,17 +20,6 @@ from mlflow.tracking import MlflowClient
 from lab.console import UNBOUNDED_WIDTH, console
 from lab.mlflow_ui import HOST
 from tests.cli_helpers import LAB, QUIET_ENV, run_lab
-from tests.conftest import EXPERIMENTS, allow_test_keys
-
-#: Fast settings of the breast job: two trees, short (test-only) keys.
-FAST = [
-    "--set",
-    "model.n_estimators=2",
-    "--set",
-    "crypto.key_bits=512",
-    "--set",
-    "crypto.insecure_test_keys=true",
-]
 
 
 def _lines(stdout: str, prefix: str) -> list[str]:
@@ -49,69 +39,108 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.fixture(scope="module")
+def synthetic_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One governed job, run exactly as ``lab data synth`` prints its steps; two tests check it.
+
+    ``lab data synth`` writes the data and a governed experiment and prints the platform's
+    steps and the bank's ``lab train``; each printed step runs as it is, in a home of this
+    module's own. The train step runs as ``modeler-alice`` (``LAB_ACTOR``, the environment:
+    its arguments stay as printed). Returns the home, the folder, the experiment's bytes before
+    the steps, the printed steps, the train step's finished process, its summary (the
+    ``summary.json`` in the artifact folder it names) and the time just before it started.
+    """
+    root = tmp_path_factory.mktemp("results")
+    home = root / "home"
+    keys = {"LAB_KEYS": str(root / "keys")}
+    args = ["data", "synth", "--out", "sme", "--n-enterprises", "1000", "--seed", "3"]
+    synth = run_lab(args, home=home, cwd=root, env=keys)
+    assert synth.returncode == 0, synth.stderr
+    folder = root / "sme"
+    written = (folder / "experiment.yaml").read_bytes()
+    steps = [line.strip() for line in synth.stdout.splitlines() if line.startswith("  lab ")]
+    *platform_steps, train_step = steps
+    for step in platform_steps:
+        done = run_lab(shlex.split(step)[1:], home=home, cwd=root, env=keys)
+        assert done.returncode == 0, f"{step}: {done.stderr}"
+    before_ms = int(time.time() * 1000)
+    actor = {**keys, "LAB_ACTOR": "modeler-alice"}
+    trained = run_lab(shlex.split(train_step)[1:], home=home, cwd=root, env=actor, timeout=900)
+    assert trained.returncode == 0, f"{train_step}: {trained.stderr}"
+    [folder_line] = _lines(trained.stdout, "artifacts:")
+    summary = json.loads((Path(folder_line) / "summary.json").read_text())
+    return {
+        "home": home,
+        "keys": keys,
+        "folder": folder,
+        "written": written,
+        "steps": steps,
+        "trained": trained,
+        "summary": summary,
+        "before_ms": before_ms,
+    }
+
+
 @pytest.mark.slow
 def test_a_job_says_where_its_results_are_and_its_run_is_dated_from_its_start(
-    tmp_path: Path, lab_home: Path
+    tmp_path: Path, synthetic_job: dict[str, Any]
 ) -> None:
-    allow_test_keys(lab_home)
-    summary_path = tmp_path / "summary.json"
-    env = {"LAB_ACTOR": "modeler-alice"}
-    before_ms = int(time.time() * 1000)
-    args = ["train", str(EXPERIMENTS / "breast_secureboost.yaml"), *FAST]
-    done = run_lab([*args, "--summary-json", str(summary_path)], home=lab_home, env=env)
-    assert done.returncode == 0, done.stderr
-    summary = json.loads(summary_path.read_text())
+    home: Path = synthetic_job["home"]
+    done: subprocess.CompletedProcess[str] = synthetic_job["trained"]
+    summary = synthetic_job["summary"]
+    name = "sme-seed3-secureboost"
 
     # The console names the artifact folder (which holds the run's files), the model version
     # and alias, the run and store, and a command that opens MLflow on this home.
     [folder] = _lines(done.stdout, "artifacts:")
     assert folder == summary["artifact_folder"]
-    assert Path(folder).is_relative_to(lab_home / "mlartifacts" / "breast-secureboost")
+    assert Path(folder).is_relative_to(home / "mlartifacts" / name)
     assert (Path(folder) / "summary.json").is_file()
     assert (Path(folder) / "plots" / "roc.png").is_file()
     [model] = _lines(done.stdout, "model:")
-    assert model.startswith("breast-secureboost version 1, alias challenger")
+    assert model.startswith(f"{name} version 1, alias challenger")
     assert (
-        summary["registered_model"] | {"name": "breast-secureboost", "version": "1"}
+        summary["registered_model"] | {"name": name, "version": "1"}
         == (summary["registered_model"])
     )
     [mlflow_line] = _lines(done.stdout, "MLflow:")
     assert summary["mlflow_run_id"] in mlflow_line
-    assert f"sqlite:///{lab_home / 'mlflow.db'}" in mlflow_line
+    assert f"sqlite:///{home / 'mlflow.db'}" in mlflow_line
     [browse] = _lines(done.stdout, "browse:")
     assert browse == summary["mlflow_ui"]
     assert "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false" in browse
-    assert f"--backend-store-uri sqlite:///{lab_home / 'mlflow.db'}" in browse
+    assert f"--backend-store-uri sqlite:///{home / 'mlflow.db'}" in browse
     assert f"--host {HOST}" in browse
     assert summary["mlflow_artifact_uri"] == Path(folder).as_uri()
 
     # The run starts when the job did (its duration is the job's), and says who ran it and what.
-    client = _client(lab_home)
+    client = _client(home)
     run = client.get_run(summary["mlflow_run_id"])
-    assert before_ms <= run.info.start_time
+    assert synthetic_job["before_ms"] <= run.info.start_time
     assert run.info.end_time - run.info.start_time >= summary["wall_seconds"] * 1000 - 1
     assert summary["wall_seconds"] > sum(summary["stage_seconds"].values())
     assert run.data.tags["mlflow.user"] == "modeler-alice"
     assert run.info.user_id == "modeler-alice"
     assert run.data.tags["lab.task"] == "train"
-    assert client.get_experiment(run.info.experiment_id).name == "breast-secureboost"
+    assert client.get_experiment(run.info.experiment_id).name == name
 
     # An alignment is filed in its own experiment and says so too.
-    aligned = run_lab(["align", str(EXPERIMENTS / "breast_secureboost.yaml")], home=lab_home)
+    experiment = synthetic_job["folder"] / "experiment.yaml"
+    aligned = run_lab(["align", str(experiment)], home=home, env=synthetic_job["keys"])
     assert aligned.returncode == 0, aligned.stderr
     assert _lines(aligned.stdout, "model:") == ["none (alignment only)"]
     [align_folder] = _lines(aligned.stdout, "artifacts:")
-    assert Path(align_folder).is_relative_to(lab_home / "mlartifacts" / "breast-secureboost-align")
-    align_experiment = client.get_experiment_by_name("breast-secureboost-align")
+    assert Path(align_folder).is_relative_to(home / "mlartifacts" / f"{name}-align")
+    align_experiment = client.get_experiment_by_name(f"{name}-align")
     [align_run] = client.search_runs([align_experiment.experiment_id])
     assert align_run.data.tags["lab.task"] == "align"
     assert len(client.search_runs([run.info.experiment_id])) == 1  # training runs only
 
     # `lab mlflow ui` runs exactly the printed command, and it serves this home's run.
-    printed = run_lab(["mlflow", "ui", "--print"], home=lab_home)
+    printed = run_lab(["mlflow", "ui", "--print"], home=home, env=synthetic_job["keys"])
     assert printed.stdout.strip() == browse
     port = _free_port()
-    full_env = {**QUIET_ENV, "LAB_HOME": str(lab_home), "PATH": str(LAB.parent)}
+    full_env = {**QUIET_ENV, "LAB_HOME": str(home), "PATH": str(LAB.parent)}
     with (tmp_path / "ui.log").open("w") as log:
         ui = subprocess.Popen(
             [str(LAB), "mlflow", "ui", "--port", str(port)],
@@ -226,20 +255,15 @@ def test_the_console_is_unbounded_only_off_a_terminal(monkeypatch: pytest.Monkey
 
 @pytest.mark.slow
 def test_synthetic_experiment_runs_as_written_after_the_printed_steps(
-    tmp_path: Path, lab_home: Path
+    synthetic_job: dict[str, Any],
 ) -> None:
-    args = ["data", "synth", "--out", "sme", "--n-enterprises", "1000", "--seed", "3"]
-    synth = run_lab(args, home=lab_home, cwd=tmp_path)
-    assert synth.returncode == 0, synth.stderr
-    folder = tmp_path / "sme"
+    folder: Path = synthetic_job["folder"]
     assert (folder / "authorizations.csv").is_file()
-    written = (folder / "experiment.yaml").read_bytes()
-    steps = [line.strip() for line in synth.stdout.splitlines() if line.startswith("  lab ")]
+    steps = synthetic_job["steps"]
     assert [shlex.split(s)[1] for s in steps] == ["features", "authorizations", "budget", "train"]
-    for step in steps:
-        done = run_lab(shlex.split(step)[1:], home=lab_home, cwd=tmp_path)
-        assert done.returncode == 0, f"{step}: {done.stderr}"
-    assert (folder / "experiment.yaml").read_bytes() == written  # ran as written
+    # Every step ran (the fixture checked each exit status) and the experiment ran as written.
+    assert (folder / "experiment.yaml").read_bytes() == synthetic_job["written"]
+    done: subprocess.CompletedProcess[str] = synthetic_job["trained"]
     assert _lines(done.stdout, "model:")[0].startswith("sme-seed3-secureboost version 1")
     [folder_line] = _lines(done.stdout, "artifacts:")
     assert (Path(folder_line) / "summary.json").is_file()
