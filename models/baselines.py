@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from models.evaluation import EvaluationReport, evaluate_scores
 from models.secureboost.settings import DEFAULTS as SECUREBOOST
+
+if TYPE_CHECKING:  # lightgbm costs seconds to import: only what fits a baseline imports it
+    import lightgbm as lgb
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ def fit_lightgbm(
     n_jobs: int | None = None,
 ) -> lgb.LGBMClassifier:
     """Fit a depth-wise-limited LightGBM classifier (categoricals via pandas ``category``)."""
+    import lightgbm as lgb
+
     model = lgb.LGBMClassifier(
         n_estimators=settings.n_estimators,
         max_depth=settings.max_depth,

@@ -23,8 +23,6 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import roc_auc_score, roc_curve
-from sklearn.model_selection import train_test_split
 
 #: Share of the bank's training rows held out for validation when early stopping is on and
 #: ``validation_fraction`` is not set (20 %, as scikit-learn's ``HistGradientBoosting`` does
@@ -118,6 +116,8 @@ def validation_mask(y: npt.ArrayLike, fraction: float, seed: int) -> npt.NDArray
             f"{MIN_VALIDATION_OUTCOMES} bad or good rows in a part; raise the fraction or "
             "add training rows"
         )
+    from sklearn.model_selection import train_test_split  # seconds to import: lazily
+
     _, held = train_test_split(
         np.arange(labels.size), test_size=n_valid, random_state=int(seed), stratify=labels
     )
@@ -133,6 +133,8 @@ def validation_metrics(y: npt.ArrayLike, logits: npt.ArrayLike) -> dict[str, flo
     """
     labels = np.asarray(y, dtype=np.float64)
     z = np.asarray(logits, dtype=np.float64)
+    from sklearn.metrics import roc_auc_score, roc_curve
+
     fpr, tpr, _ = roc_curve(labels, z)
     logloss = float(np.mean(np.logaddexp(0.0, z) - labels * z))
     return {

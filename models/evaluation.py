@@ -12,8 +12,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
-from sklearn.model_selection import train_test_split
 
 #: Points kept of the ROC curve in a report (enough for a smooth plot, no per-row detail).
 ROC_POINTS = 201
@@ -156,6 +154,9 @@ def evaluate_scores(
         raise EvaluationError("the evaluation set holds a single class; AUC and KS are undefined")
     if not np.isfinite(p).all() or p.min() < 0.0 or p.max() > 1.0:
         raise EvaluationError("scores must be finite probabilities in [0, 1]")
+
+    # sklearn costs a second to import: only what evaluates scores imports it
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score, roc_curve
 
     auc = float(roc_auc_score(y, p))
     fpr, tpr, thresholds = roc_curve(y, p)
@@ -302,6 +303,8 @@ def evaluation_split(
             "set evaluation.stratify: false or add data"
         )
     positions = np.arange(len(order))
+    from sklearn.model_selection import train_test_split
+
     _, test_pos = train_test_split(
         positions,
         test_size=test_size,
