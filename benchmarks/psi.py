@@ -444,6 +444,8 @@ def ratios_to_bound(result: dict[str, Any], bound: dict[str, Any]) -> dict[str, 
     }
     if result["cpu_seconds"] is not None:
         ratios["cpu"] = round(result["cpu_seconds"] / bound["cpu_seconds"], 3)
+    if "align_stage_seconds" in result:  # Flower: the alignment without the runtime's start
+        ratios["align_stage_wall"] = round(result["align_stage_seconds"] / bound["wall_seconds"], 3)
     return ratios
 
 
@@ -461,7 +463,12 @@ def report(summary: dict[str, Any]) -> str:
         f"({bound['wall_seconds_at_measured_rate']:.1f} s at the all-core rate measured)",
         f"ratio to bound: wall {ratio['wall']:.2f}x "
         f"({ratio['wall_at_measured_rate']:.2f}x at the measured rate)"
-        + (f", CPU {ratio['cpu']:.2f}x" if "cpu" in ratio else ""),
+        + (f", CPU {ratio['cpu']:.2f}x" if "cpu" in ratio else "")
+        + (
+            f", alignment stage alone {ratio['align_stage_wall']:.2f}x"
+            if "align_stage_wall" in ratio
+            else ""
+        ),
         f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}",
     ]
     phases = result.get("phases")
