@@ -14,7 +14,18 @@ both parties' real protocol code through the in-process transport in this proces
 blinding fans out to worker processes); ``--runtime flower`` runs ``lab align``'s job through
 Flower's simulation runtime (Ray workers), including its start-up.
 
-Reported beside the PSI figures, measured in the same run: a salted-hash join (both parties
+Measured in the same run and printed with the PSI's wall and CPU time:
+
+- **the X25519 bound**: the PSI's ``2 * (n_bank + n_platform)`` scalar multiplications alone,
+  at the cost per multiplication of libsodium's C loop measured on all cores just before and
+  just after the PSI, and the PSI's ratio to it (``ratio_to_bound``). ``wall_seconds`` is the
+  bound on an idle machine (CPU time per multiplication / cores); on a busy machine also
+  compare with ``wall_seconds_at_measured_rate`` and the CPU ratio, and read the load average
+  printed beside them;
+- **a phase table**: wall and CPU seconds (the whole process tree: the blinding workers too)
+  of the shuffle, hashing and blinding, truncation, intersection, mapping to rows and the
+  HMAC checks, and what the protocol code, stores and transport took besides;
+- a salted-hash join (both parties
 hash ``salt || id`` with SHA-256, the platform sends its hashes, the bank intersects). It is
 **not** private: ids are public and enumerable, so the bank can invert every platform hash by
 hashing all registered codes. It is the speed floor PSI is compared with.
@@ -24,14 +35,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
+import importlib
 import json
 import os
 import resource
 import secrets
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +63,10 @@ from federated.protocols import party_protocols  # noqa: E402
 from federated.spec import AlignmentSpec, JobSpec, PartyBinding, PartySpec  # noqa: E402
 from federated.transport import InProcessTransport, run_protocol  # noqa: E402
 from models.alignment import AlignmentSettings, conclude, start_envelopes  # noqa: E402
+from models.alignment import protocol as alignment_protocol  # noqa: E402
 from models.protocol import COORDINATOR, Envelope  # noqa: E402
+from secure_agg import psi  # noqa: E402
+from secure_agg.worker_pool import default_workers  # noqa: E402
 
 ALPHABET = np.array(list("0123456789ABCDEFGHJKLMNPQRTUWXY"))
 
@@ -100,6 +118,110 @@ def spec_for(min_intersection: int = 1) -> JobSpec:
     )
 
 
+#: The PSI's steps timed apart (wall and CPU-s of the whole process tree), by the function
+#: that does them: ``(module, attribute, phase)``.
+PHASES: tuple[tuple[Any, str, str], ...] = (
+    (psi, "permutation", "shuffle (CSPRNG permutation)"),
+    (psi, "encode_ids", "ids to bytes"),
+    (psi, "hash_and_blind", "hash to curve + blind own ids"),
+    (psi, "blind", "blind the peer's points"),
+    (psi, "truncate", "truncate"),
+    (psi, "match", "intersect (match)"),
+    (alignment_protocol, "aligned_rows", "map to rows (canonical order)"),
+    (alignment_protocol, "alignment_digest", "HMAC of aligned ids"),
+)
+
+
+class PhaseTimer:
+    """Wall and CPU seconds spent inside the functions of :data:`PHASES` (outermost calls)."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._depth = 0
+
+    def wrap(self, function: Callable[..., Any], phase: str) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return function(*args, **kwargs)
+            self._depth += 1
+            cpu0, wall0 = cpu_seconds(), time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.wall[phase] = self.wall.get(phase, 0.0) + time.perf_counter() - wall0
+                self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu_seconds() - cpu0
+
+        return timed
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[PhaseTimer]:
+        originals = [(module, name, getattr(module, name)) for module, name, _ in PHASES]
+        try:
+            for (module, name, function), (_, _, phase) in zip(originals, PHASES, strict=True):
+                setattr(module, name, self.wrap(function, phase))
+            yield self
+        finally:
+            for module, name, function in originals:
+                setattr(module, name, function)
+
+    def table(self, wall: float, cpu: float) -> dict[str, dict[str, float]]:
+        """Per phase ``{wall, cpu}``, plus what the protocol code and transport took besides."""
+        rows = {
+            phase: {"wall": round(self.wall[phase], 3), "cpu": round(self.cpu[phase], 3)}
+            for _, _, phase in PHASES
+            if phase in self.wall
+        }
+        rows["other (protocol code, stores, transport)"] = {
+            "wall": round(wall - sum(self.wall.values()), 3),
+            "cpu": round(cpu - sum(self.cpu.values()), 3),
+        }
+        return rows
+
+
+def x25519_rate(workers: int, per_worker: int = 20_000) -> dict[str, float]:
+    """Scalar multiplications per second on ``workers`` cores at once, measured now.
+
+    Each of ``workers`` threads runs ``per_worker`` X25519 multiplications in libsodium's C
+    loop (:mod:`secure_agg._x25519_kernels`, which releases the GIL): the cost of the group
+    operation alone, with nothing per point around it, under the machine's load of the moment.
+    Without the kernel, one thread times libsodium through ctypes and the rate is scaled by
+    ``workers``.
+    """
+    key = psi.BlindingKey.generate().secret_bytes()
+    data = psi.hash_to_group([b"%d" % i for i in range(per_worker)]).tobytes()
+    try:
+        kernels = importlib.import_module("secure_agg._x25519_kernels")
+    except ImportError:
+        started, cpu0 = time.perf_counter(), time.thread_time()
+        psi._blind_bytes(key, data)
+        wall, cpu = time.perf_counter() - started, time.thread_time() - cpu0
+        return {
+            "ops_per_second": workers * per_worker / wall,
+            "cpu_us_per_op": 1e6 * cpu / per_worker,
+        }
+    cpu_used = [0.0] * workers
+
+    def run(index: int) -> None:
+        cpu0 = time.thread_time()
+        kernels.blind(key, data)
+        cpu_used[index] = time.thread_time() - cpu0
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(workers)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    return {
+        "ops_per_second": workers * per_worker / wall,
+        "cpu_us_per_op": 1e6 * sum(cpu_used) / (workers * per_worker),
+    }
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and every live descendant (the blinding workers) and reaped ones."""
     me = psutil.Process()
@@ -140,8 +262,11 @@ def run_inprocess(bank_path: Path, platform_path: Path) -> dict[str, Any]:
     cpu0 = cpu_seconds()
     started = time.perf_counter()
     settings = AlignmentSettings(reveal="both", min_intersection=1)
-    replies = run_protocol(transport, start_envelopes(spec.job_id, "bank", ["platform"], settings))
-    outcome = conclude(replies, "bank", settings)
+    with PhaseTimer().installed() as phases:
+        replies = run_protocol(
+            transport, start_envelopes(spec.job_id, "bank", ["platform"], settings)
+        )
+        outcome = conclude(replies, "bank", settings)
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     traffic = transport.stats.since(before)
@@ -152,6 +277,7 @@ def run_inprocess(bank_path: Path, platform_path: Path) -> dict[str, Any]:
         "bytes_sent": {**sent, "total": sum(sent.values())},
         "n_intersection": outcome.n_aligned,
         "hop_seconds": traffic.to_dict()["hop_seconds"],
+        "phases": phases.table(wall, cpu),
         "table_load_seconds": round(load_seconds, 3),
         "peak_rss_mb": peak_rss_mb(),
     }
@@ -226,11 +352,18 @@ def main() -> None:
         bank_path, platform_path = write_tables(folder, bank, platform)
         setup = time.perf_counter() - t
         reference = salted_hash_join(bank, platform)
+        workers = default_workers()
+        before = x25519_rate(workers)
+        load_before = os.getloadavg()
         if args.runtime == "inprocess":
             result = run_inprocess(bank_path, platform_path)
         else:
             (folder / "job").mkdir()
             result = run_flower(bank_path, platform_path, folder / "job")
+        load_after = os.getloadavg()
+        after = x25519_rate(workers)
+    bound = bound_of(args.n, n_platform, workers, before, after)
+    bound["load_average"] = {"before": _rounded(load_before), "after": _rounded(load_after)}
     if result["n_intersection"] != common or reference["n_intersection"] != common:
         raise SystemExit(
             f"wrong intersection: PSI {result['n_intersection']}, reference "
@@ -245,6 +378,8 @@ def main() -> None:
         "cpu_seconds": result["cpu_seconds"],
         "bytes_sent": result["bytes_sent"],
         "n_intersection": result["n_intersection"],
+        "x25519_bound": bound,
+        "ratio_to_bound": ratios_to_bound(result, bound),
         "psi": result,
         "salted_hash_reference": reference,
         "ratios_psi_over_reference": {
@@ -262,6 +397,90 @@ def main() -> None:
     args.summary_json.parent.mkdir(parents=True, exist_ok=True)
     args.summary_json.write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
+    print(report(summary))
+
+
+def _rounded(load: tuple[float, float, float]) -> list[float]:
+    return [round(x, 2) for x in load]
+
+
+def bound_of(
+    n_bank: int, n_platform: int, workers: int, before: dict[str, float], after: dict[str, float]
+) -> dict[str, Any]:
+    """What the PSI's scalar multiplications alone cost (each id is blinded twice).
+
+    Two figures, from measurements just before and just after the PSI (their means):
+
+    - ``wall_seconds``: ``ops * CPU time per op / workers``, the bound on an otherwise idle
+      machine (CPU time per op hardly changes with load, so neither does this);
+    - ``wall_seconds_at_measured_rate``: ``ops / (ops per second on all cores)``, the bound at
+      the load of the moments measured (on a busy machine, a fairer yardstick for the PSI's
+      wall time when the load stayed the same meanwhile).
+    """
+    ops = 2 * (n_bank + n_platform)
+    rate = (before["ops_per_second"] + after["ops_per_second"]) / 2
+    cpu_us = (before["cpu_us_per_op"] + after["cpu_us_per_op"]) / 2
+    return {
+        "scalar_mults": ops,
+        "workers": workers,
+        "cpu_us_per_op": round(cpu_us, 2),
+        "cpu_seconds": round(ops * cpu_us / 1e6, 3),
+        "wall_seconds": round(ops * cpu_us / 1e6 / workers, 3),
+        "ops_per_second": {
+            "before": round(before["ops_per_second"]),
+            "after": round(after["ops_per_second"]),
+        },
+        "wall_seconds_at_measured_rate": round(ops / rate, 3),
+    }
+
+
+def ratios_to_bound(result: dict[str, Any], bound: dict[str, Any]) -> dict[str, float]:
+    """The PSI's wall and CPU time over the bound's (1.0 would be nothing but X25519)."""
+    ratios = {
+        "wall": round(result["wall_seconds"] / bound["wall_seconds"], 3),
+        "wall_at_measured_rate": round(
+            result["wall_seconds"] / bound["wall_seconds_at_measured_rate"], 3
+        ),
+    }
+    if result["cpu_seconds"] is not None:
+        ratios["cpu"] = round(result["cpu_seconds"] / bound["cpu_seconds"], 3)
+    if "align_stage_seconds" in result:  # Flower: the alignment without the runtime's start
+        ratios["align_stage_wall"] = round(result["align_stage_seconds"] / bound["wall_seconds"], 3)
+    return ratios
+
+
+def report(summary: dict[str, Any]) -> str:
+    """The human-readable lines: the bound, the measured wall, the ratios, the phase table."""
+    bound, result, ratio = summary["x25519_bound"], summary["psi"], summary["ratio_to_bound"]
+    cpu = result["cpu_seconds"]
+    load = bound["load_average"]
+    lines = [
+        f"PSI {summary['n_bank']} x {summary['n_platform']} ids ({summary['runtime']}): "
+        f"{result['wall_seconds']:.1f} s wall" + (f", {cpu:.1f} CPU-s" if cpu is not None else ""),
+        f"X25519 bound, measured this run: {bound['scalar_mults']} scalar mults at "
+        f"{bound['cpu_us_per_op']:.1f} us = {bound['cpu_seconds']:.1f} CPU-s, "
+        f"{bound['wall_seconds']:.1f} s on {bound['workers']} cores "
+        f"({bound['wall_seconds_at_measured_rate']:.1f} s at the all-core rate measured)",
+        f"ratio to bound: wall {ratio['wall']:.2f}x "
+        f"({ratio['wall_at_measured_rate']:.2f}x at the measured rate)"
+        + (f", CPU {ratio['cpu']:.2f}x" if "cpu" in ratio else "")
+        + (
+            f", alignment stage alone {ratio['align_stage_wall']:.2f}x"
+            if "align_stage_wall" in ratio
+            else ""
+        ),
+        f"load average (1, 5, 15 min): before {load['before']}, after {load['after']}",
+    ]
+    phases = result.get("phases")
+    if phases:
+        width = max(len(name) for name in phases)
+        lines.append(f"{'phase':<{width}}  {'wall s':>8}  {'CPU-s':>8}")
+        lines += [
+            f"{name:<{width}}  {row['wall']:>8.2f}  {row['cpu']:>8.2f}"
+            for name, row in phases.items()
+        ]
+        lines.append(f"{'total':<{width}}  {result['wall_seconds']:>8.2f}  {cpu:>8.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

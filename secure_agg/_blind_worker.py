@@ -48,8 +48,7 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
                 )
             return psi._blind_bytes(key, payload)
         if op == b"H":
-            points = psi.hash_to_group(psi._decode_id_records(payload), domain)
-            return psi._blind_bytes(key, points.tobytes())
+            return psi._hash_blind_records(key, domain, payload)
         raise psi.PSIError(f"unknown request {op!r}; the requests are B and H")
     except psi.LowOrderPointError as exc:
         raise worker_pool.RefusedRequestError(str(exc), item=exc.index) from exc

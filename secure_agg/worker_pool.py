@@ -44,14 +44,15 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Generic, Self, TypeVar
+from typing import IO, BinaryIO, Generic, Self, TypeVar
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,8 @@ class WorkerPool:
     Notes
     -----
     :meth:`run` sends at most one request to each worker, then collects the replies in order,
-    so the requests run concurrently. Calls are serialised by a lock. The workers import
+    so the requests run concurrently; :meth:`map` runs any number of requests, giving each to
+    the next worker that is free. Calls are serialised by a lock. The workers import
     :mod:`secure_agg` from this checkout even when it is not installed (``PYTHONPATH``), and
     write their own failures to this process's stderr.
     """
@@ -282,6 +284,77 @@ class WorkerPool:
                 ) from exc
         return [self._result(index, status, data) for index, (status, data) in enumerate(replies)]
 
+    def map(self, requests: Iterable[bytes]) -> list[bytes]:
+        """Run any number of encoded requests, each on the next free worker; results in order.
+
+        A worker that replies gets the next request at once, so a worker slowed down (by other
+        load on its core, or a slower part) holds up only its own request, not a fixed share of
+        the batch. ``requests`` may be a generator: it is drawn one request ahead of the free
+        workers, so making requests overlaps the workers' computing. With no more requests
+        than workers this is :meth:`run`.
+
+        Raises
+        ------
+        RefusedRequestError
+            If a worker refused its input (the first in request order; its ``request`` is the
+            index of the request), once every request has been answered.
+        WorkerError
+            As :meth:`run`, naming the worker (not the request).
+        """
+        pending = iter(requests)
+        first = [request for _, request in zip(range(self.workers + 1), pending, strict=False)]
+        if len(first) <= self.workers:
+            return self.run(first)
+        queued = _chain(first, pending)
+        with self._lock:
+            procs = self._procs
+            if not procs:
+                raise WorkerError(f"this {self.label} pool is closed; start a new pool")
+            replies: dict[int, tuple[int, int, bytes]] = {}  # request -> (worker, status, data)
+            busy: dict[int, int] = {}  # worker -> the request it is answering
+            count, worker, sending = 0, 0, True
+            try:
+                for worker in range(self.workers):
+                    request = next(queued, None)
+                    if request is not None:
+                        _send(procs[worker], request)
+                        busy[worker], count = count, count + 1
+                upcoming = next(queued, None)  # made while the workers compute
+                while busy:
+                    streams = {_output(procs[w]).fileno(): w for w in busy}
+                    ready, _, _ = select.select(list(streams), [], [])
+                    for fd in ready:
+                        worker, sending = streams[fd], False
+                        status, data = _receive(procs[worker])
+                        replies[busy.pop(worker)] = (worker, status, data)
+                        if upcoming is not None:
+                            sending = True
+                            _send(procs[worker], upcoming)
+                            busy[worker], count = count, count + 1
+                            sending = False
+                            upcoming = next(queued, None)
+            except (OSError, EOFError) as exc:
+                proc = procs[worker]
+                what = f"did not take its request ({exc})" if sending else str(exc)
+                self.close()
+                raise WorkerError(
+                    f"{self.label} worker {worker} (pid {proc.pid}) {what}; it "
+                    f"{_how_it_ended(proc)}. The pool was closed and the next call starts new "
+                    "workers; the worker's own error, if any, is on this process's stderr"
+                ) from exc
+            except BaseException:
+                self.close()  # replies still in flight would be read by the next call
+                raise
+        results = []
+        for index in range(count):
+            worker, status, data = replies[index]
+            try:
+                results.append(self._result(worker, status, data))
+            except RefusedRequestError as exc:
+                exc.request = index
+                raise
+        return results
+
     def _result(self, index: int, status: int, data: bytes) -> bytes:
         if status == STATUS_OK:
             return data
@@ -332,6 +405,17 @@ class WorkerPool:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
+    yield from first
+    yield from rest
+
+
+def _output(proc: subprocess.Popen[bytes]) -> IO[bytes]:
+    if proc.stdout is None:
+        raise EOFError("has no output pipe")
+    return proc.stdout
 
 
 def _send(proc: subprocess.Popen[bytes], request: bytes) -> None:

@@ -50,6 +50,14 @@ def misbehave(mode: str) -> None:
 
         serve(failing, inp, out)
         return
+    if mode == "sleep":  # sleep the seconds the header says, answer with this process's id
+
+        def sleeping(op: bytes, header: bytes, payload: bytes) -> bytes:
+            time.sleep(float(header))
+            return str(os.getpid()).encode()
+
+        serve(sleeping, inp, out)
+        return
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     request = read_request(inp)
@@ -389,6 +397,58 @@ def test_serve_exits_on_a_request_cut_short() -> None:
 def test_a_request_op_is_one_byte() -> None:
     with pytest.raises(ValueError, match="one byte"):
         encode_request(b"AB", b"", b"")
+
+
+# ---------------------------------------------------------------- map: more requests than workers
+
+
+@pytest.fixture
+def sleepers(monkeypatch: pytest.MonkeyPatch) -> Iterator[WorkerPool]:
+    """Two workers answering ``sleep`` requests (header: seconds) with their process id."""
+    monkeypatch.setenv(MODE_ENV, "sleep")
+    pool = WorkerPool(THIS_MODULE, 2, label="sleeping")
+    yield pool
+    pool.close()
+
+
+def test_map_gives_each_request_to_the_next_free_worker(sleepers: WorkerPool) -> None:
+    slow, fast = sleepers.pids
+    requests = [encode_request(b"S", b"2.5", b"")] + [encode_request(b"S", b"0.05", b"")] * 8
+    answers = sleepers.map(iter(requests))
+    # In request order; the fast worker took all the rest meanwhile, not a fixed half.
+    assert [int(a) for a in answers] == [slow] + [fast] * 8
+
+
+def test_a_failing_request_generator_closes_the_pool(sleepers: WorkerPool) -> None:
+    pids = sleepers.pids
+
+    def requests() -> Iterator[bytes]:
+        yield from [encode_request(b"S", b"0.2", b"")] * 3
+        raise RuntimeError("cannot make the next request")
+
+    with pytest.raises(RuntimeError, match="cannot make the next request"):
+        sleepers.map(requests())
+    assert not sleepers.alive  # replies still in flight must not reach the next call
+    assert gone(pids)
+
+
+def test_blinding_in_many_chunks_equals_serial_and_keeps_global_indices(
+    fresh_pools: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(psi, "CHUNK_POINTS", 3_000)  # 7 requests for 2 workers
+    points = psi.hash_to_group([b"%d" % i for i in range(psi.PARALLEL_THRESHOLD + 5)])
+    key = psi.BlindingKey.generate()
+    assert len(psi._chunks(len(points), 2)) == 7
+    assert np.array_equal(psi.blind(points, key, workers=2), psi.blind(points, key, workers=1))
+    ids = [b"%d" % i for i in range(psi.PARALLEL_THRESHOLD + 5)]
+    assert np.array_equal(
+        psi.hash_and_blind(ids, key, b"d", workers=2), psi.hash_and_blind(ids, key, b"d", workers=1)
+    )
+    index = 6 * 2_858 + 11  # in the last of seven parts
+    points[index] = 0
+    with pytest.raises(psi.LowOrderPointError, match=f"point {index} is of low order"):
+        psi.blind(points, key, workers=2)
+    assert psi._POOL.running() is not None
 
 
 if __name__ == "__main__":
