@@ -394,10 +394,11 @@ def _bank_monitoring(
             {}
             if mon.segment_column is None
             else monitoring.segment_stability(
-                outcomes["segment"].to_numpy()[population],
-                p_then[population],
-                outcomes["segment"].to_numpy(),
-                p_now,
+                # the same enterprises then and now: a segment's signals turning, not its mix
+                outcomes["segment"].to_numpy()[held],
+                p_then[held],
+                outcomes["segment"].to_numpy()[held],
+                p_now[held],
                 mon.bins,
             )
         ),

@@ -13,8 +13,9 @@ Vintages
     those the model was not trained on: its out-of-time performance).
 Segments
     :func:`segment_stability`: the score PSI within each segment of a column the bank keeps
-    beside its book (e.g. the borrower's province): a shock to one region moves its segment's
-    scores long before it moves the whole book's.
+    beside its book (e.g. the borrower's province), the same enterprises scored in the
+    reference and in the new window: a shock to one region moves its segment's scores long
+    before it moves the whole book's, and a segment's changing mix of new loans is no drift.
 Score bands
     :func:`band_table` cuts scores at the reference window's score deciles (the bands fixed
     when the model was trained on that window) and reports each band's share in both windows
