@@ -56,8 +56,9 @@ def sign_request(private_key: Path, party: str, action: str, args: Mapping[str, 
 
 
 class ReplayGuard:
-    """Nonces seen within the validity window: in memory, or in a sqlite file that outlives
-    the process (the coordinator's job endpoint uses ``path``).
+    """Nonces seen within the validity window, in memory or in a file that outlives the process.
+
+    The coordinator's job endpoint keeps them in a sqlite file of its home (``path``).
 
     A nonce is kept ``2 * max_skew`` seconds after it was seen: a replay must still be within
     ``max_skew`` of the time it was signed, which was within ``max_skew`` of the first sight.
