@@ -821,7 +821,7 @@ def test_the_node_settles_a_lost_run_from_its_own_journal_and_releases_nothing_a
     any release, or never started) and carrying on gets no release uncharged.
     """
     from lab.deploy.run_watch import RunWatch
-    from lab.governance.node import open_journals, settle
+    from lab.governance.node import open_journals, settle, settle_open
 
     folder = budgeted["folder"]
     transport = _pair_in_run(tmp_path, lab_home, folder, run_id=7)
@@ -837,10 +837,11 @@ def test_the_node_settles_a_lost_run_from_its_own_journal_and_releases_nothing_a
     assert journal.run == 7
     settled: list[str] = []
 
-    def settle_now(reservation: str, run: int, reason: str) -> None:
+    def settle_now(reservation: str, run: int, reason: str) -> bool:
         settled.append(settle(reservation, lab_home, reason=reason, run=run))
+        return True
 
-    watch = RunWatch(lab_home, settle=settle_now)
+    watch = RunWatch(lab_home, settle=settle_now, background=False)
     # While the SuperLink runs the run, nothing is settled.
     assert watch.look(lambda run: {"run_id": run}) == []
     # The SuperLink no longer runs it (restarted mid-job; or a coordinator says so).
@@ -870,14 +871,16 @@ def test_the_node_settles_a_lost_run_from_its_own_journal_and_releases_nothing_a
     with pytest.raises(PolicyRefusalError, match="settled its reservation"):
         platform.close("finished")
 
-    # A run lost right after hello (no data used, nothing released): released, nothing spent.
+    # A node that starts again (lab node start) settles what its previous process left open:
+    # here a job that got no further than hello (no data used, nothing released): released.
     second = _pair_in_run(tmp_path, lab_home, folder, run_id=8)
     _hello(second, _spec(DP_MODEL, feature_set=REF))
-    [lost] = open_journals(lab_home)
-    assert lost.run == 8
-    assert watch.look(_ended) == [lost.reservation]
+    [left] = open_journals(lab_home)
+    assert left.run == 8
+    assert settle_open(lab_home, reason="the node started again") == {left.reservation: "released"}
     with BudgetLedger() as ledger:
         assert [j.state for j in ledger.jobs()] == ["committed", "released"]
+    assert [e["outcome"] for e in _events("reservation_settled")] == ["committed", "released"]
 
 
 def test_policy_settings_are_validated_and_audited(lab_home: Path) -> None:

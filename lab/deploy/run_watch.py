@@ -60,21 +60,29 @@ class RunWatch:
     every : float
         Seconds between two looks.
     settle : callable, optional
-        ``settle(reservation, run, reason)``; default :func:`settle_in_process`, which starts
-        a settling process and waits for it in a thread.
+        ``settle(reservation, run, reason) -> bool`` (settled); default
+        :func:`settle_in_process`.
+    background : bool
+        Settle in a daemon thread, so the node's loop goes on meanwhile (default).
     """
 
     def __init__(
         self,
         home: Path,
         every: float = WATCH_SECONDS,
-        settle: Callable[[str, int, str], None] | None = None,
+        settle: Callable[[str, int, str], bool] | None = None,
+        *,
+        background: bool = True,
     ) -> None:
         self.home = home
         self.every = every
         self._settle = settle or settle_in_process(home)
+        self._background = background
         self._next = 0.0
-        self._asked: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        #: Reservations being settled, and when a failed settlement may be tried again.
+        self._busy: set[str] = set()
+        self._retry_at: dict[str, float] = {}
 
     def tick(self, get_run: Callable[[int], Any]) -> list[str]:
         """Look at the open reservations if it is time; return those handed over to settle."""
@@ -90,26 +98,48 @@ class RunWatch:
 
         handed: list[str] = []
         for journal in open_journals(self.home):
-            if journal.run is None or (journal.reservation, journal.run) in self._asked:
-                continue
+            with self._lock:
+                waiting = self._retry_at.get(journal.reservation, 0.0) > time.monotonic()
+                if journal.run is None or journal.reservation in self._busy or waiting:
+                    continue
             reason = run_ended(get_run, journal.run)
             if reason is None:
                 continue
-            self._asked.add((journal.reservation, journal.run))
             logger.warning("settling reservation %s: %s", journal.reservation, reason)
-            self._settle(journal.reservation, journal.run, reason)
+            with self._lock:
+                self._busy.add(journal.reservation)
+            if self._background:
+                threading.Thread(
+                    target=self._run_settle,
+                    args=(journal.reservation, journal.run, reason),
+                    name=f"settle-{journal.reservation}",
+                    daemon=True,
+                ).start()
+            else:
+                self._run_settle(journal.reservation, journal.run, reason)
             handed.append(journal.reservation)
         return handed
 
+    def _run_settle(self, reservation: str, run: int, reason: str) -> None:
+        try:
+            ok = self._settle(reservation, run, reason)
+        except Exception:
+            logger.exception("settling %s failed", reservation)
+            ok = False
+        with self._lock:
+            self._busy.discard(reservation)
+            if not ok:  # the journal is still there: look again later, not at every tick
+                self._retry_at[reservation] = time.monotonic() + 6 * self.every
 
-def settle_in_process(home: Path) -> Callable[[str, int, str], None]:
-    """A settle function that runs ``python -m lab.deploy.run_watch`` for each reservation.
 
-    The SuperNode process never imports the ledger's accounting (Opacus, torch); each
-    settlement is its own short process, waited for in a daemon thread and logged.
+def settle_in_process(home: Path) -> Callable[[str, int, str], bool]:
+    """A settle function that runs ``python -m lab.deploy.run_watch`` for one reservation.
+
+    The SuperNode process never imports the ledger's accounting (Opacus, torch): each
+    settlement is its own short process, logged.
     """
 
-    def settle(reservation: str, run: int, reason: str) -> None:
+    def settle(reservation: str, run: int, reason: str) -> bool:
         command = [
             sys.executable,
             "-m",
@@ -123,15 +153,12 @@ def settle_in_process(home: Path) -> Callable[[str, int, str], None]:
             "--reason",
             reason,
         ]
-
-        def wait() -> None:
-            done = subprocess.run(  # noqa: S603 (built here, never from input)
-                command, capture_output=True, text=True, check=False
-            )
-            log = logger.info if done.returncode == 0 else logger.error
-            log("settle %s: %s", reservation, (done.stdout + done.stderr).strip()[-500:])
-
-        threading.Thread(target=wait, name=f"settle-{reservation}", daemon=True).start()
+        done = subprocess.run(  # noqa: S603 (built here, never from input)
+            command, capture_output=True, text=True, check=False
+        )
+        log = logger.info if done.returncode == 0 else logger.error
+        log("settle %s: %s", reservation, (done.stdout + done.stderr).strip()[-500:])
+        return done.returncode == 0
 
     return settle
 
