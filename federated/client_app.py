@@ -49,7 +49,11 @@ def runtime_for(context: Context) -> PartyRuntime:
     """The party runtime of this node: its binding, its persistent state, its protocols."""
     binding, disclose = binding_from_context(context)
     return PartyRuntime(
-        binding, ContextStore(context.state), party_protocols(), disclose_errors=disclose
+        binding,
+        ContextStore(context.state),
+        party_protocols(),
+        disclose_errors=disclose,
+        run_id=int(context.run_id),
     )
 
 

@@ -172,6 +172,9 @@ class PartyRuntime:
         The node's limits when its binding names no governance policy (in-process runtimes);
         default the secure defaults of :class:`~models.guard.NodeLimits`. A node with a policy
         takes its limits from the policy in its own governance home.
+    run_id : int, optional
+        The Flower run this node serves the job in; its policy journals it with the job's use
+        of the data, so the node can settle the job itself once that run has ended.
     """
 
     def __init__(
@@ -182,8 +185,10 @@ class PartyRuntime:
         *,
         disclose_errors: bool = False,
         limits: NodeLimits | None = None,
+        run_id: int | None = None,
     ) -> None:
         self.binding = binding
+        self._run_id = run_id
         self._store = store
         self._protocols = protocols
         self._disclose = disclose_errors
@@ -265,6 +270,8 @@ class PartyRuntime:
             grant = self._open(spec, mine)
         self._store.put_json(_JOB_KEY, spec.to_json())
         self._store.put_json(_GRANT_KEY, grant.to_dict())
+        if grant.reservation is not None and self._run_id is not None:
+            self._progress()  # the node's journal names the run this job is served in
         return mine
 
     def checkpoints(self) -> PartyCheckpoints | None:
@@ -414,6 +421,7 @@ class PartyRuntime:
             touched=bool(self._store.get_json(_TOUCHED_KEY, False)),
             releases=dict(self._store.get_json(_RELEASES_KEY, {})),
             outcome=outcome,
+            run=self._run_id,
         )
 
     def touch(self) -> None:

@@ -125,6 +125,8 @@ class JobUse:
     touched: bool
     releases: dict[str, int]
     outcome: Outcome
+    #: The Flower run the node served the job in, when it knows it (its journal names it).
+    run: int | None = None
 
 
 def privacy_report(grant: JobGrant, use: JobUse) -> dict[str, Any]:

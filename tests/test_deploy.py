@@ -7,6 +7,7 @@ are generous for a shared 2-core machine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -337,12 +339,19 @@ def test_an_unregistered_supernode_cannot_join(tmp_path: Path, deployment_dir: P
 REF = "sme_deploy@1"
 
 
-def _governed_experiment(folder: Path) -> Path:
+def _governed_experiment(folder: Path, n_enterprises: int = 1500, bank_size: int = 700) -> Path:
     """Synthetic data published as a feature set, authorised, with a DP budget."""
     from lab.demo import publish_feature_set, synthesize
     from lab.home import lab_home
 
-    synthesize(folder, n_enterprises=1500, n_banks=1, bank_size=700, unmatched_rate=0.1, seed=5)
+    synthesize(
+        folder,
+        n_enterprises=n_enterprises,
+        n_banks=1,
+        bank_size=bank_size,
+        unmatched_rate=0.1,
+        seed=5,
+    )
     publish_feature_set(folder, REF)
     allow_test_keys(lab_home())
     ids = pd.read_csv(folder / "platform.csv", usecols=["enterprise_id"], dtype=str)
@@ -505,3 +514,210 @@ def test_a_party_killed_mid_job_fails_the_job_cleanly_and_a_rerun_succeeds(
     assert states == [("committed", "failed"), ("committed", "finished")]
     assert AuditLog().verify().ok
     assert os.environ.get("LAB_HOME") == str(lab_home)
+
+
+# --- parties installed with `lab node` on one host: coordinator restart, key rotation (slow) ------
+
+
+class _LoopbackParties:
+    """A coordinator, a bank and a platform installed with ``lab node`` on 127.0.0.1.
+
+    Each has its own home and its own audit key folder; the operators exchange only the
+    coordinator's CA certificate and the parties' public keys, as on separate hosts. The
+    installation runs in-process (``lab node init`` is tested in tests/test_deploy_node.py);
+    starting, stopping and rotating run the installed ``lab``.
+    """
+
+    def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.root = root
+        self.monkeypatch = monkeypatch
+        self.homes = {name: root / name / "home" for name in ("coord", "bank", "platform")}
+        self.ports = (processes.free_port(), processes.free_port())
+
+    @property
+    def superlink(self) -> str:
+        return f"127.0.0.1:{self.ports[0]}"
+
+    def env(self, party: str) -> dict[str, str]:
+        return {"LAB_HOME": str(self.homes[party]), "LAB_KEYS": str(self.root / party / "keys")}
+
+    def act_as(self, party: str) -> None:
+        """Make in-process lab calls act as ``party``'s operator, on its host."""
+        for key, value in self.env(party).items():
+            self.monkeypatch.setenv(key, value)
+
+    def here(self, party: str, *args: str) -> None:
+        self.act_as(party)
+        assert run(list(args)) == 0, (party, args)
+
+    def lab(self, party: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        from tests.cli_helpers import run_lab
+
+        done = run_lab(args, home=self.homes[party], env=self.env(party))
+        if check:
+            assert done.returncode == 0, (party, args, done.stdout, done.stderr)
+        return done
+
+    def install(self) -> None:
+        superlink, jobs = (str(p) for p in self.ports)
+        ports = ["--superlink-port", superlink, "--jobs-port", jobs]
+        coord = self.homes["coord"]
+        self.here("coord", "node", "init", "--home", str(coord), "--role", "coordinator",
+                  "--name", "coord", *ports)  # fmt: skip
+        for name in ("bank", "platform"):
+            home = self.homes[name]
+            self.here(name, "node", "init", "--home", str(home), "--role", name, "--name", name,
+                      "--coordinator", "127.0.0.1", *ports)  # fmt: skip
+            self.here(
+                name, "node", "trust", "--home", str(home), str(coord / "exchange" / "ca.crt")
+            )
+            self.here("coord", "node", "add-party", "--home", str(coord), "--name", name,
+                      "--role", name, str(home / "exchange" / f"{name}.pub"))  # fmt: skip
+
+    def start(self, party: str, data: Path | None = None) -> None:
+        extra = [] if data is None else ["--data", str(data)]
+        self.lab(party, "node", "start", "--home", str(self.homes[party]), *extra)
+
+    def pids(self, party: str, name: str | None = None) -> list[int]:
+        run_file = self.homes[party] / "run.json"
+        if not run_file.is_file():
+            return []
+        procs = json.loads(run_file.read_text())["processes"]
+        return [
+            p.pid
+            for key, info in procs.items()
+            if name in (None, key)
+            for p in processes.family(int(info["pid"]))
+        ]
+
+    def down(self) -> None:
+        for party in self.homes:
+            processes.stop(self.pids(party), grace=3.0)
+
+
+def _journaled_releases(home: Path) -> int:
+    from lab.governance.node import JOURNAL_DIR
+
+    total = 0
+    for path in (home / JOURNAL_DIR).glob("*.json"):
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            total += sum(int(v) for v in json.loads(path.read_text())["releases"].values())
+    return total
+
+
+@pytest.mark.slow
+def test_lab_node_parties_survive_a_coordinator_restart_and_a_key_rotation(
+    tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The coordinator restarts mid-job: the platform's node settles its own reservation.
+
+    Then the platform rotates its SuperNode key per docs/deployment.md's runbook: the old key
+    is refused and the next job runs with the new one.
+    """
+    from lab.deploy.node_keys import NodeKey
+    from lab.governance.audit import AuditLog
+    from lab.governance.ledger import BudgetLedger
+
+    fed = _LoopbackParties(tmp_path / "hosts", monkeypatch)
+    try:
+        fed.install()
+        platform, bank, coord = fed.homes["platform"], fed.homes["bank"], fed.homes["coord"]
+        fed.here("bank", "policy", "set", "crypto.min_key_bits=512",
+                 "crypto.allow_insecure_test_keys=true")  # fmt: skip
+        # The platform's operator governs its own file in its own home: published, authorised,
+        # a DP budget for the bank.
+        fed.act_as("platform")
+        experiment = _governed_experiment(tmp_path / "sme", n_enterprises=1000, bank_size=500)
+        config = yaml.safe_load(experiment.read_text())
+        config["model"].update(n_estimators=1, max_depth=2)  # two releases (tree levels)
+        config["evaluation"].update(test_size=0.5, stratify=True)  # few defaults in 500 rows
+        experiment.write_text(yaml.safe_dump(config))
+        data = (tmp_path / "sme" / "platform.csv", tmp_path / "sme" / "bank_1.csv")
+        fed.start("coord")
+        with ThreadPoolExecutor(2) as pool:  # each party's operator on its own host
+            list(pool.map(fed.start, ("platform", "bank"), data))
+
+        lab = str(Path(sys.executable).parent / "lab")
+        train = subprocess.Popen(
+            [lab, "train", str(experiment), "--deployment", str(bank)],
+            env=processes.service_env(fed.env("bank")),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while _journaled_releases(platform) < 1:
+                assert train.poll() is None, train.communicate()
+                assert time.monotonic() < deadline, "the platform never released anything"
+                time.sleep(0.05)
+            # The coordinator's host goes down hard mid-job and comes back with its state.
+            for pid in fed.pids("coord"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            seen = _journaled_releases(platform)
+            fed.start("coord")
+            _, err = train.communicate(timeout=600)
+        finally:
+            if train.poll() is None:
+                train.kill()
+                train.communicate()
+        assert train.returncode == EXIT_JOB, err
+        assert "restarted" in err
+        models = MlflowClient(tracking_uri=f"sqlite:///{bank / 'mlflow.db'}")
+        assert models.search_registered_models() == []
+        # The platform's node settles its reservation by itself (its run watch saw the run
+        # end on the restarted SuperLink): committed as failed, charged what it released.
+        deadline = time.monotonic() + 120
+        while True:
+            with BudgetLedger(platform / "governance.db") as ledger:
+                [job] = ledger.jobs()
+            if job.state != "reserved" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert (job.state, job.outcome) == ("committed", "failed")
+        assert job.actual_events is not None
+        charged = sum(e.steps for e in job.actual_events)
+        assert 1 <= seen <= charged <= sum(e.steps for e in job.planned_events)
+        log = AuditLog(platform / "audit" / "log.jsonl")
+        [settled] = [e.payload for e in log.entries("reservation_settled")]
+        assert settled["reservation"] == job.job_id
+        assert sum(settled["releases"].values()) == charged
+        assert "run watch" in settled["reason"]
+        assert log.verify().ok
+
+        # Rotate the platform's SuperNode key (docs/deployment.md): a new pair on the
+        # platform, the new public key admitted on the running coordinator, which refuses the
+        # old one at once: the platform's running SuperNode is turned away and exits.
+        old_supernode = fed.pids("platform", "supernode")[0]
+        fed.lab("platform", "node", "rotate-key", "--home", str(platform))
+        new_public = NodeKey(platform / "keys" / "node", platform / "keys" / "node.pub")
+        fed.lab("coord", "node", "add-party", "--home", str(coord), "--name", "platform",
+                "--role", "platform", str(platform / "exchange" / "platform.pub"))  # fmt: skip
+        refused_at = time.monotonic()
+        while processes.alive(old_supernode) and time.monotonic() < refused_at + 90:
+            time.sleep(0.2)
+        assert not processes.alive(old_supernode), "the SuperLink kept serving the old key"
+        with ControlClient(fed.superlink, coord / "tls" / "ca.crt") as control:
+            keys = {e.public_key for e in control.nodes()
+                    if e.name == "platform" and e.status != "unregistered"}  # fmt: skip
+        assert keys == {new_public.public_bytes()}
+        fed.lab("platform", "node", "stop", "--home", str(platform), "--grace", "2")
+        fed.start("platform", data[0])
+
+        # A later job (a stump: one release) runs on the restarted coordinator with the
+        # platform's new key.
+        config["model"].update(max_depth=1)
+        later = experiment.with_name("later.yaml")
+        later.write_text(yaml.safe_dump(config))
+        fed.act_as("bank")
+        summary = tmp_path / "after.json"
+        code = run(["train", str(later), "--deployment", str(bank),
+                    "--summary-json", str(summary)])  # fmt: skip
+        assert code == 0
+        assert json.loads(summary.read_text())["registered_model"] is not None
+        with BudgetLedger(platform / "governance.db") as ledger:
+            states = sorted((j.state, j.outcome) for j in ledger.jobs())
+        assert states == [("committed", "failed"), ("committed", "finished")]
+        fed.act_as("platform")
+        assert AuditLog(platform / "audit" / "log.jsonl").verify().ok
+    finally:
+        fed.down()

@@ -289,3 +289,25 @@ def test_a_rotated_ca_keeps_the_coordinators_names_and_replaces_the_exchanged_fi
     bank = init_node(tmp_path / "b", "bank", "b")
     with pytest.raises(DeploymentError, match="only the coordinator has a CA"):
         rotate_ca(bank)
+
+
+def test_a_request_replayed_after_the_coordinator_restarts_is_refused(
+    homes: dict[str, NodeHome],
+) -> None:
+    bank, coord = homes["bank"], homes["coord"]
+    raw = sign_request(bank.key.private_key, "bank", "status", {"run": "0123abcd"})
+    # Accepted once (an unknown run: refused for that reason, after the signature and nonce).
+    code, body = JobEndpoint(coord).handle(raw)
+    assert (code, body["error"]) == (403, "no run '0123abcd' on this coordinator")
+    # The coordinator restarts: a new endpoint on the same home still knows the nonce.
+    code, body = JobEndpoint(NodeHome.read(coord.path)).handle(raw)
+    assert (code, body["error"]) == (403, "the request was already used (replay)")
+    assert coord.nonces.is_file()
+    # A nonce is forgotten only once no request carrying it can be valid any more.
+    guard = ReplayGuard(coord.nonces)
+    guard.check("n-1", sent=1000.0, now=1000.0)
+    with pytest.raises(RequestRefusedError, match="replay"):
+        ReplayGuard(coord.nonces).check("n-1", sent=1000.0, now=1000.0 + guard.max_skew)
+    ReplayGuard(coord.nonces).check("n-2", sent=1700.0, now=1700.0)  # purges n-1 (> 2 x skew)
+    with pytest.raises(RequestRefusedError, match="clock"):
+        guard.check("n-1", sent=1000.0, now=1700.0)

@@ -40,6 +40,7 @@ from lab.governance.ledger import BudgetLedger
 from lab.governance.policy import read_policy, set_policy
 from models import secureboost, vertical_lr
 from models.alignment import ALIGNED_ROWS_KEY, AlignmentSettings, conclude, start_envelopes
+from models.guard import PolicyRefusalError
 from models.protocol import COORDINATOR, Envelope
 from secure_agg import paillier
 from tests.conftest import TEST_KEY_POLICY
@@ -781,6 +782,105 @@ def test_an_unclosed_reservation_is_settled_from_the_nodes_journal(
     assert job.outcome == "failed"
     assert job.actual_events is not None
     assert sum(e.steps for e in job.actual_events) == 2  # the one tree's two levels
+
+
+def _pair_in_run(tmp_path: Path, lab_home: Path, folder: Path, run_id: int) -> InProcessTransport:
+    """:func:`_pair` whose platform node serves the job in Flower run ``run_id``."""
+    binding = PartyBinding(
+        "platform",
+        "platform",
+        folder / "platform.csv",
+        store=tmp_path / "ps",
+        policy=NODE_POLICY,
+        governance_home=lab_home,
+    )
+    runtimes = {
+        "bank": _runtime(
+            "bank", "bank", folder / "bank_1.csv", _bank_home(tmp_path), tmp_path / "bs"
+        ),
+        "platform": PartyRuntime(
+            binding, DictStore(), party_protocols(), disclose_errors=True, run_id=run_id
+        ),
+    }
+    return InProcessTransport(runtimes)  # type: ignore[arg-type]
+
+
+def _ended(run: int) -> None:
+    """The SuperLink's answer about a run it no longer runs (what Flower's client raises)."""
+    from flwr.supercore.run import RunNotRunningException
+
+    raise RunNotRunningException
+
+
+def test_the_node_settles_a_lost_run_from_its_own_journal_and_releases_nothing_after(
+    budgeted: dict[str, Any], tmp_path: Path, lab_home: Path
+) -> None:
+    """A run the SuperLink lost (coordinator restarted): the platform's node settles it itself.
+
+    What is charged is the node's own journal; a coordinator claiming the run ended (before
+    any release, or never started) and carrying on gets no release uncharged.
+    """
+    from lab.deploy.run_watch import RunWatch
+    from lab.governance.node import open_journals, settle, settle_open
+
+    folder = budgeted["folder"]
+    transport = _pair_in_run(tmp_path, lab_home, folder, run_id=7)
+    platform = transport.parties["platform"]
+    spec = _spec(DP_MODEL, feature_set=REF)
+    _hello(transport, spec)
+    _align(transport, spec)
+    run_protocol(transport, [Envelope("job", "split", COORDINATOR, "bank")])
+    params = secureboost.SecureBoostParams.from_spec({**DP_MODEL, "n_estimators": 1}, TEST_KEYS)
+    start = secureboost.start_envelope("bank", ["platform"], ["bank", "platform"], params, "x")
+    run_protocol(transport, [start])  # one tree: two releases left the node
+    [journal] = open_journals(lab_home)
+    assert journal.run == 7
+    settled: list[str] = []
+
+    def settle_now(reservation: str, run: int, reason: str) -> bool:
+        settled.append(settle(reservation, lab_home, reason=reason, run=run))
+        return True
+
+    watch = RunWatch(lab_home, settle=settle_now, background=False)
+    # While the SuperLink runs the run, nothing is settled.
+    assert watch.look(lambda run: {"run_id": run}) == []
+    # The SuperLink no longer runs it (restarted mid-job; or a coordinator says so).
+    assert watch.look(_ended) == [journal.reservation]
+    assert settled == ["committed"]
+    with BudgetLedger() as ledger:
+        [job] = ledger.jobs()
+    assert (job.state, job.outcome) == ("committed", "failed")
+    assert job.actual_events is not None
+    assert sum(e.steps for e in job.actual_events) == 2  # the releases made, none refunded
+    [entry] = _events("reservation_settled")
+    assert entry["reservation"] == journal.reservation
+    assert entry["outcome"] == "committed"
+    assert entry["releases"] == {secureboost.DP_MECHANISM: 2}
+    assert "no longer running" in entry["reason"]
+    assert AuditLog().verify().ok
+    assert open_journals(lab_home) == []
+    # The coordinator carries on with the "ended" job: the node's next release is refused
+    # before it leaves (the count every DP step of the node goes through).
+    with pytest.raises(PolicyRefusalError, match="settled its reservation"):
+        platform.record_release(secureboost.DP_MECHANISM)
+    with BudgetLedger() as ledger:
+        [job] = ledger.jobs()
+    assert job.actual_events is not None
+    assert sum(e.steps for e in job.actual_events) == 2
+    # Nor can it end the job as finished (no model on a settled reservation).
+    with pytest.raises(PolicyRefusalError, match="settled its reservation"):
+        platform.close("finished")
+
+    # A node that starts again (lab node start) settles what its previous process left open:
+    # here a job that got no further than hello (no data used, nothing released): released.
+    second = _pair_in_run(tmp_path, lab_home, folder, run_id=8)
+    _hello(second, _spec(DP_MODEL, feature_set=REF))
+    [left] = open_journals(lab_home)
+    assert left.run == 8
+    assert settle_open(lab_home, reason="the node started again") == {left.reservation: "released"}
+    with BudgetLedger() as ledger:
+        assert [j.state for j in ledger.jobs()] == ["committed", "released"]
+    assert [e["outcome"] for e in _events("reservation_settled")] == ["committed", "released"]
 
 
 def test_policy_settings_are_validated_and_audited(lab_home: Path) -> None:

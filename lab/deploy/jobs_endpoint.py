@@ -16,6 +16,10 @@ with the coordinator's certificate, in a request signed with its SuperNode key
   model): what the coordinator computed anyway, never a party's data or model part;
 - stops a run on the submitter's request.
 
+The nonces of the signed requests it accepted are kept in ``superlink/nonces.db`` of the
+coordinator's home for as long as a request stays valid, so a request captured before a
+restart cannot be replayed after it.
+
 It listens on the coordinator's listen address (loopback unless the deployment says
 otherwise) and logs requests without their bodies.
 """
@@ -64,7 +68,7 @@ class JobEndpoint:
         if home.identity.role != "coordinator":
             raise DeploymentError(f"{home.path} is not a coordinator's home")
         self.home = home
-        self.guard = ReplayGuard()
+        self.guard = ReplayGuard(home.nonces)
         self._lock = threading.Lock()
 
     def _control(self) -> ControlClient:

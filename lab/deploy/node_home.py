@@ -12,7 +12,8 @@ into ``exchange/`` for its operator to copy::
       tls/server.*    SANs: --host names     trust/ca.crt    copied from the coordinator
       parties/N.pub   copied from party N    local-tls/      its own CA for the loopback
       parties/N.json  N's role                               Runtime API (SuperNode <-> worker)
-      superlink/      state.db, logs         node/           node config, store, logs
+      superlink/      state.db, nonces.db,   node/           node config, store, logs
+                      logs
       runs/           each job's outcome     policy.yaml, audit/, catalog/, governance.db,
       exchange/ca.crt                        mlflow.db (bank); exchange/N.pub
 
@@ -126,6 +127,11 @@ class NodeHome:
     def database(self) -> Path:
         """Coordinator: the SuperLink's state (registered nodes, runs)."""
         return self.path / "superlink" / "state.db"
+
+    @property
+    def nonces(self) -> Path:
+        """Coordinator: the nonces of the signed job requests it accepted, while they are valid."""
+        return self.path / "superlink" / "nonces.db"
 
     def admitted(self) -> dict[str, str]:
         """Coordinator: ``{party: role}`` of every party whose key was added."""

@@ -10,11 +10,14 @@ Coordinator (``lab node start --home C``)::
 then every admitted party's key (``parties/N.pub``) is registered on the SuperLink (a key
 already registered is kept; a party whose key was replaced has the old one unregistered).
 
-Party (``lab node start --home P --data FILE``): its SuperNode (tuned profile: adaptive
-polling, ``--isolation process``) against the coordinator named in ``node.json``, verifying
-it with ``trust/ca.crt``, signing with ``keys/node``; its Runtime API on 127.0.0.1 with the
-party's own ``local-tls`` certificate; one warm ClientApp worker. The node config names the
-party, its role, its data file, its store (``node/store``) and its governance home (``P``).
+Party (``lab node start --home P --data FILE``): first, the budget reservations the node left
+open when it last stopped are settled from its own journal (:func:`settle_left_open`); then
+its SuperNode (tuned profile: adaptive polling, ``--isolation process``, the run watch of its
+reservations, :mod:`lab.deploy.run_watch`) against the coordinator named in ``node.json``,
+verifying it with ``trust/ca.crt``, signing with ``keys/node``; its Runtime API on 127.0.0.1
+with the party's own ``local-tls`` certificate; one warm ClientApp worker. The node config
+names the party, its role, its data file, its store (``node/store``) and its governance home
+(``P``).
 
 Pids and logs are in ``run.json`` of the home (no key material).
 """
@@ -103,11 +106,13 @@ def supernode_command(
     profile: str,
     *,
     root_ca: Path | None = None,
+    watch_home: Path | None = None,
 ) -> list[str]:
     """One party's SuperNode command line.
 
     ``tls`` serves the node's loopback Runtime API; ``root_ca`` (default ``tls.ca_cert``)
-    verifies the SuperLink.
+    verifies the SuperLink. ``watch_home`` (tuned profile) runs the node's run watch over the
+    budget reservations journaled in that governance home (:mod:`lab.deploy.run_watch`).
     """
     flower_args = [
         "--superlink",
@@ -141,6 +146,7 @@ def supernode_command(
             str(fastest),
             "--poll-slowest",
             str(slowest),
+            *(["--watch-home", str(watch_home)] if watch_home is not None else []),
             "--",
             *flower_args,
         ]
@@ -368,6 +374,26 @@ def _sync(home: NodeHome, control: ControlClient) -> dict[str, int]:
     return ids
 
 
+def settle_left_open(home: NodeHome) -> dict[str, str]:
+    """Settle the budget reservations this node left open when it last stopped.
+
+    The job state of a node lives in its SuperNode process: once that process is gone no job
+    it served can go on at this node, so every reservation still open in its own ledger is
+    settled from its own journal (:func:`lab.governance.node.settle`) before the node starts
+    again. Returns each reservation's outcome.
+    """
+    from lab.governance.node import open_journals, settle_open
+
+    if home.identity.role != "platform" and not open_journals(home.path):
+        return {}
+    settled = settle_open(
+        home.path, reason="the node started again: the jobs its previous process served ended"
+    )
+    for reservation, outcome in settled.items():
+        logger.warning("settled reservation %s left open by the node (%s)", reservation, outcome)
+    return settled
+
+
 def _start_party(
     launcher: _Launcher, data: Path, holdout: Path | None, profile: str, timeout: float
 ) -> None:
@@ -381,6 +407,7 @@ def _start_party(
     data = data.expanduser().resolve()
     if not data.exists():
         raise DeploymentError(f"--data {data}: no such file; give this party's own data file")
+    settle_left_open(home)
     node_dir = home.node_dir
     node_dir.mkdir(exist_ok=True)
     config = node_dir / "node-config.toml"
@@ -408,6 +435,7 @@ def _start_party(
             runtime_port,
             profile,
             root_ca=home.trusted_ca,
+            watch_home=home.path,
         ),
         node_dir / "supernode.log",
     )

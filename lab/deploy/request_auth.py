@@ -6,7 +6,8 @@ party's operator), so no new secret is exchanged. A request is a JSON body (part
 time, a random nonce, arguments) and an ECDSA P-384 / SHA-384 signature over its exact bytes.
 The coordinator accepts a body only within :data:`MAX_SKEW` seconds of its own clock and each
 nonce once (:class:`ReplayGuard`), so a captured request cannot be replayed later; TLS keeps
-it from being read in transit.
+it from being read in transit. The coordinator keeps the nonces it saw in a database file of
+its home, so a restart within a request's validity window does not let it be replayed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -54,16 +56,38 @@ def sign_request(private_key: Path, party: str, action: str, args: Mapping[str, 
 
 
 class ReplayGuard:
-    """Nonces seen within the validity window.
+    """Nonces seen within the validity window, in memory or in a file that outlives the process.
 
-    In memory: a restart forgets them, and requests older than :data:`MAX_SKEW` are refused
-    anyway.
+    The coordinator's job endpoint keeps them in a sqlite file of its home (``path``).
+
+    A nonce is kept ``2 * max_skew`` seconds after it was seen: a replay must still be within
+    ``max_skew`` of the time it was signed, which was within ``max_skew`` of the first sight.
+
+    Parameters
+    ----------
+    path : Path, optional
+        The database file (created if missing); ``None`` keeps the nonces in memory only.
+    max_skew : float
+        Seconds a request stays valid (:data:`MAX_SKEW`).
     """
 
-    def __init__(self, max_skew: float = MAX_SKEW) -> None:
+    def __init__(self, path: Path | None = None, max_skew: float = MAX_SKEW) -> None:
         self.max_skew = max_skew
+        self.path = path
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
+        if path is not None:
+            with self._connect() as conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS seen_nonces "
+                    "(nonce TEXT PRIMARY KEY, seen REAL NOT NULL)"
+                )
+
+    def _connect(self) -> sqlite3.Connection:
+        assert self.path is not None
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA synchronous=FULL")  # a nonce accepted is on disk before it is used
+        return conn
 
     def check(self, nonce: str, sent: float, now: float | None = None) -> None:
         """Accept ``nonce`` once, if ``sent`` is within the window of ``now``."""
@@ -74,11 +98,35 @@ class ReplayGuard:
                 f"(at most {self.max_skew:.0f} s); check both hosts' clocks"
             )
         with self._lock:
-            for old in [n for n, t in self._seen.items() if now - t > 2 * self.max_skew]:
-                del self._seen[old]
-            if nonce in self._seen:
-                raise RequestRefusedError("the request was already used (replay)")
-            self._seen[nonce] = now
+            fresh = self._remember(nonce, now) if self.path else self._remember_here(nonce, now)
+        if not fresh:
+            raise RequestRefusedError("the request was already used (replay)")
+
+    def _remember_here(self, nonce: str, now: float) -> bool:
+        for old in [n for n, t in self._seen.items() if now - t > 2 * self.max_skew]:
+            del self._seen[old]
+        if nonce in self._seen:
+            return False
+        self._seen[nonce] = now
+        return True
+
+    def _remember(self, nonce: str, now: float) -> bool:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM seen_nonces WHERE seen < ?", (now - 2 * self.max_skew,))
+                conn.execute("INSERT INTO seen_nonces VALUES (?, ?)", (nonce, now))
+            except sqlite3.IntegrityError:
+                conn.execute("ROLLBACK")
+                return False
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return True
+        finally:
+            conn.close()
 
 
 def verify_request(

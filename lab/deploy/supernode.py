@@ -8,6 +8,11 @@ after replacing those two waits: empty polls back off from ``--poll-fastest`` to
 and the reply check waits ``--reply-poll``. Everything else (TLS, node authentication, node
 config, isolation) is Flower's, from the arguments after ``--``.
 
+With ``--watch-home`` the loop also runs the node's run watch (:mod:`lab.deploy.run_watch`):
+every ``--watch-every`` seconds it asks the SuperLink, over the node's own connection, about
+the run of each budget reservation the node journaled in that home, and settles those whose
+run has ended.
+
 What it gives up: more HTTPS requests to the SuperLink while a job runs (at most one per
 ``--poll-fastest`` seconds per node, fewer when idle); the patch is tied to Flower 1.41's
 module layout and fails loudly if it changes.
@@ -16,13 +21,18 @@ module layout and fails loudly if it changes.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from lab.deploy.polling import Backoff
+from lab.deploy.run_watch import WATCH_SECONDS, RunWatch
+
+logger = logging.getLogger(__name__)
 
 #: The fixed waits of Flower 1.41's SuperNode loop that this launcher replaces.
 IDLE_POLL_SECONDS = 3
@@ -48,8 +58,10 @@ class _Clock:
         return getattr(time, name)
 
 
-def patch(module: ModuleType, backoff: Backoff, reply_poll: float) -> None:
-    """Make ``module``'s SuperNode loop poll adaptively (see the module docstring)."""
+def patch(
+    module: ModuleType, backoff: Backoff, reply_poll: float, watch: RunWatch | None = None
+) -> None:
+    """Make ``module``'s SuperNode loop poll adaptively (and run ``watch``; module docstring)."""
     pull: Callable[..., int | None] | None = getattr(module, "_pull_and_store_message", None)
     if pull is None or getattr(module, "time", None) is not time:
         raise RuntimeError(
@@ -58,6 +70,12 @@ def patch(module: ModuleType, backoff: Backoff, reply_poll: float) -> None:
         )
 
     def pulled(*args: Any, **kwargs: Any) -> int | None:
+        get_run = kwargs.get("get_run")
+        if watch is not None and get_run is not None:
+            try:
+                watch.tick(get_run)
+            except Exception:  # the watch must never stop the node's loop
+                logger.exception("the run watch failed; it looks again later")
         run_id = pull(*args, **kwargs)
         if run_id is not None:
             backoff.active()
@@ -75,7 +93,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--poll-fastest", type=float, default=0.02)
     parser.add_argument("--poll-slowest", type=float, default=0.25)
     parser.add_argument("--reply-poll", type=float, default=0.005)
+    parser.add_argument("--watch-home", type=Path, default=None)
+    parser.add_argument("--watch-every", type=float, default=WATCH_SECONDS)
     options = parser.parse_args(argv[:split])
+    watch = None
+    if options.watch_home is not None:
+        lab_logger = logging.getLogger("lab")  # Flower's own logger keeps its handlers
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        lab_logger.addHandler(handler)
+        lab_logger.setLevel(logging.INFO)
+        watch = RunWatch(options.watch_home, every=options.watch_every)
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 
@@ -83,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         start_client_internal,
         Backoff(fastest=options.poll_fastest, slowest=options.poll_slowest),
         options.reply_poll,
+        watch,
     )
     sys.argv = ["flower-supernode", *argv[split + 1 :]]
     flower_supernode()

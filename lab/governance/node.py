@@ -29,7 +29,8 @@ a node with nothing configured serves nothing governed and says so.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +45,7 @@ from federated.policy import Admission, JobGrant, JobUse, local_column_groups, p
 from federated.privacy_plan import dp_grants, job_model, releases_statistics
 from federated.spec import JobSpec, PartyBinding
 from lab.governance import events
-from lab.governance._common import atomic_replace
+from lab.governance._common import atomic_replace, file_lock
 from lab.governance.audit import AuditLog
 from lab.governance.authorizations import AuthorizationRegistry
 from lab.governance.catalog import Catalog, CatalogEntry, version_key
@@ -321,9 +322,25 @@ class LabNodePolicy:
         )
 
     def progress(self, binding: PartyBinding, job: JobSpec, grant: JobGrant, use: JobUse) -> None:
-        """Journal the job's use of a budgeted set durably (see :func:`settle`)."""
-        if grant.reservation is not None:
-            write_journal(_home(binding), grant, use)
+        """Journal the job's use of a budgeted set durably, before it happens (see :func:`settle`).
+
+        Raises
+        ------
+        PolicyRefusalError
+            If the node settled the job's reservation already (its run ended, or the node
+            restarted): nothing more is released for it, so nothing goes uncharged.
+        """
+        if grant.reservation is None:
+            return
+        home = _home(binding)
+        with journal_lock(home):
+            if not _journal_path(home, grant.reservation).is_file():
+                raise PolicyRefusalError(
+                    f"party '{binding.name}' settled its reservation {grant.reservation} of job "
+                    f"{job.job_id} already (its run ended or the node restarted); it releases "
+                    "nothing more for this job: run it again"
+                )
+            write_journal(home, grant, use)
 
     def audit_head(self, binding: PartyBinding) -> dict[str, str] | None:
         """The node's audit head and key fingerprint (sent to its peers through the job)."""
@@ -358,8 +375,20 @@ class LabNodePolicy:
         audit = _audit(home)
         report = privacy_report(grant, use)
         if grant.reservation is not None:
-            report["ledger"] = _close_reservation(home, audit, grant, use)
-            _journal_path(home, grant.reservation).unlink(missing_ok=True)
+            with journal_lock(home):
+                journal = _journal_path(home, grant.reservation)
+                if not journal.is_file() and _settled(home, audit, grant.reservation):
+                    if use.outcome == "finished":
+                        raise PolicyRefusalError(
+                            f"party '{binding.name}' settled its reservation {grant.reservation} "
+                            f"of job {job.job_id} as failed before the job ended (its run was "
+                            "reported ended, or the node restarted); the job cannot finish: run "
+                            "it again"
+                        )
+                    report["ledger"] = "settled"
+                else:
+                    report["ledger"] = _close_reservation(home, audit, grant, use)
+                    journal.unlink(missing_ok=True)
         audit.record(
             "job_closed",
             {"job_id": job.job_id, "party": binding.name, "bank": _bank(job), **report},
@@ -391,11 +420,18 @@ def _close_reservation(home: Path, audit: AuditLog, grant: JobGrant, use: JobUse
         for e in g.events(int(use.releases.get(g.mechanism, 0)) - int(before.get(g.mechanism, 0)))
     ]
     with BudgetLedger(home / "governance.db", audit=audit) as ledger:
-        if use.touched:
+        # A release counted is spent even if the node never marked the data as touched.
+        if use.touched or spent:
             ledger.commit(grant.reservation, spent, outcome=use.outcome)
             return "committed"
         ledger.release(grant.reservation)
         return "released"
+
+
+def _settled(home: Path, audit: AuditLog, reservation: str) -> bool:
+    """Whether ``reservation`` is closed in the node's ledger (settled without ``job/end``)."""
+    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+        return ledger.job(reservation).state != "reserved"
 
 
 #: Key of a resumed job's grant detail: releases committed with the interrupted run's reservation.
@@ -403,28 +439,92 @@ RELEASED_BEFORE = "released_before"
 
 #: Folder of a governance home where nodes journal the use of open reservations.
 JOURNAL_DIR = "node-jobs"
+#: The lock file of that folder (see :func:`journal_lock`).
+JOURNAL_LOCK = ".lock"
 
 
 def _journal_path(home: Path, reservation: str) -> Path:
     return home / JOURNAL_DIR / (reservation.replace("/", "__") + ".json")
 
 
+@contextmanager
+def journal_lock(home: Path) -> Iterator[None]:
+    """Serialise journal writes and settlements of ``home``'s node (across its processes).
+
+    A release is journaled under this lock before it leaves the node, and a settlement reads
+    the journal and closes the reservation under it: a release is either in what the
+    settlement charges, or refused because the reservation was settled.
+    """
+    folder = home / JOURNAL_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / JOURNAL_LOCK):
+        yield
+
+
 def write_journal(home: Path, grant: JobGrant, use: JobUse) -> None:
-    """Keep the use of an open reservation durably (written atomically, fsync-ed)."""
+    """Keep the use of an open reservation durably (written atomically, fsync-ed).
+
+    The journal names the Flower run the node served the job in (``run``), so the node can
+    settle the reservation itself once that run has ended (:mod:`lab.deploy.run_watch`).
+    """
     if grant.reservation is None:
         return
     path = _journal_path(home, grant.reservation)
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"grant": grant.to_dict(), "touched": use.touched, "releases": dict(use.releases)}
+    doc = {
+        "grant": grant.to_dict(),
+        "touched": use.touched,
+        "releases": dict(use.releases),
+        "run": use.run,
+    }
     atomic_replace(path, json.dumps(doc, sort_keys=True).encode("utf-8"))
 
 
-def settle(reservation: str, home: Path | None = None, *, actor: str | None = None) -> str:
+@dataclass(frozen=True)
+class OpenJournal:
+    """One open reservation as the node journaled it (see :func:`open_journals`)."""
+
+    reservation: str
+    job_id: str
+    run: int | None
+
+
+def open_journals(home: Path) -> list[OpenJournal]:
+    """The reservations ``home``'s node journaled and has not closed (reads JSON files only)."""
+    out: list[OpenJournal] = []
+    folder = home / JOURNAL_DIR
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.glob("*.json")):
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            reservation = str(doc["grant"]["reservation"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # being replaced right now, or not a journal: the next look sees it
+        run = doc.get("run")
+        job_id = reservation.split("/", 1)[0]
+        out.append(OpenJournal(reservation, job_id, None if run is None else int(run)))
+    return out
+
+
+def settle(
+    reservation: str,
+    home: Path | None = None,
+    *,
+    actor: str | None = None,
+    reason: str = "settled by the platform's operator",
+    run: int | None = None,
+) -> str:
     """Close an open reservation whose node ended without ``job/end`` (it crashed or was cut).
 
-    With the node's journal, the releases it counted are committed (or the reservation is
-    released if the job never touched data); without one, the whole plan is committed as spent,
-    because nothing proves less was used.
+    With the node's journal, the releases it counted are committed as ``failed`` (or the
+    reservation is released if the job neither touched data nor released anything); without
+    one, the whole plan is committed as spent, because nothing proves less was used. The
+    decision comes from the node's own ledger and journal only: whoever says the job ended
+    (its operator, the node's run watch, a coordinator) cannot change what is charged, and a
+    release the node journaled is never refunded. Audited as ``reservation_settled`` with
+    ``reason``. With ``run``, only a reservation whose journal still names that run is settled
+    (the watch of an ended run must not close a reservation a resumed run took over).
 
     Returns
     -------
@@ -439,20 +539,44 @@ def settle(reservation: str, home: Path | None = None, *, actor: str | None = No
     home = home or lab_home()
     audit = _audit(home)
     path = _journal_path(home, reservation)
-    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
-        record = ledger.job(reservation)
-        if record.state != "reserved":
-            raise JobStateError(
-                f"reservation {reservation} is {record.state} already; nothing to settle"
+    with journal_lock(home):
+        with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+            record = ledger.job(reservation)
+            if record.state != "reserved":
+                raise JobStateError(
+                    f"reservation {reservation} is {record.state} already; nothing to settle"
+                )
+        if path.is_file():
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if run is not None and doc.get("run") != run:
+                raise JobStateError(
+                    f"reservation {reservation} is journaled for run {doc.get('run')} now, not "
+                    f"run {run}; nothing settled"
+                )
+            grant = JobGrant.from_dict(doc["grant"])
+            use = JobUse(
+                touched=bool(doc["touched"]),
+                releases={str(k): int(v) for k, v in dict(doc["releases"]).items()},
+                outcome="failed",
             )
-        if not path.is_file():
-            ledger.commit(reservation, record.planned_events, outcome="failed", actor=actor)
-            return "committed"
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    grant = JobGrant.from_dict(doc["grant"])
-    use = JobUse(touched=bool(doc["touched"]), releases=dict(doc["releases"]), outcome="failed")
-    outcome = _close_reservation(home, audit, grant, use)
-    path.unlink(missing_ok=True)
+            outcome = _close_reservation(home, audit, grant, use)
+            journaled: dict[str, Any] = {"touched": use.touched, "releases": use.releases}
+        else:
+            with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+                ledger.commit(reservation, record.planned_events, outcome="failed", actor=actor)
+            outcome, journaled = "committed", {"journal": None, "charged": "the whole plan"}
+        audit.record(
+            "reservation_settled",
+            {
+                "reservation": reservation,
+                "job_id": reservation.split("/", 1)[0],
+                "outcome": outcome,
+                "reason": reason[:500],
+                **journaled,
+            },
+            actor,
+        )
+        path.unlink(missing_ok=True)
     return outcome
 
 
@@ -465,6 +589,24 @@ def settle_job(
     a node stopped by Ctrl-C before it heard ``job/end`` is charged what it journaled, not its
     whole plan. Returns each settled reservation's outcome (``committed`` or ``released``).
     """
+    return settle_open(
+        home, actor=actor, job_id=job_id, reason="the job's embedded nodes stopped before its end"
+    )
+
+
+def settle_open(
+    home: Path | None = None,
+    *,
+    reason: str,
+    actor: str | None = None,
+    job_id: str | None = None,
+) -> dict[str, str]:
+    """Settle every reservation still open in ``home`` (of ``job_id`` only, if given).
+
+    ``lab node start`` calls it before a platform's SuperNode starts: the job state of the
+    node's previous process is gone, so no job it served can go on there. Returns each
+    settled reservation's outcome.
+    """
     home = home or lab_home()
     db = home / "governance.db"
     if not db.is_file():
@@ -473,9 +615,9 @@ def settle_job(
         still_open = [
             j.job_id
             for j in ledger.jobs()
-            if j.state == "reserved" and j.job_id.startswith(f"{job_id}/")
+            if j.state == "reserved" and (job_id is None or j.job_id.startswith(f"{job_id}/"))
         ]
-    return {r: settle(r, home, actor=actor) for r in still_open}
+    return {r: settle(r, home, actor=actor, reason=reason) for r in still_open}
 
 
 def _bank(job: JobSpec) -> str | None:
@@ -526,7 +668,8 @@ def _resume(
         return grant
     used = {str(k): int(v) for k, v in dict(record.get("releases", {})).items()}
     use = JobUse(touched=True, releases=used, outcome="failed")
-    with BudgetLedger(home / "governance.db", audit=audit) as ledger:
+    # Under the journal lock: a reservation the node is settling right now is not kept.
+    with journal_lock(home), BudgetLedger(home / "governance.db", audit=audit) as ledger:
         open_ = sorted(
             j.job_id
             for j in ledger.jobs()

@@ -44,6 +44,7 @@ EventType = Literal[
     "job_served",
     "job_refused",
     "job_closed",
+    "reservation_settled",
     "psi_probe_suspected",
     "peer_head",
     "scoring_calls_aggregated",
