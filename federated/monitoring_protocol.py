@@ -397,7 +397,6 @@ def _bank_monitoring(
                 # the same enterprises then and now: a segment's signals turning, not its mix
                 outcomes["segment"].to_numpy()[held],
                 p_then[held],
-                outcomes["segment"].to_numpy()[held],
                 p_now[held],
                 mon.bins,
             )

@@ -15,13 +15,14 @@ of ``EXPERIMENT`` (the experiment the model was trained with):
   and by score band, and writes its early-warning list in its own store.
 
 Alerts (bank-set, :class:`models.monitoring.Thresholds`): score PSI above ``psi_max`` (of the
-whole book, or of a segment of ``--segment-column``), any CSI above ``csi_max``, the AUC of the
-matured loans the model was not trained on (out of time) more than ``auc_drop_max`` below the
-model's test AUC. Each alert is audited (``monitoring_alert``) and the command exits with
-:data:`EXIT_ALERT`, so a scheduler can act on it. The run is tracked in MLflow, tagged with the
-monitored model version (which in turn is tagged with its latest monitoring run and alert
-count), with plots of the score distributions, the PSI trend over the model's monitoring runs
-and the vintage curves.
+whole book, or of a segment of ``--segment-column``), a segment whose mean log-odds rose more
+than ``segment_shift_max`` beyond the book's (and significantly), any CSI above ``csi_max``,
+the AUC of the matured loans the model was not trained on (out of time) more than
+``auc_drop_max`` below the model's test AUC. Each alert is audited (``monitoring_alert``) and
+the command exits with :data:`EXIT_ALERT`, so a scheduler can act on it. The run is tracked in
+MLflow, tagged with the monitored model version (which in turn is tagged with its latest
+monitoring run and alert count), with plots of the score distributions, the PSI trend over the
+model's monitoring runs and the vintage curves.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from lab.errors import InputError, JobError, JobRefusedError
 from lab.governance.audit import AuditLog
 from lab.governance.node import settle_job
 from lab.home import lab_home
-from models.monitoring import Alert, Thresholds
+from models.monitoring import SEGMENT_Z, Alert, Thresholds
 
 logger = logging.getLogger(__name__)
 
@@ -243,6 +244,10 @@ def alerts(report: dict[str, Any], thresholds: Thresholds, test_auc: float | Non
     for segment, values in bank["segments"].items():
         if values["index"] > thresholds.psi_max:
             out.append(Alert("segment_psi", segment, values["index"], thresholds.psi_max))
+        if values["shift"] > thresholds.segment_shift_max and values["z"] > SEGMENT_Z:
+            out.append(
+                Alert("segment_shift", segment, values["shift"], thresholds.segment_shift_max)
+            )
     oot = bank["out_of_time"]
     if test_auc is not None and oot["auc"] is not None:
         drop = test_auc - oot["auc"]
@@ -301,6 +306,7 @@ def run_monitoring(experiment: Experiment, options: MonitorOptions) -> dict[str,
         "n_aligned": result.n_aligned,
         "thresholds": {
             "psi_max": options.thresholds.psi_max,
+            "segment_shift_max": options.thresholds.segment_shift_max,
             "csi_max": options.thresholds.csi_max,
             "auc_drop_max": options.thresholds.auc_drop_max,
             "warning_threshold": options.warning_threshold,

@@ -88,6 +88,12 @@ def monitor(
     psi_max: Annotated[
         float, typer.Option(help="Alert when the score PSI is above this.")
     ] = _DEFAULTS.psi_max,
+    segment_shift_max: Annotated[
+        float,
+        typer.Option(
+            help="Alert when a segment's mean log-odds rose this much more than the book's."
+        ),
+    ] = _DEFAULTS.segment_shift_max,
     csi_max: Annotated[
         float, typer.Option(help="Alert when a column's or group's CSI is above this.")
     ] = _DEFAULTS.csi_max,
@@ -137,7 +143,12 @@ def monitor(
         model=model,
         book=book,
         window=window,
-        thresholds=Thresholds(psi_max=psi_max, csi_max=csi_max, auc_drop_max=auc_drop_max),
+        thresholds=Thresholds(
+            psi_max=psi_max,
+            segment_shift_max=segment_shift_max,
+            csi_max=csi_max,
+            auc_drop_max=auc_drop_max,
+        ),
         summary_json=summary_json,
         segment_column=segment_column,
     )

@@ -12,10 +12,11 @@ Vintages
     AUC and KS of the current scores. :func:`matured_performance` pools matured loans (e.g.
     those the model was not trained on: its out-of-time performance).
 Segments
-    :func:`segment_stability`: the score PSI within each segment of a column the bank keeps
-    beside its book (e.g. the borrower's province), the same enterprises scored in the
-    reference and in the new window: a shock to one region moves its segment's scores long
-    before it moves the whole book's, and a segment's changing mix of new loans is no drift.
+    :func:`segment_stability`: per segment of a column the bank keeps beside its book (e.g.
+    the borrower's province), the same enterprises scored in the reference and in the new
+    window: the score PSI, and the segment's mean log-odds change beyond the book's with its
+    z-score. A shock to one region moves its segment long before it moves the whole book;
+    a segment's changing mix of new loans is no drift.
 Score bands
     :func:`band_table` cuts scores at the reference window's score deciles (the bands fixed
     when the model was trained on that window) and reports each band's share in both windows
@@ -42,6 +43,7 @@ from models.evaluation import EvaluationError, evaluate_scores
 __all__ = [
     "MIN_MATURED",
     "MIN_SEGMENT_ROWS",
+    "SEGMENT_Z",
     "Alert",
     "Thresholds",
     "band_table",
@@ -54,8 +56,10 @@ __all__ = [
 #: Fewest bad and fewest good matured loans a vintage (or a pool) needs for an AUC/KS: fewer
 #: make the AUC noise (a vintage of 250 loans at a 3 % default rate has ~8 bads).
 MIN_MATURED = 20
-#: Fewest rows a segment needs in each window for its score PSI.
+#: Fewest enterprises a segment needs for its score PSI and shift.
 MIN_SEGMENT_ROWS = 100
+#: Standard errors a segment's shift must exceed before it is read as a turn, not noise.
+SEGMENT_Z = 4.0
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -68,6 +72,9 @@ class Thresholds:
     ----------
     psi_max : float
         Score PSI from which the score distribution is said to have drifted.
+    segment_shift_max : float
+        Largest rise of a segment's mean log-odds beyond the whole book's (when it is also
+        :data:`SEGMENT_Z` standard errors out) before an alert: 0.1 is about 10.5 % higher odds.
     csi_max : float
         Largest characteristic index (any bank column, any platform group) before an alert.
     auc_drop_max : float
@@ -75,6 +82,7 @@ class Thresholds:
     """
 
     psi_max: float = 0.25
+    segment_shift_max: float = 0.1
     csi_max: float = 0.25
     auc_drop_max: float = 0.05
 
@@ -159,35 +167,50 @@ def _enough(labels: npt.NDArray[np.int64]) -> bool:
 
 
 def segment_stability(
-    reference_segment: npt.ArrayLike,
+    segment: npt.ArrayLike,
     reference: npt.ArrayLike,
-    current_segment: npt.ArrayLike,
     current: npt.ArrayLike,
     n_bins: int = DEFAULT_BINS,
 ) -> dict[str, dict[str, Any]]:
-    """Score PSI within each segment holding :data:`MIN_SEGMENT_ROWS` rows in both windows.
+    """How each segment's scores moved: the same enterprises in the reference and now.
 
-    The bins are each segment's own reference deciles (a segment is compared with itself).
+    ``reference`` and ``current`` are the probabilities of the same enterprises (paired rows).
+    Per segment of at least :data:`MIN_SEGMENT_ROWS` enterprises: the score PSI (bins at the
+    segment's own reference deciles) and the **shift**: the segment's mean change of log-odds
+    minus the whole book's, with its ``z`` (the shift over its standard error). A PSI over a
+    small segment is mostly sampling noise (about ``(bins - 1) * 2 / n``); the shift and its
+    ``z`` say whether the segment turned more than the book did.
     """
-    ref_seg = np.asarray(reference_segment, dtype=object).astype(str)
-    now_seg = np.asarray(current_segment, dtype=object).astype(str)
+    seg = np.asarray(segment, dtype=object).astype(str)
     ref = np.asarray(reference, dtype=np.float64)
     now = np.asarray(current, dtype=np.float64)
+    delta = _logit(now) - _logit(ref)
+    book = float(delta.mean()) if delta.size else 0.0
     out: dict[str, dict[str, Any]] = {}
-    for segment in sorted(set(ref_seg.tolist()) & set(now_seg.tolist())):
-        a, b = ref[ref_seg == segment], now[now_seg == segment]
-        if min(a.size, b.size) < MIN_SEGMENT_ROWS:
+    for name in sorted(set(seg.tolist())):
+        rows = seg == name
+        n = int(rows.sum())
+        if n < MIN_SEGMENT_ROWS:
             continue
-        counts = score_stability(a, b, n_bins, name=segment)
-        out[segment] = {
-            "n_reference": int(a.size),
-            "n_current": int(b.size),
+        counts = score_stability(ref[rows], now[rows], n_bins, name=name)
+        moved = delta[rows]
+        error = float(moved.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+        shift = float(moved.mean()) - book
+        out[name] = {
+            "n": n,
             "index": counts.index,
-            "shift": counts.shift,
-            "mean_reference": float(a.mean()),
-            "mean_current": float(b.mean()),
+            "reading": counts.shift,
+            "mean_reference": float(ref[rows].mean()),
+            "mean_current": float(now[rows].mean()),
+            "shift": shift,
+            "z": shift / error if error > 0 else 0.0,
         }
     return out
+
+
+def _logit(p: FloatArray) -> FloatArray:
+    q = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.asarray(np.log(q / (1 - q)), dtype=np.float64)
 
 
 def band_table(

@@ -196,9 +196,10 @@ def test_a_regional_shock_is_flagged_and_a_steady_month_is_not(world: dict[str, 
     assert steady == []
     flagged = {(a.kind, a.subject) for a in shocked}
     segments = world["shocked"].monitoring["bank"]["segments"]
-    assert ("segment_psi", "Zhejiang") in flagged, segments
-    others = [v["index"] for k, v in segments.items() if k != "Zhejiang"]
-    assert segments["Zhejiang"]["index"] > 0.25 > max(others)
+    assert ("segment_shift", "Zhejiang") in flagged, segments
+    assert {s for k, s in flagged if k.startswith("segment")} == {"Zhejiang"}, segments
+    others = [v["shift"] for k, v in segments.items() if k != "Zhejiang"]
+    assert segments["Zhejiang"]["shift"] > Thresholds().segment_shift_max > max(others)
 
 
 @pytest.mark.slow
@@ -352,18 +353,24 @@ def test_vintage_auc_needs_enough_bads_and_equals_sklearn() -> None:
     assert rows["2024-02"]["n_matured"] == 50
 
 
-def test_segment_psi_compares_each_segment_with_itself() -> None:
+def test_segments_compare_the_same_enterprises_then_and_now() -> None:
     rng = np.random.default_rng(1)
-    ref = rng.uniform(size=2000)
-    seg = np.where(np.arange(2000) < 1000, "A", "B")
+    ref = rng.uniform(0.01, 0.2, size=2050)
+    seg = np.where(np.arange(2050) < 1000, "A", "B")
+    seg[2000:] = "C"
     now = ref.copy()
-    now[1000:] = np.clip(now[1000:] + 0.3, 0, 1)
-    out = monitoring.segment_stability(seg, ref, np.append(seg, "C"), np.append(now, 0.5))
-    assert set(out) == {"A", "B"}  # C has too few rows
+    odds = now[1000:2000] / (1 - now[1000:2000]) * np.exp(0.5)  # B's log-odds up by 0.5
+    now[1000:2000] = odds / (1 + odds)
+    out = monitoring.segment_stability(seg, ref, now)
+    assert set(out) == {"A", "B"}  # C has too few enterprises
     assert out["A"]["index"] == pytest.approx(0.0, abs=1e-12)
     assert out["B"]["index"] == pytest.approx(
-        stability.score_stability(ref[1000:], now[1000:]).index
+        stability.score_stability(ref[1000:2000], now[1000:2000]).index
     )
+    book = 0.5 * 1000 / 2050  # the book's mean log-odds change
+    assert out["B"]["shift"] == pytest.approx(0.5 - book, abs=1e-9)
+    assert out["A"]["shift"] == pytest.approx(-book, abs=1e-9)
+    assert out["B"]["z"] > 1e6  # every enterprise of B moved by exactly 0.5: no noise
 
 
 def test_alerts_name_what_crossed_its_threshold() -> None:
@@ -371,7 +378,10 @@ def test_alerts_name_what_crossed_its_threshold() -> None:
         "bank": {
             "score_stability": {"index": 0.3},
             "bank_csi": [{"name": "x", "index": 0.05}],
-            "segments": {"Zhejiang": {"index": 0.4}, "Anhui": {"index": 0.01}},
+            "segments": {
+                "Zhejiang": {"index": 0.4, "shift": 0.3, "z": 9.0},
+                "Anhui": {"index": 0.01, "shift": 0.3, "z": 1.0},  # not significant
+            },
             "out_of_time": {"auc": 0.70},
         },
         "csi": {"platform": {"groups": {"tax": {"csi_max": 0.3}, "judicial": {"csi_max": 0.0}}}},
@@ -380,7 +390,9 @@ def test_alerts_name_what_crossed_its_threshold() -> None:
     assert found == {
         ("score_psi", "score"),
         ("segment_psi", "Zhejiang"),
+        ("segment_shift", "Zhejiang"),
         ("csi", "platform:tax"),
         ("auc_drop", "matured out-of-time loans"),
     }
-    assert alerts(report, Thresholds(psi_max=0.5, csi_max=0.5, auc_drop_max=0.1), 0.78) == []
+    relaxed = Thresholds(psi_max=0.5, segment_shift_max=0.5, csi_max=0.5, auc_drop_max=0.1)
+    assert alerts(report, relaxed, 0.78) == []

@@ -57,10 +57,6 @@ def test_the_monitoring_demo_shows_the_alert_and_lab_monitor_exits_4(
     done = run_lab(
         [
             "demo-monitoring",
-            "--enterprises",
-            "6000",
-            "--loans",
-            "5000",
             "--key-bits",
             "512",
             "--summary-json",
@@ -73,7 +69,7 @@ def test_the_monitoring_demo_shows_the_alert_and_lab_monitor_exits_4(
     steady_text, shocked_text = done.stdout.split("-- shocked window --")
     assert "no alert" in steady_text
     assert "ALERT" not in steady_text
-    assert "ALERT segment_psi Zhejiang" in shocked_text
+    assert "ALERT segment_shift Zhejiang" in shocked_text
     result = json.loads(summary.read_text())
     model = result["training"]["model"]
     name, version = model.split("/")
@@ -112,7 +108,7 @@ def test_the_monitoring_demo_shows_the_alert_and_lab_monitor_exits_4(
     )
     assert done.returncode == EXIT_ALERT, done.stderr[-3000:]
     alerts = json.loads(again.read_text())["alerts"]
-    assert any(a["kind"] == "segment_psi" and a["subject"] == "Zhejiang" for a in alerts)
+    assert any(a["kind"] == "segment_shift" and a["subject"] == "Zhejiang" for a in alerts)
     entries = list(AuditLog(lab_home / "audit" / "log.jsonl").entries())
     kinds = [e.type for e in entries]
     assert kinds.count("monitoring_run") == 3
