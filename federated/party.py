@@ -538,23 +538,7 @@ class PartyRuntime:
                 f"the node of party '{self.name}' keeps no recent window; set 'recent' in its "
                 f"node config (screening.recent.{self.name} in an embedded job)"
             )
-        party = job.party(self.name)
-        try:
-            recent = read_party_table(
-                self.binding.recent,
-                id_column=party.id_column,
-                label_column=None,
-                features=tuple(reference.feature_names),
-                categorical=party.categorical,
-                id_scheme=job.alignment.id_scheme,
-                text_format=party.text_format,
-            )
-        except DataError as exc:
-            raise DataError(
-                f"party '{self.name}' recent window: {exc}", redacted=exc.redacted
-            ) from exc
-        counts = {"n_rows": recent.n_rows, "n_admitted": recent.n_rows}
-        return self._columns_of(reference, recent), {**counts, "source": "node file"}
+        return self._node_window(self.binding.recent, reference, "recent")
 
     def reference_table(self) -> tuple[PartyTable, dict[str, Any]]:
         """This party's reference window for monitoring (the model's training window), and counts.
@@ -590,23 +574,30 @@ class PartyRuntime:
                 f"the node of party '{self.name}' keeps no reference window; set 'reference' "
                 "in its node config (the training file of the monitored model)"
             )
+        return self._node_window(self.binding.reference, current, "reference")
+
+    def _node_window(
+        self, path: Path, like: PartyTable, what: str
+    ) -> tuple[PartyTable, dict[str, Any]]:
+        """Another window from a file this node keeps, with ``like``'s columns, and counts."""
+        job = self.job()
         party = job.party(self.name)
         try:
             table = read_party_table(
-                self.binding.reference,
+                path,
                 id_column=party.id_column,
                 label_column=None,
-                features=tuple(current.feature_names),
+                features=tuple(like.feature_names),
                 categorical=party.categorical,
                 id_scheme=job.alignment.id_scheme,
                 text_format=party.text_format,
             )
         except DataError as exc:
             raise DataError(
-                f"party '{self.name}' reference window: {exc}", redacted=exc.redacted
+                f"party '{self.name}' {what} window: {exc}", redacted=exc.redacted
             ) from exc
         counts = {"n_rows": table.n_rows, "n_admitted": table.n_rows}
-        return self._columns_of(current, table), {**counts, "source": "node file"}
+        return self._columns_of(like, table), {**counts, "source": "node file"}
 
     def _columns_of(self, reference: PartyTable, recent: PartyTable) -> PartyTable:
         """``recent`` with the reference's columns, in its order and of its kinds."""

@@ -55,6 +55,30 @@ def model_uri(reference: str) -> str:
     return f"models:/{reference}@{DEFAULT_ALIAS}"
 
 
+def open_registry(label: str, tracking_uri: str | None = None) -> str:
+    """Point MLflow at the bank's registry (``tracking_uri`` or this home's) and return it.
+
+    Raises
+    ------
+    InputError
+        If this home's sqlite registry does not exist (nothing was trained here), naming
+        ``label`` (the model asked for) and the fix.
+    """
+    import mlflow
+
+    from lab.tracking import default_tracking_uri
+
+    store = tracking_uri or default_tracking_uri()
+    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
+        raise InputError(
+            f"{label}: no registry at {store.removeprefix('sqlite:///')} (nothing was trained in "
+            "this home); set LAB_HOME, MLFLOW_TRACKING_URI or --tracking-uri to the bank's registry"
+        )
+    mlflow.set_tracking_uri(store)
+    mlflow.set_registry_uri(store)
+    return store
+
+
 def read_input(path: Path) -> pd.DataFrame:
     """The enterprises to score: a CSV with ``enterprise_id`` and the bank's columns.
 
@@ -110,8 +134,6 @@ def score_file(
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
-    from lab.tracking import default_tracking_uri
-
     purpose = purpose or DEFAULT_PURPOSE
     try:
         k = check_reasons(DEFAULT_REASONS if reasons is None else reasons)
@@ -123,14 +145,7 @@ def score_file(
     if not target.parent.is_dir():
         raise InputError(f"{target.parent}: no such folder; create it or choose another --out")
     uri = model_uri(reference)
-    store = tracking_uri or default_tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
-        raise InputError(
-            f"{uri}: no registry at {store.removeprefix('sqlite:///')} (nothing was trained in "
-            "this home); set LAB_HOME, MLFLOW_TRACKING_URI or --tracking-uri to the bank's registry"
-        )
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
+    open_registry(uri, tracking_uri)
     try:
         model = mlflow.pyfunc.load_model(uri)
     except MlflowException as exc:

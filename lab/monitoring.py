@@ -97,18 +97,10 @@ def resolve_model(reference: str, bank: str, tracking_uri: str | None) -> Monito
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from lab.batch_scoring import model_uri
+    from lab.batch_scoring import model_uri, open_registry
     from lab.registry import SecureBoostBankModel
-    from lab.tracking import default_tracking_uri
 
-    store = tracking_uri or default_tracking_uri()
-    if store.startswith("sqlite:///") and not Path(store.removeprefix("sqlite:///")).is_file():
-        raise InputError(
-            f"--model {reference}: no registry at {store.removeprefix('sqlite:///')}; train "
-            "first or set LAB_HOME / MLFLOW_TRACKING_URI to the bank's registry"
-        )
-    mlflow.set_tracking_uri(store)
-    mlflow.set_registry_uri(store)
+    store = open_registry(f"--model {reference}", tracking_uri)
     uri = model_uri(reference)
     client = MlflowClient(store, store)
     name = uri.removeprefix("models:/").split("@")[0].split("/")[0]

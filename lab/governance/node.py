@@ -222,37 +222,17 @@ class LabNodePolicy:
         PolicyRefusalError
             Naming the version and the fix, after auditing the refusal.
         """
-        home = _home(binding)
-        audit = _audit(home)
-        try:
-            admission = _recent_window(binding, job, grant, ref, home, audit)
-        except GovernanceError as exc:
-            audit.record(
-                "job_refused",
-                {
-                    "job_id": job.job_id,
-                    "party": binding.name,
-                    "bank": _bank(job),
-                    "reason": f"screening: {type(exc).__name__}: {exc}"[:1000],
-                },
-            )
-            raise PolicyRefusalError(
-                f"party '{binding.name}' refuses the recent window: {exc}"
-            ) from exc
-        audit.record(
-            "screening_window",
-            {
-                "job_id": job.job_id,
-                "party": binding.name,
-                "bank": _bank(job),
-                "feature_set": ref,
-                "training_feature_set": grant.feature_set,
-                "n_rows": admission.n_rows,
-                "n_admitted": admission.n_admitted,
-                "csi_detail": grant.limits.csi_detail,
-            },
+        return _window(
+            binding,
+            job,
+            grant,
+            ref,
+            earlier=False,
+            audited=(
+                "screening_window",
+                {"feature_set": ref, "training_feature_set": grant.feature_set},
+            ),
         )
-        return admission
 
     def reference_window(
         self, binding: PartyBinding, job: JobSpec, grant: JobGrant, ref: str
@@ -269,37 +249,17 @@ class LabNodePolicy:
         PolicyRefusalError
             Naming the version and the fix, after auditing the refusal.
         """
-        home = _home(binding)
-        audit = _audit(home)
-        try:
-            admission = _recent_window(binding, job, grant, ref, home, audit, earlier=True)
-        except GovernanceError as exc:
-            audit.record(
-                "job_refused",
-                {
-                    "job_id": job.job_id,
-                    "party": binding.name,
-                    "bank": _bank(job),
-                    "reason": f"monitoring: {type(exc).__name__}: {exc}"[:1000],
-                },
-            )
-            raise PolicyRefusalError(
-                f"party '{binding.name}' refuses the reference window: {exc}"
-            ) from exc
-        audit.record(
-            "monitoring_window",
-            {
-                "job_id": job.job_id,
-                "party": binding.name,
-                "bank": _bank(job),
-                "feature_set": grant.feature_set,
-                "reference_feature_set": ref,
-                "n_rows": admission.n_rows,
-                "n_admitted": admission.n_admitted,
-                "csi_detail": grant.limits.csi_detail,
-            },
+        return _window(
+            binding,
+            job,
+            grant,
+            ref,
+            earlier=True,
+            audited=(
+                "monitoring_window",
+                {"feature_set": grant.feature_set, "reference_feature_set": ref},
+            ),
         )
-        return admission
 
     def record(
         self, binding: PartyBinding, job: JobSpec, event: str, payload: Mapping[str, Any]
@@ -715,6 +675,50 @@ def _count_authorized(binding: PartyBinding, job: JobSpec, home: Path, grant: Jo
         raise no_authorized_rows(binding, job, grant, table.n_rows, home)
     counts = {"n_rows": table.n_rows, "n_authorized": n_authorized}
     return replace(grant, detail={**grant.detail, **counts})
+
+
+def _window(
+    binding: PartyBinding,
+    job: JobSpec,
+    grant: JobGrant,
+    ref: str | None,
+    *,
+    earlier: bool,
+    audited: tuple[str, dict[str, Any]],
+) -> Admission:
+    """Serve another published version of the job's set as a window; audit it or the refusal."""
+    home = _home(binding)
+    audit = _audit(home)
+    event, versions = audited
+    what, stage = ("reference", "monitoring") if earlier else ("recent", "screening")
+    try:
+        admission = _recent_window(binding, job, grant, ref, home, audit, earlier=earlier)
+    except GovernanceError as exc:
+        audit.record(
+            "job_refused",
+            {
+                "job_id": job.job_id,
+                "party": binding.name,
+                "bank": _bank(job),
+                "reason": f"{stage}: {type(exc).__name__}: {exc}"[:1000],
+            },
+        )
+        raise PolicyRefusalError(
+            f"party '{binding.name}' refuses the {what} window: {exc}"
+        ) from exc
+    audit.record(
+        event,
+        {
+            "job_id": job.job_id,
+            "party": binding.name,
+            "bank": _bank(job),
+            **versions,
+            "n_rows": admission.n_rows,
+            "n_admitted": admission.n_admitted,
+            "csi_detail": grant.limits.csi_detail,
+        },
+    )
+    return admission
 
 
 def _recent_window(
