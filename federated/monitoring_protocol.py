@@ -44,8 +44,9 @@ What each party learns
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -117,10 +118,6 @@ def _spec(ctx: PartyRuntime) -> tuple[JobSpec, MonitoringSpec]:
     job = ctx.job()
     if job.task != "monitor" or job.monitoring is None:
         raise ProtocolError(f"job '{job.name}' is not a monitoring job")
-    if job.model_type != "secureboost":
-        raise PolicyRefusalError(
-            f"monitoring serves SecureBoost models; this job monitors a {job.model_type} model"
-        )
     return job, job.monitoring
 
 
@@ -141,13 +138,29 @@ def _own_part(ctx: PartyRuntime, mon: MonitoringSpec) -> tuple[dict[str, Any], s
     return raw, str(ref.get("content_hash", ""))
 
 
+_Part = TypeVar("_Part")
+
+
+def _parsed(
+    read: Callable[[dict[str, Any]], _Part], raw: dict[str, Any], ctx: PartyRuntime
+) -> _Part:
+    """A SecureBoost part from its saved form, or a refusal naming what it is instead."""
+    try:
+        return read(raw)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PolicyRefusalError(
+            f"party '{ctx.name}': monitoring serves SecureBoost parts; part "
+            f"{raw.get('model_id')!r} is another kind ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
 # ------------------------------------------------------------------------------- platform
 
 
 def _monitor(envelope: Envelope, ctx: PartyRuntime) -> list[Envelope]:
     job, mon = _spec(ctx)
     raw, pinned = _own_part(ctx, mon)
-    part = PlatformPart.from_dict(raw)
+    part = _parsed(PlatformPart.from_dict, raw, ctx)
     bank = job.label_holder().name
     if part.content_hash != pinned:
         raise PolicyRefusalError(
@@ -332,7 +345,7 @@ def _bank_monitoring(
     ctx: PartyRuntime, job: JobSpec, mon: MonitoringSpec, received: dict[str, list[str]]
 ) -> dict[str, Any]:
     raw, pinned = _own_part(ctx, mon)
-    part = BankPart.from_dict(raw)
+    part = _parsed(BankPart.from_dict, raw, ctx)
     if part.content_hash != pinned:
         raise PolicyRefusalError(
             f"party '{ctx.name}' holds model {part.model_id!r} as {part.content_hash}, not {pinned}"
