@@ -72,6 +72,7 @@ from models.protocol import (
     dumps,
 )
 from models.secureboost.parts import BankPart, PlatformPart, model_file
+from models.vertical.parts import bound_bank
 
 PROTOCOL = "monitoring"
 
@@ -167,9 +168,12 @@ def _monitor(envelope: Envelope, ctx: PartyRuntime) -> list[Envelope]:
             f"party '{ctx.name}' holds model {part.model_id!r} as {part.content_hash}, not "
             f"{pinned}; monitor the version registered from the same job"
         )
-    if part.bank is not None and part.bank != bank:
+    served_to = bound_bank(ctx.model_dir(), part.model_id, part.bank)
+    if served_to != bank:
         raise PolicyRefusalError(
-            f"party '{ctx.name}' serves model {part.model_id!r} to another bank, not '{bank}'"
+            f"party '{ctx.name}' serves model {part.model_id!r} to "
+            f"{'no bank' if served_to is None else 'another bank'}, not '{bank}'; a part "
+            "trained before parts named their bank is bound with 'lab platform bind'"
         )
     table = ctx.table()
     rows = job_rows(ctx)

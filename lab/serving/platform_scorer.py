@@ -79,14 +79,18 @@ from models.serving import (
     ServedPart,
     load_part,
 )
-from models.vertical.parts import MODEL_ID_PATTERN, ModelIdError, model_file
+from models.vertical.parts import (
+    BINDING_SUFFIX,
+    MODEL_ID_PATTERN,
+    ModelIdError,
+    bound_bank,
+    model_file,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Most enterprises one call may name (a bank scores applications, not the platform's table).
 MAX_ENTERPRISES_PER_CALL = 1000
-#: Suffix of the file binding a part written before parts named their bank.
-BINDING_SUFFIX = ".bank"
 
 
 @dataclass(frozen=True)
@@ -316,13 +320,7 @@ class PlatformScorer:
 
     def bank_of(self, part: ServedPart) -> str | None:
         """The bank a part serves: its own ``bank``, else its binding file, else ``None``."""
-        if part.bank is not None:
-            return part.bank
-        binding = self.models_dir / f"{part.model_id}{BINDING_SUFFIX}"
-        try:
-            return binding.read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
+        return bound_bank(self.models_dir, part.model_id, part.bank)
 
     def admit(self, bank: BankCredential, request: ScoringRequest) -> Admission:
         """Check the purpose of the credential and that the model is the bank's; price the call.

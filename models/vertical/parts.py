@@ -39,6 +39,20 @@ def model_file(folder: Path, model_id: str) -> Path:
     return folder / f"{model_id}.json"
 
 
+#: Suffix of the file binding a part written before parts named their bank (``lab platform bind``).
+BINDING_SUFFIX = ".bank"
+
+
+def bound_bank(folder: Path, model_id: str, own: str | None) -> str | None:
+    """The bank a part serves: its ``own`` bank, else its binding file in ``folder``, else None."""
+    if own is not None:
+        return own
+    try:
+        return (folder / f"{model_id}{BINDING_SUFFIX}").read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+
+
 def write_part(folder: Path, model_id: str, payload: Mapping[str, Any]) -> Path:
     """Write a part as ``<folder>/<model_id>.json`` (temporary file, rename)."""
     path = model_file(folder, model_id)
