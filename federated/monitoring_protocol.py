@@ -56,6 +56,7 @@ from features import stability
 from features.errors import DataError
 from features.ids import normalise
 from features.io import resolve_data_file
+from features.safe_csv import write_csv
 from federated.party import PartyRuntime
 from federated.spec import JobSpec, MonitoringSpec
 from federated.transport import Transport, run_protocol
@@ -494,7 +495,7 @@ def _write_store(
             scores[f"c:{label}"] = contributions[:, j]
     for frame, name in ((scores, SCORES_FILE), (warnings, WARNINGS_FILE)):
         tmp = store / f".{name}.tmp"
-        frame.to_csv(tmp, index=False)
+        write_csv(frame, tmp)
         tmp.chmod(0o600)
         tmp.replace(store / name)
 
