@@ -383,8 +383,9 @@ def _bank_monitoring(
     bank_csi = stability.bin_counts(specs, reference_table.features, book)
     outcomes = _book_columns(ctx, job, mon, ids)
     store = _store(ctx, mon)
-    previous, previous_source = _previous(store, ids, p_then)
-    labels, c_prev, c_now, reasons_note = _contributions(part, book, now, then, held, store, ids)
+    last = _last_run(store, ids)
+    previous, previous_source = _previous(last, p_then)
+    labels, c_prev, c_now, reasons_note = _contributions(part, book, now, then, held, last)
     warnings = monitoring.early_warnings(
         ids,
         previous,
@@ -440,16 +441,22 @@ def _store(ctx: PartyRuntime, mon: MonitoringSpec) -> Path:
     return folder
 
 
-def _previous(
-    store: Path, ids: list[str], reference: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], str]:
-    """Each enterprise's probability at the previous run (else the reference window's)."""
+def _last_run(store: Path, ids: list[str]) -> pd.DataFrame | None:
+    """The previous run's scores and contributions, on ``ids`` (``None`` on a first run)."""
     path = store / SCORES_FILE
     if not path.is_file():
-        return reference, "reference window"
+        return None
     last = pd.read_csv(path, dtype={"enterprise_id": str}).set_index("enterprise_id")
-    values = last["probability"].reindex(ids).to_numpy(dtype=np.float64)
-    return values, "previous run"
+    return last.reindex(ids)
+
+
+def _previous(
+    last: pd.DataFrame | None, reference: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], str]:
+    """Each enterprise's probability at the previous run (else the reference window's)."""
+    if last is None:
+        return reference, "reference window"
+    return last["probability"].to_numpy(dtype=np.float64), "previous run"
 
 
 def _contributions(
@@ -458,8 +465,7 @@ def _contributions(
     now: dict[str, tuple[list[str], npt.NDArray[np.bool_]]],
     then: dict[str, tuple[list[str], npt.NDArray[np.bool_]]],
     held: npt.NDArray[np.bool_],
-    store: Path,
-    ids: list[str],
+    last: pd.DataFrame | None,
 ) -> tuple[list[str], npt.NDArray[np.float64] | None, npt.NDArray[np.float64] | None, str]:
     """Labels and contributions now and before (previous run, else reference), or why none."""
     from models.secureboost.explain import saabas
@@ -469,10 +475,8 @@ def _contributions(
     except (AttributionRefusedError, ExplanationUnavailableError) as exc:
         return [], None, None, f"withheld: {exc}"
     labels = list(current.labels)
-    path = store / SCORES_FILE
-    if path.is_file():
-        last = pd.read_csv(path, dtype={"enterprise_id": str}).set_index("enterprise_id")
-        before = last.reindex(ids).reindex(columns=[f"c:{label}" for label in labels])
+    if last is not None:
+        before = last.reindex(columns=[f"c:{label}" for label in labels])
         return labels, before.to_numpy(dtype=np.float64), current.values, "by label"
     previous = np.full(current.values.shape, np.nan)
     past = saabas(part, book, then)
