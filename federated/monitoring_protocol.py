@@ -161,6 +161,7 @@ def _parsed(
 
 def _monitor(envelope: Envelope, ctx: PartyRuntime) -> list[Envelope]:
     job, mon = _spec(ctx)
+    ctx.guard.limits.check_bins(mon.bins, "monitoring.bins")
     raw, pinned = _own_part(ctx, mon)
     part = _parsed(PlatformPart.from_dict, raw, ctx)
     bank = job.label_holder().name

@@ -130,6 +130,8 @@ def _csi(envelope: Envelope, ctx: PartyRuntime) -> Envelope:
     rows = job_rows(ctx)
     reference = table.features.iloc[rows].reset_index(drop=True)
     recent, info = ctx.recent_table()
+    if ctx.role != "bank":
+        ctx.guard.limits.check_bins(job.screening.bins, "screening.bins")
     specs = stability.fit_bins(reference, table.feature_kinds, job.screening.bins)
     counts = stability.bin_counts(specs, reference, recent.features)
     detail = "feature" if ctx.role == "bank" else ctx.guard.limits.csi_detail
@@ -196,6 +198,7 @@ def _iv_init(envelope: Envelope, ctx: PartyRuntime) -> Envelope:
             "platform serves exactly"
         )
     limits = ctx.guard.limits
+    limits.check_bins(job.screening.bins, "screening.bins")
     key = peer_public_key(envelope.payload["public_key"], limits, "the bank's Paillier key")  # type: ignore[arg-type]
     rows = job_rows(ctx)
     train = envelope.array("train_mask").astype(bool)

@@ -88,6 +88,11 @@ class NodeLimits:
     csi_detail : {"group", "feature"}
         What a platform shares of its columns' stability in screening: per feature group only
         (the default), or each column's index and bin counts (never bin edges).
+    max_bins : int
+        Most bins per column the node fits when their statistics leave its domain (a platform's
+        SecureBoost histograms, hetero LR WOE counts, screening and monitoring bins): the bank
+        chooses the number in its job, and finer bins show it finer partitions of the node's
+        rows (per-bin gradient sums and counts of a few rows each).
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -104,6 +109,7 @@ class NodeLimits:
     validation_max_share: float = 0.5
     group_attribution: bool = True
     csi_detail: str = "group"
+    max_bins: int = 64
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -186,6 +192,20 @@ class NodeLimits:
             raise PolicyRefusalError(
                 f"{what} ({share:.0%}): above this node's policy validation.max_share="
                 f"{self.validation_max_share:g}; use a smaller model.validation_fraction"
+            )
+
+    def check_bins(self, n_bins: int, what: str) -> None:
+        """Refuse more bins per column (``what`` names the setting) than the node fits.
+
+        Raises
+        ------
+        PolicyRefusalError
+            Naming the setting, the number asked for and ``binning.max_bins``.
+        """
+        if n_bins > self.max_bins:
+            raise PolicyRefusalError(
+                f"{what}={n_bins}: more bins per column than this node's policy "
+                f"binning.max_bins={self.max_bins} allows; ask for at most {self.max_bins}"
             )
 
     def check_reveal(self, reveal: str) -> None:

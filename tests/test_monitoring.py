@@ -50,7 +50,11 @@ def _runtimes(bindings: list[PartyBinding]) -> dict[str, PartyRuntime]:
 
 
 def _monitor(
-    world: dict[str, Any], window: str, tapped: list[Envelope] | None = None, **model: Any
+    world: dict[str, Any],
+    window: str,
+    tapped: list[Envelope] | None = None,
+    bins: int | None = None,
+    **model: Any,
 ) -> Any:
     scenario: Scenario = world["scenario"]
     options = MonitorOptions(
@@ -64,6 +68,8 @@ def _monitor(
         mp.setenv("LAB_HOME", str(world["home"]))
         mp.setenv("LAB_KEYS", str(world["home"].parent / "keys"))
         spec, bindings = monitoring_job(world["experiment"], monitored, options)
+        if bins is not None:  # a bank's own code asking for finer bins than the lab's default
+            spec = replace(spec, monitoring=replace(spec.monitoring, bins=bins))
 
         def tap(direction: str, env: Envelope) -> None:
             if tapped is not None and env.protocol == "monitoring":
@@ -309,6 +315,14 @@ def test_a_platform_refuses_a_part_it_does_not_hold_as_pinned(world: dict[str, A
     parts["platform"]["content_hash"] = "sha256:" + "0" * 64
     with pytest.raises(PartyError, match="monitor the version registered from the same job"):
         _monitor(world, STEADY, parts=parts)
+
+
+@pytest.mark.slow
+def test_a_platform_refuses_monitoring_bins_finer_than_its_policy(world: dict[str, Any]) -> None:
+    with pytest.raises(PartyError, match=r"monitoring\.bins=100.*binning\.max_bins=64") as info:
+        _monitor(world, STEADY, bins=100)
+    assert info.value.party == "platform"
+    assert info.value.error_type == "PolicyRefusalError"
 
 
 # ------------------------------------------------------------------------------ bank-side units

@@ -985,3 +985,70 @@ def test_a_resumed_dp_job_charges_every_release_once(
     assert resumed["party"] == "platform"
     assert resumed["releases_before"] == {secureboost.DP_MECHANISM: 4}
     assert resumed["reservation"] == jobs[-1].job_id
+
+
+# -- bins: how finely the platform's rows are cut for the bank's statistics ----------------------
+
+
+def _binned_spec(kind: str, bins: int) -> JobSpec:
+    from federated.spec import ScreeningSpec
+
+    if kind == "secureboost":
+        return _plain(
+            _spec(model={"type": "secureboost", "n_estimators": 1, "max_depth": 2, "max_bin": bins})
+        )
+    if kind == "hetero_lr":
+        return _hlr_spec(batch_size=300, max_bin=bins)
+    spec = _plain(_spec(model={"type": "secureboost", "n_estimators": 1, "max_depth": 2}))
+    return replace(spec, screening=ScreeningSpec(min_iv=0.01, bins=bins))
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting"),
+    [
+        ("secureboost", "model.max_bin=100"),
+        ("hetero_lr", "model.max_bin=100"),
+        ("screening", "screening.bins=100"),
+    ],
+)
+def test_bins_finer_than_the_platforms_policy_are_refused_at_hello(
+    tmp_path: Path, lab_home: Path, kind: str, setting: str
+) -> None:
+    """The bank picks the bins in its job; the platform's own policy caps them (default 64)."""
+    transport, _ = _hlr_pair(tmp_path, lab_home)
+    with pytest.raises(PartyError, match=rf"{setting}.*binning\.max_bins=64") as info:
+        run_job(_binned_spec(kind, 100), transport)
+    assert info.value.party == "platform"
+    assert info.value.error_type == "PolicyRefusalError"
+    # Its owner may allow finer bins (or ask for coarser ones): then the same job runs.
+    assert read_policy(lab_home).binning.max_bins == 64
+    set_policy(["binning.max_bins=16"], lab_home)
+    with pytest.raises(PartyError, match=r"binning\.max_bins=16"):
+        run_job(_binned_spec(kind, 20), _hlr_pair(tmp_path / "again", lab_home)[0])
+
+
+def test_a_bank_that_asks_for_finer_bins_in_its_message_is_refused(
+    tmp_path: Path, lab_home: Path
+) -> None:
+    """The job spec says 8 bins; the bank's own ``init`` says 512: the platform bins nothing."""
+    transport, _ = _hlr_pair(tmp_path, lab_home)
+
+    def finer(env: Envelope) -> Envelope:
+        if env.protocol == "secureboost" and env.stage == "init":
+            settings = {**json.loads(env.text("settings")), "max_bin": 512}
+            return replace(env, payload={**env.payload, "settings": json.dumps(settings)})
+        return env
+
+    _tamper_bank(transport, finer)
+    with pytest.raises(PartyError, match=r"model\.max_bin=512.*binning\.max_bins=64") as info:
+        run_job(_binned_spec("secureboost", 8), transport)
+    assert info.value.party == "platform"
+    assert info.value.error_type == "PolicyRefusalError"
+
+
+def test_the_bins_cap_is_validated(lab_home: Path) -> None:
+    from lab.governance.errors import PolicyFileError
+
+    with pytest.raises(PolicyFileError, match=r"binning\.max_bins"):
+        set_policy(["binning.max_bins=1"], lab_home)
+    assert read_policy(lab_home).limits().max_bins == 64

@@ -1013,8 +1013,15 @@ def _check_asks(
     if binding.role != "platform":
         return
     limits.check_reveal(job.alignment.reveal)
+    if job.screening.enabled:
+        limits.check_bins(job.screening.bins, "screening.bins")
+    if job.task == "monitor" and job.monitoring is not None:
+        limits.check_bins(job.monitoring.bins, "monitoring.bins")
     if job.task == "train":
         described, settings = job_model(job)
+        max_bin = getattr(settings, "max_bin", None)
+        if isinstance(max_bin, int):
+            limits.check_bins(max_bin, "model.max_bin")
         described.platform_checks(settings, limits)
         if isinstance(settings, IterativeSettings):
             fraction = settings.validation_plan().fraction

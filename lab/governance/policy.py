@@ -16,6 +16,7 @@ every setting has its secure default::
     dp: {require: true, max_epsilon_per_job: null}
     explanations: {group_attribution: allow}
     stability: {csi_detail: group}
+    binning: {max_bins: 64}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -159,6 +160,19 @@ class StabilityPolicy(_Strict):
     csi_detail: Literal["group", "feature"] = cast(Literal["group", "feature"], _LIMITS.csi_detail)
 
 
+class BinningPolicy(_Strict):
+    """How finely this node bins its columns when their statistics leave its domain.
+
+    ``max_bins``: most bins per column of a platform's SecureBoost histograms
+    (``model.max_bin``), hetero LR fine bins (``model.max_bin``), screening
+    (``screening.bins``) and monitoring (``monitoring.bins``). The bank chooses the number in
+    its job; finer bins show it per-bin gradient sums, label counts and partitions of fewer
+    rows each, so a job asking for more is refused before any data is read.
+    """
+
+    max_bins: Annotated[int, Field(ge=2, le=1024)] = _LIMITS.max_bins
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -171,6 +185,7 @@ class NodePolicyConfig(_Strict):
     dp: DPPolicy = Field(default_factory=DPPolicy)
     explanations: ExplanationsPolicy = Field(default_factory=ExplanationsPolicy)
     stability: StabilityPolicy = Field(default_factory=StabilityPolicy)
+    binning: BinningPolicy = Field(default_factory=BinningPolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -189,6 +204,7 @@ class NodePolicyConfig(_Strict):
             validation_max_share=self.validation.max_share,
             group_attribution=self.explanations.group_attribution == "allow",
             csi_detail=self.stability.csi_detail,
+            max_bins=self.binning.max_bins,
         )
 
 

@@ -153,7 +153,18 @@ def aligned_features(
 
 
 def fit_own_bins(ctx: PartyContext, frame: pd.DataFrame, max_bin: int) -> tuple[BinSpec, ...]:
-    """Fit bins on ``frame``, this party's training rows (the edges stay with the party)."""
+    """Fit bins on ``frame``, this party's training rows (the edges stay with the party).
+
+    A platform's bins shape what the bank learns of its rows (per-bin sums and counts), so a
+    platform fits at most its own policy's ``binning.max_bins``, whatever the job asks.
+
+    Raises
+    ------
+    PolicyRefusalError
+        If this party is a platform and ``max_bin`` is above its ``binning.max_bins``.
+    """
+    if ctx.role != "bank":
+        ctx.guard.limits.check_bins(max_bin, "model.max_bin")
     kinds = ctx.table().feature_kinds
     return tuple(fit_bins(frame[c], kinds[c], max_bin) for c in frame.columns)
 
