@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -178,6 +179,46 @@ class EmbeddedOptions:
     resume: bool = False
 
 
+#: Attempts at starting Ray's node. Ray gives its raylet a fixed 30 s to register (not
+#: configurable); on a loaded machine that can pass, and a second attempt usually succeeds.
+RAY_START_ATTEMPTS = 2
+
+#: What Ray says when its node missed that window (the only failure a new attempt helps).
+_RAY_START_TIMEOUT = "timed out during startup"
+
+
+def start_ray(init_args: dict[str, Any], attempts: int = RAY_START_ATTEMPTS) -> None:
+    """Start Ray's node in this thread (as Flower would), again if it timed out on its way up.
+
+    Flower's simulation engine starts Ray itself unless it is running; starting it here lets
+    the runtime try again when the raylet missed Ray's 30 s registration window (a busy
+    machine), after stopping what the failed attempt left. Ray's processes stop when the
+    thread that started them ends, so call this from the thread that runs the job.
+
+    Raises
+    ------
+    RuntimeError
+        If Ray did not start: the last attempt's error, with the number of attempts.
+    """
+    import ray
+
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath  # Flower does the same for Ray's workers
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **init_args)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for the start-up timeout
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            stop_ray_processes(grace=1.0)
+            if _RAY_START_TIMEOUT not in str(exc) or attempt == attempts:
+                raise RuntimeError(f"Ray did not start ({attempt} attempts): {exc}") from exc
+            logger.warning("Ray's node timed out during start-up; starting it again")
+
+
 def app_dir() -> Path:
     """Directory of the lab's Flower app (its ``pyproject.toml``)."""
     return Path(str(resources.files("federated") / "flwr_app"))
@@ -306,24 +347,26 @@ def run_embedded(
     if not options.verbose:
         flwr_logger.setLevel(logging.WARNING)
     loopback_only()
+    init_args: dict[str, Any] = {
+        "_node_ip_address": LOOPBACK,
+        "include_dashboard": False,
+        "num_cpus": os.cpu_count() or 1,
+        "logging_level": "info" if options.verbose else "error",
+        "log_to_driver": options.verbose,
+    }
     backend_config = {
         "client_resources": {"num_cpus": options.cpus_per_party, "num_gpus": 0.0},
-        "init_args": {
-            "_node_ip_address": LOOPBACK,
-            "include_dashboard": False,
-            "num_cpus": os.cpu_count() or 1,
-            "logging_level": "info" if options.verbose else "error",
-            "log_to_driver": options.verbose,
-        },
+        "init_args": init_args,
     }
     try:
         with _interruptible(), _prompt_dispatch():
+            start_ray(init_args)
             _run_simulation(
                 num_supernodes=len(bindings),
                 exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
                 client_app=client_app,
                 server_app=server_app,
-                backend_config=backend_config,  # type: ignore[arg-type]
+                backend_config=backend_config,
                 app_dir=str(app_dir()),
                 is_app=True,
                 run=run,
@@ -343,7 +386,15 @@ def run_embedded(
         ) from exc
     finally:
         flwr_logger.setLevel(previous_level)
+        _shutdown_ray()  # Flower's engine shuts it down when it ran; not when it failed first
     return read_result(result_dir)
+
+
+def _shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 def read_result(result_dir: Path) -> JobResult:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from federated import interrupt
+from federated import interrupt, simulation
 from federated.flower_transport import FlowerTransport
 from federated.interrupt import JobInterruptedError
 from federated.simulation import JobFailedError, run_embedded
@@ -50,6 +50,7 @@ def test_a_runtime_that_fails_to_start_fails_the_job_and_stops_the_coordinator(
             raise RuntimeError("An error was encountered. Ending simulation.") from exc
 
     monkeypatch.setattr(flower, "_run_simulation", crashed)
+    monkeypatch.setattr(simulation, "start_ray", lambda init_args: None)
     spec = JobSpec(
         job_id="j1",
         name="crash",
@@ -70,3 +71,55 @@ def test_a_runtime_that_fails_to_start_fails_the_job_and_stops_the_coordinator(
         assert interrupt.stop_requested()  # the coordinator thread stops at its next poll
     finally:
         interrupt.reset()
+
+
+class _FlakyRay:
+    """Ray's ``init`` failing as a slow raylet makes it fail, a given number of times."""
+
+    def __init__(self, failures: int, message: str) -> None:
+        self.failures = failures
+        self.message = message
+        self.calls: list[dict[str, object]] = []
+
+    def init(self, **kwargs: object) -> None:
+        self.calls.append(kwargs)
+        if len(self.calls) <= self.failures:
+            raise Exception(self.message)  # what Ray raises
+
+    def shutdown(self) -> None:
+        pass
+
+
+TIMEOUT = "The current node timed out during startup. This could happen because ..."
+
+
+@pytest.mark.parametrize(("failures", "calls"), [(0, 1), (1, 2)])
+def test_ray_is_started_again_when_its_node_timed_out(
+    monkeypatch: pytest.MonkeyPatch, failures: int, calls: int
+) -> None:
+    import ray
+
+    flaky = _FlakyRay(failures, TIMEOUT)
+    monkeypatch.setattr(ray, "init", flaky.init)
+    monkeypatch.setattr(ray, "shutdown", flaky.shutdown)
+    simulation.start_ray({"num_cpus": 2})
+    assert len(flaky.calls) == calls
+    assert all(c["num_cpus"] == 2 and "runtime_env" in c for c in flaky.calls)
+
+
+@pytest.mark.parametrize(
+    ("failures", "message", "calls"),
+    [(2, TIMEOUT, 2), (1, "Address already in use", 1)],
+    ids=["timed-out-twice", "another-failure"],
+)
+def test_ray_start_gives_up_with_the_cause(
+    monkeypatch: pytest.MonkeyPatch, failures: int, message: str, calls: int
+) -> None:
+    import ray
+
+    flaky = _FlakyRay(failures, message)
+    monkeypatch.setattr(ray, "init", flaky.init)
+    monkeypatch.setattr(ray, "shutdown", flaky.shutdown)
+    with pytest.raises(RuntimeError, match=rf"Ray did not start \({calls} attempts\): {message}"):
+        simulation.start_ray({})
+    assert len(flaky.calls) == calls
