@@ -101,6 +101,16 @@ def test_two_platforms_stream_and_equal_the_core() -> None:
     assert np.abs(clf.predict_proba(bank, split)[:, 1] - core.predict_proba(tables)).max() < 1e-6
 
 
+def test_a_dp_job_streams_and_counts_the_same_releases() -> None:
+    bank, y, platforms = _data(600, seed=9)
+    dp = {"n_estimators": 3, "max_depth": 2, "max_bin": 8, "dp_epsilon": 8.0, **KEYS}
+    streamed = SecureBoostClassifier(**dp, gradient_chunks=5).fit(bank, y, platforms)
+    events = streamed.privacy_["platform"]["events"]
+    assert len(events) == 1
+    assert events[0]["steps"] == 3 * 2  # one release per histogram level, pieces or not
+    assert np.isfinite(streamed.predict_proba(bank, platforms)).all()
+
+
 def test_pieces_cross_in_the_hop_of_the_banks_next_piece_and_sums_are_released_once() -> None:
     bank, y, platforms = _data(300, seed=5)
     n_train = len(y)  # the estimator trains on every row

@@ -392,7 +392,8 @@ class PlatformRole:
             return {"nodes": dumps(nodes), "n_sums": 0, checkpoint.REPLAYED: True}
         count = 0
         if state.get("noise") is not None:
-            # Counted before anything is computed: a release beyond the grant never happens.
+            # Counted before anything is packed: a release beyond the grant never happens (a
+            # streamed tree's root sums are computed piece by piece before, released here).
             count = ctx.guard.record_release(DP_MECHANISM)
         specs = ctx.store.get_json("sb.specs")
         widths = [int(s_n) + 1 for s_n in (BinSpec.from_dict(s).n_bins for s in specs)]
