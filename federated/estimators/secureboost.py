@@ -75,6 +75,7 @@ class SecureBoostClassifier(VerticalClassifier):
         scheme: str = _DEFAULTS.scheme,
         dp_epsilon: float | None = _DEFAULTS.dp_epsilon,
         dp_delta: float = _DEFAULTS.dp_delta,
+        gradient_chunks: int = _DEFAULTS.gradient_chunks,
         validation_fraction: float | None = _DEFAULTS.validation_fraction,
         validation_seed: int = _DEFAULTS.validation_seed,
         early_stopping_rounds: int | None = _DEFAULTS.early_stopping_rounds,
@@ -95,6 +96,7 @@ class SecureBoostClassifier(VerticalClassifier):
         self.scheme = scheme
         self.dp_epsilon = dp_epsilon
         self.dp_delta = dp_delta
+        self.gradient_chunks = gradient_chunks
         self.validation_fraction = validation_fraction
         self.validation_seed = validation_seed
         self.early_stopping_rounds = early_stopping_rounds

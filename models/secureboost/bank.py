@@ -20,8 +20,16 @@ from features.binning import BinSpec
 from models.alignment import job_rows
 from models.early_stopping import StoppingState
 from models.evaluation import TEST_MASK_KEY, evaluate_scores
-from models.protocol import COORDINATOR, Envelope, PartyContext, PhaseClock, ProtocolError, dumps
-from models.secureboost import bank_trees, bank_validation, checkpoint, crypto, timing
+from models.protocol import (
+    COORDINATOR,
+    Envelope,
+    PartyContext,
+    PayloadValue,
+    PhaseClock,
+    ProtocolError,
+    dumps,
+)
+from models.secureboost import bank_trees, bank_validation, checkpoint, crypto, stream, timing
 from models.secureboost.core import base_score, gradients, sigmoid
 from models.secureboost.params import SecureBoostParams
 from models.secureboost.parts import BankNode, BankPart
@@ -61,6 +69,13 @@ class BankRole:
         if env.stage == "setup":
             return self._setup(env, ctx)
         state = ctx.store.get_json("sb.state")
+        if env.stage == stream.STAGE:
+            timing.handler_started(state, started)
+            out = self._stream(env, ctx, state)
+            timing.streamed(state, time.perf_counter() - started)
+            timing.handler_ended(state, time.perf_counter())
+            ctx.store.put_json("sb.state", state)
+            return out
         check_platform_reply(PROTOCOL, env, state)
         timing.handler_started(state, started)
         timing.platform_replied(state, env)
@@ -262,48 +277,103 @@ class BankRole:
                 # Leakage control: this tree splits on bank features only; no message at all.
                 bank_trees.grow_locally(ctx, state, params)
                 continue
-            clock = CLOCK.load(ctx)
             if "layout" not in state:
                 state["layout"] = _layout(state)
             cipher = _bank_cipher(ctx, state)
-            pool = (
-                precompute.pool_for(cipher.backend, cipher.keys.private)
-                if precompute.enabled()
-                else None
-            )
-            started = time.perf_counter()
-            factors, made_in = pool.take(int(g.size)) if pool is not None else ([], 0.0)
-            gh = cipher.encrypt_gradients(g, h, factors)
-            seconds = time.perf_counter() - started
-            clock.add("encrypt", seconds, int(g.size))
-            CLOCK.save(ctx, clock)
-            timing.encrypted(state, seconds, len(factors), made_in)
-            del factors  # each factor is used once: only its ciphertext remains
-            if pool is not None:
-                # The next tree's randomness, made while the platforms compute (none after
-                # the last tree: the pool is forgotten at the end).
-                more = state["tree"] + 1 < params.n_estimators
-                pool.fill(int(g.size) if more else 0)
+            state["stream"] = {"bounds": stream.bounds(int(g.size), params.gradient_chunks)}
             state["expect"] = ["hist"]
             state["pending"] = list(state["platforms"])
             state["awaiting_dirs"] = {}
             state["computed"] = [0]
+            out = self._send_piece(ctx, state, params, cipher, 0)
             ctx.store.put_json("sb.state", state)
-            return [
+            return out
+
+    def _stream(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> list[Envelope]:
+        """Encrypt and send the next piece of the tree's gradients (the bank's own message)."""
+        if env.sender != ctx.name:
+            raise ProtocolError(
+                f"secureboost/{env.stage} from '{env.sender}': only the bank sends it to itself"
+            )
+        piece = state.get("stream")
+        expected = None if piece is None else piece.get("next")
+        if (
+            expected is None
+            or env.integer("tree") != state["tree"]
+            or env.integer(stream.CHUNK) != expected
+        ):
+            raise ProtocolError(
+                f"secureboost/{env.stage} for tree {env.integer('tree')} piece "
+                f"{env.integer(stream.CHUNK)}, expected tree {state['tree']} piece {expected}"
+            )
+        params = SecureBoostParams(**state["params"])
+        return self._send_piece(ctx, state, params, _bank_cipher(ctx, state), int(expected))
+
+    def _send_piece(
+        self,
+        ctx: PartyContext,
+        state: dict[str, Any],
+        params: SecureBoostParams,
+        cipher: crypto.BankCipher,
+        index: int,
+    ) -> list[Envelope]:
+        """Encrypt piece ``index`` of the tree's gradients; its ``tree`` messages (and the next).
+
+        Unchunked (one piece), the messages are the protocol's ``tree`` messages as they always
+        were. Otherwise each carries its first row, and a ``stream`` message to the bank itself
+        follows unless the piece is the last: the coordinator relays it in the same hop as the
+        piece, so the bank encrypts the next piece while the platforms sum this one
+        (:mod:`models.secureboost.stream`).
+        """
+        cuts: list[int] = state["stream"]["bounds"]
+        lo, hi = cuts[index], cuts[index + 1]
+        last = index + 2 == len(cuts)
+        g, h = ctx.store.get_array("sb.g")[lo:hi], ctx.store.get_array("sb.h")[lo:hi]
+        clock = CLOCK.load(ctx)
+        pool = (
+            precompute.pool_for(cipher.backend, cipher.keys.private)
+            if precompute.enabled()
+            else None
+        )
+        started = time.perf_counter()
+        factors, made_in = pool.take(int(g.size)) if pool is not None else ([], 0.0)
+        gh = cipher.encrypt_gradients(g, h, factors)
+        seconds = time.perf_counter() - started
+        clock.add("encrypt", seconds, int(g.size))
+        CLOCK.save(ctx, clock)
+        timing.encrypted(state, seconds, len(factors), made_in)
+        del factors  # each factor is used once: only its ciphertext remains
+        if pool is not None and last:
+            # The next tree's randomness, made while the platforms compute (none after
+            # the last tree: the pool is forgotten at the end).
+            more = state["tree"] + 1 < params.n_estimators
+            pool.fill(cuts[-1] if more else 0)
+        streamed = len(cuts) > 2
+        payload: dict[str, PayloadValue] = {
+            "tree": state["tree"],
+            "gh": gh,
+            "key": cipher.fingerprint,
+        }
+        if index == 0:
+            payload["layout"] = dumps(state["layout"])
+        if streamed:
+            payload[stream.FIRST_ROW] = lo
+            payload[stream.CHUNK] = index
+        out = [Envelope(PROTOCOL, "tree", ctx.name, p, payload) for p in state["platforms"]]
+        if last:
+            state["stream"].pop("next", None)
+        else:
+            state["stream"]["next"] = index + 1
+            out.append(
                 Envelope(
                     PROTOCOL,
-                    "tree",
+                    stream.STAGE,
                     ctx.name,
-                    p,
-                    {
-                        "tree": state["tree"],
-                        "gh": gh,
-                        "key": cipher.fingerprint,
-                        "layout": dumps(state["layout"]),
-                    },
+                    ctx.name,
+                    {"tree": state["tree"], stream.CHUNK: index + 1},
                 )
-                for p in state["platforms"]
-            ]
+            )
+        return out
 
     def _close_tree_timing(self, ctx: PartyContext, state: dict[str, Any]) -> None:
         """Record the finished tree's critical path in its metrics entry."""

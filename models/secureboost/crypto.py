@@ -297,6 +297,28 @@ class PlatformCipher:
         ciphertexts = self.backend.from_array(self._public, gh)
         return self.backend.sum_groups_many(self._public, ciphertexts, groups, n_groups)
 
+    def add_sums(self, a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
+        """Per column and group, the encrypted sum of two :meth:`group_sums` results."""
+        if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):
+            raise ProtocolError("partial histogram sums of different shapes cannot be added")
+        add = self.backend.add
+        return [
+            [add(self._public, x, y) for x, y in zip(col_a, col_b, strict=True)]
+            for col_a, col_b in zip(a, b, strict=True)
+        ]
+
+    def sums_to_array(self, sums: list[list[int]]) -> npt.NDArray[np.uint8]:
+        """:meth:`group_sums` results as a byte matrix (columns one after the other)."""
+        return self.backend.to_array(self._public, [c for column in sums for c in column])
+
+    def sums_from_array(self, array: npt.NDArray[Any], n_columns: int) -> list[list[int]]:
+        """Parse :meth:`sums_to_array` of ``n_columns`` equally long columns."""
+        flat = self.backend.from_array(self._public, array)
+        if n_columns < 1 or len(flat) % n_columns:
+            raise ProtocolError(f"{len(flat)} kept sums do not split into {n_columns} columns")
+        size = len(flat) // n_columns
+        return [flat[i * size : (i + 1) * size] for i in range(n_columns)]
+
     def add_noise(self, sums: list[int]) -> list[int]:
         """Add an encryption of fresh offset Gaussian noise to every sum (DP mode)."""
         rng = random.SystemRandom()

@@ -36,6 +36,7 @@ class SecureBoostParams(IterativeParams):
     scheme: str = DEFAULT_SCHEME
     dp_epsilon: float | None = None
     dp_delta: float = DEFAULTS.dp_delta
+    gradient_chunks: int = DEFAULTS.gradient_chunks
     validation_fraction: float | None = None
     validation_seed: int = DEFAULT_VALIDATION_SEED
     early_stopping_rounds: int | None = None
@@ -44,6 +45,12 @@ class SecureBoostParams(IterativeParams):
 
     def __post_init__(self) -> None:
         check_scheme_supported(self.scheme, HE_SCHEMES, "crypto.scheme")
+        chunks = self.gradient_chunks
+        if isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1:
+            raise ValueError(
+                f"gradient_chunks={chunks!r}: set model.gradient_chunks to a whole number of "
+                "pieces, at least 1 (1 sends each tree's gradients in one message)"
+            )
 
     @property
     def tree(self) -> TreeParams:

@@ -30,7 +30,7 @@ from models.alignment import job_rows
 from models.explanations import UNGROUPED
 from models.guard import PolicyRefusalError
 from models.protocol import Envelope, PartyContext, PayloadValue, PhaseClock, ProtocolError, dumps
-from models.secureboost import checkpoint, crypto
+from models.secureboost import checkpoint, crypto, stream
 from models.secureboost.core import IntArray, Split, goes_left
 from models.secureboost.params import HE_SCHEMES
 from models.secureboost.parts import PlatformPart, RuleSplit
@@ -75,9 +75,15 @@ class PlatformRole:
         started = time.perf_counter()
         reply = self._dispatch(env, ctx)
         seconds = time.perf_counter() - started
+        if reply is None:
+            # An earlier piece of a streamed tree: no answer; its seconds go with the last's.
+            state = ctx.store.get_json("sb.state")
+            state["stream_seconds"] = [*state.get("stream_seconds", []), seconds]
+            ctx.store.put_json("sb.state", state)
+            return []
         return [replace(reply, payload={**reply.payload, COMPUTE_SECONDS: seconds})]
 
-    def _dispatch(self, env: Envelope, ctx: PartyContext) -> Envelope:
+    def _dispatch(self, env: Envelope, ctx: PartyContext) -> Envelope | None:
         state = ctx.store.get_json("sb.state") or {}
         if env.stage != "init" and env.sender != state.get("bank"):
             raise ProtocolError(f"secureboost/{env.stage} from '{env.sender}', not this job's bank")
@@ -189,7 +195,73 @@ class PlatformRole:
             allow_insecure_test_keys=limits.allow_insecure_test_keys,
         )
 
-    def _tree(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
+    def _tree(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope | None:
+        """A tree's encrypted gradients, whole or one piece of a stream; ``hist`` after the last.
+
+        A streamed tree (:mod:`models.secureboost.stream`) comes in pieces of consecutive rows,
+        each naming its first row; the platform adds each piece's root sums to those of the
+        pieces before it (under encryption) and answers nothing until the last piece. The
+        release is the same as for the whole tree at once: the root's packed sums, once.
+        """
+        first = env.integer(stream.FIRST_ROW) if stream.FIRST_ROW in env.payload else 0
+        if first == 0:
+            state = self._start_tree(env, ctx, state)
+        elif env.integer("tree") != state["tree"] or first != state.get("received"):
+            raise ProtocolError(
+                f"secureboost/tree {env.integer('tree')} piece from row {first}; expected tree "
+                f"{state['tree']} from row {state.get('received')}: pieces come in order"
+            )
+        cipher = self._cipher(ctx, state)
+        if env.text("key") != cipher.fingerprint:
+            raise ProtocolError("gradients were encrypted under a different key than announced")
+        gh = env.array("gh")
+        bins = training_bins(ctx)
+        end = first + gh.shape[0]
+        tree = int(state["tree"])
+        if stream.FIRST_ROW not in env.payload and end != bins.shape[0]:
+            raise ProtocolError(f"{gh.shape[0]} encrypted rows for {bins.shape[0]} training rows")
+        if end > bins.shape[0] or (first > 0 and gh.shape[0] == 0):
+            raise ProtocolError(
+                f"{gh.shape[0]} encrypted rows from row {first} for {bins.shape[0]} training rows"
+            )
+        clock = CLOCK.load(ctx)
+        if first == 0 and end == bins.shape[0]:  # the whole tree at once
+            summed = None
+            ctx.store.put_array("sb.gh", gh)
+        else:
+            last = end == bins.shape[0]
+            pieces = int(state.get("pieces", 0)) if first else 0
+            started = time.perf_counter()
+            summed = self._add_piece(ctx, cipher, gh, bins[first:end], first=first, last=last)
+            clock.add("histogram", time.perf_counter() - started, int(gh.shape[0]) * bins.shape[1])
+            if not last:
+                ctx.store.put_array(_piece_key(pieces), gh)
+                state = {**state, "received": end, "pieces": pieces + 1}
+                if not first:
+                    state["stream_seconds"] = []
+                ctx.store.put_json("sb.state", state)
+                CLOCK.save(ctx, clock)
+                return None
+            gh = np.concatenate([ctx.store.get_array(_piece_key(i)) for i in range(pieces)] + [gh])
+            for i in range(pieces):
+                ctx.store.delete(_piece_key(i))
+            ctx.store.delete(_PARTIAL_KEY)
+            ctx.store.put_array("sb.gh", gh)
+        earlier = state.get("stream_seconds")
+        state = {k: v for k, v in state.items() if k not in _STREAM_STATE}
+        ctx.store.put_json("sb.state", state)
+        position = np.zeros(bins.shape[0], dtype=np.int64)
+        payload = self._histograms(ctx, cipher, bins, position, [0], state, clock, summed)
+        CLOCK.save(ctx, clock)
+        self._refill(ctx, cipher, state, more=_more_histograms(state, tree, 0))
+        if earlier is not None:
+            payload[stream.STREAM_SECONDS] = dumps(earlier)
+        return env.reply("hist", {"tree": tree, "level": 0, **payload})
+
+    def _start_tree(
+        self, env: Envelope, ctx: PartyContext, state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A new tree (its whole gradients or their first piece): checked, state reset."""
         if env.integer("tree") <= state["tree"]:
             raise ProtocolError(
                 f"secureboost/tree {env.integer('tree')} after tree {state['tree']}: "
@@ -197,25 +269,33 @@ class PlatformRole:
             )
         state = checkpoint.restore_platform(ctx, state, env.integer("tree"))
         checkpoint.save_platform(ctx, state)
-        state = {**state, "layout": env.json("layout")}
-        cipher = self._cipher(ctx, state)
-        if env.text("key") != cipher.fingerprint:
-            raise ProtocolError("gradients were encrypted under a different key than announced")
-        gh = env.array("gh")
-        bins = training_bins(ctx)
-        if gh.shape[0] != bins.shape[0]:
-            raise ProtocolError(f"{gh.shape[0]} encrypted rows for {bins.shape[0]} training rows")
-        tree = env.integer("tree")
-        state = {**state, "tree": tree, "level": 0}
-        position = np.zeros(bins.shape[0], dtype=np.int64)
-        ctx.store.put_array("sb.gh", gh)
-        ctx.store.put_array("sb.position", position)
+        state = {k: v for k, v in state.items() if k not in _STREAM_STATE}
+        state = {**state, "layout": env.json("layout"), "tree": env.integer("tree"), "level": 0}
+        ctx.store.put_array("sb.position", np.zeros(training_bins(ctx).shape[0], dtype=np.int64))
         ctx.store.put_json("sb.state", state)
-        clock = CLOCK.load(ctx)
-        payload = self._histograms(ctx, cipher, bins, position, [0], state, clock)
-        CLOCK.save(ctx, clock)
-        self._refill(ctx, cipher, state, more=_more_histograms(state, tree, 0))
-        return env.reply("hist", {"tree": tree, "level": 0, **payload})
+        return state
+
+    def _add_piece(
+        self,
+        ctx: PartyContext,
+        cipher: crypto.PlatformCipher,
+        gh: npt.NDArray[Any],
+        bins: npt.NDArray[np.int32],
+        *,
+        first: int,
+        last: bool,
+    ) -> list[list[int]]:
+        """The root's encrypted sums over the rows so far: this piece's added to the earlier ones.
+
+        Kept (ciphertexts only) until the next piece unless this one is the ``last``.
+        """
+        sums = cipher.group_sums(gh, bins.astype(np.int64), _width(ctx))
+        if first:
+            earlier = cipher.sums_from_array(ctx.store.get_array(_PARTIAL_KEY), len(sums))
+            sums = cipher.add_sums(earlier, sums)
+        if not last:
+            ctx.store.put_array(_PARTIAL_KEY, cipher.sums_to_array(sums))
+        return sums
 
     def _level(self, env: Envelope, ctx: PartyContext, state: dict[str, Any]) -> Envelope:
         tree, level = env.integer("tree"), env.integer("level")
@@ -304,25 +384,31 @@ class PlatformRole:
         nodes: list[int],
         state: dict[str, Any],
         clock: PhaseClock,
+        summed: list[list[int]] | None = None,
     ) -> dict[str, PayloadValue]:
+        """Sum (unless ``summed``: the root's sums of a streamed tree), noise, pack: ``hist``."""
         if checkpoint.released_before(ctx, state, nodes, position):
             # Released before this job was resumed: never twice (models.secureboost.checkpoint).
             return {"nodes": dumps(nodes), "n_sums": 0, checkpoint.REPLAYED: True}
         count = 0
         if state.get("noise") is not None:
-            # Counted before anything is computed: a release beyond the grant never happens.
+            # Counted before anything is packed: a release beyond the grant never happens (a
+            # streamed tree's root sums are computed piece by piece before, released here).
             count = ctx.guard.record_release(DP_MECHANISM)
-        gh = ctx.store.get_array("sb.gh")
         specs = ctx.store.get_json("sb.specs")
         widths = [int(s_n) + 1 for s_n in (BinSpec.from_dict(s).n_bins for s in specs)]
-        width = max(widths) if widths else 1
-        slot = {node: i for i, node in enumerate(nodes)}
-        node_slot = np.array([slot.get(int(p), -1) for p in position], dtype=np.int64)
-        groups = np.where(node_slot[:, None] >= 0, node_slot[:, None] * width + bins, -1)
-        started = time.perf_counter()
-        sums = cipher.group_sums(gh, groups, len(nodes) * width)
-        adds = int((node_slot >= 0).sum()) * bins.shape[1]
-        clock.add("histogram", time.perf_counter() - started, adds)
+        width = _width(ctx)
+        if summed is not None:
+            sums = summed
+        else:
+            gh = ctx.store.get_array("sb.gh")
+            slot = {node: i for i, node in enumerate(nodes)}
+            node_slot = np.array([slot.get(int(p), -1) for p in position], dtype=np.int64)
+            groups = np.where(node_slot[:, None] >= 0, node_slot[:, None] * width + bins, -1)
+            started = time.perf_counter()
+            sums = cipher.group_sums(gh, groups, len(nodes) * width)
+            adds = int((node_slot >= 0).sum()) * bins.shape[1]
+            clock.add("histogram", time.perf_counter() - started, adds)
         ordered = [
             sums[f][i * width + b]
             for i in range(len(nodes))
@@ -402,6 +488,22 @@ class PlatformRole:
                 "clock": dumps({"seconds": clock.seconds, "ops": clock.ops}),
             },
         )
+
+
+#: Store keys of a streamed tree: the root's sums so far, and each earlier piece's ciphertexts.
+_PARTIAL_KEY = "sb.stream.sums"
+#: Platform state that lives only while a tree's gradients stream in.
+_STREAM_STATE = ("received", "pieces", "stream_seconds")
+
+
+def _piece_key(index: int) -> str:
+    return f"sb.stream.gh.{index}"
+
+
+def _width(ctx: PartyContext) -> int:
+    """Histogram slots per (node, feature): the widest feature's bins + 1 (missing)."""
+    widths = [BinSpec.from_dict(s).n_bins + 1 for s in ctx.store.get_json("sb.specs")]
+    return max(widths) if widths else 1
 
 
 def _kept_trees(env: Envelope, state: dict[str, Any]) -> int:

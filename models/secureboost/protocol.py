@@ -15,7 +15,12 @@ Stages
 ``tree`` (bank -> platform)
     Per tree: the encrypted, packed (g, h, 1) of every training row. The platform sums them
     per (node, feature, bin) under encryption, packs several sums per ciphertext and answers
-    ``hist``.
+    ``hist``. With ``gradient_chunks`` above 1 the rows come in pieces, each with its first
+    row; the platform answers only the last piece.
+``stream`` (bank -> bank, relayed by the coordinator)
+    While it streams a tree's gradients: encrypt and send the next piece. Relayed in the same
+    hop as the previous piece, so the bank encrypts while the platforms sum
+    (:mod:`~models.secureboost.stream`).
 ``level`` (bank -> platform)
     Per level: the splits the bank chose on this platform's features (as anonymous
     ``(feature index, bins going left, missing side)``, referenced by a split id), the node of
@@ -30,7 +35,8 @@ Stages
 ``done`` (bank -> coordinator)
     Evaluation report, per-tree metrics, timings, operation counts, model references.
 
-One exchange per tree level, not per node. With several platforms, a level whose splits
+One exchange per tree level, not per node (a streamed tree's first exchange is one hop per
+piece, plus the answer). With several platforms, a level whose splits
 belong to a platform other than the receiver needs one more exchange (``assign``).
 
 What each party learns
@@ -47,6 +53,9 @@ platform          the training-row mask, which training rows share a node at eve
                   splits chosen on its own features. Never a label, gradient or leaf weight.
 coordinator       ciphertexts, bit vectors of directions and node ids, sizes, timings.
 ================  ==============================================================================
+
+Streaming the gradients in pieces changes none of this: the same ciphertexts cross in pieces,
+the same sums are released once, and the ``stream`` message carries a tree and a piece index.
 
 These are the known leakages of SecureBoost (Cheng et al. 2021, "SecureBoost: a lossless
 federated learning framework"): the label holder sees per-bin statistics and partitions.
@@ -88,7 +97,9 @@ _BANK = StageMachine(
     {
         "setup": {StageMachine.START},
         "ready": {"setup", "ready"},
-        "hist": {"ready", "hist", "dirs"},
+        # The bank's own message while it streams a tree's gradients (models.secureboost.stream).
+        "stream": {"ready", "hist", "dirs", "stream"},
+        "hist": {"ready", "hist", "dirs", "stream"},
         "dirs": {"hist", "dirs"},
         "decisions": {"ready", "hist", "dirs", "decisions"},
     },

@@ -8,6 +8,9 @@ from pydantic import Field, model_validator
 
 from models.training_settings import IterativeSettings
 
+#: Most gradient chunks a job may ask for (each one is a hop of the first exchange of a tree).
+MAX_GRADIENT_CHUNKS = 64
+
 
 class SecureBoostSettings(IterativeSettings):
     """Vertical SecureBoost (gradient-boosted trees over Paillier-encrypted gradients).
@@ -16,7 +19,9 @@ class SecureBoostSettings(IterativeSettings):
     of the platforms'. ``dp_epsilon``: Gaussian noise on the platforms' histograms, calibrated
     by each platform's node so the whole job meets (ε, ``dp_delta``). Validation, early
     stopping (one iteration is one tree) and class weights:
-    :class:`~models.training_settings.IterativeSettings`.
+    :class:`~models.training_settings.IterativeSettings`. ``gradient_chunks``: the bank streams
+    each tree's encrypted gradients in this many pieces, encrypting the next while the platforms
+    sum the last (:mod:`models.secureboost.stream`); 1 sends them in one message.
     """
 
     type: Literal["secureboost"]
@@ -31,6 +36,8 @@ class SecureBoostSettings(IterativeSettings):
     bank_only_trees: Annotated[int, Field(ge=0)] = 0
     dp_epsilon: Annotated[float, Field(gt=0.0)] | None = None
     dp_delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+    #: Pieces of each tree's gradients the bank streams (:mod:`models.secureboost.stream`).
+    gradient_chunks: Annotated[int, Field(ge=1, le=MAX_GRADIENT_CHUNKS)] = 1
 
     @model_validator(mode="after")
     def _bank_only_within_trees(self) -> Self:

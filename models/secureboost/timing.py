@@ -11,10 +11,15 @@ to the moment it has finished it (leaf weights), and splits that wall time into
   (Flower, Ray), and each handler's set-up outside the roles (loading its context). The three
   sum to ``wall`` by construction.
 
-``bank_idle`` (``wall - bank_compute``) and ``platform_idle`` (``wall - platform_compute``) are
-what each side waits. ``precomputed_rows`` counts the rows encrypted with randomness the bank
-made ahead while it waited (:mod:`secure_agg.precompute`) and ``precompute_seconds`` the
-background seconds that made them: overlapped with waiting, so not on the critical path.
+When the bank streams a tree's gradients (:mod:`models.secureboost.stream`) a platform sums a
+piece in the same hop as the bank encrypts the next one. Per such hop the shorter of the two
+runs beside the longer, off the critical path: ``overlap`` counts those platform seconds, and
+``platform_compute`` counts only the platform seconds on the critical path (every platform
+second when nothing is streamed). ``bank_idle`` (``wall - bank_compute``) and ``platform_idle``
+(``wall - platform_compute - overlap``) are what each side waits. ``precomputed_rows`` counts
+the rows encrypted with randomness the bank made ahead while it waited
+(:mod:`secure_agg.precompute`) and ``precompute_seconds`` the background seconds that made
+them: overlapped with waiting, so not on the critical path.
 ``encrypt_seconds`` is the bank's encryption of the tree's gradients (part of ``bank_compute``).
 ``platform_precomputed_packs`` and ``platform_fresh_packs`` count the packed histogram
 ciphertexts the platforms (all of them, every hop of the tree) re-randomised with factors they
@@ -33,6 +38,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from models.protocol import Envelope, ProtocolError
+from models.secureboost.stream import STREAM_SECONDS
 
 #: Payload key of a platform reply's handler seconds.
 COMPUTE_SECONDS = "compute_seconds"
@@ -60,6 +66,9 @@ def open_tree(state: dict[str, Any], tree: int, now: float) -> None:
         "precompute_seconds": 0.0,
         "platform_precomputed_packs": 0,
         "platform_fresh_packs": 0,
+        "overlap": 0.0,
+        "bank_stream": [],
+        "hop_stream": [],
     }
 
 
@@ -78,10 +87,22 @@ def handler_ended(state: dict[str, Any], now: float) -> None:
         timing["mark"] = now
 
 
+def streamed(state: dict[str, Any], seconds: float) -> None:
+    """A bank handler sent the next piece of a streamed tree in ``seconds``.
+
+    It ran beside the platforms' summing of the previous piece (the same hop).
+    """
+    timing = state.get("timing")
+    if timing is not None:
+        timing.setdefault("bank_stream", []).append(seconds)
+
+
 def platform_replied(state: dict[str, Any], env: Envelope) -> None:
     """Note a platform reply's handler seconds (the hop's platform time is the longest).
 
-    Its packed-ciphertext counts (:data:`PRECOMPUTED_PACKS`, :data:`FRESH_PACKS`) add up over
+    A reply to a streamed tree also carries the seconds of its earlier pieces
+    (:data:`~models.secureboost.stream.STREAM_SECONDS`), part of the hop's platform time. Its
+    packed-ciphertext counts (:data:`PRECOMPUTED_PACKS`, :data:`FRESH_PACKS`) add up over
     platforms and hops.
     """
     timing = state.get("timing")
@@ -96,20 +117,52 @@ def platform_replied(state: dict[str, Any], env: Envelope) -> None:
             if isinstance(count, bool) or not isinstance(count, int) or count < 0:
                 raise ProtocolError(f"'{env.sender}': {key} must be a nonnegative integer")
             timing[total] = int(timing.get(total, 0)) + count
+    earlier: list[float] = []
+    if STREAM_SECONDS in env.payload:
+        earlier = _seconds_list(env)
+        hop = list(timing.get("hop_stream", []))
+        n = max(len(hop), len(earlier))
+        hop += [0.0] * (n - len(hop))
+        padded = earlier + [0.0] * (n - len(earlier))
+        timing["hop_stream"] = [max(a, b) for a, b in zip(hop, padded, strict=True)]
     if COMPUTE_SECONDS not in env.payload:
         return
     seconds = env.payload[COMPUTE_SECONDS]
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ProtocolError(f"'{env.sender}': {COMPUTE_SECONDS} must be a nonnegative number")
-    timing["hop_platform"] = max(float(timing["hop_platform"]), float(seconds))
+    spent = float(seconds) + sum(earlier)
+    timing["hop_platform"] = max(float(timing["hop_platform"]), spent)
+
+
+def _is_seconds(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value >= 0
+
+
+def _seconds_list(env: Envelope) -> list[float]:
+    """A reply's :data:`~models.secureboost.stream.STREAM_SECONDS`, checked."""
+    try:
+        values = env.json(STREAM_SECONDS)
+    except (ProtocolError, ValueError) as exc:
+        raise ProtocolError(f"'{env.sender}': {STREAM_SECONDS} is not a JSON list") from exc
+    if not isinstance(values, list) or not all(_is_seconds(v) for v in values):
+        raise ProtocolError(
+            f"'{env.sender}': {STREAM_SECONDS} must be a list of nonnegative numbers"
+        )
+    return [float(v) for v in values]
 
 
 def hop_complete(state: dict[str, Any]) -> None:
     """Every awaited platform answered: the hop's platform time joins the tree's."""
     timing = state.get("timing")
     if timing is not None:
-        timing["platform"] += timing["hop_platform"]
+        # A streamed hop: the bank's handler for piece j + 1 ran beside the platforms' piece j.
+        bank = timing.get("bank_stream", [])
+        beside = sum(min(b, p) for b, p in zip(bank, timing.get("hop_stream", []), strict=False))
+        timing["overlap"] = float(timing.get("overlap", 0.0)) + beside
+        timing["platform"] += timing["hop_platform"] - beside
         timing["hop_platform"] = 0.0
+        timing["bank_stream"] = []
+        timing["hop_stream"] = []
 
 
 def encrypted(state: dict[str, Any], seconds: float, precomputed: int, made_in: float) -> None:
@@ -135,8 +188,9 @@ def close_tree(state: dict[str, Any], now: float) -> dict[str, Any] | None:
         "bank_compute": bank,
         "platform_compute": platform,
         "transport_and_runtime": wall - bank - platform,
+        "overlap": float(timing.get("overlap", 0.0)),
         "bank_idle": wall - bank,
-        "platform_idle": wall - platform,
+        "platform_idle": wall - platform - float(timing.get("overlap", 0.0)),
         "encrypt_seconds": float(timing["encrypt"]),
         "precomputed_rows": int(timing["precomputed_rows"]),
         "precompute_seconds": float(timing["precompute_seconds"]),
@@ -157,6 +211,7 @@ def summarize(per_tree: Sequence[dict[str, Any]]) -> dict[str, Any]:
     keys = (
         "wall",
         *PARTS,
+        "overlap",
         "bank_idle",
         "platform_idle",
         "encrypt_seconds",
@@ -167,7 +222,7 @@ def summarize(per_tree: Sequence[dict[str, Any]]) -> dict[str, Any]:
     )
     out: dict[str, Any] = {"trees": len(paths)}
     for key in keys:
-        out[f"{key}_mean"] = sum(float(p[key]) for p in paths) / len(paths)
+        out[f"{key}_mean"] = sum(float(p.get(key, 0.0)) for p in paths) / len(paths)
     out["critical_side"] = (
         "bank" if out["bank_compute_mean"] >= max(out["platform_compute_mean"], 0.0) else "platform"
     )
