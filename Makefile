@@ -60,8 +60,11 @@ $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+# Two workers on a 2-core machine: end-to-end tests spend much of their time waiting on
+# processes and polls. Tests that start Ray share one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 test: lint typecheck $(CHROMIUM)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

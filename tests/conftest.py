@@ -25,6 +25,51 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
+#: Test files that start Ray (the embedded runtime, in-process or through ``lab``), found by
+#: watching for a raylet among each test's child processes over a whole run. ``make test``
+#: runs the suite on two pytest-xdist workers with ``--dist loadgroup``: these files form one
+#: group, run one test at a time on one worker, because two Ray clusters starting at once on
+#: two cores slow each other past Ray's start-up window; every other file is a group of its
+#: own (its module fixtures are built once), spread over both workers.
+RAY_TEST_FILES = frozenset(
+    {
+        "test_bad_inputs.py",
+        "test_cli.py",
+        "test_cli_check.py",
+        "test_deploy_hosts.py",
+        "test_e2e_flower.py",
+        "test_early_stopping_e2e.py",
+        "test_explanations.py",
+        "test_governance_e2e.py",
+        "test_hetero_lr_early_stopping.py",
+        "test_hetero_lr_rerandomization.py",
+        "test_horizontal_flower.py",
+        "test_importance.py",
+        "test_interrupt.py",
+        "test_model_registry.py",
+        "test_monitoring_cli.py",
+        "test_node_policy_flower.py",
+        "test_notebooks.py",
+        "test_results.py",
+        "test_resume_e2e.py",
+        "test_safe_outputs.py",
+        "test_screening_governed.py",
+        "test_secureboost_early_stopping.py",
+        "test_serving.py",
+        "test_webconsole.py",
+        "test_webconsole_audit.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group tests for ``--dist loadgroup``: Ray's files together, every other file alone."""
+    del config
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_TEST_FILES else name))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Audit keys of module- and session-scoped fixtures: never the user's ~/.config/lab/keys."""
