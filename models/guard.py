@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from models.privacy import PrivacyEvent
 from models.protocol import ProtocolError
+from secure_agg.compute import LOCAL as LOCAL_COMPUTE
+from secure_agg.compute import ComputeSettings
 from secure_agg.paillier import DEFAULT_KEY_BITS
 from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
 
@@ -88,6 +90,9 @@ class NodeLimits:
     csi_detail : {"group", "feature"}
         What a platform shares of its columns' stability in screening: per feature group only
         (the default), or each column's index and bin counts (never bin edges).
+    compute : ComputeSettings
+        Where the node's batches run (:mod:`secure_agg.compute`): its local workers, or a Ray
+        cluster of its own. Set by its owner only; a protocol step runs under it.
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -104,6 +109,7 @@ class NodeLimits:
     validation_max_share: float = 0.5
     group_attribution: bool = True
     csi_detail: str = "group"
+    compute: ComputeSettings = LOCAL_COMPUTE
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -210,6 +216,8 @@ class NodeLimits:
         for name in ("psi_reveal", "allowed_schemes"):
             if name in values:
                 values[name] = tuple(values[name])
+        if "compute" in values:
+            values["compute"] = ComputeSettings.from_dict(dict(values["compute"]))
         return cls(**values)
 
 
