@@ -66,9 +66,10 @@ class Gateway:
                     configure_logging=False,
                 )
             except Exception as exc:  # Ray raises ConnectionError, RuntimeError, TimeoutError
+                cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
                 raise ValueError(
                     f"could not connect to a Ray cluster at {self.address} "
-                    f"({type(exc).__name__}: {exc}); {fix}"
+                    f"({type(exc).__name__}: {exc}{cause}); {fix}"
                 ) from exc
             self.task = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(ray_backend.run_part)
         nodes = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
@@ -118,13 +119,11 @@ def main(argv: list[str]) -> None:
     frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     sys.stdout = sys.stderr
-    try:
-        worker_pool.serve(gateway.handle, sys.stdin.buffer, frames)
-    finally:
-        if gateway.task is not None:
-            import ray
-
-            ray.shutdown()
+    worker_pool.serve(gateway.handle, sys.stdin.buffer, frames)
+    frames.close()
+    # The cluster sees its driver go when the connection drops; ray.shutdown() can wait many
+    # seconds flushing task events, and nothing of this process needs to outlive its pipes.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import os
 import threading
 from collections.abc import Callable
 
-from secure_agg.compute import ComputeBackendError, ComputeSettings
+from secure_agg.compute import ComputeBackendError, ComputeSettings, split_address
 from secure_agg.worker_pool import (
     RefusedRequestError,
     WorkerError,
@@ -51,6 +51,7 @@ KINDS = {b"P": "secure_agg._paillier_worker", b"B": "secure_agg._blind_worker"}
 #: Environment variables a gateway keeps from this process's ``RAY_*`` ones: the others (set
 #: inside a Flower simulation's Ray actors) describe *that* cluster, not the party's.
 _RAY_ENV_KEPT = ("RAY_USAGE_STATS_ENABLED",)
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def run_part(kind: bytes, op: bytes, header: bytes, payload: bytes) -> tuple[int, bytes, str]:
@@ -75,10 +76,18 @@ def run_part(kind: bytes, op: bytes, header: bytes, payload: bytes) -> tuple[int
     return status, data, ray.get_runtime_context().get_node_id()
 
 
-def gateway_env() -> dict[str, str]:
-    """This process's environment without the Ray settings of another cluster."""
+def gateway_env(address: str | None = None) -> dict[str, str]:
+    """This process's environment without the Ray settings of another cluster.
+
+    For a cluster on loopback, Ray is told to keep the driver on loopback too: by default it
+    replaces ``127.0.0.1`` in a cluster address with the machine's outward address (the only
+    switch for that is the variable Ray names for Windows and macOS, which on Linux does
+    nothing else for a driver).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") or k in _RAY_ENV_KEPT}
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is not None and split_address(address)[0] in _LOOPBACK:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     return env
 
 
@@ -104,7 +113,7 @@ class RayGateway(WorkerPool):
         address = settings.address
         try:
             super().__init__(
-                GATEWAY_MODULE, 1, label="Ray gateway", args=[address], env=gateway_env()
+                GATEWAY_MODULE, 1, label="Ray gateway", args=[address], env=gateway_env(address)
             )
             info = json.loads(self.run([encode_request(b"I", b"", b"")])[0])
         except RefusedRequestError as exc:

@@ -189,7 +189,16 @@ class LocalRayCluster:
 
     def _wait_nodes(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        gateway = RayGateway(self.settings())
+        while True:  # the head's port opens before its raylet has registered
+            try:
+                gateway = RayGateway(self.settings())
+                break
+            except ComputeBackendError as exc:
+                if time.monotonic() > deadline or self._procs[0].poll() is not None:
+                    raise self._failed(
+                        f"accepted no driver within {timeout:.0f} s ({exc})"
+                    ) from exc
+                time.sleep(1.0)
         try:
             while gateway.nodes < self.nodes:
                 for index, proc in enumerate(self._procs):
