@@ -74,8 +74,8 @@ class PeakMemory:
         self.interval = interval
         self.peak_total = 0.0
         self.peak_single = 0.0
-        #: Peak resident GiB of each process seen, keyed ``name[pid]``.
-        self.peak_by_process: dict[str, float] = {}
+        #: Peak resident GiB of each process seen, by process id (with its last name).
+        self.peak_by_process: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,11 +86,12 @@ class PeakMemory:
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     rss = proc.memory_info().rss
-                    name = f"{proc.name()}[{proc.pid}]"
+                    name = proc.name()
                 except psutil.Error:
                     continue
                 sizes.append(rss)
-                self.peak_by_process[name] = max(self.peak_by_process.get(name, 0.0), rss / 2**30)
+                peak = self.peak_by_process.get(proc.pid, (name, 0.0))[1]
+                self.peak_by_process[proc.pid] = (name, max(peak, rss / 2**30))
             self.peak_total = max(self.peak_total, sum(sizes) / 2**30)
             self.peak_single = max(self.peak_single, max(sizes, default=0) / 2**30)
             self._stop.wait(self.interval)
@@ -105,8 +106,8 @@ class PeakMemory:
 
     def largest(self, count: int = 8) -> dict[str, float]:
         """The ``count`` processes of the largest peak resident memory (GiB)."""
-        ranked = sorted(self.peak_by_process.items(), key=lambda item: -item[1])[:count]
-        return {name: round(gib, 3) for name, gib in ranked}
+        ranked = sorted(self.peak_by_process.items(), key=lambda item: -item[1][1])[:count]
+        return {f"{name}[{pid}]": round(gib, 3) for pid, (name, gib) in ranked}
 
 
 def gateway_round_trip(settings: ComputeSettings, batches: int = 20) -> dict[str, float]:

@@ -7,14 +7,16 @@ Each ``ray start --block`` stays in the foreground and stops the processes it st
 terminated; :meth:`LocalRayCluster.stop` terminates them by process id (then their process
 groups, which this object created), never by name.
 
-Ray waits about 30 s for a node's processes to come up; on a loaded machine that can fail, and
-:meth:`LocalRayCluster.start` then raises :class:`~secure_agg.compute.ComputeBackendError` with
-the end of the node's log and stops what had started.
+Ray waits 30 s (a fixed limit) for a node's processes to register; on a loaded machine that can
+fail. :meth:`LocalRayCluster.start` then stops what had started and tries again
+(:data:`START_ATTEMPTS`), and at last raises :class:`~secure_agg.compute.ComputeBackendError`
+with the end of the nodes' logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -32,9 +34,14 @@ from secure_agg.ray_backend import RayGateway, gateway_env
 
 #: Seconds :meth:`LocalRayCluster.start` waits for the head's port and for every node to join.
 START_TIMEOUT = 120.0
+#: Times :meth:`LocalRayCluster.start` tries before it gives up (Ray's node start timeout is
+#: fixed at 30 s, which a loaded machine can miss).
+START_ATTEMPTS = 2
 #: Seconds :meth:`LocalRayCluster.stop` gives a node to stop after ``SIGTERM``.
 STOP_TIMEOUT = 20.0
 _HOST = "127.0.0.1"
+
+logger = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -92,15 +99,25 @@ class LocalRayCluster:
         """A ``ray`` backend on this cluster."""
         return ComputeSettings(backend="ray", address=self.address, cpus=cpus)
 
-    def start(self, timeout: float = START_TIMEOUT) -> Self:
-        """Start the nodes and wait until every one has joined.
+    def start(self, timeout: float = START_TIMEOUT, attempts: int = START_ATTEMPTS) -> Self:
+        """Start the nodes and wait until every one has joined, trying ``attempts`` times.
 
         Raises
         ------
         ComputeBackendError
-            If a node does not come up in time (with the end of its log); everything started
-            is stopped first.
+            If a node does not come up in time on the last attempt (with the end of its log);
+            everything started is stopped first.
         """
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except ComputeBackendError as exc:
+                if attempt == attempts:
+                    raise
+                logger.warning("local Ray cluster, attempt %d of %d: %s", attempt, attempts, exc)
+        raise ComputeBackendError(f"attempts must be at least 1, got {attempts}")
+
+    def _start(self, timeout: float) -> Self:
         # Unix socket paths are limited to ~107 bytes: a short folder of our own.
         self._temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.port = free_port()
@@ -158,7 +175,6 @@ class LocalRayCluster:
         log = open(temp / f"node-{len(self._procs)}.log", "wb")  # noqa: SIM115 - kept open
         self._logs.append(log)
         env = gateway_env()
-        env.setdefault("RAY_raylet_start_wait_time_s", "120")
         self._procs.append(
             subprocess.Popen(  # noqa: S603 - ray's own command, our arguments, no shell
                 args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
