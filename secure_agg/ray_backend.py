@@ -20,18 +20,21 @@ answers the frames of :mod:`secure_agg.worker_pool`:
     Counts: JSON ``{"batches": .., "tasks": .., "nodes": {node id: tasks}}`` (tests, benchmarks).
 
 A task that fails (or whose Ray worker dies) becomes that request's failure reply; a refused
-input its refusal, exactly as from a local worker. A key holder's CRT tables are dropped as
-soon as its ``C`` request is answered (a Ray worker serves other tasks next), unlike a local
-worker, which keeps them until ``F``.
+input its refusal, exactly as from a local worker. A key holder's CRT tables (built by its ``C``
+requests) stay in the Ray workers that built them, which serve only this gateway's Ray job;
+:func:`secure_agg.paillier.forget_private_tables` (the end of a job) closes the gateways, the
+job ends and Ray stops its workers, tables and all. The next batch starts a new gateway.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from secure_agg.compute import ComputeBackendError, ComputeSettings, split_address
 from secure_agg.worker_pool import (
@@ -58,21 +61,16 @@ def run_part(kind: bytes, op: bytes, header: bytes, payload: bytes) -> tuple[int
     """One request of a batch, on a Ray worker: ``(status, data, node id)``.
 
     The body of the gateway's Ray task (:func:`secure_agg.worker_pool.answer` with the kind's
-    worker ``handle``). After a key holder's ``C`` request its CRT tables are dropped at once.
+    worker ``handle``). A key holder's CRT tables stay in the Ray worker, as in a local worker,
+    until the gateway closes (see the module docstring).
     """
     import importlib
 
     import ray
 
     handle: Callable[[bytes, bytes, bytes], bytes] = importlib.import_module(KINDS[kind]).handle
-    try:
-        status, data = answer(handle, op, header, payload)
-    finally:
-        if kind == b"P" and op == b"C":
-            from secure_agg.paillier import tables
-
-            tables.forget_private()
-        del header  # may hold key material
+    status, data = answer(handle, op, header, payload)
+    del header  # may hold key material
     return status, data, ray.get_runtime_context().get_node_id()
 
 
@@ -215,9 +213,34 @@ def running() -> list[RayGateway]:
 
 
 def shutdown() -> None:
-    """Stop every gateway this process started (registered with :mod:`atexit`)."""
+    """Stop every gateway this process started (registered with :mod:`atexit`).
+
+    What each ran is added to :func:`totals` first.
+    """
     with _LOCK:
         gateways = list(_GATEWAYS.values()) if os.getpid() == _OWNER else []
         _GATEWAYS.clear()
     for gateway in gateways:
+        if gateway.alive:
+            with contextlib.suppress(WorkerError, ValueError):
+                _add(_CLOSED, gateway.counts())
         gateway.close()
+
+
+def totals() -> dict[str, Any]:
+    """Batches and tasks the gateways of this process ran, closed ones included, per node."""
+    out: dict[str, Any] = {"batches": 0, "tasks": 0, "nodes": {}}
+    _add(out, _CLOSED)
+    for gateway in running():
+        _add(out, gateway.counts())
+    return out
+
+
+_CLOSED: dict[str, Any] = {"batches": 0, "tasks": 0, "nodes": {}}
+
+
+def _add(total: dict[str, Any], counts: dict[str, Any]) -> None:
+    total["batches"] += int(counts["batches"])
+    total["tasks"] += int(counts["tasks"])
+    for node, tasks in dict(counts["nodes"]).items():
+        total["nodes"][node] = total["nodes"].get(node, 0) + int(tasks)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import gmpy2
 
-from secure_agg import paillier_pool
+from secure_agg import paillier_pool, ray_backend
 from secure_agg.paillier import extension, kernels, parallel, tables
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.wire import ints_to_bytes
@@ -152,9 +152,14 @@ def encrypt_with_factors(
 
 
 def forget_private_tables() -> None:
-    """Drop the key holder's CRT tables here and in every worker process (after a job)."""
+    """Drop the key holder's CRT tables here and in every worker process (after a job).
+
+    Ray workers keep them until their gateway's Ray job ends: every gateway of this process is
+    closed (:mod:`secure_agg.ray_backend`; the next batch starts a new one).
+    """
     tables.forget_private()
     paillier_pool.broadcast(b"F")
+    ray_backend.shutdown()
 
 
 def obfuscate_many(
