@@ -11,13 +11,23 @@ Usage::
     .venv/bin/python benchmarks/secureboost.py --compare-secretflow sf.json --summary-json o.json
     # scale case: 100,000 rows x 300 platform features, depth 5 (one tree by default)
     .venv/bin/python benchmarks/secureboost.py --scale --summary-json out/sb-scale.json
+    # the same parties computing on a Ray cluster of their own: 2 nodes of 1 CPU on loopback
+    .venv/bin/python benchmarks/secureboost.py --scale --backend ray --ray-nodes 2 \
+        --ray-cpus-per-node 1 --summary-json out/sb-scale-ray2.json
 
 Each run trains through ``lab``'s job pipeline (Flower simulation runtime, real 2048-bit
 Paillier) in a temporary lab home and reports: time per tree and per phase (encrypt,
 histogram, pack, decrypt, split search, communication = what the parties' own phases leave
 over), operation counts, and the lower bound those counts imply at per-operation costs measured
 in the same run on this machine (``ops x cost / cores``): a perfect implementation could not
-be faster than that bound. Peak memory is sampled over the whole process tree.
+be faster than that bound. Peak memory is sampled over the whole process tree, and per process
+(the largest few, by name).
+
+``--backend ray`` starts a Ray cluster of ``--ray-nodes`` nodes of ``--ray-cpus-per-node`` CPUs
+on loopback (:class:`secure_agg.ray_local.LocalRayCluster`, stopped at the end), names it in
+the temporary home's node policy (``compute.backend=ray``, ``compute.address``), so both
+parties' batches run as its tasks through their gateways (:mod:`secure_agg.ray_backend`), and
+reports the gateway's round trip for a batch of empty requests (its fixed cost per batch).
 
 It also reports the per-tree critical path the bank measures (bank compute, platform compute,
 transport and runtime, what each side waits, rows encrypted with randomness made ahead:
@@ -51,7 +61,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from lab.config import experiment_from_dict, load_experiment  # noqa: E402
 from lab.governance.policy import set_policy  # noqa: E402
 from lab.job import RunOptions, run_experiment  # noqa: E402
-from secure_agg import packing, paillier  # noqa: E402
+from secure_agg import packing, paillier, ray_backend  # noqa: E402
+from secure_agg.compute import ComputeSettings  # noqa: E402
+from secure_agg.ray_local import LocalRayCluster  # noqa: E402
+from secure_agg.worker_pool import encode_request  # noqa: E402
 
 
 class PeakMemory:
@@ -61,6 +74,8 @@ class PeakMemory:
         self.interval = interval
         self.peak_total = 0.0
         self.peak_single = 0.0
+        #: Peak resident GiB of each process seen, by process id (with its last name).
+        self.peak_by_process: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -70,9 +85,13 @@ class PeakMemory:
             sizes = []
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    sizes.append(proc.memory_info().rss)
+                    rss = proc.memory_info().rss
+                    name = proc.name()
                 except psutil.Error:
                     continue
+                sizes.append(rss)
+                peak = self.peak_by_process.get(proc.pid, (name, 0.0))[1]
+                self.peak_by_process[proc.pid] = (name, max(peak, rss / 2**30))
             self.peak_total = max(self.peak_total, sum(sizes) / 2**30)
             self.peak_single = max(self.peak_single, max(sizes, default=0) / 2**30)
             self._stop.wait(self.interval)
@@ -84,6 +103,29 @@ class PeakMemory:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def largest(self, count: int = 8) -> dict[str, float]:
+        """The ``count`` processes of the largest peak resident memory (GiB)."""
+        ranked = sorted(self.peak_by_process.items(), key=lambda item: -item[1][1])[:count]
+        return {f"{name}[{pid}]": round(gib, 3) for pid, (name, gib) in ranked}
+
+
+def gateway_round_trip(settings: ComputeSettings, batches: int = 20) -> dict[str, float]:
+    """Milliseconds of a batch of empty requests (one per CPU) through a gateway to the cluster.
+
+    What the Ray backend adds to every batch whatever its size: pipes to the gateway, task
+    submission, scheduling on the nodes, and the replies' way back.
+    """
+    gateway = ray_backend.get_gateway(settings)
+    cpus = settings.cpus or gateway.cluster_cpus
+    requests = [encode_request(b"F", b"", b"")] * cpus
+    gateway.run_batch(b"P", requests, label="Paillier")  # the workers' imports, once
+    started = time.perf_counter()
+    for _ in range(batches):
+        gateway.run_batch(b"P", requests, label="Paillier")
+    per_batch = (time.perf_counter() - started) / batches
+    ray_backend.shutdown()
+    return {"requests_per_batch": cpus, "ms_per_batch": round(per_batch * 1000, 2)}
 
 
 def operation_costs(key_bits: int, n: int = 600) -> dict[str, float]:
@@ -269,6 +311,16 @@ def main() -> None:
         metavar="RESULT_JSON",
         help="a SecretFlow result (wall_seconds, auc) replacing the reference of its scheme",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="where the parties' batches run (their node policy's compute.backend)",
+    )
+    parser.add_argument("--ray-nodes", type=int, default=2, help="nodes of the Ray cluster")
+    parser.add_argument(
+        "--ray-cpus-per-node", type=int, default=1, help="--num-cpus of each Ray node"
+    )
     parser.add_argument("--summary-json", type=Path, required=True)
     args = parser.parse_args()
 
@@ -280,6 +332,15 @@ def main() -> None:
         os.environ["LAB_KEYS"] = str(Path(tmp) / "keys")  # the temporary home's audit key
         # This benchmark's own nodes may run OU when asked (the default policy allows Paillier).
         set_policy(["crypto.allowed_schemes=[paillier, ou]"], Path(tmp) / "home")
+        cluster = None
+        round_trip: dict[str, float] = {}
+        if args.backend == "ray":
+            cluster = LocalRayCluster(args.ray_nodes, args.ray_cpus_per_node).start()
+            round_trip = gateway_round_trip(cluster.settings())
+            set_policy(
+                ["compute.backend=ray", f"compute.address={cluster.address}"],
+                Path(tmp) / "home",
+            )
         if args.scale:
             (Path(tmp) / "data").mkdir()
             experiment = scale_experiment(
@@ -293,10 +354,14 @@ def main() -> None:
             )
         key_bits = experiment.config.crypto.key_bits
         costs = operation_costs(key_bits)
-        with PeakMemory() as memory:
-            started = time.perf_counter()
-            summary = run_experiment(experiment, RunOptions())
-            wall = time.perf_counter() - started
+        try:
+            with PeakMemory() as memory:
+                started = time.perf_counter()
+                summary = run_experiment(experiment, RunOptions())
+                wall = time.perf_counter() - started
+        finally:
+            if cluster is not None:
+                cluster.stop()
     timing = summary["timing"]
     trees = int(timing["trees"])
     joint_seconds = float(summary["stage_seconds"]["joint"])
@@ -348,7 +413,21 @@ def main() -> None:
         "peak_rss_gib": {
             "process_tree": round(memory.peak_total, 2),
             "largest_process": round(memory.peak_single, 2),
+            "by_process": memory.largest(),
         },
+        "compute": {
+            "backend": args.backend,
+            **(
+                {
+                    "ray_nodes": args.ray_nodes,
+                    "ray_cpus_per_node": args.ray_cpus_per_node,
+                    "gateway_round_trip": round_trip,
+                }
+                if args.backend == "ray"
+                else {}
+            ),
+        },
+        "load_average_at_end": list(os.getloadavg()),
         "stage_seconds": summary["stage_seconds"],
         "wall_seconds_summary": summary["wall_seconds"],
         "critical_path_per_tree": timing.get("critical_path_per_tree", {}),

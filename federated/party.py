@@ -46,6 +46,7 @@ from models.protocol import (
     PartyStore,
     ProtocolError,
 )
+from secure_agg import compute
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ EXPECTED_ERRORS: tuple[type[Exception], ...] = (
     ProtocolError,
     EvaluationError,
     SpecError,
+    compute.ComputeBackendError,
 )
 
 _JOB_KEY = "job.spec"
@@ -259,6 +261,7 @@ class PartyRuntime:
                 f"party '{self.name}' is a {self.role} on this node but a {mine.role} in job "
                 f"'{spec.name}'; fix the node's role or the experiment config"
             )
+        self._check_compute()
         if resume:
             record = self._resume_record(spec, mine)
             grant = self._resume(spec, mine, record)
@@ -273,6 +276,41 @@ class PartyRuntime:
         if grant.reservation is not None and self._run_id is not None:
             self._progress()  # the node's journal names the run this job is served in
         return mine
+
+    def _node_limits(self) -> NodeLimits:
+        """The node's limits before any job: its policy's, or those it was built with."""
+        policy = self.node_policy()
+        if policy is not None:
+            return policy.limits(self.binding)
+        return self._limits or NodeLimits()
+
+    def compute_settings(self) -> compute.ComputeSettings:
+        """Where this party's batches run: its node's own choice, fixed when it joined the job.
+
+        Before a job, the node's current policy decides. Never the job spec or a peer.
+        """
+        raw = self._store.get_json(_GRANT_KEY)
+        if raw is not None:
+            return JobGrant.from_dict(raw).limits.compute
+        if self.binding.policy is None:
+            return (self._limits or NodeLimits()).compute
+        return compute.LOCAL  # hello: join() checks the policy's backend before the job
+
+    def _check_compute(self) -> None:
+        """Refuse a job, before anything is read or reserved, if the node's backend is down.
+
+        Raises
+        ------
+        ComputeBackendError
+            Naming the cluster's address and the fix (no gateway process is left running).
+        """
+        settings = self._node_limits().compute
+        try:
+            compute.check(settings)
+        except compute.ComputeBackendError as exc:
+            raise compute.ComputeBackendError(
+                f"party '{self.name}' cannot run the job on its compute backend: {exc}"
+            ) from exc
 
     def checkpoints(self) -> PartyCheckpoints | None:
         """This party's checkpoints of the current job, in its own store (``None``: no store).
@@ -690,7 +728,8 @@ class PartyRuntime:
                     )
                 if (envelope.protocol, envelope.stage) not in _NO_DATA_STAGES:
                     self.touch()
-            return handler.handle(envelope, self)
+            with compute.using(self.compute_settings()):
+                return handler.handle(envelope, self)
         except EXPECTED_ERRORS as exc:
             logger.warning("party %s: %s: %s", self.name, type(exc).__name__, exc)
             shared = exc.redacted if isinstance(exc, DataError) and not self._disclose else str(exc)

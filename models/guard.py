@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 from models.privacy import PrivacyEvent
 from models.protocol import ProtocolError
+from secure_agg.compute import LOCAL as LOCAL_COMPUTE
+from secure_agg.compute import ComputeSettings
 from secure_agg.paillier import DEFAULT_KEY_BITS
 from secure_agg.schemes import DEFAULT_SCHEME, SCHEMES
 
@@ -93,6 +95,9 @@ class NodeLimits:
         SecureBoost histograms, hetero LR WOE counts, screening and monitoring bins): the bank
         chooses the number in its job, and finer bins show it finer partitions of the node's
         rows (per-bin gradient sums and counts of a few rows each).
+    compute : ComputeSettings
+        Where the node's batches run (:mod:`secure_agg.compute`): its local workers, or a Ray
+        cluster of its own. Set by its owner only; a protocol step runs under it.
     """
 
     min_key_bits: int = DEFAULT_KEY_BITS
@@ -110,6 +115,7 @@ class NodeLimits:
     group_attribution: bool = True
     csi_detail: str = "group"
     max_bins: int = 64
+    compute: ComputeSettings = LOCAL_COMPUTE
 
     def key_bits_for(self, requested: int) -> int:
         """Size of a key this node generates: the job's ask, never below the node's floor."""
@@ -230,6 +236,8 @@ class NodeLimits:
         for name in ("psi_reveal", "allowed_schemes"):
             if name in values:
                 values[name] = tuple(values[name])
+        if "compute" in values:
+            values["compute"] = ComputeSettings.from_dict(dict(values["compute"]))
         return cls(**values)
 
 

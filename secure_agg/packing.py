@@ -393,7 +393,7 @@ class SumPacker:
         if n_workers <= 1:
             return _pack_kernel(pub, cts, self.bits_per_value, k, rerandomize)
         width = pub.ciphertext_bytes
-        if c_kernels is not None:
+        if parallel.on_threads(c_kernels):
             data = ints_to_bytes(cts, width)
             chunks = [
                 data[start * k * width : stop * k * width]

@@ -14,6 +14,7 @@ public keys (public data) so that later batches do not rebuild them.
 
 from __future__ import annotations
 
+from secure_agg import compute
 from secure_agg.worker_pool import (
     STATUS_FAILED,
     STATUS_OK,
@@ -73,13 +74,23 @@ def shutdown() -> None:
 
 
 def broadcast(op: bytes) -> None:
-    """Send a header-less request to every worker of the running pool (if any)."""
+    """Send a header-less request to every worker of the running pool (if any).
+
+    Only the local pool: a Ray backend's tasks keep nothing between requests (see
+    :mod:`secure_agg.ray_backend`).
+    """
     pool = _SHARED.running()
     if pool is not None:
         pool.run([encode_request(op, b"", b"")] * pool.workers)
 
 
 def run_parallel(op: bytes, parts: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """Run ``(header, payload)`` parts of one operation on the shared pool, one per worker."""
-    pool = get_pool(len(parts))
-    return pool.run([encode_request(op, header, payload) for header, payload in parts])
+    """Run ``(header, payload)`` parts of one operation, one per worker, on the active backend.
+
+    The local backend runs them on the shared pool; a Ray backend
+    (:func:`secure_agg.compute.active`) as tasks of the party's cluster, through its gateway.
+    """
+    requests = [encode_request(op, header, payload) for header, payload in parts]
+    if compute.active().remote:
+        return compute.gateway().run_batch(b"P", requests, label="Paillier")
+    return get_pool(len(parts)).run(requests)

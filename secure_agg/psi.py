@@ -58,11 +58,11 @@ import numpy.typing as npt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from secure_agg import compute
 from secure_agg.worker_pool import (
     RefusedRequestError,
     SharedPool,
     WorkerPool,
-    default_workers,
     encode_request,
 )
 
@@ -332,21 +332,32 @@ class BlindingPool(WorkerPool):
         secure_agg.worker_pool.WorkerError
             If a worker died, sent a truncated reply or failed.
         """
-        header = raw_key + domain
-        offsets: list[int] = []
+        return _blind_parts(self.map, op, raw_key, domain, parts)
 
-        def requests() -> Iterator[bytes]:
-            for offset, payload in parts:
-                offsets.append(offset)
-                yield encode_request(op, header, payload)
 
-        try:
-            replies = self.map(requests())
-        except RefusedRequestError as exc:
-            if exc.item is not None and exc.request is not None:
-                raise LowOrderPointError(offsets[exc.request] + exc.item) from exc
-            raise PSIError(exc.message) from exc
-        return b"".join(replies)
+def _blind_parts(
+    run: Callable[[Iterable[bytes]], list[bytes]],
+    op: bytes,
+    raw_key: bytes,
+    domain: bytes,
+    parts: Iterable[tuple[int, bytes]],
+) -> bytes:
+    """:meth:`BlindingPool.blind` with ``run`` (a pool's ``map``, or a Ray gateway's batch)."""
+    header = raw_key + domain
+    offsets: list[int] = []
+
+    def requests() -> Iterator[bytes]:
+        for offset, payload in parts:
+            offsets.append(offset)
+            yield encode_request(op, header, payload)
+
+    try:
+        replies = run(requests())
+    except RefusedRequestError as exc:
+        if exc.item is not None and exc.request is not None:
+            raise LowOrderPointError(offsets[exc.request] + exc.item) from exc
+        raise PSIError(exc.message) from exc
+    return b"".join(replies)
 
 
 _POOL: SharedPool[BlindingPool] = SharedPool(BlindingPool)
@@ -355,7 +366,20 @@ _POOL: SharedPool[BlindingPool] = SharedPool(BlindingPool)
 def _parallel(
     op: bytes, raw_key: bytes, domain: bytes, workers: int, parts: Iterable[tuple[int, bytes]]
 ) -> bytes:
-    """Run ``parts`` (offset, payload) on the shared pool of ``workers`` processes."""
+    """Run ``parts`` (offset, payload) on the active compute backend, ``workers`` at once.
+
+    The local backend is the shared pool of ``workers`` processes; a Ray backend
+    (:mod:`secure_agg.compute`) runs the parts as tasks of the party's own cluster.
+    """
+    if compute.active().remote:
+        gateway = compute.gateway()
+        return _blind_parts(
+            lambda requests: gateway.run_batch(b"B", list(requests), label="blinding"),
+            op,
+            raw_key,
+            domain,
+            parts,
+        )
     return _POOL.get(workers).blind(op, raw_key, domain, parts)
 
 
@@ -399,7 +423,8 @@ def blind(points: Points, key: BlindingKey, *, workers: int | None = None) -> Po
     key : BlindingKey
         This party's secret scalar.
     workers : int, optional
-        Processes to use (default: all usable CPUs); small inputs run in-process.
+        Processes to use (default: all usable CPUs of the active compute backend,
+        :func:`secure_agg.compute.workers`); small inputs run in-process.
 
     Raises
     ------
@@ -407,7 +432,7 @@ def blind(points: Points, key: BlindingKey, *, workers: int | None = None) -> Po
         On a malformed array or a low-order point.
     """
     points = _check_points(points)
-    workers = default_workers() if workers is None else workers
+    workers = compute.workers() if workers is None else workers
     secret = key.secret_bytes()
     if workers <= 1 or len(points) < PARALLEL_THRESHOLD:
         result = _blind_bytes(secret, points.tobytes())
@@ -427,7 +452,7 @@ def hash_and_blind(
     workers: int | None = None,
 ) -> Points:
     """``blind(hash_to_group(ids, domain), key)``, with the hashing spread over the workers too."""
-    workers = default_workers() if workers is None else workers
+    workers = compute.workers() if workers is None else workers
     secret = key.secret_bytes()
     if workers <= 1 or len(ids) < PARALLEL_THRESHOLD:
         result = _hash_blind_records(secret, domain, _encode_id_records(ids))

@@ -49,7 +49,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, BinaryIO, Generic, Self, TypeVar
@@ -158,17 +158,26 @@ def serve(handle: Handler, inp: BinaryIO, out: BinaryIO) -> None:
         if request is None:
             return
         op, header, payload = request
-        try:
-            status, result = STATUS_OK, handle(op, header, payload)
-        except RefusedRequestError as exc:
-            status, result = STATUS_REFUSED, _refusal(exc.item, exc.message)
-        except ValueError as exc:
-            status, result = STATUS_REFUSED, _refusal(None, str(exc))
-        except Exception as exc:  # report instead of dying; the message holds no key material
-            status, result = STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode()
+        status, result = answer(handle, op, header, payload)
         del request, header, payload  # the header may hold key material
         out.write(encode_reply(status, result))
         out.flush()
+
+
+def answer(handle: Handler, op: bytes, header: bytes, payload: bytes) -> tuple[int, bytes]:
+    """``(status, data)`` of one request's reply, as :func:`serve` sends it.
+
+    :class:`RefusedRequestError` and any other ``ValueError`` become :data:`STATUS_REFUSED`,
+    anything else :data:`STATUS_FAILED` (a worker on a Ray node answers with this too).
+    """
+    try:
+        return STATUS_OK, handle(op, header, payload)
+    except RefusedRequestError as exc:
+        return STATUS_REFUSED, _refusal(exc.item, exc.message)
+    except ValueError as exc:
+        return STATUS_REFUSED, _refusal(None, str(exc))
+    except Exception as exc:  # report instead of dying; the message holds no key material
+        return STATUS_FAILED, f"{type(exc).__name__}: {exc}".encode()
 
 
 def _refusal(item: int | None, message: str) -> bytes:
@@ -189,6 +198,10 @@ class WorkerPool:
         Processes to start (at least 1).
     label : str
         What the workers do, for messages ("Paillier", "blinding").
+    args : sequence of str
+        Command-line arguments after ``-m module`` (not secret: visible in the process list).
+    env : mapping, optional
+        The workers' environment (default: this process's), ``PYTHONPATH`` extended as below.
 
     Raises
     ------
@@ -204,7 +217,15 @@ class WorkerPool:
     write their own failures to this process's stderr.
     """
 
-    def __init__(self, module: str, workers: int, *, label: str) -> None:
+    def __init__(
+        self,
+        module: str,
+        workers: int,
+        *,
+        label: str,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         if workers < 1:
             raise ValueError(f"a {label} pool needs at least one worker, got {workers}")
         self.module = module
@@ -212,7 +233,7 @@ class WorkerPool:
         self.workers = workers
         self._lock = threading.Lock()
         self._procs: list[subprocess.Popen[bytes]] = []
-        env = dict(os.environ)
+        env = dict(os.environ if env is None else env)
         env["PYTHONPATH"] = os.pathsep.join(
             [_PACKAGE_ROOT, *filter(None, [env.get("PYTHONPATH", "")])]
         )
@@ -220,7 +241,7 @@ class WorkerPool:
             for _ in range(workers):
                 self._procs.append(
                     subprocess.Popen(  # noqa: S603 - this interpreter, a module we name, no shell
-                        [sys.executable, "-m", module],
+                        [sys.executable, "-m", module, *args],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         env=env,
@@ -356,18 +377,8 @@ class WorkerPool:
         return results
 
     def _result(self, index: int, status: int, data: bytes) -> bytes:
-        if status == STATUS_OK:
-            return data
-        if status == STATUS_REFUSED and len(data) >= 8:
-            item = int.from_bytes(data[:8], "big")
-            raise RefusedRequestError(
-                data[8:].decode(errors="replace"),
-                item=None if item == _NO_ITEM else item,
-                request=index,
-            )
-        if status == STATUS_FAILED:
-            message = data.decode(errors="replace")
-            raise WorkerError(f"{self.label} worker {index} failed: {message}")
+        if status in (STATUS_OK, STATUS_REFUSED, STATUS_FAILED):
+            return result_of(self.label, index, status, data)
         self.close()
         raise WorkerError(
             f"{self.label} worker {index} answered with status {status} and {len(data)} bytes, "
@@ -405,6 +416,82 @@ class WorkerPool:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def result_of(label: str, index: int, status: int, data: bytes) -> bytes:
+    """The result of reply ``index`` of a batch, or the error its status stands for.
+
+    Raises
+    ------
+    RefusedRequestError
+        For :data:`STATUS_REFUSED` (``request`` is ``index``).
+    WorkerError
+        For :data:`STATUS_FAILED` or an unknown status.
+    """
+    if status == STATUS_OK:
+        return data
+    if status == STATUS_REFUSED and len(data) >= 8:
+        item = int.from_bytes(data[:8], "big")
+        raise RefusedRequestError(
+            data[8:].decode(errors="replace"),
+            item=None if item == _NO_ITEM else item,
+            request=index,
+        )
+    if status == STATUS_FAILED:
+        raise WorkerError(f"{label} worker {index} failed: {data.decode(errors='replace')}")
+    raise WorkerError(
+        f"{label} worker {index} answered with status {status} and {len(data)} bytes, which is "
+        "no reply of this protocol (is the worker of this version?)"
+    )
+
+
+def decode_replies(data: bytes) -> list[tuple[int, bytes]]:
+    """The ``(status, data)`` of reply frames joined in ``data`` (a gateway's batch reply).
+
+    Raises
+    ------
+    WorkerError
+        If a frame is cut short.
+    """
+    out: list[tuple[int, bytes]] = []
+    view, offset = memoryview(data), 0
+    while offset < len(data):
+        if offset + _REPLY_HEAD_BYTES > len(data):
+            raise WorkerError(f"a batch reply ends inside a reply header at byte {offset}")
+        size = int.from_bytes(view[offset + 1 : offset + _REPLY_HEAD_BYTES], "big")
+        start = offset + _REPLY_HEAD_BYTES
+        if start + size > len(data):
+            raise WorkerError(f"a batch reply ends inside a reply of {size} bytes")
+        out.append((data[offset], bytes(view[start : start + size])))
+        offset = start + size
+    return out
+
+
+def decode_requests(data: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """The ``(op, header, payload)`` of request frames joined in ``data`` (a batch request).
+
+    Raises
+    ------
+    ValueError
+        If a frame is cut short.
+    """
+    out: list[tuple[bytes, bytes, bytes]] = []
+    view, offset = memoryview(data), 0
+    while offset < len(data):
+        if offset + 5 > len(data):
+            raise ValueError(f"a batch request ends inside a request at byte {offset}")
+        op = data[offset : offset + 1]
+        size = int.from_bytes(view[offset + 1 : offset + 5], "big")
+        start = offset + 5
+        header = bytes(view[start : start + size])
+        start += size
+        length = int.from_bytes(view[start : start + 8], "big")
+        start += 8
+        if len(header) != size or start + length > len(data):
+            raise ValueError(f"a batch request ends inside a request at byte {offset}")
+        out.append((op, header, bytes(view[start : start + length])))
+        offset = start + length
+    return out
 
 
 def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:

@@ -17,6 +17,7 @@ every setting has its secure default::
     explanations: {group_attribution: allow}
     stability: {csi_detail: group}
     binning: {max_bins: 64}
+    compute: {backend: local, address: null, cpus: null}
 
 ``unpublished: auto`` serves a file that is not a published feature-set version as it is only
 while the home governs nothing (no published set, no imported authorization): a platform that
@@ -44,6 +45,7 @@ from lab.governance.audit import AuditLog
 from lab.governance.errors import PolicyFileError
 from lab.home import lab_home
 from models.guard import NodeLimits
+from secure_agg.compute import BackendName, ComputeBackendError, ComputeSettings
 from secure_agg.schemes import SchemeName
 
 #: The policy file in a governance home.
@@ -173,6 +175,39 @@ class BinningPolicy(_Strict):
     max_bins: Annotated[int, Field(ge=2, le=1024)] = _LIMITS.max_bins
 
 
+class ComputePolicy(_Strict):
+    """Where this node's Paillier batches and PSI blinding run (:mod:`secure_agg.compute`).
+
+    ``backend``: ``local`` (this machine's threads and worker processes) or ``ray`` (a Ray
+    cluster this party operates in its own domain, whose head is at ``address``, ``host:port``).
+    ``cpus``: the most parts of one batch that run at once (default: every CPU of this machine
+    or of the cluster). Only the node's owner sets these: no job spec or peer can choose them,
+    and a key holder's private key goes only to its own cluster.
+    """
+
+    backend: BackendName = _LIMITS.compute.backend
+    address: str | None = _LIMITS.compute.address
+    cpus: Annotated[int, Field(ge=1)] | None = _LIMITS.compute.cpus
+
+    @model_validator(mode="after")
+    def _settings(self) -> ComputePolicy:
+        self.settings()
+        return self
+
+    def settings(self) -> ComputeSettings:
+        """The backend's settings.
+
+        Raises
+        ------
+        ValueError
+            Naming the setting and the fix (a ``ray`` backend without an address, ...).
+        """
+        try:
+            return ComputeSettings(backend=self.backend, address=self.address, cpus=self.cpus)
+        except ComputeBackendError as exc:
+            raise ValueError(str(exc)) from exc
+
+
 class NodePolicyConfig(_Strict):
     """The whole policy file (see the module docstring)."""
 
@@ -186,6 +221,7 @@ class NodePolicyConfig(_Strict):
     explanations: ExplanationsPolicy = Field(default_factory=ExplanationsPolicy)
     stability: StabilityPolicy = Field(default_factory=StabilityPolicy)
     binning: BinningPolicy = Field(default_factory=BinningPolicy)
+    compute: ComputePolicy = Field(default_factory=ComputePolicy)
 
     def limits(self) -> NodeLimits:
         """The limits protocol steps enforce (:class:`models.guard.NodeLimits`)."""
@@ -205,6 +241,7 @@ class NodePolicyConfig(_Strict):
             group_attribution=self.explanations.group_attribution == "allow",
             csi_detail=self.stability.csi_detail,
             max_bins=self.binning.max_bins,
+            compute=self.compute.settings(),
         )
 
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 
 import gmpy2
 
-from secure_agg import paillier_pool
+from secure_agg import paillier_pool, ray_backend
 from secure_agg.paillier import extension, kernels, parallel, tables
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.wire import ints_to_bytes
@@ -62,7 +62,7 @@ def encrypt_many(
     n_workers = parallel.workers_for(workers, len(values), threshold, len(values))
     if n_workers <= 1:
         return [int(c) for c in kernels.encrypt(pub, values, method)]
-    if method == "djn" and c_kernels is not None:
+    if method == "djn" and parallel.on_threads(c_kernels):
         data = ints_to_bytes(values, pub.key_bytes)
         chunks = parallel.byte_parts(data, pub.key_bytes, n_workers)
         run = functools.partial(kernels.encrypt_c, c_kernels, pub)
@@ -98,7 +98,7 @@ def encrypt_many_private(
     n_workers = parallel.workers_for(workers, len(values), threshold, len(values))
     if n_workers <= 1:
         return [int(c) for c in kernels.encrypt_private(priv, values)]
-    if c_kernels is not None:
+    if parallel.on_threads(c_kernels):
         data = ints_to_bytes(values, pub.key_bytes)
         chunks = parallel.byte_parts(data, pub.key_bytes, n_workers)
         run = functools.partial(kernels.encrypt_private_c, c_kernels, priv)
@@ -152,9 +152,14 @@ def encrypt_with_factors(
 
 
 def forget_private_tables() -> None:
-    """Drop the key holder's CRT tables here and in every worker process (after a job)."""
+    """Drop the key holder's CRT tables here and in every worker process (after a job).
+
+    Ray workers keep them until their gateway's Ray job ends: every gateway of this process is
+    closed (:mod:`secure_agg.ray_backend`; the next batch starts a new one).
+    """
     tables.forget_private()
     paillier_pool.broadcast(b"F")
+    ray_backend.shutdown()
 
 
 def obfuscate_many(
@@ -170,7 +175,7 @@ def obfuscate_many(
     if n_workers <= 1:
         return [int(c) for c in kernels.obfuscate(pub, cts)]
     width = pub.ciphertext_bytes
-    if c_kernels is not None:
+    if parallel.on_threads(c_kernels):
         chunks = parallel.byte_parts(ints_to_bytes(cts, width), width, n_workers)
         run = functools.partial(kernels.obfuscate_c, c_kernels, pub)
         return parallel.gather(parallel.in_threads(run, chunks), width)

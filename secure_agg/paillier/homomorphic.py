@@ -159,7 +159,7 @@ def sum_groups_many(
         # Columns split: every part gets all rows, no partial sums to combine.
         blocks = [np.ascontiguousarray(matrix[:, a:b], dtype=np.int32) for a, b in columns]
         everything = ints_to_bytes(cts, width)
-        if c_kernels is not None:
+        if parallel.on_threads(c_kernels):
             run = functools.partial(
                 kernels.group_sums_c, c_kernels, pub, everything, n_rows, n_groups
             )
@@ -176,7 +176,7 @@ def sum_groups_many(
             values = parallel.gather(parallel.run_in_workers(b"S", parts), width)
         return [[v or 1 for v in values[j * n_groups : (j + 1) * n_groups]] for j in range(n_cols)]
     rows = parallel.split(n_rows, n_workers)
-    if c_kernels is not None:
+    if parallel.on_threads(c_kernels):
         run_rows = functools.partial(_sum_rows_c, c_kernels, pub, cts, matrix, n_groups)
         replies = parallel.in_threads(run_rows, rows)
     else:

@@ -5,7 +5,9 @@ processes (:mod:`secure_agg.paillier_pool`), which receive the key with each req
 their local pipe (:func:`public_header`, :func:`private_header`). The C kernels release the GIL,
 so they run on threads of the calling process (:func:`in_threads`): one set of tables, nothing
 to start, and the primes never leave the process. The thresholds below decide, for
-``workers=None``, from which batch size either is worth it.
+``workers=None``, from which batch size either is worth it. A party whose node names a Ray
+backend (:mod:`secure_agg.compute`) sends every split batch, C kernels or not, as worker
+requests to its own cluster instead (:func:`on_threads`, :func:`run_in_workers`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeGuard, TypeVar
 
-from secure_agg import paillier_pool
+from secure_agg import compute, paillier_pool
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.keys import PublicKey
 from secure_agg.paillier.wire import ints_from_bytes
-from secure_agg.worker_pool import default_workers
 
 if TYPE_CHECKING:
     from secure_agg.paillier.keys import PrivateKey
@@ -39,10 +40,14 @@ THREAD_MIN_ENCRYPT = 32
 THREAD_MIN_ADDS = 8_192
 
 _Part = TypeVar("_Part")
+_Kernels = TypeVar("_Kernels")
 
 
 def workers_for(workers: int | None, work: int, threshold: int, items: int) -> int:
     """Processes to use: explicit counts are obeyed (capped by items), ``None`` by threshold.
+
+    ``None`` above the threshold means the active compute backend's CPUs
+    (:func:`secure_agg.compute.workers`).
 
     Raises
     ------
@@ -52,7 +57,7 @@ def workers_for(workers: int | None, work: int, threshold: int, items: int) -> i
     if workers is None:
         if work < threshold:
             return 1
-        workers = default_workers()
+        workers = compute.workers()
     workers = operator.index(workers)
     if workers < 1:
         raise PaillierError(f"workers must be at least 1, got {workers}")
@@ -96,6 +101,15 @@ def thread_pool(size: int) -> ThreadPoolExecutor:
                 _THREADS[1].shutdown(wait=False)
             _THREADS = (size, ThreadPoolExecutor(size, "he-kernel"))
         return _THREADS[1]
+
+
+def on_threads(c_kernels: _Kernels | None) -> TypeGuard[_Kernels]:
+    """Whether a split batch runs on this process's threads (C kernels, local backend).
+
+    With a remote backend (:mod:`secure_agg.compute`) every split batch goes to its workers
+    as requests (:func:`run_in_workers`), which use the C kernels where they are built.
+    """
+    return c_kernels is not None and not compute.active().remote
 
 
 def in_threads(fn: Callable[[_Part], bytes], parts: Sequence[_Part]) -> list[bytes]:
