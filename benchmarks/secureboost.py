@@ -11,9 +11,10 @@ Usage::
     .venv/bin/python benchmarks/secureboost.py --compare-secretflow sf.json --summary-json o.json
     # scale case: 100,000 rows x 300 platform features, depth 5 (one tree by default)
     .venv/bin/python benchmarks/secureboost.py --scale --summary-json out/sb-scale.json
-    # the same parties computing on a Ray cluster of their own: 2 nodes of 1 CPU on loopback
-    .venv/bin/python benchmarks/secureboost.py --scale --backend ray --ray-nodes 2 \
-        --ray-cpus-per-node 1 --summary-json out/sb-scale-ray2.json
+    # the same parties computing on a Ray cluster of their own: 2 nodes of 1 CPU, in a network
+    # namespace whose only interface is loopback (Ray's nodes bind every interface; as root)
+    unshare --net -- sh -c 'ip link set lo up && exec .venv/bin/python benchmarks/secureboost.py \
+        --scale --backend ray --ray-nodes 2 --ray-cpus-per-node 1 --summary-json out/sb-ray2.json'
 
 Each run trains through ``lab``'s job pipeline (Flower simulation runtime, real 2048-bit
 Paillier) in a temporary lab home and reports: time per tree and per phase (encrypt,
@@ -43,6 +44,7 @@ import argparse
 import json
 import os
 import secrets
+import socket
 import sys
 import tempfile
 import threading
@@ -321,8 +323,23 @@ def main() -> None:
     parser.add_argument(
         "--ray-cpus-per-node", type=int, default=1, help="--num-cpus of each Ray node"
     )
+    parser.add_argument(
+        "--ray-on-all-interfaces",
+        action="store_true",
+        help="start the Ray cluster although this network namespace has other interfaces "
+        "than loopback (Ray 2.55 binds every interface)",
+    )
     parser.add_argument("--summary-json", type=Path, required=True)
     args = parser.parse_args()
+    others = sorted(name for _, name in socket.if_nameindex() if name != "lo")
+    if args.backend == "ray" and others and not args.ray_on_all_interfaces:
+        parser.error(
+            f"--backend ray: Ray 2.55's nodes listen on every interface ({', '.join(others)} "
+            "here besides loopback); run the benchmark in a network namespace of its own: "
+            "unshare --net -- sh -c 'ip link set lo up && exec .venv/bin/python "
+            "benchmarks/secureboost.py ...' (as root), or pass --ray-on-all-interfaces on a "
+            "host behind its own firewall"
+        )
 
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -36,6 +36,7 @@ RAY_TEST_FILES = frozenset(
         "test_bad_inputs.py",
         "test_cli.py",
         "test_cli_check.py",
+        "test_compute_ray.py",
         "test_deploy_hosts.py",
         "test_e2e_flower.py",
         "test_early_stopping_e2e.py",

@@ -12,6 +12,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,12 +112,58 @@ def test_an_unreachable_cluster_fails_at_hello_naming_the_address_and_leaves_not
 # ---------------------------------------------------------------- on a two-node Ray cluster
 
 
+#: Set in the private network namespace the cluster's tests run in (below).
+IN_NETNS = os.environ.get("LAB_TEST_RAY_NETNS") == "1"
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalRayCluster]:
+    """A 2-node cluster, started only inside a network namespace of its own.
+
+    Ray 2.55's GCS, raylets and workers bind every interface whatever ``--node-ip-address``
+    says; in a namespace whose only interface is loopback, nothing they open is reachable
+    from another host (or from this host's other namespaces).
+    """
+    if not IN_NETNS:
+        pytest.skip("run inside its own network namespace by test_cluster_tests_in_a_netns")
+    assert [name for _, name in socket.if_nameindex()] == ["lo"]
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with LocalRayCluster(nodes=2, cpus_per_node=1) as running:
         yield running
     ray_backend.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(IN_NETNS, reason="the outer run's test")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare for a private network namespace",
+)
+def test_cluster_tests_in_a_netns(tmp_path: Path) -> None:
+    """Run this module's cluster tests in a new network namespace with only loopback up."""
+    command = [
+        "unshare",
+        "--net",
+        "--",
+        "sh",
+        "-c",
+        'ip link set lo up && exec "$0" "$@"',
+        sys.executable,
+        "-m",
+        "pytest",
+        __file__,
+        "-m",
+        "slow",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--basetemp",
+        str(tmp_path / "inner"),
+    ]
+    env = {**os.environ, "LAB_TEST_RAY_NETNS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    assert "3 passed" in done.stdout, done.stdout[-3000:]
 
 
 @pytest.mark.slow
