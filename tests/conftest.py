@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,10 +28,10 @@ for _key, _value in {
 
 #: Test files that start Ray (the embedded runtime, in-process or through ``lab``), found by
 #: watching for a raylet among each test's child processes over a whole run. ``make test``
-#: runs the suite on two pytest-xdist workers with ``--dist loadgroup``: these files form one
-#: group, run one test at a time on one worker, because two Ray clusters starting at once on
-#: two cores slow each other past Ray's start-up window; every other file is a group of its
-#: own (its module fixtures are built once), spread over both workers.
+#: runs the suite on two pytest-xdist workers (``--dist loadgroup``, scheduled below): these
+#: files form one group, run one test at a time on one worker, because two Ray clusters
+#: starting at once on two cores slow each other past Ray's start-up window; every other file
+#: is a group of its own (its module fixtures are built once), spread over both workers.
 RAY_TEST_FILES = frozenset(
     {
         "test_bad_inputs.py",
@@ -63,12 +64,29 @@ RAY_TEST_FILES = frozenset(
 )
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests for ``--dist loadgroup``: Ray's files together, every other file alone."""
-    del config
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group("ray" if name in RAY_TEST_FILES else name))
+def test_group(nodeid: str) -> str:
+    """The scheduling group of a test: ``ray`` for :data:`RAY_TEST_FILES`, else its file."""
+    path = nodeid.split("::", 1)[0]
+    return "ray" if Path(path).name in RAY_TEST_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadgroup``, schedule by :func:`test_group`.
+
+    pytest-xdist 3.8's own ``loadgroup`` marks groups by rewriting ``item._nodeid``, which
+    pytest 9 no longer reads (node ids live in ``_id``), so its groups are silently ignored; a
+    scope scheduler whose scope is the group does the same job.
+    """
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return test_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
