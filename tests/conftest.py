@@ -25,6 +25,13 @@ for _key, _value in {
 }.items():
     os.environ.setdefault(_key, _value)
 
+# pytest-xdist's workers run with COLUMNS=80 and LINES=24 in their environment, which every
+# ``lab`` a test starts would inherit as an explicit width (tests/test_results.py checks that
+# piped output is never cut at 80 columns); a serial run has neither.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _key in ("COLUMNS", "LINES"):
+        os.environ.pop(_key, None)
+
 
 #: Test files that start Ray (the embedded runtime, in-process or through ``lab``), found by
 #: watching for a raylet among each test's child processes over a whole run. ``make test``
