@@ -21,8 +21,9 @@ Paillier) in a temporary lab home and reports: time per tree and per phase (encr
 histogram, pack, decrypt, split search, communication = what the parties' own phases leave
 over), operation counts, and the lower bound those counts imply at per-operation costs measured
 in the same run on this machine (``ops x cost / cores``): a perfect implementation could not
-be faster than that bound. Peak memory is sampled over the whole process tree, and per process
-(the largest few, by name).
+be faster than that bound. Peak memory is sampled over the whole process tree (the sum of RSS,
+and of PSS, which counts a page shared by several processes once) and per process (the
+largest few, by name).
 
 ``--backend ray`` starts a Ray cluster of ``--ray-nodes`` nodes of ``--ray-cpus-per-node`` CPUs
 on loopback (:class:`secure_agg.ray_local.LocalRayCluster`, stopped at the end), names it in
@@ -70,11 +71,18 @@ from secure_agg.worker_pool import encode_request  # noqa: E402
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and all its descendants."""
+    """Samples the resident memory of this process and all its descendants.
+
+    Two sums over the process tree: resident set sizes (RSS, which counts a page shared by
+    several processes once in each: Ray's object store, forked children) and proportional set
+    sizes (PSS, a shared page divided among the processes that map it: what the tree really
+    holds). Per process, the peak RSS.
+    """
 
     def __init__(self, interval: float = 0.5) -> None:
         self.interval = interval
         self.peak_total = 0.0
+        self.peak_total_pss = 0.0
         self.peak_single = 0.0
         #: Peak resident GiB of each process seen, by process id (with its last name).
         self.peak_by_process: dict[int, tuple[str, float]] = {}
@@ -85,16 +93,20 @@ class PeakMemory:
         me = psutil.Process()
         while not self._stop.is_set():
             sizes = []
+            proportional = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    rss = proc.memory_info().rss
+                    full = proc.memory_full_info()  # reads smaps: rss and pss
+                    rss = full.rss
                     name = proc.name()
                 except psutil.Error:
                     continue
                 sizes.append(rss)
+                proportional += getattr(full, "pss", rss)
                 peak = self.peak_by_process.get(proc.pid, (name, 0.0))[1]
                 self.peak_by_process[proc.pid] = (name, max(peak, rss / 2**30))
             self.peak_total = max(self.peak_total, sum(sizes) / 2**30)
+            self.peak_total_pss = max(self.peak_total_pss, proportional / 2**30)
             self.peak_single = max(self.peak_single, max(sizes, default=0) / 2**30)
             self._stop.wait(self.interval)
 
@@ -429,6 +441,7 @@ def main() -> None:
         "bytes_sent": summary["traffic"]["bytes_sent"],
         "peak_rss_gib": {
             "process_tree": round(memory.peak_total, 2),
+            "process_tree_pss": round(memory.peak_total_pss, 2),
             "largest_process": round(memory.peak_single, 2),
             "by_process": memory.largest(),
         },

@@ -261,7 +261,7 @@ class PartyRuntime:
                 f"party '{self.name}' is a {self.role} on this node but a {mine.role} in job "
                 f"'{spec.name}'; fix the node's role or the experiment config"
             )
-        self._check_compute()
+        self._check_compute(spec)
         if resume:
             record = self._resume_record(spec, mine)
             grant = self._resume(spec, mine, record)
@@ -296,8 +296,10 @@ class PartyRuntime:
             return (self._limits or NodeLimits()).compute
         return compute.LOCAL  # hello: join() checks the policy's backend before the job
 
-    def _check_compute(self) -> None:
+    def _check_compute(self, spec: JobSpec) -> None:
         """Refuse a job, before anything is read or reserved, if the node's backend is down.
+
+        The refusal is audited (``job_refused``) in the node's own log, as a policy refusal is.
 
         Raises
         ------
@@ -308,9 +310,11 @@ class PartyRuntime:
         try:
             compute.check(settings)
         except compute.ComputeBackendError as exc:
-            raise compute.ComputeBackendError(
-                f"party '{self.name}' cannot run the job on its compute backend: {exc}"
-            ) from exc
+            message = f"party '{self.name}' cannot run the job on its compute backend: {exc}"
+            policy = self.node_policy()
+            if policy is not None:
+                policy.refuse(self.binding, spec, message)
+            raise compute.ComputeBackendError(message) from exc
 
     def checkpoints(self) -> PartyCheckpoints | None:
         """This party's checkpoints of the current job, in its own store (``None``: no store).

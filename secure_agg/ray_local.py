@@ -95,6 +95,17 @@ class LocalRayCluster:
         """Process ids of the ``ray start --block`` processes (one per node)."""
         return [p.pid for p in self._procs]
 
+    def drivers(self) -> int:
+        """Drivers (Ray jobs: a party's gateway each) that have connected so far.
+
+        Counted from the nodes' session logs, one ``python-core-driver-*`` log per driver, so
+        a caller that is not itself a driver (a test, a benchmark) sees whether a party's node
+        really used this cluster.
+        """
+        if self._temp is None:
+            return 0
+        return len(list(self._temp.glob("session_*/logs/python-core-driver-*.log")))
+
     def settings(self, cpus: int | None = None) -> ComputeSettings:
         """A ``ray`` backend on this cluster."""
         return ComputeSettings(backend="ray", address=self.address, cpus=cpus)
@@ -175,9 +186,15 @@ class LocalRayCluster:
         log = open(temp / f"node-{len(self._procs)}.log", "wb")  # noqa: SIM115 - kept open
         self._logs.append(log)
         env = gateway_env()
+        # A process group of its own (stopped as a whole below, and out of the terminal's
+        # foreground group, so Ctrl-C reaches the caller only), but the caller's session:
+        # Linux schedules each session as one group (autogroup), so a node in a session of its
+        # own would get half the CPU against all of the caller's processes, and the parties'
+        # lowest-priority threads (precomputed randomness) would compete with its tasks as
+        # equals instead of only taking idle cores.
         self._procs.append(
             subprocess.Popen(  # noqa: S603 - ray's own command, our arguments, no shell
-                args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                args, stdout=log, stderr=subprocess.STDOUT, env=env, process_group=0
             )
         )
 
@@ -240,7 +257,7 @@ class LocalRayCluster:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            # What the node started lives in the session this object made for it.
+            # What the node started lives in the process group this object made for it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
         for log in self._logs:

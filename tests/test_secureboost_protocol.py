@@ -362,3 +362,25 @@ def test_every_split_has_both_children_even_under_heavy_noise() -> None:
                 assert 2 * node_id + 1 in tree
                 assert 2 * node_id + 2 in tree
     assert np.isfinite(clf.predict_proba(bank, platforms)).all()
+
+
+def test_group_ids_are_the_node_slot_times_width_plus_the_bin_in_32_bits() -> None:
+    from models.secureboost.platform import _group_ids
+
+    rng = np.random.default_rng(3)
+    bins = rng.integers(0, 9, size=(500, 7)).astype(np.int32)
+    position = rng.choice([3, 4, 5, 6, -1], size=500).astype(np.int64)
+    nodes, width = [4, 6, 5], 9
+    groups, in_nodes = _group_ids(bins, position, nodes, width)
+    slot = {node: i for i, node in enumerate(nodes)}
+    expected = np.array(
+        [
+            [slot[p] * width + b if p in slot else -1 for b in row]
+            for p, row in zip(position, bins, strict=True)
+        ]
+    )
+    assert groups.dtype == np.int32
+    assert np.array_equal(groups, expected)
+    assert in_nodes == int(np.isin(position, nodes).sum())
+    with pytest.raises(ProtocolError, match="32-bit"):
+        _group_ids(bins, position, list(range(2**20)), 2**12)

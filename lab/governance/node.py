@@ -1019,9 +1019,6 @@ def _check_asks(
         limits.check_bins(job.monitoring.bins, "monitoring.bins")
     if job.task == "train":
         described, settings = job_model(job)
-        max_bin = getattr(settings, "max_bin", None)
-        if isinstance(max_bin, int):
-            limits.check_bins(max_bin, "model.max_bin")
         described.platform_checks(settings, limits)
         if isinstance(settings, IterativeSettings):
             fraction = settings.validation_plan().fraction

@@ -291,7 +291,7 @@ class PlatformCipher:
         return str(self._public.fingerprint)
 
     def group_sums(
-        self, gh: npt.NDArray[Any], groups: npt.NDArray[np.int64], n_groups: int
+        self, gh: npt.NDArray[Any], groups: npt.NDArray[np.integer[Any]], n_groups: int
     ) -> list[list[int]]:
         """Encrypted per-group sums for every feature column of ``groups`` (-1 rows skipped)."""
         ciphertexts = self.backend.from_array(self._public, gh)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
+from models.guard import NodeLimits
 from models.model_type import ModelSettings, ModelType, PrivacyDescription, StartRequest, Trained
 from models.protocol import Envelope
 from models.secureboost.params import HE_SCHEMES
@@ -106,6 +107,15 @@ def _baseline(settings: ModelSettings) -> dict[str, Any]:
     }
 
 
+def _check_bins(settings: ModelSettings, limits: NodeLimits) -> None:
+    """A platform refuses, at ``hello``, more bins per column than its own policy allows.
+
+    Its histograms' bins set what the bank learns: per-bin gradient sums and the partitions of
+    the platform's rows at its split thresholds.
+    """
+    limits.check_bins(cast(SecureBoostSettings, settings).max_bin, "model.max_bin")
+
+
 MODEL_TYPE = ModelType(
     name="secureboost",
     kind="vertical",
@@ -116,6 +126,7 @@ MODEL_TYPE = ModelType(
     conclude=_conclude,
     releases_statistics=_releases,
     release_grants=_grants,
+    platform_checks=_check_bins,
     baseline=_baseline,
     reporting="lab.reporting.secureboost:REPORTING",
     serving="models.secureboost.serving:load",

@@ -289,7 +289,7 @@ class PlatformRole:
 
         Kept (ciphertexts only) until the next piece unless this one is the ``last``.
         """
-        sums = cipher.group_sums(gh, bins.astype(np.int64), _width(ctx))
+        sums = cipher.group_sums(gh, bins, _width(ctx))
         if first:
             earlier = cipher.sums_from_array(ctx.store.get_array(_PARTIAL_KEY), len(sums))
             sums = cipher.add_sums(earlier, sums)
@@ -402,12 +402,10 @@ class PlatformRole:
             sums = summed
         else:
             gh = ctx.store.get_array("sb.gh")
-            slot = {node: i for i, node in enumerate(nodes)}
-            node_slot = np.array([slot.get(int(p), -1) for p in position], dtype=np.int64)
-            groups = np.where(node_slot[:, None] >= 0, node_slot[:, None] * width + bins, -1)
+            groups, in_nodes = _group_ids(bins, position, nodes, width)
             started = time.perf_counter()
             sums = cipher.group_sums(gh, groups, len(nodes) * width)
-            adds = int((node_slot >= 0).sum()) * bins.shape[1]
+            adds = in_nodes * bins.shape[1]
             clock.add("histogram", time.perf_counter() - started, adds)
         ordered = [
             sums[f][i * width + b]
@@ -570,3 +568,24 @@ def _pool_settings(settings: dict[str, Any]) -> dict[str, int | None]:
             f"secureboost/init: n_estimators must be a positive integer, got {trees!r}"
         )
     return {"max_depth": depth, "n_estimators": trees}
+
+
+def _group_ids(
+    bins: npt.NDArray[np.int32], position: IntArray, nodes: list[int], width: int
+) -> tuple[npt.NDArray[np.int32], int]:
+    """Each row's histogram group per column, and how many rows are on ``nodes``.
+
+    A group is ``slot(node) * width + bin``; -1 for a row on none of the nodes. One int32 matrix
+    the size of ``bins`` and nothing else of that size (no int64 products, no broadcast masks):
+    at millions of rows x hundreds of columns this matrix, not the ciphertexts, is what a
+    platform's process holds per level.
+    """
+    if len(nodes) * width >= 2**31:
+        raise ProtocolError(f"{len(nodes)} nodes x {width} bins do not fit 32-bit group ids")
+    slot = np.full(len(position), -1, dtype=np.int32)
+    for i, node in enumerate(nodes):
+        slot[position == node] = i
+    groups = np.asarray(bins, dtype=np.int32) + (slot * np.int32(width))[:, None]
+    off = slot < 0
+    groups[off] = -1
+    return groups, len(slot) - int(np.count_nonzero(off))

@@ -74,8 +74,13 @@ def _conclude(replies: Sequence[Envelope]) -> Trained:
     )
 
 
-def _check_batch(settings: ModelSettings, limits: NodeLimits) -> None:
-    """A platform refuses, at ``hello``, a batch size below its own minimum."""
+def _platform_checks(settings: ModelSettings, limits: NodeLimits) -> None:
+    """A platform refuses, at ``hello``, more fine bins than its policy allows or a small batch.
+
+    Its fine bins set the partitions of its rows the bank's WOE binning sees; per batch the
+    bank learns sums of the platform's partial logits.
+    """
+    limits.check_bins(_settings(settings).max_bin, "model.max_bin")
     batch = _settings(settings).batch_size
     if 0 < batch < limits.min_batch_size:
         raise PolicyRefusalError(
@@ -114,7 +119,7 @@ MODEL_TYPE = ModelType(
     start=_start,
     conclude=_conclude,
     releases_statistics=lambda settings: True,
-    platform_checks=_check_batch,
+    platform_checks=_platform_checks,
     job_model=_job_model,
     reporting="lab.reporting.hetero_lr:REPORTING",
     serving="models.vertical_lr.serving:load",
