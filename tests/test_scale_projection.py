@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,20 +11,14 @@ from typing import Any
 
 import pytest
 
+from tests.bench_helpers import load_benchmark
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def proj() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "scale_projection", REPO / "benchmarks" / "scale_projection.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["scale_projection"] = module  # dataclasses resolve the module by name
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("scale_projection")
 
 
 def _summary(seconds_per_tree: float = 100.0) -> dict[str, Any]:
