@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from secure_agg import _paillier_worker, paillier, ray_backend  # noqa: E402
 from secure_agg.paillier import parallel  # noqa: E402
 from secure_agg.paillier.wire import ints_to_bytes  # noqa: E402
-from secure_agg.ray_local import LocalRayCluster  # noqa: E402
+from secure_agg.ray_local import LocalRayCluster, beyond_loopback_refusal  # noqa: E402
 from secure_agg.worker_pool import encode_request  # noqa: E402
 
 
@@ -58,13 +57,9 @@ def main() -> None:
     )
     parser.add_argument("--summary-json", type=Path, required=True)
     args = parser.parse_args()
-    others = sorted(name for _, name in socket.if_nameindex() if name != "lo")
-    if others and not args.ray_on_all_interfaces:
-        parser.error(
-            f"Ray 2.55's nodes listen on every interface ({', '.join(others)} here besides "
-            "loopback); run this in a network namespace of its own (see the usage above) or "
-            "pass --ray-on-all-interfaces on a host behind its own firewall"
-        )
+    refusal = beyond_loopback_refusal("benchmarks/ray_histogram.py")
+    if refusal is not None and not args.ray_on_all_interfaces:
+        parser.error(refusal)
     cpus = args.nodes * args.cpus_per_node
     pub, priv = paillier.generate_keypair(2048)
     # Distinct ciphertexts are not needed for timing: a few thousand, repeated.

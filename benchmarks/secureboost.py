@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import sys
 import tempfile
 import threading
@@ -66,7 +65,7 @@ from lab.governance.policy import set_policy  # noqa: E402
 from lab.job import RunOptions, run_experiment  # noqa: E402
 from secure_agg import packing, paillier, ray_backend  # noqa: E402
 from secure_agg.compute import ComputeSettings  # noqa: E402
-from secure_agg.ray_local import LocalRayCluster  # noqa: E402
+from secure_agg.ray_local import LocalRayCluster, beyond_loopback_refusal  # noqa: E402
 from secure_agg.worker_pool import encode_request  # noqa: E402
 
 
@@ -343,15 +342,9 @@ def main() -> None:
     )
     parser.add_argument("--summary-json", type=Path, required=True)
     args = parser.parse_args()
-    others = sorted(name for _, name in socket.if_nameindex() if name != "lo")
-    if args.backend == "ray" and others and not args.ray_on_all_interfaces:
-        parser.error(
-            f"--backend ray: Ray 2.55's nodes listen on every interface ({', '.join(others)} "
-            "here besides loopback); run the benchmark in a network namespace of its own: "
-            "unshare --net -- sh -c 'ip link set lo up && exec .venv/bin/python "
-            "benchmarks/secureboost.py ...' (as root), or pass --ray-on-all-interfaces on a "
-            "host behind its own firewall"
-        )
+    refusal = beyond_loopback_refusal("benchmarks/secureboost.py")
+    if args.backend == "ray" and refusal is not None and not args.ray_on_all_interfaces:
+        parser.error(f"--backend ray: {refusal}")
 
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

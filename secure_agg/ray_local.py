@@ -51,6 +51,32 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def other_interfaces() -> list[str]:
+    """This network namespace's interfaces besides loopback, by name.
+
+    Ray 2.55's nodes listen on every interface, so a cluster started here is reachable on each
+    of these (none in a namespace of its own with only loopback up).
+    """
+    return sorted(name for _, name in socket.if_nameindex() if name != "lo")
+
+
+def beyond_loopback_refusal(script: str) -> str | None:
+    """Why a benchmark ``script`` should not start a cluster here, with the fix; ``None`` if fine.
+
+    The fix names the script's own ``--ray-on-all-interfaces`` option for a host behind its own
+    firewall.
+    """
+    others = other_interfaces()
+    if not others:
+        return None
+    return (
+        f"Ray 2.55's nodes listen on every interface ({', '.join(others)} here besides "
+        "loopback); run the benchmark in a network namespace of its own: unshare --net -- sh "
+        f"-c 'ip link set lo up && exec .venv/bin/python {script} ...' (as root), or pass "
+        "--ray-on-all-interfaces on a host behind its own firewall"
+    )
+
+
 def _ray_executable() -> str:
     beside = Path(sys.executable).with_name("ray")
     found = str(beside) if beside.is_file() else shutil.which("ray")

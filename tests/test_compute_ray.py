@@ -13,7 +13,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from models.alignment import ALIGNED_ROWS_KEY
 from models.guard import NodeLimits
 from secure_agg import compute, psi, ray_backend
 from secure_agg.compute import ComputeSettings
-from secure_agg.ray_local import LocalRayCluster, free_port
+from secure_agg.ray_local import LocalRayCluster, free_port, other_interfaces
 from tests.conftest import EXPERIMENTS, TEST_KEY_POLICY, make_vertical
 
 TEST_KEYS = {"key_bits": 1024, "insecure_test_keys": True}
@@ -131,7 +130,7 @@ def cluster() -> Iterator[LocalRayCluster]:
     """
     if not IN_NETNS:
         pytest.skip("run inside its own network namespace by test_cluster_tests_in_a_netns")
-    assert [name for _, name in socket.if_nameindex()] == ["lo"]
+    assert other_interfaces() == []
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     with LocalRayCluster(nodes=2, cpus_per_node=1) as running:
         yield running
