@@ -7,7 +7,7 @@ described in :mod:`secure_agg.worker_pool`; every header starts with
 ``length (4) || PublicKey.to_bytes()`` (:func:`secure_agg.paillier.parallel.public_header`).
 
 When the C extension :mod:`secure_agg._gmp_kernels` is built, the payloads of ``E``, ``O``,
-``C``, ``S`` and ``P`` go to it as they arrive (no conversion to Python integers) through the
+``C``, ``S``, ``B`` and ``P`` go to it as they arrive (no conversion to Python integers) through the
 ``*_payload`` functions of :mod:`secure_agg.paillier.kernels` and :mod:`secure_agg.packing`;
 otherwise the Python kernels answer. Both give the same results; the worker inherits
 ``SECURE_AGG_KERNELS`` from the environment of the process that started the pool. After a ``C``
@@ -34,6 +34,12 @@ Operations (integers big-endian, plaintexts ``key_bytes`` wide, ciphertexts ``2 
     Group sums. Header continues with ``n_rows (8) || n_cols (4) || n_groups (4)``. Payload:
     ``n_rows`` ciphertexts, then the int32 group matrix (C order). Reply: ``n_cols * n_groups``
     partial sums (column by column, groups in order), all-zero bytes for an empty group.
+``B``
+    Group sums from bins. Header continues with ``n_rows (8) || n_cols (4) || n_groups (4) ||
+    width (4) || bin size (1)``. Payload: ``n_rows`` ciphertexts, the bins (C order; ``uint8``,
+    ``uint16`` or ``int32`` by the bin size), then each row's node slot (int32, -1: no node).
+    The group of a row in a column is ``slot * width + bin``; the worker makes them for its part
+    only. Reply: as ``S``.
 ``P``
     Ciphertext packing (:class:`secure_agg.packing.SumPacker`). Header continues with
     ``bits_per_value (4) || capacity (4) || rerandomize (1)``. Payload: ciphertexts. Reply: the
@@ -89,12 +95,14 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
         n_cols = int.from_bytes(rest[8:12], "big")
         n_groups = int.from_bytes(rest[12:16], "big")
         return kernels.group_sums_payload(pub, payload, n_rows, n_cols, n_groups)
+    if op == b"B":
+        return kernels.binned_sums_payload(pub, payload, rest)
     if op == b"P":
         bits = int.from_bytes(rest[:4], "big")
         capacity = int.from_bytes(rest[4:8], "big")
         rerandomize = rest[8:9] == b"\x01"
         return _pack_payload(pub, payload, bits=bits, capacity=capacity, rerandomize=rerandomize)
-    raise PaillierError(f"unknown request {op!r}; the requests are E, N, O, C, F, D, S and P")
+    raise PaillierError(f"unknown request {op!r}; the requests are E, N, O, C, F, D, S, B and P")
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

@@ -31,17 +31,62 @@ class Gateway:
         self.task: Any = None
         self.batches = 0
         self.nodes: Counter[str] = Counter()
+        self.kept: dict[bytes, Any] = {}
+        self.uploads = 0
+        self.uploaded_bytes = 0
 
     def handle(self, op: bytes, header: bytes, payload: bytes) -> bytes:
-        """Answer one request (``I``, ``R`` or ``T``)."""
+        """Answer one request (``I``, ``R``, ``T``, ``U`` or ``D``)."""
         if op == b"I":
             return self.connect()
         if op == b"R":
             return self.run(header[:1], int.from_bytes(header[1:5], "big"), payload)
         if op == b"T":
-            counts = {"batches": self.batches, "tasks": sum(self.nodes.values())}
+            counts = {
+                "batches": self.batches,
+                "tasks": sum(self.nodes.values()),
+                "uploads": self.uploads,
+                "uploaded_bytes": self.uploaded_bytes,
+            }
             return json.dumps({**counts, "nodes": dict(self.nodes)}).encode()
-        raise ValueError(f"unknown gateway request {op!r}; the requests are I, R and T")
+        if op == b"U":
+            return self.keep(header, payload)
+        if op == b"D":
+            size = ray_backend.KEY_BYTES
+            for start in range(0, len(payload), size):
+                self.kept.pop(payload[start : start + size], None)
+            return b""
+        raise ValueError(f"unknown gateway request {op!r}; the requests are I, R, T, U and D")
+
+    def keep(self, key: bytes, block: bytes) -> bytes:
+        """Put ``block`` in the cluster's object store under ``key`` (``U``)."""
+        import numpy as np
+        import ray
+
+        if self.task is None:
+            raise ValueError("the gateway is not connected; send I first")
+        if len(key) != ray_backend.KEY_BYTES:
+            raise ValueError(
+                f"a kept block's key has {ray_backend.KEY_BYTES} bytes, not {len(key)}"
+            )
+        self.kept[key] = ray.put(np.frombuffer(block, dtype=np.uint8))
+        self.uploads += 1
+        self.uploaded_bytes += len(block)
+        return b""
+
+    def _submit(self, kind: bytes, op: bytes, header: bytes, body: bytes) -> Any:
+        """Start one request's task; an ``X`` request's kept blocks go as object references."""
+        if op != b"X":
+            return self.task.remote(kind, op, header, body)
+        count = header[0] if header else 0
+        size = ray_backend.KEY_BYTES
+        keys = [header[1 + i * size : 1 + (i + 1) * size] for i in range(count)]
+        missing = [key.hex() for key in keys if key not in self.kept]
+        if missing:
+            raise ValueError(f"kept blocks {missing} are not in this gateway; send them (U) first")
+        rest = header[1 + count * size :]
+        refs = [self.kept[key] for key in keys]
+        return self.task.remote(kind, rest[:1], rest[1:], body, *refs)
 
     def connect(self) -> bytes:
         """Connect to the cluster as its driver; the cluster's CPUs and nodes."""
@@ -94,7 +139,7 @@ class Gateway:
         while upcoming < len(requests) or pending:
             while upcoming < len(requests) and len(pending) < max(1, in_flight):
                 op, header, body = requests[upcoming]
-                pending[self.task.remote(kind, op, header, body)] = upcoming
+                pending[self._submit(kind, op, header, body)] = upcoming
                 requests[upcoming] = (op, b"", b"")  # the task holds its copy
                 upcoming += 1
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -26,11 +26,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import numpy.typing as npt
 
 from secure_agg import ou, paillier
 from secure_agg.ou.keys import PUBLIC_KEY_TAG as OU_PUBLIC_KEY_TAG
 from secure_agg.packing import SumPacker
+from secure_agg.paillier import kernels as paillier_kernels
 from secure_agg.paillier.keys import PUBLIC_KEY_TAG as PAILLIER_PUBLIC_KEY_TAG
 
 
@@ -76,6 +78,17 @@ class HEBackend(Protocol):
         self, public: Any, ciphertexts: Sequence[int], groups: npt.NDArray[Any], n_groups: int
     ) -> list[list[int]]:
         """Per column, the homomorphic sum of the ciphertexts per group (the histogram kernel)."""
+
+    def sum_binned_many(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bins: npt.NDArray[Any],
+        slots: npt.NDArray[Any],
+        width: int,
+        n_groups: int,
+    ) -> list[list[int]]:
+        """:meth:`sum_groups_many` of the groups ``slot * width + bin`` (-1 slot: no group)."""
 
     def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:
         """The packer's own re-randomisation factors ``y^n`` made ahead (``own_factors``)."""
@@ -152,6 +165,17 @@ class _Paillier:
     ) -> list[list[int]]:
         return paillier.sum_groups_many(public, ciphertexts, groups, n_groups)
 
+    def sum_binned_many(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bins: npt.NDArray[Any],
+        slots: npt.NDArray[Any],
+        width: int,
+        n_groups: int,
+    ) -> list[list[int]]:
+        return paillier.sum_binned_many(public, ciphertexts, bins, slots, width, n_groups)
+
     def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:
         return paillier.own_factors(public, count, workers=workers)
 
@@ -218,6 +242,19 @@ class _OU:
     def sum_groups_many(
         self, public: Any, ciphertexts: Sequence[int], groups: npt.NDArray[Any], n_groups: int
     ) -> list[list[int]]:
+        return ou.sum_groups_many(public, ciphertexts, groups, n_groups)
+
+    def sum_binned_many(
+        self,
+        public: Any,
+        ciphertexts: Sequence[int],
+        bins: npt.NDArray[Any],
+        slots: npt.NDArray[Any],
+        width: int,
+        n_groups: int,
+    ) -> list[list[int]]:
+        # OU's batches stay local (secure_agg.compute): the group ids are made here.
+        groups = paillier_kernels.binned_groups(np.asarray(bins), np.asarray(slots), width)
         return ou.sum_groups_many(public, ciphertexts, groups, n_groups)
 
     def own_factors(self, public: Any, count: int, *, workers: int | None = None) -> list[int]:

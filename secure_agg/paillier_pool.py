@@ -14,6 +14,8 @@ public keys (public data) so that later batches do not rebuild them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from secure_agg import compute
 from secure_agg.worker_pool import (
     STATUS_FAILED,
@@ -84,13 +86,22 @@ def broadcast(op: bytes) -> None:
         pool.run([encode_request(op, b"", b"")] * pool.workers)
 
 
-def run_parallel(op: bytes, parts: list[tuple[bytes, bytes]]) -> list[bytes]:
+def run_parallel(
+    op: bytes, parts: Sequence[tuple[bytes, bytes] | tuple[bytes, list[bytes], bytes]]
+) -> list[bytes]:
     """Run ``(header, payload)`` parts of one operation, one per worker, on the active backend.
 
     The local backend runs them on the shared pool; a Ray backend
-    (:func:`secure_agg.compute.active`) as tasks of the party's cluster, through its gateway.
+    (:func:`secure_agg.compute.active`) as tasks of the party's cluster, through its gateway. A
+    part ``(header, shared, payload)`` has blocks ``shared`` before its payload: the gateway
+    keeps them in the cluster (:meth:`secure_agg.ray_backend.RayGateway.share`) so that a later
+    batch with the same blocks sends only its payload; local workers get them joined.
     """
-    requests = [encode_request(op, header, payload) for header, payload in parts]
     if compute.active().remote:
-        return compute.gateway().run_batch(b"P", requests, label="Paillier")
+        gateway = compute.gateway()
+        return gateway.run_batch(b"P", gateway.requests(op, parts), label="Paillier")
+    requests = [
+        encode_request(op, part[0], part[-1] if len(part) == 2 else b"".join([*part[1], part[2]]))
+        for part in parts
+    ]
     return get_pool(len(parts)).run(requests)

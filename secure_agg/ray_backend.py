@@ -17,7 +17,21 @@ answers the frames of :mod:`secure_agg.worker_pool`:
     CPU) that computes it with the kind's worker ``handle``; reply: the reply frames, joined, in
     request order.
 ``T``
-    Counts: JSON ``{"batches": .., "tasks": .., "nodes": {node id: tasks}}`` (tests, benchmarks).
+    Counts: JSON ``{"batches": .., "tasks": .., "nodes": {node id: tasks}, "uploads": ..,
+    "uploaded_bytes": ..}`` (tests, benchmarks).
+``U``
+    Keep a block in the cluster's object store. Header: its key (:data:`KEY_BYTES`, a digest of
+    the block); payload: the block. Empty reply.
+``D``
+    Drop kept blocks. Payload: their keys, joined. Empty reply.
+
+Inside a batch, a request ``X`` carries references to kept blocks. Header: their count (1
+byte), their keys, the inner request's op (1 byte) and header; payload: the inner payload. Its
+task gets the blocks (from the object store, on whichever node it runs) and computes the inner
+request on the blocks joined with the payload, in order. :meth:`RayGateway.requests` makes
+them: a block is sent to the gateway once while it is kept (most recently used first, at most
+:data:`SHARED_BYTES` in all), so a SecureBoost level ships only its rows' node slots, not the
+tree's ciphertexts and the job's bins again.
 
 A task that fails (or whose Ray worker dies) becomes that request's failure reply; a refused
 input its refusal, exactly as from a local worker. A key holder's CRT tables (built by its ``C``
@@ -30,10 +44,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from secure_agg.compute import ComputeBackendError, ComputeSettings, split_address
@@ -55,19 +71,30 @@ KINDS = {b"P": "secure_agg._paillier_worker", b"B": "secure_agg._blind_worker"}
 #: inside a Flower simulation's Ray actors) describe *that* cluster, not the party's.
 _RAY_ENV_KEPT = ("RAY_USAGE_STATS_ENABLED",)
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: Bytes of a kept block's key (BLAKE2b of the block).
+KEY_BYTES = 16
+#: The most bytes of blocks a gateway keeps in the cluster's object store; the least recently
+#: used are dropped first.
+SHARED_BYTES = 4 << 30
 
 
-def run_part(kind: bytes, op: bytes, header: bytes, payload: bytes) -> tuple[int, bytes, str]:
+def run_part(
+    kind: bytes, op: bytes, header: bytes, payload: bytes, *shared: Any
+) -> tuple[int, bytes, str]:
     """One request of a batch, on a Ray worker: ``(status, data, node id)``.
 
     The body of the gateway's Ray task (:func:`secure_agg.worker_pool.answer` with the kind's
-    worker ``handle``). A key holder's CRT tables stay in the Ray worker, as in a local worker,
+    worker ``handle``); ``shared``: kept blocks (read-only arrays in the object store) that
+    precede the payload. A key holder's CRT tables stay in the Ray worker, as in a local worker,
     until the gateway closes (see the module docstring).
     """
     import importlib
 
     import ray
 
+    if shared:
+        payload = b"".join([*shared, payload])
+        del shared
     handle: Callable[[bytes, bytes, bytes], bytes] = importlib.import_module(KINDS[kind]).handle
     status, data = answer(handle, op, header, payload)
     del header  # may hold key material
@@ -126,6 +153,7 @@ class RayGateway(WorkerPool):
             ) from exc
         self.cluster_cpus, self.nodes = 1, 0
         self._take(info)
+        self._kept: OrderedDict[bytes, int] = OrderedDict()
 
     def _take(self, info: dict[str, int]) -> None:
         #: CPUs of the cluster when the gateway last looked.
@@ -163,6 +191,53 @@ class RayGateway(WorkerPool):
                 "closed and the next batch starts a new one"
             )
         return [result_of(label, i, status, data) for i, (status, data) in enumerate(replies)]
+
+    def share(self, blocks: Sequence[bytes]) -> list[bytes]:
+        """Keep ``blocks`` in the cluster (each sent once while kept); their keys, in order.
+
+        The least recently used blocks beyond :data:`SHARED_BYTES` are dropped first, never one
+        of ``blocks``.
+        """
+        keys = [hashlib.blake2b(block, digest_size=KEY_BYTES).digest() for block in blocks]
+        for key, block in zip(keys, blocks, strict=True):
+            if key in self._kept:
+                self._kept.move_to_end(key)
+                continue
+            self.run([encode_request(b"U", key, block)])
+            self._kept[key] = len(block)
+        wanted = set(keys)
+        stale = []
+        total = sum(self._kept.values())
+        for key, size in self._kept.items():
+            if total <= SHARED_BYTES:
+                break
+            if key not in wanted:
+                stale.append(key)
+                total -= size
+        if stale:
+            for key in stale:
+                del self._kept[key]
+            self.run([encode_request(b"D", b"", b"".join(stale))])
+        return keys
+
+    def requests(
+        self, op: bytes, parts: Sequence[tuple[bytes, bytes] | tuple[bytes, list[bytes], bytes]]
+    ) -> list[bytes]:
+        """Requests of ``(header, payload)`` or ``(header, shared blocks, payload)`` parts.
+
+        A part with shared blocks becomes an ``X`` request that names them by key (see the
+        module docstring); they are sent to the cluster first unless it keeps them already.
+        """
+        out = []
+        for part in parts:
+            if len(part) == 2:
+                out.append(encode_request(op, part[0], part[1]))
+                continue
+            header, blocks, payload = part
+            keys = self.share(blocks)
+            inner = bytes([len(keys)]) + b"".join(keys) + op + header
+            out.append(encode_request(b"X", inner, payload))
+        return out
 
     def counts(self) -> dict[str, object]:
         """Batches and tasks this gateway ran, and tasks per Ray node id."""
@@ -229,18 +304,18 @@ def shutdown() -> None:
 
 def totals() -> dict[str, Any]:
     """Batches and tasks the gateways of this process ran, closed ones included, per node."""
-    out: dict[str, Any] = {"batches": 0, "tasks": 0, "nodes": {}}
+    out: dict[str, Any] = {"batches": 0, "tasks": 0, "uploads": 0, "uploaded_bytes": 0, "nodes": {}}
     _add(out, _CLOSED)
     for gateway in running():
         _add(out, gateway.counts())
     return out
 
 
-_CLOSED: dict[str, Any] = {"batches": 0, "tasks": 0, "nodes": {}}
+_CLOSED: dict[str, Any] = {"batches": 0, "tasks": 0, "uploads": 0, "uploaded_bytes": 0, "nodes": {}}
 
 
 def _add(total: dict[str, Any], counts: dict[str, Any]) -> None:
-    total["batches"] += int(counts["batches"])
-    total["tasks"] += int(counts["tasks"])
+    for name in ("batches", "tasks", "uploads", "uploaded_bytes"):
+        total[name] = total.get(name, 0) + int(counts.get(name, 0))
     for node, tasks in dict(counts["nodes"]).items():
         total["nodes"][node] = total["nodes"].get(node, 0) + int(tasks)

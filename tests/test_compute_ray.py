@@ -35,7 +35,7 @@ from lab.governance.errors import PolicyFileError
 from lab.governance.policy import read_policy, set_policy
 from models.alignment import ALIGNED_ROWS_KEY
 from models.guard import NodeLimits
-from secure_agg import compute, psi, ray_backend
+from secure_agg import compute, paillier, psi, ray_backend
 from secure_agg.compute import ComputeSettings
 from secure_agg.ray_local import LocalRayCluster, free_port, other_interfaces
 from tests.conftest import EXPERIMENTS, TEST_KEY_POLICY, make_vertical
@@ -167,7 +167,7 @@ def test_cluster_tests_in_a_netns(tmp_path: Path) -> None:
     env = {**os.environ, "LAB_TEST_RAY_NETNS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert "5 passed" in done.stdout, done.stdout[-3000:]
+    assert "6 passed" in done.stdout, done.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -197,6 +197,36 @@ def test_secureboost_on_the_ray_backend_equals_the_local_backend(
     # The batches really ran as Ray tasks, on both nodes of the cluster.
     assert after["tasks"] > before["tasks"]
     assert len(after["nodes"]) == 2
+
+
+@pytest.mark.slow
+def test_a_level_ships_its_node_slots_not_the_bins_and_ciphertexts_again(
+    cluster: LocalRayCluster,
+) -> None:
+    pub, priv = paillier.generate_keypair(1024, allow_insecure_test_keys=True)
+    rng = np.random.default_rng(5)
+    rows, cols, width = 4_000, 24, 9
+    bins = rng.integers(0, width, size=(rows, cols)).astype(np.int32)
+    cts = paillier.encrypt_many_private(priv, [secrets.randbelow(1 << 20) for _ in range(rows)])
+    with compute.using(cluster.settings()):
+        gateway = compute.gateway()
+        for nodes in (1, 2, 4):  # three levels of one tree
+            slots = rng.integers(-1, nodes, size=rows).astype(np.int32)
+            groups = (bins + slots[:, None] * width).astype(np.int32)
+            groups[slots < 0] = -1
+            before = gateway.counts()
+            remote = paillier.sum_binned_many(pub, cts, bins, slots, width, nodes * width)
+            after = gateway.counts()
+            with compute.using(ComputeSettings()):
+                local = paillier.sum_groups_many(pub, cts, groups, nodes * width)
+            assert remote == local
+            assert int(after["tasks"]) - int(before["tasks"]) == 2  # one part per CPU
+            uploaded = int(after["uploaded_bytes"]) - int(before["uploaded_bytes"])
+            if nodes == 1:
+                # The tree's ciphertexts and the job's bins (one byte per bin) go once ...
+                assert uploaded >= rows * pub.ciphertext_bytes + rows * cols
+            else:
+                assert uploaded == 0  # ... and a level sends only its rows' slots.
 
 
 @pytest.mark.slow

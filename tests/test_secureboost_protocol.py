@@ -365,13 +365,17 @@ def test_every_split_has_both_children_even_under_heavy_noise() -> None:
 
 
 def test_group_ids_are_the_node_slot_times_width_plus_the_bin_in_32_bits() -> None:
-    from models.secureboost.platform import _group_ids
+    from models.secureboost.platform import _node_slots
+    from secure_agg.paillier.kernels import binned_groups
 
     rng = np.random.default_rng(3)
-    bins = rng.integers(0, 9, size=(500, 7)).astype(np.int32)
+    bins = rng.integers(0, 9, size=(500, 7)).astype(np.uint8)
     position = rng.choice([3, 4, 5, 6, -1], size=500).astype(np.int64)
     nodes, width = [4, 6, 5], 9
-    groups, in_nodes = _group_ids(bins, position, nodes, width)
+    slots = _node_slots(position, nodes, width)
+    assert slots.dtype == np.int32
+    assert slots.shape == (500,)  # one int32 per row, not per row and column
+    groups = binned_groups(bins, slots, width)
     slot = {node: i for i, node in enumerate(nodes)}
     expected = np.array(
         [
@@ -381,6 +385,6 @@ def test_group_ids_are_the_node_slot_times_width_plus_the_bin_in_32_bits() -> No
     )
     assert groups.dtype == np.int32
     assert np.array_equal(groups, expected)
-    assert in_nodes == int(np.isin(position, nodes).sum())
+    assert int(np.count_nonzero(slots >= 0)) == int(np.isin(position, nodes).sum())
     with pytest.raises(ProtocolError, match="32-bit"):
-        _group_ids(bins, position, list(range(2**20)), 2**12)
+        _node_slots(position, list(range(2**20)), 2**12)

@@ -297,6 +297,23 @@ class PlatformCipher:
         ciphertexts = self.backend.from_array(self._public, gh)
         return self.backend.sum_groups_many(self._public, ciphertexts, groups, n_groups)
 
+    def binned_sums(
+        self,
+        gh: npt.NDArray[Any],
+        bins: npt.NDArray[Any],
+        slots: npt.NDArray[Any],
+        width: int,
+        n_groups: int,
+    ) -> list[list[int]]:
+        """:meth:`group_sums` of the groups ``slot * width + bin`` (rows with slot -1 skipped).
+
+        The bins (fixed for the job) and the ciphertexts (fixed for the tree) go to a remote
+        compute backend once; each level sends only the rows' node slots
+        (:func:`secure_agg.paillier.sum_binned_many`).
+        """
+        ciphertexts = self.backend.from_array(self._public, gh)
+        return self.backend.sum_binned_many(self._public, ciphertexts, bins, slots, width, n_groups)
+
     def add_sums(self, a: list[list[int]], b: list[list[int]]) -> list[list[int]]:
         """Per column and group, the encrypted sum of two :meth:`group_sums` results."""
         if len(a) != len(b) or any(len(x) != len(y) for x, y in zip(a, b, strict=True)):

@@ -402,10 +402,10 @@ class PlatformRole:
             sums = summed
         else:
             gh = ctx.store.get_array("sb.gh")
-            groups, in_nodes = _group_ids(bins, position, nodes, width)
+            slots = _node_slots(position, nodes, width)
+            adds = int(np.count_nonzero(slots >= 0)) * bins.shape[1]
             started = time.perf_counter()
-            sums = cipher.group_sums(gh, groups, len(nodes) * width)
-            adds = in_nodes * bins.shape[1]
+            sums = cipher.binned_sums(gh, bins, slots, width, len(nodes) * width)
             clock.add("histogram", time.perf_counter() - started, adds)
         ordered = [
             sums[f][i * width + b]
@@ -570,22 +570,17 @@ def _pool_settings(settings: dict[str, Any]) -> dict[str, int | None]:
     return {"max_depth": depth, "n_estimators": trees}
 
 
-def _group_ids(
-    bins: npt.NDArray[np.int32], position: IntArray, nodes: list[int], width: int
-) -> tuple[npt.NDArray[np.int32], int]:
-    """Each row's histogram group per column, and how many rows are on ``nodes``.
+def _node_slots(position: IntArray, nodes: list[int], width: int) -> npt.NDArray[np.int32]:
+    """Each row's slot among ``nodes`` (int32; -1 for a row on none of them).
 
-    A group is ``slot(node) * width + bin``; -1 for a row on none of the nodes. One int32 matrix
-    the size of ``bins`` and nothing else of that size (no int64 products, no broadcast masks):
-    at millions of rows x hundreds of columns this matrix, not the ciphertexts, is what a
-    platform's process holds per level.
+    A row's histogram group in a column is ``slot * width + bin``: the kernel makes it from the
+    job's bins and these slots part by part (:func:`secure_agg.paillier.sum_binned_many`), so no
+    process holds a rows x columns matrix of group ids, and a level sends a remote compute
+    backend one int32 per row.
     """
     if len(nodes) * width >= 2**31:
         raise ProtocolError(f"{len(nodes)} nodes x {width} bins do not fit 32-bit group ids")
     slot = np.full(len(position), -1, dtype=np.int32)
     for i, node in enumerate(nodes):
         slot[position == node] = i
-    groups = np.asarray(bins, dtype=np.int32) + (slot * np.int32(width))[:, None]
-    off = slot < 0
-    groups[off] = -1
-    return groups, len(slot) - int(np.count_nonzero(off))
+    return slot

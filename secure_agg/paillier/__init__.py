@@ -17,8 +17,8 @@ This module is the package's API; each concept lives in its own module:
   and the switch between them and the Python ones; :mod:`~secure_agg.paillier.kernels`: every
   operation in C or in the Python reference loop, on one process;
 - :mod:`~secure_agg.paillier.homomorphic`: :func:`add`, :func:`mul_const`, :func:`sum_groups`,
-  :func:`sum_groups_many` (the histogram kernel), :func:`rerandomize_own` (re-randomisation with
-  the sender's own randomness);
+  :func:`sum_groups_many` (the histogram kernel; :func:`sum_binned_many` from bins and node
+  slots), :func:`rerandomize_own` (re-randomisation with the sender's own randomness);
 - :mod:`~secure_agg.paillier.batch`: :func:`encrypt_many`, :func:`encrypt_many_private`,
   :func:`obfuscate_many`, :func:`decrypt_many`, :func:`forget_private_tables`, spread by
   :mod:`~secure_agg.paillier.parallel` over threads (C kernels) or this party's worker
@@ -149,6 +149,7 @@ from secure_agg.paillier.homomorphic import (
     mul_const,
     own_factors,
     rerandomize_own,
+    sum_binned_many,
     sum_groups,
     sum_groups_many,
 )
@@ -224,6 +225,7 @@ __all__ = [
     "own_factors",
     "random_factors",
     "rerandomize_own",
+    "sum_binned_many",
     "sum_groups",
     "sum_groups_many",
 ]

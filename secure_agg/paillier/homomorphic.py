@@ -21,7 +21,7 @@ import gmpy2
 import numpy as np
 import numpy.typing as npt
 
-from secure_agg import own_randomness
+from secure_agg import compute, own_randomness
 from secure_agg.paillier import extension, kernels, parallel
 from secure_agg.paillier.errors import PaillierError
 from secure_agg.paillier.wire import ints_from_bytes, ints_to_bytes
@@ -188,7 +188,14 @@ def sum_groups_many(
             )
             parts.append((header, ints_to_bytes(cts[start:stop], width) + chunk.tobytes()))
         replies = parallel.run_in_workers(b"S", parts)
-    n2 = pub._n2
+    return _combine_rows(pub, replies, n_cols, n_groups)
+
+
+def _combine_rows(
+    pub: PublicKey, replies: Sequence[bytes], n_cols: int, n_groups: int
+) -> list[list[int]]:
+    """Multiply the partial sums of blocks of rows together: ``out[column][group]``."""
+    n2, width = pub._n2, pub.ciphertext_bytes
     total: list[Any] = [None] * (n_cols * n_groups)
     for reply in replies:
         for index, value in enumerate(ints_from_bytes(reply, width)):
@@ -199,6 +206,79 @@ def sum_groups_many(
         [1 if a is None else int(a) for a in total[j * n_groups : (j + 1) * n_groups]]
         for j in range(n_cols)
     ]
+
+
+def sum_binned_many(
+    pub: PublicKey,
+    ciphertexts: Sequence[int],
+    bins: npt.NDArray[Any],
+    slots: npt.NDArray[Any],
+    width: int,
+    n_groups: int,
+    *,
+    workers: int | None = None,
+) -> list[list[int]]:
+    """:func:`sum_groups_many` of the groups ``slot * width + bin``, without a matrix of them.
+
+    A SecureBoost level: ``bins`` (rows x columns, each in ``[0, width)``) do not change during
+    a job, the ciphertexts only per tree, the rows' node ``slots`` (-1: on no node of the level)
+    every level. On a remote compute backend (:mod:`secure_agg.compute`) the bins and the
+    ciphertexts go to the cluster once (:meth:`secure_agg.ray_backend.RayGateway.share`, kept in
+    its object store) and each level sends only the slots; every task makes the group ids of
+    its own part (the ``B`` request). Locally the ids are made here and summed by
+    :func:`sum_groups_many`. Both give exactly :func:`sum_groups_many`'s result.
+
+    Raises
+    ------
+    PaillierError
+        On shape mismatches, a bin outside ``[0, width)``, a group id outside ``[-1,
+        n_groups)`` or bad ciphertexts.
+    """
+    bins = np.asarray(bins)
+    slots = np.asarray(slots)
+    if bins.ndim != 2 or bins.shape[0] != len(ciphertexts) or slots.shape != (len(ciphertexts),):
+        raise PaillierError(
+            f"bins {bins.shape} and slots {slots.shape} do not match {len(ciphertexts)} rows"
+        )
+    if not np.issubdtype(bins.dtype, np.integer) or not np.issubdtype(slots.dtype, np.integer):
+        raise PaillierError("bins and slots must be integers")
+    if slots.size and (int(slots.min()) < -1 or (int(slots.max()) + 1) * width > n_groups):
+        raise PaillierError(f"a node slot is outside [-1, {n_groups // max(1, width)})")
+    if not compute.active().remote:
+        return sum_groups_many(
+            pub, ciphertexts, kernels.binned_groups(bins, slots, width), n_groups, workers=workers
+        )
+    if bins.size and (int(bins.min()) < 0 or int(bins.max()) >= width):
+        raise PaillierError(f"a bin is outside [0, {width})")
+    cts: list[Any] = [pub._check_ciphertext(c) for c in ciphertexts]
+    n_rows, n_cols = bins.shape
+    slots = np.ascontiguousarray(slots, dtype=np.int32)
+    adds = n_cols * int(np.count_nonzero(slots >= 0))
+    n_workers = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows)
+    itemsize = 1 if width <= 1 << 8 else 2 if width <= 1 << 16 else 4
+    small = np.ascontiguousarray(bins, dtype=kernels.BIN_ITEMSIZES[itemsize])
+    ct_width = pub.ciphertext_bytes
+    columns = parallel.split(n_cols, n_workers)
+    parts: list[tuple[bytes, list[bytes], bytes]] = []
+    by_columns = _split_by_columns(extension.active(), columns, n_rows, n_groups, n_workers)
+    if n_workers > 1 and by_columns:
+        everything = ints_to_bytes(cts, ct_width)
+        for start, stop in columns:
+            header = parallel.public_header(pub) + parallel.binned_header(
+                n_rows, stop - start, n_groups, width, itemsize
+            )
+            block = np.ascontiguousarray(small[:, start:stop]).tobytes()
+            parts.append((header, [everything, block], slots.tobytes()))
+        replies = parallel.run_in_workers(b"B", parts)
+        values = parallel.gather(replies, ct_width)
+        return [[v or 1 for v in values[j * n_groups : (j + 1) * n_groups]] for j in range(n_cols)]
+    for start, stop in parallel.split(n_rows, max(1, n_workers)):
+        header = parallel.public_header(pub) + parallel.binned_header(
+            stop - start, n_cols, n_groups, width, itemsize
+        )
+        shared = [ints_to_bytes(cts[start:stop], ct_width), small[start:stop].tobytes()]
+        parts.append((header, shared, slots[start:stop].tobytes()))
+    return _combine_rows(pub, parallel.run_in_workers(b"B", parts), n_cols, n_groups)
 
 
 def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:

@@ -285,3 +285,58 @@ def group_sums_payload(
         for column in sums
         for a in column
     )
+
+
+#: Bytes per bin a binned group-sum (``B``) request may carry: ``uint8``, ``uint16`` or ``int32``.
+BIN_ITEMSIZES = {1: np.uint8, 2: np.uint16, 4: np.int32}
+
+
+def binned_groups(
+    bins: npt.NDArray[Any], slots: npt.NDArray[Any], width: int
+) -> npt.NDArray[np.int32]:
+    """Group ids ``slot * width + bin`` (int32, C order), ``-1`` for rows whose slot is -1.
+
+    Raises
+    ------
+    PaillierError
+        If a bin is outside ``[0, width)``, a slot below -1, or the shapes do not match.
+    """
+    if bins.ndim != 2 or slots.shape != (bins.shape[0],):
+        raise PaillierError(f"bins {bins.shape} and slots {slots.shape} do not match")
+    if bins.size and (int(bins.min()) < 0 or int(bins.max()) >= width):
+        raise PaillierError(f"a bin is outside [0, {width})")
+    if slots.size and int(slots.min()) < -1:
+        raise PaillierError("a node slot is below -1")
+    groups = np.asarray(bins, dtype=np.int32) + (slots.astype(np.int32) * np.int32(width))[:, None]
+    groups[slots < 0] = -1
+    return groups
+
+
+def binned_sums_payload(pub: PublicKey, payload: bytes, rest: bytes) -> bytes:
+    """Worker form of binned group sums (the ``B`` request; see :mod:`secure_agg._paillier_worker`).
+
+    The group ids are made here from the bins and the rows' node slots, one part at a time, so
+    the caller never holds (or sends) a matrix of them.
+    """
+    n_rows = int.from_bytes(rest[:8], "big")
+    n_cols = int.from_bytes(rest[8:12], "big")
+    n_groups = int.from_bytes(rest[12:16], "big")
+    width = int.from_bytes(rest[16:20], "big")
+    itemsize = rest[20] if len(rest) > 20 else 0
+    dtype = BIN_ITEMSIZES.get(itemsize)
+    if dtype is None or width < 1:
+        raise PaillierError(f"binned group-sum request with bin size {itemsize}, width {width}")
+    ct_bytes = n_rows * pub.ciphertext_bytes
+    bin_bytes = n_rows * n_cols * itemsize
+    if len(payload) != ct_bytes + bin_bytes + 4 * n_rows:
+        raise PaillierError(
+            f"binned group-sum request of {len(payload)} bytes has the wrong length"
+        )
+    view = memoryview(payload)
+    bins = np.frombuffer(view[ct_bytes : ct_bytes + bin_bytes], dtype=dtype).reshape(n_rows, n_cols)
+    slots = np.frombuffer(view[ct_bytes + bin_bytes :], dtype=np.int32)
+    groups = binned_groups(bins, slots, width)
+    if groups.size and int(groups.max()) >= n_groups:
+        raise PaillierError(f"a group id is outside [-1, {n_groups})")
+    data = bytes(view[:ct_bytes]) + groups.tobytes()
+    return group_sums_payload(pub, data, n_rows, n_cols, n_groups)

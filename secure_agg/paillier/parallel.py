@@ -157,6 +157,11 @@ def sums_header(n_rows: int, n_cols: int, n_groups: int) -> bytes:
     return n_rows.to_bytes(8, "big") + n_cols.to_bytes(4, "big") + n_groups.to_bytes(4, "big")
 
 
+def binned_header(n_rows: int, n_cols: int, n_groups: int, width: int, itemsize: int) -> bytes:
+    """What follows the public header in a binned group-sum (``B``) request."""
+    return sums_header(n_rows, n_cols, n_groups) + width.to_bytes(4, "big") + bytes([itemsize])
+
+
 def read_header(header: bytes) -> tuple[PublicKey, bytes]:
     """The public key at the start of a worker request's header, and the rest of the header."""
     size = int.from_bytes(header[:4], "big")
@@ -164,8 +169,15 @@ def read_header(header: bytes) -> tuple[PublicKey, bytes]:
     return pub, header[4 + size :]
 
 
-def run_in_workers(op: bytes, parts: list[tuple[bytes, bytes]]) -> list[bytes]:
-    """Run ``(header, payload)`` parts of request ``op`` on the shared worker pool.
+def run_in_workers(
+    op: bytes, parts: Sequence[tuple[bytes, bytes] | tuple[bytes, list[bytes], bytes]]
+) -> list[bytes]:
+    """Run ``(header, payload)`` parts of request ``op`` on the active backend's workers.
+
+    A part may be ``(header, shared, payload)``: ``shared`` are blocks that precede the payload
+    and that later batches are likely to send again (a tree's ciphertexts, a job's bins). A
+    remote backend keeps them in its cluster and sends each once
+    (:func:`secure_agg.paillier_pool.run_parallel`); local workers get them joined.
 
     Raises
     ------
