@@ -27,8 +27,8 @@ A factor is as secret as the plaintext it will hide: ``c / f`` is ``1 + m·n`` (
   :data:`POOL_CACHE_SIZE` keys.
 
 The background thread calls the C kernels, which release the GIL, one chunk at a time, at the
-lowest CPU priority (the idle scheduling class, or :data:`NICE`): it uses cores nobody else
-needs, so the factors cost the waiting party (and its peers on the same host) no wall time. Setting
+lowest CPU priority (:data:`NICE`): it uses cores nobody else needs, so the factors cost the
+waiting party (and its peers on the same host) no wall time. Setting
 :data:`PRECOMPUTE_ENV` to ``off`` disables pools (:func:`enabled`; the equal-model tests
 compare both paths).
 
@@ -78,8 +78,7 @@ OWN_POOL_CACHE_SIZE = 4
 #: Memory an own-randomness pool may fill (32 MiB: 65536 Paillier factors mod ``n²`` of a
 #: 2048-bit key, far more than a tree of SecureBoost packs).
 MAX_POOL_BYTES = 32 << 20
-#: Nice value of the background thread (19: the lowest) where the idle scheduling class is
-#: refused or missing.
+#: Nice value of the background thread (19: the lowest priority): it uses idle cores only.
 NICE = 19
 
 
@@ -214,31 +213,19 @@ class RandomnessPool:
 
 
 def _lower_priority() -> None:
-    """Run the calling thread only on otherwise idle CPU (Linux: ``SCHED_IDLE``, else nice 19).
+    """Run the calling thread at the lowest CPU priority (Linux: per-thread nice value).
 
     The factors are for later: they should use idle cores only, never slow down what the party
-    (or a peer on the same host) is computing now. Nice 19 is not enough for that beside
-    processes that are themselves niced: a Ray worker runs at nice 15, and against it a nice-19
-    thread still takes 15 / (15 + 36) of a core's time (CFS weights), so a party's Ray tasks on
-    the node's own host would run at ~70 % speed. ``SCHED_IDLE`` threads get CPU only when no
-    other thread wants it (weight 3 against any nice value). Either needs no privilege; where
-    both are refused the thread keeps its priority.
+    (or a peer on the same host) is computing now. Raising one's own nice value needs no
+    privilege; elsewhere, or if refused, the thread keeps its priority.
     """
-    if not hasattr(threading, "get_native_id"):
-        return
-    tid = threading.get_native_id()
     setpriority = getattr(os, "setpriority", None)
-    if setpriority is not None:
-        try:
-            setpriority(os.PRIO_PROCESS, tid, NICE)
-        except OSError:
-            logger.debug("could not lower the nice value of the precomputing thread")
-    idle = getattr(os, "SCHED_IDLE", None)
-    if idle is not None:
-        try:
-            os.sched_setscheduler(tid, idle, os.sched_param(0))
-        except OSError:
-            logger.debug("could not move the precomputing thread to the idle scheduling class")
+    if setpriority is None or not hasattr(threading, "get_native_id"):
+        return
+    try:
+        setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)
+    except OSError:
+        logger.debug("could not lower the priority of the precomputing thread")
 
 
 _POOLS: OrderedDict[str, RandomnessPool] = OrderedDict()

@@ -8,10 +8,8 @@ reports a critical path whose parts sum to its wall time.
 
 from __future__ import annotations
 
-import os
 import pickle
 import secrets
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -168,39 +166,6 @@ def test_a_pool_hands_out_each_factor_once_and_forgets_them(backend: HEBackend) 
         pickle.dumps(pool)
     assert "ready=" in repr(pool)
     assert str(taken[0]) not in repr(pool)
-
-
-class _Scheduling:
-    """A backend wrapper that records the scheduling of the thread making factors."""
-
-    def __init__(self, inner: HEBackend) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.seen: list[tuple[int, int]] = []
-
-    def random_factors(self, private: Any, count: int, *, workers: int | None = None) -> list[int]:
-        tid = threading.get_native_id()
-        self.seen.append((os.sched_getscheduler(tid), os.getpriority(os.PRIO_PROCESS, tid)))
-        return self.inner.random_factors(private, count, workers=workers)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes only")
-def test_factors_are_made_only_on_idle_cpu_not_merely_at_nice_19() -> None:
-    # A Ray worker runs at nice 15: a nice-19 thread beside it would still take ~30 % of its
-    # core. The idle class takes nothing anyone else wants; the caller keeps its own class.
-    _, priv = PAILLIER.generate_keypair(1024, allow_insecure_test_keys=True)
-    backend = _Scheduling(PAILLIER)
-    pool = precompute.RandomnessPool(backend, priv, chunk=4)
-    pool.fill(8)
-    _wait_for(pool, 8)
-    pool.forget()
-    assert backend.seen
-    assert all(policy == os.SCHED_IDLE for policy, _ in backend.seen)
-    assert all(nice == precompute.NICE for _, nice in backend.seen)
-    assert os.sched_getscheduler(0) != os.SCHED_IDLE
 
 
 def test_the_process_keeps_pools_of_few_keys_and_forgets_them_all() -> None:
