@@ -226,16 +226,19 @@ class RayGateway(WorkerPool):
         """Requests of ``(header, payload)`` or ``(header, shared blocks, payload)`` parts.
 
         A part with shared blocks becomes an ``X`` request that names them by key (see the
-        module docstring); they are sent to the cluster first unless it keeps them already.
+        module docstring); they are sent to the cluster first unless it keeps them already, and
+        none of the batch's blocks is dropped to make room for another of them.
         """
+        blocks = [block for part in parts if len(part) == 3 for block in part[1]]
+        keys = iter(self.share(blocks))
         out = []
         for part in parts:
             if len(part) == 2:
                 out.append(encode_request(op, part[0], part[1]))
                 continue
-            header, blocks, payload = part
-            keys = self.share(blocks)
-            inner = bytes([len(keys)]) + b"".join(keys) + op + header
+            header, shared, payload = part
+            named = [next(keys) for _ in shared]
+            inner = bytes([len(named)]) + b"".join(named) + op + header
             out.append(encode_request(b"X", inner, payload))
         return out
 

@@ -165,3 +165,22 @@ def test_a_gateway_sends_each_shared_block_once_and_drops_the_least_recently_use
     dropped = gateway.sent[1][2]
     assert dropped == header[1 : 1 + ray_backend.KEY_BYTES]  # the first tree's ciphertexts
     assert list(gateway._kept.values()) == [100, 100]
+
+
+def test_a_batch_never_drops_its_own_blocks_even_beyond_the_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ray_backend, "SHARED_BYTES", 250)
+    gateway = _Recorded()
+    gateway.requests(b"B", [(b"h", [b"o" * 100], b"old")])
+    parts = [(b"h", [b"c" * 100, b"b" * 100], b"1"), (b"h", [b"d" * 100, b"e" * 100], b"2")]
+    requests = gateway.requests(b"B", parts)  # 400 bytes of blocks, over a budget of 250
+    ops = [frame[0] for frame in gateway.sent]
+    assert ops == [b"U", b"U", b"U", b"U", b"U", b"D"]
+    assert len(gateway.sent[-1][2]) == ray_backend.KEY_BYTES  # only the old block is dropped
+    kept = set(gateway._kept)
+    for request in requests:
+        [(_, header, _)] = decode_requests(request)
+        size = ray_backend.KEY_BYTES
+        named = {header[1 + i * size : 1 + (i + 1) * size] for i in range(header[0])}
+        assert named <= kept

@@ -244,24 +244,27 @@ def sum_binned_many(
         raise PaillierError("bins and slots must be integers")
     if slots.size and (int(slots.min()) < -1 or (int(slots.max()) + 1) * width > n_groups):
         raise PaillierError(f"a node slot is outside [-1, {n_groups // max(1, width)})")
-    if not compute.active().remote:
+    n_rows, n_cols = bins.shape
+    adds = n_cols * int(np.count_nonzero(slots >= 0))
+    remote = compute.active().remote
+    n_workers = (
+        parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows) if remote else 1
+    )
+    if n_workers <= 1:  # the local backend, or a level too small to leave the process
         return sum_groups_many(
             pub, ciphertexts, kernels.binned_groups(bins, slots, width), n_groups, workers=workers
         )
     if bins.size and (int(bins.min()) < 0 or int(bins.max()) >= width):
         raise PaillierError(f"a bin is outside [0, {width})")
     cts: list[Any] = [pub._check_ciphertext(c) for c in ciphertexts]
-    n_rows, n_cols = bins.shape
     slots = np.ascontiguousarray(slots, dtype=np.int32)
-    adds = n_cols * int(np.count_nonzero(slots >= 0))
-    n_workers = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows)
     itemsize = 1 if width <= 1 << 8 else 2 if width <= 1 << 16 else 4
     small = np.ascontiguousarray(bins, dtype=kernels.BIN_ITEMSIZES[itemsize])
     ct_width = pub.ciphertext_bytes
     columns = parallel.split(n_cols, n_workers)
     parts: list[tuple[bytes, list[bytes], bytes]] = []
     by_columns = _split_by_columns(extension.active(), columns, n_rows, n_groups, n_workers)
-    if n_workers > 1 and by_columns:
+    if by_columns:
         everything = ints_to_bytes(cts, ct_width)
         for start, stop in columns:
             header = parallel.public_header(pub) + parallel.binned_header(
@@ -272,7 +275,7 @@ def sum_binned_many(
         replies = parallel.run_in_workers(b"B", parts)
         values = parallel.gather(replies, ct_width)
         return [[v or 1 for v in values[j * n_groups : (j + 1) * n_groups]] for j in range(n_cols)]
-    for start, stop in parallel.split(n_rows, max(1, n_workers)):
+    for start, stop in parallel.split(n_rows, n_workers):
         header = parallel.public_header(pub) + parallel.binned_header(
             stop - start, n_cols, n_groups, width, itemsize
         )
