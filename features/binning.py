@@ -160,3 +160,39 @@ def transform(frame: pd.DataFrame, specs: tuple[BinSpec, ...]) -> BinnedTable:
         return BinnedTable(specs=(), bins=np.zeros((len(frame), 0), dtype=np.int32))
     bins = np.column_stack([s.transform(frame[s.name]) for s in specs]).astype(np.int32)
     return BinnedTable(specs=specs, bins=bins)
+
+
+#: Bin dtypes of :func:`transform_compact`, smallest first, with the most bins (missing
+#: included) each holds.
+COMPACT_DTYPES: tuple[tuple[type[np.integer[Any]], int], ...] = (
+    (np.uint8, 1 << 8),
+    (np.uint16, 1 << 16),
+    (np.int32, 1 << 31),
+)
+
+
+def compact_dtype(specs: tuple[BinSpec, ...]) -> np.dtype[Any]:
+    """The smallest dtype of :data:`COMPACT_DTYPES` that holds every spec's bins and missing bin."""
+    width = max((s.n_bins + 1 for s in specs), default=1)
+    for dtype, most in COMPACT_DTYPES:
+        if width <= most:
+            return np.dtype(dtype)
+    raise BinningError(f"{width} bins do not fit 32-bit bin indices")
+
+
+def transform_compact(
+    frame: pd.DataFrame, specs: tuple[BinSpec, ...], rows: npt.NDArray[np.intp] | None = None
+) -> npt.NDArray[np.integer[Any]]:
+    """:func:`transform` of ``rows`` of ``frame`` (all if None): a :func:`compact_dtype` matrix.
+
+    Column by column, so no float copy of the selected rows is made (``frame.iloc[rows]``
+    would copy 8 bytes per row x feature), and one byte per row x feature for up to 255 bins:
+    what a party keeps of its training rows for a whole job (a quarter of :func:`transform`'s
+    int32 matrix). The same bin indices as :func:`transform`.
+    """
+    n_rows = len(frame) if rows is None else len(rows)
+    out = np.empty((n_rows, len(specs)), dtype=compact_dtype(specs))
+    for j, spec in enumerate(specs):
+        column = frame[spec.name]
+        out[:, j] = spec.transform(column if rows is None else column.iloc[rows])
+    return out

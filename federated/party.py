@@ -7,10 +7,12 @@ a bad file at one party surfaces at the coordinator as one clear line.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import lru_cache
@@ -153,6 +155,33 @@ def load_table(binding: PartyBinding, spec: PartySpec, id_scheme: IdScheme) -> P
         spec.text_format,
         spec.weight_column,
     )
+
+
+#: The admitted rows of the last few tables this process read (a process may act for several
+#: parties): each entry keeps its table, so that the table's identity names it.
+_ADMITTED_ROWS: OrderedDict[tuple[int, bytes], tuple[PartyTable, PartyTable]] = OrderedDict()
+_ADMITTED_ROWS_SIZE = 4
+
+
+def _admitted_rows(table: PartyTable, mask: npt.NDArray[np.bool_]) -> PartyTable:
+    """``table.subset(mask)``, made once per table and mask in this process.
+
+    A party reads its table several times per message; a subset copies every row x feature of
+    it (8 bytes each), so a governed platform would copy its whole table on every message.
+    Every row admitted: the table itself.
+    """
+    if mask.all():
+        return table
+    key = (id(table), hashlib.blake2b(np.packbits(mask).tobytes(), digest_size=16).digest())
+    entry = _ADMITTED_ROWS.get(key)
+    if entry is not None and entry[0] is table:
+        _ADMITTED_ROWS.move_to_end(key)
+        return entry[1]
+    subset = table.subset(mask)
+    _ADMITTED_ROWS[key] = (table, subset)
+    while len(_ADMITTED_ROWS) > _ADMITTED_ROWS_SIZE:
+        _ADMITTED_ROWS.popitem(last=False)
+    return subset
 
 
 class PartyRuntime:
@@ -700,7 +729,7 @@ class PartyRuntime:
             )
         if mask.shape != table.ids.shape:
             raise DataError(f"{table.path}: admitted-row mask no longer fits the table")
-        return table.subset(mask)
+        return _admitted_rows(table, mask)
 
     def model_dir(self) -> Path:
         """This party's folder for model parts (from its node config or the lab)."""

@@ -234,7 +234,8 @@ def alerts(report: dict[str, Any], thresholds: Thresholds, test_auc: float | Non
             if values["csi_max"] > thresholds.csi_max:
                 out.append(Alert("csi", f"{party}:{group}", values["csi_max"], thresholds.csi_max))
     for segment, values in bank["segments"].items():
-        if values["index"] > thresholds.psi_max:
+        # Above the threshold and above what sampling noise gives a segment of its size.
+        if values["index"] > max(thresholds.psi_max, values.get("noise_floor", 0.0)):
             out.append(Alert("segment_psi", segment, values["index"], thresholds.psi_max))
         if values["shift"] > thresholds.segment_shift_max and values["z"] > SEGMENT_Z:
             out.append(

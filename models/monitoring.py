@@ -43,6 +43,7 @@ from models.evaluation import EvaluationError, evaluate_scores
 __all__ = [
     "MIN_MATURED",
     "MIN_SEGMENT_ROWS",
+    "SEGMENT_PSI_ALPHA",
     "SEGMENT_Z",
     "Alert",
     "Thresholds",
@@ -60,6 +61,10 @@ MIN_MATURED = 20
 MIN_SEGMENT_ROWS = 100
 #: Standard errors a segment's shift must exceed before it is read as a turn, not noise.
 SEGMENT_Z = 4.0
+#: Chance that any segment of a book whose scores did not change still shows a PSI above its
+#: noise floor (:func:`psi_noise_floor`, at this over the number of segments: Bonferroni); a
+#: segment's PSI alerts only above the floor.
+SEGMENT_PSI_ALPHA = 0.001
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -178,8 +183,10 @@ def segment_stability(
     Per segment of at least :data:`MIN_SEGMENT_ROWS` enterprises: the score PSI (bins at the
     segment's own reference deciles) and the **shift**: the segment's mean change of log-odds
     minus the whole book's, with its ``z`` (the shift over its standard error). A PSI over a
-    small segment is mostly sampling noise (about ``(bins - 1) * 2 / n``); the shift and its
-    ``z`` say whether the segment turned more than the book did.
+    small segment is mostly sampling noise (about ``(bins - 1) * 2 / n``): ``noise_floor``
+    (:func:`psi_noise_floor`) is what noise alone makes any of the segments exceed once in
+    1,000 (:data:`SEGMENT_PSI_ALPHA` over the number of segments), and the shift and its ``z``
+    say whether the segment turned more than the book did.
     """
     seg = np.asarray(segment, dtype=object).astype(str)
     ref = np.asarray(reference, dtype=np.float64)
@@ -187,18 +194,20 @@ def segment_stability(
     delta = _logit(now) - _logit(ref)
     book = float(delta.mean()) if delta.size else 0.0
     out: dict[str, dict[str, Any]] = {}
-    for name in sorted(set(seg.tolist())):
+    names = [name for name in sorted(set(seg.tolist())) if (seg == name).sum() >= MIN_SEGMENT_ROWS]
+    alpha = SEGMENT_PSI_ALPHA / max(1, len(names))  # any of them, by chance: at most the alpha
+    for name in names:
         rows = seg == name
         n = int(rows.sum())
-        if n < MIN_SEGMENT_ROWS:
-            continue
         counts = score_stability(ref[rows], now[rows], n_bins, name=name)
         moved = delta[rows]
         error = float(moved.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
         shift = float(moved.mean()) - book
+        used = sum(1 for e, a in zip(counts.expected, counts.actual, strict=True) if e or a)
         out[name] = {
             "n": n,
             "index": counts.index,
+            "noise_floor": psi_noise_floor(used, n, n, alpha),
             "reading": counts.shift,
             "mean_reference": float(ref[rows].mean()),
             "mean_current": float(now[rows].mean()),
@@ -206,6 +215,27 @@ def segment_stability(
             "z": shift / error if error > 0 else 0.0,
         }
     return out
+
+
+def psi_noise_floor(
+    n_bins: int, n_reference: int, n_current: int, alpha: float = SEGMENT_PSI_ALPHA
+) -> float:
+    """The PSI that sampling noise alone exceeds with chance ``alpha``.
+
+    For two samples of sizes ``n`` and ``m`` from one distribution over ``k`` bins, PSI is to
+    second order ``sum (a_i - e_i)^2 / p_i``, so ``PSI / (1/n + 1/m)`` is about chi-squared with
+    ``k - 1`` degrees of freedom (the two-sample chi-squared statistic; its mean gives the
+    familiar ``(k - 1) * 2 / n`` for ``m = n``). Its ``1 - alpha`` quantile times ``1/n + 1/m``
+    is the floor: at ``alpha`` 0.001, 0.49 for 115 enterprises and 10 bins, 0.03 for 2,000.
+    Paired rows (the same enterprises then and now) vary less than independent samples: a
+    conservative floor.
+    """
+    from scipy.stats import chi2
+
+    if n_bins < 2 or n_reference < 1 or n_current < 1:
+        return 0.0
+    quantile = float(chi2.ppf(1.0 - alpha, n_bins - 1))
+    return quantile * (1.0 / n_reference + 1.0 / n_current)
 
 
 def _logit(p: FloatArray) -> FloatArray:

@@ -38,6 +38,11 @@
  * multiplication at 2048 bits (3.4 us with mpn_addmul_1, 4.1 us with digits) for ~7 us per row
  * (66 mpn_tdiv_qr steps; a hand-written Knuth step measured no faster).
  *
+ * binned_sums is the same kernel with each group id made as it is read, slot[i] * width +
+ * bin[i, j], from a SecureBoost level's node slots and the job's bins (uint8 up to 256 groups
+ * per node): no matrix of group ids (4 bytes per row x column) exists, and threads or tasks
+ * summing different blocks of columns read the one copy of the bins in place.
+ *
  * Key material
  * ------------
  * CrtEncryptor's tables (powers of h_s modulo p^2 and q^2) are derived from the factorisation.
@@ -1472,9 +1477,59 @@ read_ciphertext(mp_limb_t *v, mp_size_t nv, const unsigned char *src, size_t wid
 /* group_sums                                                                                  */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Where a kernel reads row i's group in column j: an int32 matrix of group ids, or (binned_sums)
+ * the job's bins and the rows' node slots, group = slot * bin_width + bin (-1 where the slot is
+ * -1), made as it is read so that no matrix of group ids exists. Columns col0 .. col0 + n_cols
+ * of rows of stride entries. */
+typedef struct {
+    const unsigned char *cells;   /* int32 ids, or bins of itemsize bytes (native byte order) */
+    int itemsize;                 /* 0: int32 group ids; 1, 2, 4: bins as uint8, uint16, int32 */
+    const int32_t *slots;         /* bins only: each row's node slot */
+    int32_t bin_width;
+    size_t stride;
+    size_t col0;
+} groups_t;
+
+/* Row i's node slot (bins), or 0 for a matrix of ids: -1 means the row has no group. */
+static inline int32_t
+groups_slot(const groups_t *G, size_t i)
+{
+    int32_t s = 0;
+    if (G->itemsize) {
+        memcpy(&s, G->slots + i, sizeof s);
+    }
+    return s;
+}
+
+/* The group of row i (whose slot is slot) in column j. */
+static inline int32_t
+groups_at(const groups_t *G, size_t i, int32_t slot, size_t j)
+{
+    size_t k = i * G->stride + G->col0 + j;
+    switch (G->itemsize) {
+    case 0: {
+        int32_t g;
+        memcpy(&g, G->cells + 4 * k, sizeof g);
+        return g;
+    }
+    case 1:
+        return slot < 0 ? -1 : slot * G->bin_width + (int32_t)G->cells[k];
+    case 2: {
+        uint16_t b;
+        memcpy(&b, G->cells + 2 * k, sizeof b);
+        return slot < 0 ? -1 : slot * G->bin_width + (int32_t)b;
+    }
+    default: {
+        int32_t b;
+        memcpy(&b, G->cells + 4 * k, sizeof b);
+        return slot < 0 ? -1 : slot * G->bin_width + b;
+    }
+    }
+}
+
 /* Column by column with base-n digits: few columns. Returns the first bad row or -1. */
 static Py_ssize_t
-group_sums_digits(const square_t *s, const unsigned char *cts, size_t width, const int32_t *mat,
+group_sums_digits(const square_t *s, const unsigned char *cts, size_t width, const groups_t *G,
                   Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t n_groups, unsigned char *dst,
                   mp_limb_t *digits, mp_limb_t *acc, unsigned char *used, mp_limb_t *w)
 {
@@ -1496,8 +1551,7 @@ group_sums_digits(const square_t *s, const unsigned char *cts, size_t width, con
     for (Py_ssize_t j = 0; j < n_cols; j++) {
         memset(used, 0, (size_t)n_groups);
         for (Py_ssize_t i = 0; i < n_rows; i++) {
-            int32_t g;
-            memcpy(&g, mat + (size_t)i * (size_t)n_cols + (size_t)j, sizeof g);
+            int32_t g = groups_at(G, (size_t)i, groups_slot(G, (size_t)i), (size_t)j);
             if (g < 0) {
                 continue;
             }
@@ -1524,7 +1578,7 @@ group_sums_digits(const square_t *s, const unsigned char *cts, size_t width, con
 
 /* Row by row with per-row multiple tables and relaxed accumulators: many columns. */
 static Py_ssize_t
-group_sums_rows(const square_t *s, const unsigned char *cts, size_t width, const int32_t *mat,
+group_sums_rows(const square_t *s, const unsigned char *cts, size_t width, const groups_t *G,
                 Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t n_groups, unsigned char *dst,
                 mp_limb_t *table, mp_limb_t *acc, unsigned char *used, mp_limb_t *w,
                 addmul_fn addmul)
@@ -1533,12 +1587,10 @@ group_sums_rows(const square_t *s, const unsigned char *cts, size_t width, const
     const mp_limb_t *N = s->N;
     mp_limb_t *fresh = w, *shifted = w + L, *quot = shifted + nn + 1;  /* L | nn+1 | L+1 */
     for (Py_ssize_t i = 0; i < n_rows; i++) {
-        const int32_t *row = mat + (size_t)i * (size_t)n_cols;
+        int32_t slot = groups_slot(G, (size_t)i);
         int any = 0;
-        for (Py_ssize_t j = 0; j < n_cols; j++) {
-            int32_t g;
-            memcpy(&g, row + j, sizeof g);
-            if (g >= 0) {
+        for (Py_ssize_t j = 0; j < n_cols && slot >= 0; j++) {
+            if (groups_at(G, (size_t)i, slot, (size_t)j) >= 0) {
                 any = 1;
                 break;
             }
@@ -1555,12 +1607,11 @@ group_sums_rows(const square_t *s, const unsigned char *cts, size_t width, const
             memcpy(shifted + 1, table + (size_t)(k - 1) * (size_t)nn, (size_t)nn * LIMB_BYTES);
             mpn_tdiv_qr(quot, table + (size_t)k * (size_t)nn, 0, shifted, nn + 1, N, nn);
         }
-        int32_t g_next;
-        memcpy(&g_next, row, sizeof g_next);
+        int32_t g_next = groups_at(G, (size_t)i, slot, 0);
         for (Py_ssize_t j = 0; j < n_cols; j++) {
             int32_t g = g_next;
             if (j + 1 < n_cols) {
-                memcpy(&g_next, row + j + 1, sizeof g_next);
+                g_next = groups_at(G, (size_t)i, slot, (size_t)(j + 1));
                 if (g_next >= 0) {
                     prefetch(acc + ((size_t)(j + 1) * (size_t)n_groups + (size_t)g_next) * (size_t)L,
                              (size_t)L * LIMB_BYTES);
@@ -1604,78 +1655,35 @@ group_sums_rows(const square_t *s, const unsigned char *cts, size_t width, const
     return -1;
 }
 
-PyDoc_STRVAR(group_sums_doc,
-"group_sums(n2, ciphertexts, width, groups, n_rows, n_cols, n_groups, *,\n"
-"           table_min_cols=TABLE_MIN_COLS, adx=True) -> bytes\n"
-"\n"
-"Per column j and group g, the product mod n2 of the ciphertexts of the rows i with\n"
-"groups[i, j] == g: exactly secure_agg.paillier._sum_groups_kernel.\n"
-"\n"
-"n2: the modulus n^2, big-endian. ciphertexts: n_rows values in (0, n2), width bytes each,\n"
-"big-endian. groups: the C-order int32 matrix (native byte order) of shape (n_rows, n_cols),\n"
-"entries in [-1, n_groups); -1 skips a row for that column. Returns n_cols * n_groups values\n"
-"of width bytes (column by column, groups in order), all-zero bytes for an empty group.\n"
-"From table_min_cols columns on, per-row tables of c B^k mod n2 make each multiplication\n"
-"cheaper (see the module notes); the result is the same. adx=False uses mpn_addmul_1 even\n"
-"where the mulx/adx kernel runs (ADX tells whether it does). Releases the GIL.");
-
+/* Allocate, check the groups, run one of the two loops. Sizes are checked by the caller; returns
+ * a new bytes object of n_cols * n_groups values, or NULL with an exception set. */
 static PyObject *
-kernels_group_sums(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+group_sums_run(const square_t *s, const unsigned char *cts, Py_ssize_t width, const groups_t *G,
+               Py_ssize_t n_rows, Py_ssize_t n_cols, Py_ssize_t n_groups,
+               Py_ssize_t table_min_cols, int adx)
 {
-    static char *kwlist[] = {"n2", "ciphertexts", "width", "groups", "n_rows", "n_cols",
-                             "n_groups", "table_min_cols", "adx", NULL};
-    Py_buffer nb = {0}, cb = {0}, gb = {0};
-    Py_ssize_t width, n_rows, n_cols, n_groups, table_min_cols = DEFAULT_TABLE_MIN_COLS;
-    Py_ssize_t bad_row = -1, bad_g_row = -1, bad_g_col = -1;
+    Py_ssize_t bad_row = -1, bad_g_row = -1, bad_g_col = -1, bad_slot_row = -1;
     int32_t bad_g = 0;
-    square_t s = {0};
     PyObject *result = NULL;
     mp_limb_t *rowbuf = NULL, *acc = NULL, *w = NULL;
     unsigned char *used = NULL;
     size_t rowbuf_limbs = 0, acc_limbs = 0, w_limbs = 0, slots = 0, out_size;
-    int memory_error = 0, use_rows, adx = 1;
+    int memory_error = 0, use_rows;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*ny*nnn|$np:group_sums", kwlist, &nb, &cb,
-                                     &width, &gb, &n_rows, &n_cols, &n_groups, &table_min_cols,
-                                     &adx)) {
-        return NULL;
-    }
-    if (n_rows < 0 || n_cols < 0 || n_groups < 0 || n_groups > INT32_MAX) {
-        PyErr_Format(PyExc_ValueError,
-                     "n_rows, n_cols and n_groups must be non-negative (n_groups < 2^31), got "
-                     "%zd, %zd, %zd", n_rows, n_cols, n_groups);
-        goto done;
-    }
-    if (!square_parse(&s, &nb, width)) {
-        goto done;
-    }
-    size_t cells, want;
-    if (!mul_size((size_t)n_rows, (size_t)width, &want) || (size_t)cb.len != want) {
-        PyErr_Format(PyExc_ValueError, "%zd rows of %zd-byte ciphertexts need %zd x %zd bytes, "
-                     "got %zd", n_rows, width, n_rows, width, cb.len);
-        goto done;
-    }
-    if (!mul_size((size_t)n_rows, (size_t)n_cols, &cells) || !mul_size(cells, 4, &want)
-        || (size_t)gb.len != want) {
-        PyErr_Format(PyExc_ValueError, "a (%zd, %zd) int32 group matrix takes %zd x %zd x 4 "
-                     "bytes, got %zd", n_rows, n_cols, n_rows, n_cols, gb.len);
-        goto done;
-    }
     if (!mul_size((size_t)n_cols, (size_t)n_groups, &slots)
         || !mul_size(slots, (size_t)width, &out_size)) {
-        PyErr_NoMemory();
-        goto done;
+        return PyErr_NoMemory();
     }
     result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)out_size);
     if (result == NULL) {
-        goto done;
+        return NULL;
     }
     use_rows = n_cols >= table_min_cols;
     {
-        mp_size_t L = s.nn + 2, h = s.h;
+        mp_size_t L = s->nn + 2, h = s->h;
         size_t per_slot = use_rows ? (size_t)L : 2 * (size_t)h;
         if (use_rows) {
-            rowbuf_limbs = (size_t)L * (size_t)s.nn;
+            rowbuf_limbs = (size_t)L * (size_t)s->nn;
             w_limbs = 3 * (size_t)L + 2;
         } else if (!mul_size((size_t)n_rows, 2 * (size_t)h, &rowbuf_limbs)) {
             memory_error = 1;
@@ -1704,32 +1712,47 @@ kernels_group_sums(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
     }
     {
         unsigned char *dst = (unsigned char *)PyBytes_AS_STRING(result);
-        const unsigned char *cts = (const unsigned char *)cb.buf;
-        const int32_t *mat = (const int32_t *)gb.buf;
         Py_BEGIN_ALLOW_THREADS
-        for (size_t k = 0; k < cells; k++) {
-            int32_t g;
-            memcpy(&g, mat + k, sizeof g);
-            if (g < -1 || g >= n_groups) {
-                bad_g = g;
-                bad_g_row = (Py_ssize_t)(k / (size_t)n_cols);
-                bad_g_col = (Py_ssize_t)(k % (size_t)n_cols);
+        for (Py_ssize_t i = 0; i < n_rows && bad_g_row < 0 && bad_slot_row < 0; i++) {
+            int32_t slot = groups_slot(G, (size_t)i);
+            if (G->itemsize
+                && (slot < -1 || (slot >= 0 && (int64_t)(slot + 1) * G->bin_width > n_groups))) {
+                bad_slot_row = i;
+                bad_g = slot;
                 break;
             }
+            for (Py_ssize_t j = 0; j < n_cols; j++) {
+                int32_t g = G->itemsize ? groups_at(G, (size_t)i, 0, (size_t)j)
+                                        : groups_at(G, (size_t)i, slot, (size_t)j);
+                if (G->itemsize ? (g < 0 || g >= G->bin_width) : (g < -1 || g >= n_groups)) {
+                    bad_g = g;
+                    bad_g_row = i;
+                    bad_g_col = j;
+                    break;
+                }
+            }
         }
-        if (bad_g_row >= 0) {
+        if (bad_g_row >= 0 || bad_slot_row >= 0) {
             /* reported below */
         } else if (use_rows) {
-            bad_row = group_sums_rows(&s, cts, (size_t)width, mat, n_rows, n_cols, n_groups,
+            bad_row = group_sums_rows(s, cts, (size_t)width, G, n_rows, n_cols, n_groups,
                                       dst, rowbuf, acc, used, w,
                                       adx ? fast_addmul : addmul_gmp);
         } else {
-            bad_row = group_sums_digits(&s, cts, (size_t)width, mat, n_rows, n_cols, n_groups,
+            bad_row = group_sums_digits(s, cts, (size_t)width, G, n_rows, n_cols, n_groups,
                                         dst, rowbuf, acc, used, w);
         }
         Py_END_ALLOW_THREADS
     }
-    if (bad_g_row >= 0) {
+    if (bad_slot_row >= 0) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "node slot %d of row %zd is outside [-1, %zd)", (int)bad_g,
+                     bad_slot_row, n_groups / (G->bin_width ? G->bin_width : 1));
+    } else if (bad_g_row >= 0 && G->itemsize) {
+        Py_CLEAR(result);
+        PyErr_Format(PyExc_ValueError, "bin %d at row %zd, column %zd is outside [0, %d)",
+                     (int)bad_g, bad_g_row, bad_g_col + (Py_ssize_t)G->col0, (int)G->bin_width);
+    } else if (bad_g_row >= 0) {
         Py_CLEAR(result);
         PyErr_Format(PyExc_ValueError, "group id %d at row %zd, column %zd is outside [-1, %zd)",
                      (int)bad_g, bad_g_row, bad_g_col, n_groups);
@@ -1743,10 +1766,157 @@ done:
     PyMem_RawFree(acc);
     PyMem_RawFree(w);
     PyMem_RawFree(used);
+    return result;
+}
+
+/* Check that n_rows ciphertexts of width bytes fill cb exactly. */
+static int
+check_ciphertext_bytes(const Py_buffer *cb, Py_ssize_t n_rows, Py_ssize_t width)
+{
+    size_t want;
+    if (!mul_size((size_t)n_rows, (size_t)width, &want) || (size_t)cb->len != want) {
+        PyErr_Format(PyExc_ValueError, "%zd rows of %zd-byte ciphertexts need %zd x %zd bytes, "
+                     "got %zd", n_rows, width, n_rows, width, cb->len);
+        return 0;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(group_sums_doc,
+"group_sums(n2, ciphertexts, width, groups, n_rows, n_cols, n_groups, *,\n"
+"           table_min_cols=TABLE_MIN_COLS, adx=True) -> bytes\n"
+"\n"
+"Per column j and group g, the product mod n2 of the ciphertexts of the rows i with\n"
+"groups[i, j] == g: exactly secure_agg.paillier._sum_groups_kernel.\n"
+"\n"
+"n2: the modulus n^2, big-endian. ciphertexts: n_rows values in (0, n2), width bytes each,\n"
+"big-endian. groups: the C-order int32 matrix (native byte order) of shape (n_rows, n_cols),\n"
+"entries in [-1, n_groups); -1 skips a row for that column. Returns n_cols * n_groups values\n"
+"of width bytes (column by column, groups in order), all-zero bytes for an empty group.\n"
+"From table_min_cols columns on, per-row tables of c B^k mod n2 make each multiplication\n"
+"cheaper (see the module notes); the result is the same. adx=False uses mpn_addmul_1 even\n"
+"where the mulx/adx kernel runs (ADX tells whether it does). Releases the GIL.");
+
+static PyObject *
+kernels_group_sums(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n2", "ciphertexts", "width", "groups", "n_rows", "n_cols",
+                             "n_groups", "table_min_cols", "adx", NULL};
+    Py_buffer nb = {0}, cb = {0}, gb = {0};
+    Py_ssize_t width, n_rows, n_cols, n_groups, table_min_cols = DEFAULT_TABLE_MIN_COLS;
+    square_t s = {0};
+    PyObject *result = NULL;
+    int adx = 1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*ny*nnn|$np:group_sums", kwlist, &nb, &cb,
+                                     &width, &gb, &n_rows, &n_cols, &n_groups, &table_min_cols,
+                                     &adx)) {
+        return NULL;
+    }
+    if (n_rows < 0 || n_cols < 0 || n_groups < 0 || n_groups > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "n_rows, n_cols and n_groups must be non-negative (n_groups < 2^31), got "
+                     "%zd, %zd, %zd", n_rows, n_cols, n_groups);
+        goto done;
+    }
+    if (!square_parse(&s, &nb, width)) {
+        goto done;
+    }
+    size_t cells, want;
+    if (!check_ciphertext_bytes(&cb, n_rows, width)) {
+        goto done;
+    }
+    if (!mul_size((size_t)n_rows, (size_t)n_cols, &cells) || !mul_size(cells, 4, &want)
+        || (size_t)gb.len != want) {
+        PyErr_Format(PyExc_ValueError, "a (%zd, %zd) int32 group matrix takes %zd x %zd x 4 "
+                     "bytes, got %zd", n_rows, n_cols, n_rows, n_cols, gb.len);
+        goto done;
+    }
+    {
+        groups_t G = {(const unsigned char *)gb.buf, 0, NULL, 0, (size_t)n_cols, 0};
+        result = group_sums_run(&s, (const unsigned char *)cb.buf, width, &G, n_rows, n_cols,
+                                n_groups, table_min_cols, adx);
+    }
+
+done:
     square_clear(&s);
     PyBuffer_Release(&nb);
     PyBuffer_Release(&cb);
     PyBuffer_Release(&gb);
+    return result;
+}
+
+PyDoc_STRVAR(binned_sums_doc,
+"binned_sums(n2, ciphertexts, width, bins, itemsize, n_rows, n_bin_cols, col_start, col_stop,\n"
+"            slots, bin_width, n_groups, *, table_min_cols=TABLE_MIN_COLS, adx=True) -> bytes\n"
+"\n"
+"group_sums of columns col_start .. col_stop of bins with the groups\n"
+"slots[i] * bin_width + bins[i, j] (none where slots[i] == -1), made as they are read: no\n"
+"matrix of group ids is built. bins: the C-order (n_rows, n_bin_cols) matrix of itemsize-byte\n"
+"bins (1: uint8, 2: uint16, 4: int32; native byte order), each in [0, bin_width); slots:\n"
+"n_rows int32 in [-1, n_groups / bin_width). Returns (col_stop - col_start) * n_groups values\n"
+"as group_sums does. Releases the GIL.");
+
+static PyObject *
+kernels_binned_sums(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"n2", "ciphertexts", "width", "bins", "itemsize", "n_rows",
+                             "n_bin_cols", "col_start", "col_stop", "slots", "bin_width",
+                             "n_groups", "table_min_cols", "adx", NULL};
+    Py_buffer nb = {0}, cb = {0}, bb = {0}, sb = {0};
+    Py_ssize_t width, itemsize, n_rows, n_bin_cols, col_start, col_stop, bin_width, n_groups;
+    Py_ssize_t table_min_cols = DEFAULT_TABLE_MIN_COLS;
+    square_t s = {0};
+    PyObject *result = NULL;
+    int adx = 1;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*y*ny*nnnnny*nn|$np:binned_sums", kwlist, &nb,
+                                     &cb, &width, &bb, &itemsize, &n_rows, &n_bin_cols,
+                                     &col_start, &col_stop, &sb, &bin_width, &n_groups,
+                                     &table_min_cols, &adx)) {
+        return NULL;
+    }
+    if (itemsize != 1 && itemsize != 2 && itemsize != 4) {
+        PyErr_Format(PyExc_ValueError, "itemsize must be 1, 2 or 4, got %zd", itemsize);
+        goto done;
+    }
+    if (n_rows < 0 || n_bin_cols < 0 || col_start < 0 || col_stop < col_start
+        || col_stop > n_bin_cols || n_groups < 0 || n_groups > INT32_MAX || bin_width < 1
+        || bin_width > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError,
+                     "need n_rows >= 0, 0 <= col_start <= col_stop <= n_bin_cols, "
+                     "0 <= n_groups < 2^31 and 1 <= bin_width < 2^31; got %zd, %zd, %zd, %zd, "
+                     "%zd, %zd", n_rows, col_start, col_stop, n_bin_cols, n_groups, bin_width);
+        goto done;
+    }
+    if (!square_parse(&s, &nb, width) || !check_ciphertext_bytes(&cb, n_rows, width)) {
+        goto done;
+    }
+    size_t cells, want;
+    if (!mul_size((size_t)n_rows, (size_t)n_bin_cols, &cells)
+        || !mul_size(cells, (size_t)itemsize, &want) || (size_t)bb.len != want) {
+        PyErr_Format(PyExc_ValueError, "a (%zd, %zd) matrix of %zd-byte bins takes %zd bytes, "
+                     "got %zd", n_rows, n_bin_cols, itemsize, (Py_ssize_t)want, bb.len);
+        goto done;
+    }
+    if ((size_t)sb.len != (size_t)n_rows * 4) {
+        PyErr_Format(PyExc_ValueError, "%zd rows need %zd bytes of int32 slots, got %zd", n_rows,
+                     n_rows * 4, sb.len);
+        goto done;
+    }
+    {
+        groups_t G = {(const unsigned char *)bb.buf, (int)itemsize, (const int32_t *)sb.buf,
+                      (int32_t)bin_width, (size_t)n_bin_cols, (size_t)col_start};
+        result = group_sums_run(&s, (const unsigned char *)cb.buf, width, &G, n_rows,
+                                col_stop - col_start, n_groups, table_min_cols, adx);
+    }
+
+done:
+    square_clear(&s);
+    PyBuffer_Release(&nb);
+    PyBuffer_Release(&cb);
+    PyBuffer_Release(&bb);
+    PyBuffer_Release(&sb);
     return result;
 }
 
@@ -2357,6 +2527,8 @@ static PyTypeObject OuEncryptorType = {
 static PyMethodDef kernels_methods[] = {
     {"group_sums", (PyCFunction)(void (*)(void))kernels_group_sums, METH_VARARGS | METH_KEYWORDS,
      group_sums_doc},
+    {"binned_sums", (PyCFunction)(void (*)(void))kernels_binned_sums,
+     METH_VARARGS | METH_KEYWORDS, binned_sums_doc},
     {"pack", (PyCFunction)(void (*)(void))kernels_pack, METH_VARARGS | METH_KEYWORDS, pack_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -49,7 +49,8 @@ Operations (integers big-endian, plaintexts ``key_bytes`` wide, ciphertexts ``2 
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO
+from collections.abc import Sequence
+from typing import Any, BinaryIO
 
 from secure_agg import worker_pool
 from secure_agg.packing import _pack_payload
@@ -103,6 +104,17 @@ def handle(op: bytes, header: bytes, payload: bytes) -> bytes:
         rerandomize = rest[8:9] == b"\x01"
         return _pack_payload(pub, payload, bits=bits, capacity=capacity, rerandomize=rerandomize)
     raise PaillierError(f"unknown request {op!r}; the requests are E, N, O, C, F, D, S, B and P")
+
+
+def handle_parts(op: bytes, header: bytes, parts: Sequence[Any]) -> bytes:
+    """:func:`handle` of a payload given as consecutive buffers (a Ray task's kept blocks first).
+
+    A binned group sum (``B``) reads its blocks in place; other requests get them joined.
+    """
+    if op == b"B":
+        pub, rest = read_header(header)
+        return kernels.binned_sums_parts(pub, parts, rest)
+    return handle(op, header, b"".join(parts))
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> None:

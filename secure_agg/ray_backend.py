@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -85,20 +86,39 @@ def run_part(
 
     The body of the gateway's Ray task (:func:`secure_agg.worker_pool.answer` with the kind's
     worker ``handle``); ``shared``: kept blocks (read-only arrays in the object store) that
-    precede the payload. A key holder's CRT tables stay in the Ray worker, as in a local worker,
-    until the gateway closes (see the module docstring).
+    precede the payload: a worker with ``handle_parts`` reads them in place (a binned group
+    sum's ciphertexts and bins), otherwise they are joined with it. A key holder's CRT tables
+    stay in the Ray worker, as in a local worker, until the gateway closes (see the module
+    docstring).
     """
     import importlib
 
     import ray
 
+    module = importlib.import_module(KINDS[kind])
+    handle: Callable[[bytes, bytes, bytes], bytes] = module.handle
     if shared:
-        payload = b"".join([*shared, payload])
+        blocks = [*shared, payload]
         del shared
-    handle: Callable[[bytes, bytes, bytes], bytes] = importlib.import_module(KINDS[kind]).handle
+        parts_handler = getattr(module, "handle_parts", None)
+        if parts_handler is None:
+            payload = b"".join(blocks)
+        else:  # the worker reads the kept blocks in place (e.g. a binned group sum's bins)
+            handle = functools.partial(_with_blocks, parts_handler, blocks)
     status, data = answer(handle, op, header, payload)
     del header  # may hold key material
     return status, data, ray.get_runtime_context().get_node_id()
+
+
+def _with_blocks(
+    parts_handler: Callable[[bytes, bytes, list[Any]], bytes],
+    blocks: list[Any],
+    op: bytes,
+    header: bytes,
+    _payload: bytes,
+) -> bytes:
+    """A worker's ``handle`` for a request whose payload is ``blocks``, read in place."""
+    return parts_handler(op, header, blocks)
 
 
 def gateway_env(address: str | None = None) -> dict[str, str]:

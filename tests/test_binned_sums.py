@@ -123,7 +123,9 @@ def test_bad_bins_slots_and_lengths_are_refused_naming_them(
     with pytest.raises(paillier.PaillierError, match="bin size 3"):
         _paillier_worker.handle(b"B", bad_size, data)
     too_many = parallel.public_header(pub) + parallel.binned_header(20, 3, 4, 4, 1)
-    with pytest.raises(paillier.PaillierError, match=r"group id is outside \[-1, 4\)"):
+    # Slots up to 1 with 4 groups of width 4: the C kernel names the slot, Python the group id.
+    refused = r"(node slot 1 of row \d+|group id) is outside"
+    with pytest.raises(paillier.PaillierError, match=refused):
         _paillier_worker.handle(b"B", too_many, data)
 
 
@@ -184,3 +186,111 @@ def test_a_batch_never_drops_its_own_blocks_even_beyond_the_budget(
         size = ray_backend.KEY_BYTES
         named = {header[1 + i * size : 1 + (i + 1) * size] for i in range(header[0])}
         assert named <= kept
+
+
+def _c_kernels() -> Any:
+    loaded = extension.load()
+    if loaded is None:
+        pytest.skip("C kernels not built")
+    return loaded
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int32])
+def test_the_c_kernel_reads_any_block_of_the_bins_in_place(
+    keys: tuple[paillier.PublicKey, paillier.PrivateKey], dtype: Any
+) -> None:
+    c = _c_kernels()
+    pub, priv = keys
+    width, nodes = 6, 3
+    bins, slots = _level(90, 11, width, nodes)
+    bins = bins.astype(dtype)
+    data = ints_to_bytes(paillier.encrypt_many_private(priv, list(range(90))), pub.ciphertext_bytes)
+    groups = kernels.binned_groups(bins, slots, width)
+    for start, stop in [(0, 11), (0, 3), (3, 4), (4, 11), (5, 5)]:  # digits and row-table loops
+        expected = kernels.group_sums_c(
+            c, pub, data, 90, nodes * width, np.ascontiguousarray(groups[:, start:stop])
+        )
+        got = kernels.binned_sums_c(c, pub, data, bins, slots, width, nodes * width, (start, stop))
+        assert got == expected
+    # A block of rows: a view of the bins, the ciphertexts' bytes sliced without a copy.
+    view = memoryview(data)[30 * pub.ciphertext_bytes : 70 * pub.ciphertext_bytes]
+    expected = kernels.group_sums_c(c, pub, bytes(view), 40, nodes * width, groups[30:70].copy())
+    got = kernels.binned_sums_c(
+        c, pub, view, bins[30:70], slots[30:70], width, nodes * width, (0, 11)
+    )
+    assert got == expected
+
+
+def test_the_c_kernel_names_a_bad_bin_or_slot_by_row_and_column(
+    keys: tuple[paillier.PublicKey, paillier.PrivateKey],
+) -> None:
+    c = _c_kernels()
+    pub, priv = keys
+    bins, slots = _level(20, 4, 4, 2)
+    bins[7, 2] = 4
+    data = ints_to_bytes(paillier.encrypt_many_private(priv, [1] * 20), pub.ciphertext_bytes)
+    with pytest.raises(ValueError, match=r"bin 4 at row 7, column 2 is outside \[0, 4\)"):
+        kernels.binned_sums_c(c, pub, data, bins, slots, 4, 8, (0, 4))
+    bins[7, 2] = 0
+    slots[5] = 2
+    with pytest.raises(ValueError, match=r"node slot 2 of row 5 is outside \[-1, 2\)"):
+        kernels.binned_sums_c(c, pub, data, bins, slots, 4, 8, (0, 4))
+
+
+def test_a_level_split_by_rows_over_threads_equals_the_group_id_kernel(
+    keys: tuple[paillier.PublicKey, paillier.PrivateKey],
+) -> None:
+    _c_kernels()
+    pub, priv = keys
+    width, nodes = 4, 2
+    bins, slots = _level(2000, 6, width, nodes)  # blocks of 3 columns: too few, rows are split
+    cts = paillier.encrypt_many_private(priv, [secrets.randbelow(9) for _ in range(2000)])
+    groups = kernels.binned_groups(bins, slots, width)
+    expected = paillier.sum_groups_many(pub, cts, groups, nodes * width, workers=1)
+    assert paillier.sum_binned_many(pub, cts, bins, slots, width, nodes * width, workers=2) == (
+        expected
+    )
+
+
+def test_a_ray_task_reads_its_kept_blocks_in_place(
+    use_kernels: None, keys: tuple[paillier.PublicKey, paillier.PrivateKey]
+) -> None:
+    """``handle_parts`` with the blocks as separate read-only arrays, as Ray hands them over."""
+    pub, priv = keys
+    width, nodes = 5, 2
+    bins, slots = _level(50, 8, width, nodes)
+    data = ints_to_bytes(paillier.encrypt_many_private(priv, list(range(50))), pub.ciphertext_bytes)
+    header = parallel.public_header(pub) + parallel.binned_header(50, 8, nodes * width, width, 1)
+    joined = _paillier_worker.handle(b"B", header, data + bins.tobytes() + slots.tobytes())
+    blocks = [np.frombuffer(data, dtype=np.uint8), np.frombuffer(bins.tobytes(), dtype=np.uint8)]
+    assert not blocks[0].flags.writeable
+    assert _paillier_worker.handle_parts(b"B", header, [*blocks, slots.tobytes()]) == joined
+    # Blocks cut elsewhere than the request's own layout are joined first: the same reply.
+    cut = [data[:100], data[100:] + bins.tobytes(), slots.tobytes()]
+    assert _paillier_worker.handle_parts(b"B", header, cut) == joined
+    with pytest.raises(paillier.PaillierError, match="wrong length"):
+        _paillier_worker.handle_parts(b"B", header, [data, bins.tobytes()])
+
+
+def test_a_local_level_holds_no_matrix_of_group_ids(
+    keys: tuple[paillier.PublicKey, paillier.PrivateKey],
+) -> None:
+    """Peak memory of a level on this process's threads stays well below one int32 id matrix."""
+    import tracemalloc
+
+    _c_kernels()
+    pub, priv = keys
+    rows, cols, width, nodes = 3000, 800, 4, 1
+    bins, slots = _level(rows, cols, width, nodes)
+    cts = paillier.encrypt_many_private(priv, [1] * rows)
+    matrix_bytes = rows * cols * 4
+    for workers in (1, 2):
+        tracemalloc.start()
+        try:
+            paillier.sum_binned_many(pub, cts, bins, slots, width, nodes * width, workers=workers)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # The ciphertexts as bytes (3000 x 256, briefly twice) and the sums (800 x 4 x 256) are
+        # all a level allocates: O(rows + columns x groups), not rows x columns.
+        assert peak < matrix_bytes / 2, (workers, peak, matrix_bytes)

@@ -385,6 +385,24 @@ def test_segments_compare_the_same_enterprises_then_and_now() -> None:
     assert out["B"]["shift"] == pytest.approx(0.5 - book, abs=1e-9)
     assert out["A"]["shift"] == pytest.approx(-book, abs=1e-9)
     assert out["B"]["z"] > 1e6  # every enterprise of B moved by exactly 0.5: no noise
+    # Two segments: each at half the alpha, so that either alerting by chance is that rare.
+    floor = monitoring.psi_noise_floor(10, 1000, 1000, monitoring.SEGMENT_PSI_ALPHA / 2)
+    assert out["B"]["noise_floor"] == pytest.approx(floor)
+
+
+def test_a_segments_psi_noise_floor_is_what_unchanged_scores_exceed_once_in_a_thousand() -> None:
+    assert monitoring.psi_noise_floor(10, 115, 115) == pytest.approx(0.485, abs=0.001)
+    assert monitoring.psi_noise_floor(10, 2000, 2000) == pytest.approx(0.0279, abs=0.0005)
+    assert monitoring.psi_noise_floor(1, 100, 100) == 0.0
+    # Simulated: two draws of 115 scores from one distribution, decile bins of the first.
+    rng = np.random.default_rng(7)
+    over = 0
+    trials = 4000
+    for _ in range(trials):
+        ref, now = rng.uniform(size=115), rng.uniform(size=115)
+        index = stability.score_stability(ref, now).index
+        over += index > monitoring.psi_noise_floor(10, 115, 115)
+    assert over / trials < 0.01  # alpha 0.001, with room for the approximation at n = 115
 
 
 def test_alerts_name_what_crossed_its_threshold() -> None:
@@ -395,6 +413,8 @@ def test_alerts_name_what_crossed_its_threshold() -> None:
             "segments": {
                 "Zhejiang": {"index": 0.4, "shift": 0.3, "z": 9.0},
                 "Anhui": {"index": 0.01, "shift": 0.3, "z": 1.0},  # not significant
+                # Over the threshold but within what noise gives 115 enterprises (CI, 2026-12-04).
+                "Gansu": {"index": 0.278, "noise_floor": 0.485, "shift": -0.006, "z": -0.19},
             },
             "out_of_time": {"auc": 0.70},
         },

@@ -1052,3 +1052,29 @@ def test_the_bins_cap_is_validated(lab_home: Path) -> None:
     with pytest.raises(PolicyFileError, match=r"binning\.max_bins"):
         set_policy(["binning.max_bins=1"], lab_home)
     assert read_policy(lab_home).limits().max_bins == 64
+
+
+def test_a_governed_table_is_copied_once_per_admitted_rows_not_per_read() -> None:
+    """A party reads its table several times per message; the admitted rows are one copy."""
+    from features.io import PartyTable
+
+    def table() -> PartyTable:
+        return PartyTable(
+            path=Path("platform.csv"),
+            digest="sha256:x",
+            ids=np.array([f"e{i}" for i in range(6)]),
+            features=pd.DataFrame({"x": np.arange(6.0), "y": np.arange(6.0) * 2}),
+            label=None,
+            id_column="id",
+            label_column=None,
+        )
+
+    full, other = table(), table()
+    assert party_module._admitted_rows(full, np.ones(6, dtype=bool)) is full  # all admitted
+    mask = np.array([True, False, True, True, False, True])
+    first = party_module._admitted_rows(full, mask)
+    assert list(first.ids) == ["e0", "e2", "e3", "e5"]
+    assert first.features["y"].tolist() == [0.0, 4.0, 6.0, 10.0]
+    assert party_module._admitted_rows(full, mask.copy()) is first  # the same rows: no new copy
+    assert party_module._admitted_rows(full, ~mask) is not first
+    assert party_module._admitted_rows(other, mask) is not first  # another table's rows

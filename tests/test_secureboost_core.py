@@ -8,7 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.binning import BinningError, BinSpec, fit_bins, fit_transform, transform
+from features.binning import (
+    BinningError,
+    BinSpec,
+    compact_dtype,
+    fit_bins,
+    fit_transform,
+    transform,
+    transform_compact,
+)
 from models.secureboost.core import (
     SCALE,
     Split,
@@ -97,6 +105,35 @@ def _brute_force(
             gain = 0.5 * (score(gl / SCALE, hl / SCALE) + score(gr / SCALE, hr / SCALE) - parent)
             best = max(best, gain)
     return best
+
+
+def test_compact_bins_are_the_same_indices_in_a_byte_per_cell() -> None:
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame(
+        {
+            "x": np.where(rng.random(500) < 0.1, np.nan, rng.normal(size=500)),
+            "c": pd.Series(rng.choice(["a", "b", "c", None], size=500), dtype="category"),
+            "k": rng.integers(0, 100_000, size=500).astype(float),
+        }
+    )
+    kinds = {"x": "numeric", "c": "categorical", "k": "numeric"}
+    specs = tuple(fit_bins(frame[c], kinds[c], 32) for c in frame.columns)
+    rows = rng.permutation(500)[:321]
+    compact = transform_compact(frame, specs, rows)
+    assert compact.dtype == np.uint8
+    assert compact.flags.c_contiguous
+    expected = transform(frame.iloc[rows].reset_index(drop=True), specs).bins
+    np.testing.assert_array_equal(compact, expected)
+    np.testing.assert_array_equal(transform_compact(frame, specs), transform(frame, specs).bins)
+    # More bins than a byte holds (missing included): two bytes; 255 bins + missing still one.
+    wide = (fit_bins(frame["k"], "numeric", 400),)
+    assert wide[0].n_bins + 1 > 256
+    assert compact_dtype(wide) == np.uint16
+    np.testing.assert_array_equal(
+        transform_compact(frame, wide, rows), transform(frame.iloc[rows], wide).bins
+    )
+    assert compact_dtype((BinSpec("e", "numeric", edges=tuple(range(254))),)) == np.uint8
+    assert compact_dtype((BinSpec("e", "numeric", edges=tuple(range(255))),)) == np.uint16
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -200,7 +200,9 @@ def best_split(
     return best
 
 
-def goes_left(split: Split, bins: npt.NDArray[np.int32], missing_bin: int) -> npt.NDArray[np.bool_]:
+def goes_left(
+    split: Split, bins: npt.NDArray[np.integer[Any]], missing_bin: int
+) -> npt.NDArray[np.bool_]:
     """Which rows (given their bin in the split's feature) go to the left child."""
     left = np.isin(bins, np.asarray(split.left_bins, dtype=np.int32))
     return np.where(bins == missing_bin, split.missing_left, left)

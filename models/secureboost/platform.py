@@ -48,6 +48,7 @@ from models.secureboost.state import (
 )
 from models.secureboost.timing import COMPUTE_SECONDS, FRESH_PACKS, PRECOMPUTED_PACKS
 from models.vertical import (
+    aligned_columns,
     aligned_features,
     check_key_matches_job,
     fit_own_bins,
@@ -111,7 +112,7 @@ class PlatformRole:
         # Validation rows (early stopping): this node's own policy decides whether it routes
         # them after every tree and how many, and its audit log records them.
         valid = platform_validation_rows(env, ctx, train)
-        specs = fit_own_bins(ctx, aligned_features(ctx, rows, train), int(settings["max_bin"]))
+        specs = fit_own_bins(ctx, aligned_columns(ctx, rows, train), int(settings["max_bin"]))
         # The noise comes from this node's own DP grant (reserved in its own ledger), never
         # from the bank's message.
         noise = own_noise(ctx, len(specs))
@@ -280,7 +281,7 @@ class PlatformRole:
         ctx: PartyContext,
         cipher: crypto.PlatformCipher,
         gh: npt.NDArray[Any],
-        bins: npt.NDArray[np.int32],
+        bins: npt.NDArray[np.integer[Any]],
         *,
         first: int,
         last: bool,
@@ -379,7 +380,7 @@ class PlatformRole:
         self,
         ctx: PartyContext,
         cipher: crypto.PlatformCipher,
-        bins: npt.NDArray[np.int32],
+        bins: npt.NDArray[np.integer[Any]],
         position: IntArray,
         nodes: list[int],
         state: dict[str, Any],

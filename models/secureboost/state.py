@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from features.binning import BinSpec, transform
+from features.binning import BinSpec, transform_compact
 from models.alignment import job_rows
 from models.protocol import PartyContext, dumps
-from models.vertical import KeyPair, PartyClock, aligned_features
+from models.vertical import KeyPair, PartyClock
 from secure_agg import precompute
 
 PROTOCOL = "secureboost"
@@ -35,26 +36,28 @@ VALID_KEY = "sb.valid"
 #: Each party's seconds and operation counts per phase.
 CLOCK = PartyClock("sb.clock")
 
-_BIN_CACHE: OrderedDict[str, npt.NDArray[np.int32]] = OrderedDict()
+_BIN_CACHE: OrderedDict[str, npt.NDArray[np.integer[Any]]] = OrderedDict()
 _BIN_CACHE_SIZE = 4  # a process may act for several parties (embedded runtime, estimator)
 
 
-def training_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
+def training_bins(ctx: PartyContext) -> npt.NDArray[np.integer[Any]]:
     """This party's binned training rows, recomputed from its table and cached per process.
 
-    The matrix (rows x features) can be hundreds of megabytes; keeping it in the party's
-    message-to-message state would copy it on every hop. It is a pure function of the table,
-    the training rows and the bin specs, all of which the party has at hand.
+    The matrix (rows x features; ``uint8`` for up to 255 bins: one byte per row x feature,
+    :func:`features.binning.transform_compact`, built column by column) is the one copy of the
+    rows a party keeps for the job; keeping it in the party's message-to-message state would
+    copy it on every hop. It is a pure function of the table, the training rows and the bin
+    specs, all of which the party has at hand.
     """
     return _binned(ctx, "sb.train")
 
 
-def validation_bins(ctx: PartyContext) -> npt.NDArray[np.int32]:
+def validation_bins(ctx: PartyContext) -> npt.NDArray[np.integer[Any]]:
     """This party's binned validation rows (binned with its training rows' specs), cached."""
     return _binned(ctx, VALID_KEY)
 
 
-def _binned(ctx: PartyContext, mask_key: str) -> npt.NDArray[np.int32]:
+def _binned(ctx: PartyContext, mask_key: str) -> npt.NDArray[np.integer[Any]]:
     specs_raw = ctx.store.get_json("sb.specs")
     rows = job_rows(ctx)
     train = ctx.store.get_array(mask_key).astype(bool)
@@ -73,7 +76,7 @@ def _binned(ctx: PartyContext, mask_key: str) -> npt.NDArray[np.int32]:
     cached = _BIN_CACHE.get(key)
     if cached is None:
         specs = tuple(BinSpec.from_dict(s) for s in specs_raw)
-        cached = transform(aligned_features(ctx, rows, train), specs).bins
+        cached = transform_compact(table.features, specs, rows[train])
         _BIN_CACHE[key] = cached
         while len(_BIN_CACHE) > _BIN_CACHE_SIZE:
             _BIN_CACHE.popitem(last=False)

@@ -31,6 +31,7 @@ from models.vertical.party import (
 )
 from models.vertical.setup import (
     BankRows,
+    aligned_columns,
     aligned_features,
     bank_key_pair,
     bank_rows,
@@ -49,6 +50,7 @@ __all__ = [
     "PartyClock",
     "StagedRole",
     "VerticalParty",
+    "aligned_columns",
     "aligned_features",
     "bank_done",
     "bank_key_pair",

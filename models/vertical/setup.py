@@ -8,6 +8,7 @@ bins on its own training rows only; the bin edges never leave it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,11 +153,25 @@ def aligned_features(
     return ctx.table().features.iloc[rows[mask]].reset_index(drop=True)
 
 
-def fit_own_bins(ctx: PartyContext, frame: pd.DataFrame, max_bin: int) -> tuple[BinSpec, ...]:
+def aligned_columns(
+    ctx: PartyContext, rows: npt.NDArray[np.intp], mask: npt.NDArray[np.bool_]
+) -> Iterator[pd.Series]:
+    """:func:`aligned_features`, one column at a time: no copy of the whole selection is held."""
+    features = ctx.table().features
+    selected = rows[mask]
+    for name in features.columns:
+        yield features[name].iloc[selected].reset_index(drop=True)
+
+
+def fit_own_bins(
+    ctx: PartyContext, frame: pd.DataFrame | Iterable[pd.Series], max_bin: int
+) -> tuple[BinSpec, ...]:
     """Fit bins on ``frame``, this party's training rows (the edges stay with the party).
 
-    A platform's bins shape what the bank learns of its rows (per-bin sums and counts), so a
-    platform fits at most its own policy's ``binning.max_bins``, whatever the job asks.
+    ``frame``: the rows as a frame, or their columns one at a time (:func:`aligned_columns`,
+    which never holds a float copy of rows x features). A platform's bins shape what the bank
+    learns of its rows (per-bin sums and counts), so a platform fits at most its own policy's
+    ``binning.max_bins``, whatever the job asks.
 
     Raises
     ------
@@ -166,7 +181,8 @@ def fit_own_bins(ctx: PartyContext, frame: pd.DataFrame, max_bin: int) -> tuple[
     if ctx.role != "bank":
         ctx.guard.limits.check_bins(max_bin, "model.max_bin")
     kinds = ctx.table().feature_kinds
-    return tuple(fit_bins(frame[c], kinds[c], max_bin) for c in frame.columns)
+    columns = (frame[c] for c in frame.columns) if isinstance(frame, pd.DataFrame) else frame
+    return tuple(fit_bins(column, kinds[str(column.name)], max_bin) for column in columns)
 
 
 def bank_key_pair(ctx: PartyContext, requested_bits: int, scheme: str = DEFAULT_SCHEME) -> KeyPair:

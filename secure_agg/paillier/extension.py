@@ -3,8 +3,9 @@
 When the extension is built (``pip install -e .`` compiles ``secure_agg/_gmp_kernels.c`` where
 gcc and ``gmp.h`` exist; without them the install still succeeds), the batch kernels run in C on
 GMP's mpn layer with the GIL released: the key holder's CRT encryption, DJN encryption and
-re-randomisation (fixed-base tables), the histogram kernel of
-:func:`secure_agg.paillier.sum_groups_many` and the Horner packing of
+re-randomisation (fixed-base tables), the histogram kernels of
+:func:`secure_agg.paillier.sum_groups_many` and :func:`secure_agg.paillier.sum_binned_many`
+(group ids made from bins and node slots as they are read) and the Horner packing of
 :class:`secure_agg.packing.SumPacker`. They return exactly the integers of the Python kernels
 kept in :mod:`secure_agg.paillier.kernels` as the reference (the tests compare them on the same
 randomness), so the ciphertexts, their distribution and everything argued in
@@ -132,6 +133,23 @@ class Kernels(Protocol):
         n_groups: int,
     ) -> bytes:
         """Per column and group, the product of the rows' ciphertexts (zero bytes if empty)."""
+
+    def binned_sums(
+        self,
+        n2: bytes,
+        ciphertexts: bytes | memoryview,
+        width: int,
+        bins: bytes | memoryview,
+        itemsize: int,
+        n_rows: int,
+        n_bin_cols: int,
+        col_start: int,
+        col_stop: int,
+        slots: bytes | memoryview,
+        bin_width: int,
+        n_groups: int,
+    ) -> bytes:
+        """:meth:`group_sums` of groups ``slot * bin_width + bin`` made as they are read."""
 
     def pack(self, n2: bytes, ciphertexts: bytes, width: int, bits: int, capacity: int) -> bytes:
         """Horner-pack ciphertexts ``capacity`` at a time, ``bits`` per value."""

@@ -224,9 +224,12 @@ def sum_binned_many(
     a job, the ciphertexts only per tree, the rows' node ``slots`` (-1: on no node of the level)
     every level. On a remote compute backend (:mod:`secure_agg.compute`) the bins and the
     ciphertexts go to the cluster once (:meth:`secure_agg.ray_backend.RayGateway.share`, kept in
-    its object store) and each level sends only the slots; every task makes the group ids of
-    its own part (the ``B`` request). Locally the ids are made here and summed by
-    :func:`sum_groups_many`. Both give exactly :func:`sum_groups_many`'s result.
+    its object store) and each level sends only the slots; every task sums its own part (the
+    ``B`` request). Locally this process's threads sum blocks of columns (or
+    rows) of the one copy of the bins in place. With the C kernels no matrix of group ids is
+    made anywhere: the kernel makes each id as it reads a bin
+    (:func:`secure_agg.paillier.kernels.binned_sums_c`); the Python reference kernels make the
+    matrix and call :func:`sum_groups_many`. All give exactly :func:`sum_groups_many`'s result.
 
     Raises
     ------
@@ -247,25 +250,43 @@ def sum_binned_many(
     n_rows, n_cols = bins.shape
     adds = n_cols * int(np.count_nonzero(slots >= 0))
     remote = compute.active().remote
-    n_workers = (
-        parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows) if remote else 1
-    )
-    if n_workers <= 1:  # the local backend, or a level too small to leave the process
+    c_kernels = extension.active()
+    if c_kernels is None and not remote:  # the Python reference kernels: a matrix of ids
         return sum_groups_many(
             pub, ciphertexts, kernels.binned_groups(bins, slots, width), n_groups, workers=workers
         )
+    n_workers = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows)
     if bins.size and (int(bins.min()) < 0 or int(bins.max()) >= width):
         raise PaillierError(f"a bin is outside [0, {width})")
     cts: list[Any] = [pub._check_ciphertext(c) for c in ciphertexts]
     slots = np.ascontiguousarray(slots, dtype=np.int32)
-    itemsize = 1 if width <= 1 << 8 else 2 if width <= 1 << 16 else 4
-    small = np.ascontiguousarray(bins, dtype=kernels.BIN_ITEMSIZES[itemsize])
+    small = kernels.binned_dtype(bins, width)
     ct_width = pub.ciphertext_bytes
-    columns = parallel.split(n_cols, n_workers)
+    columns = parallel.split(n_cols, max(1, n_workers))
+    by_columns = _split_by_columns(c_kernels, columns, n_rows, n_groups, n_workers)
+    if c_kernels is None and n_workers <= 1:  # a remote backend's level too small to send
+        matrix = kernels.binned_groups(bins, slots, width)
+        return sum_groups_many(pub, ciphertexts, matrix, n_groups, workers=1)
+    everything = ints_to_bytes(cts, ct_width)
+    if c_kernels is not None and (not remote or n_workers <= 1):
+        # On this process's threads, all reading the one copy of the bins in place.
+        if n_workers <= 1 or by_columns:
+            run = functools.partial(
+                kernels.binned_sums_c, c_kernels, pub, everything, small, slots, width, n_groups
+            )
+            values = parallel.gather(parallel.in_threads(run, columns), ct_width)
+            return [
+                [v or 1 for v in values[j * n_groups : (j + 1) * n_groups]] for j in range(n_cols)
+            ]
+        view = memoryview(everything)
+        run_rows = functools.partial(
+            _binned_rows_c, c_kernels, pub, view, small, slots, width, n_groups
+        )
+        replies = parallel.in_threads(run_rows, parallel.split(n_rows, n_workers))
+        return _combine_rows(pub, replies, n_cols, n_groups)
+    itemsize = small.dtype.itemsize
     parts: list[tuple[bytes, list[bytes], bytes]] = []
-    by_columns = _split_by_columns(extension.active(), columns, n_rows, n_groups, n_workers)
     if by_columns:
-        everything = ints_to_bytes(cts, ct_width)
         for start, stop in columns:
             header = parallel.public_header(pub) + parallel.binned_header(
                 n_rows, stop - start, n_groups, width, itemsize
@@ -279,9 +300,34 @@ def sum_binned_many(
         header = parallel.public_header(pub) + parallel.binned_header(
             stop - start, n_cols, n_groups, width, itemsize
         )
-        shared = [ints_to_bytes(cts[start:stop], ct_width), small[start:stop].tobytes()]
+        shared = [everything[start * ct_width : stop * ct_width], small[start:stop].tobytes()]
         parts.append((header, shared, slots[start:stop].tobytes()))
     return _combine_rows(pub, parallel.run_in_workers(b"B", parts), n_cols, n_groups)
+
+
+def _binned_rows_c(
+    c_kernels: Kernels,
+    pub: PublicKey,
+    ciphertexts: memoryview,
+    bins: npt.NDArray[Any],
+    slots: npt.NDArray[np.int32],
+    width: int,
+    n_groups: int,
+    rows: tuple[int, int],
+) -> bytes:
+    """Partial binned group sums of rows ``[start, stop)`` over all columns (C kernel, no copy)."""
+    start, stop = rows
+    ct_width = pub.ciphertext_bytes
+    return kernels.binned_sums_c(
+        c_kernels,
+        pub,
+        ciphertexts[start * ct_width : stop * ct_width],
+        bins[start:stop],
+        slots[start:stop],
+        width,
+        n_groups,
+        (0, bins.shape[1]),
+    )
 
 
 def _check_groups(group_matrix: npt.NDArray[Any], n_rows: int, n_groups: int) -> npt.NDArray[Any]:

@@ -312,11 +312,68 @@ def binned_groups(
     return groups
 
 
+def binned_sums_c(
+    kernels: Kernels,
+    pub: PublicKey,
+    ciphertexts: bytes | memoryview,
+    bins: npt.NDArray[Any],
+    slots: npt.NDArray[np.int32],
+    width: int,
+    n_groups: int,
+    columns: tuple[int, int],
+) -> bytes:
+    """Group sums of ``columns`` of ``bins`` with groups ``slot * width + bin`` (C kernel).
+
+    ``bins`` is read in place (C order, one of :data:`BIN_ITEMSIZES`): the kernel makes each
+    group id as it reads it, so neither the caller nor the kernel holds a matrix of them, and
+    threads summing different columns or rows share one copy of the bins.
+    """
+    n_rows, n_cols = bins.shape
+    start, stop = columns
+    ct_width = pub.ciphertext_bytes
+    return kernels.binned_sums(
+        pub.nsquare.to_bytes(ct_width, "big"),
+        ciphertexts,
+        ct_width,
+        np.ascontiguousarray(bins).data.cast("B"),
+        bins.dtype.itemsize,
+        n_rows,
+        n_cols,
+        start,
+        stop,
+        np.ascontiguousarray(slots, dtype=np.int32).data.cast("B"),
+        width,
+        n_groups,
+    )
+
+
+def binned_dtype(bins: npt.NDArray[Any], width: int) -> npt.NDArray[Any]:
+    """``bins`` as the smallest dtype of :data:`BIN_ITEMSIZES` that holds ``[0, width)``.
+
+    No copy when they already are (a platform keeps its bins as ``uint8`` for up to 255 bins).
+    """
+    itemsize = 1 if width <= 1 << 8 else 2 if width <= 1 << 16 else 4
+    return np.ascontiguousarray(bins, dtype=BIN_ITEMSIZES[itemsize])
+
+
 def binned_sums_payload(pub: PublicKey, payload: bytes, rest: bytes) -> bytes:
     """Worker form of binned group sums (the ``B`` request; see :mod:`secure_agg._paillier_worker`).
 
-    The group ids are made here from the bins and the rows' node slots, one part at a time, so
-    the caller never holds (or sends) a matrix of them.
+    ``payload``: the part's ciphertexts, its bins and its rows' node slots, one after the other
+    (:func:`binned_sums_parts` takes them as separate buffers).
+    """
+    return binned_sums_parts(pub, [payload], rest)
+
+
+def binned_sums_parts(
+    pub: PublicKey, parts: Sequence[bytes | memoryview | npt.NDArray[Any]], rest: bytes
+) -> bytes:
+    """:func:`binned_sums_payload` of a payload given as consecutive buffers.
+
+    Given as three buffers (ciphertexts, bins, slots: a Ray task's kept blocks in the object
+    store and its own slots), they are read in place, not joined. With the C kernels the group
+    ids are made as the kernel reads the bins and the rows' node slots; otherwise here, one
+    part at a time. Either way the caller never holds (or sends) a matrix of them.
     """
     n_rows = int.from_bytes(rest[:8], "big")
     n_cols = int.from_bytes(rest[8:12], "big")
@@ -328,15 +385,30 @@ def binned_sums_payload(pub: PublicKey, payload: bytes, rest: bytes) -> bytes:
         raise PaillierError(f"binned group-sum request with bin size {itemsize}, width {width}")
     ct_bytes = n_rows * pub.ciphertext_bytes
     bin_bytes = n_rows * n_cols * itemsize
-    if len(payload) != ct_bytes + bin_bytes + 4 * n_rows:
-        raise PaillierError(
-            f"binned group-sum request of {len(payload)} bytes has the wrong length"
-        )
-    view = memoryview(payload)
-    bins = np.frombuffer(view[ct_bytes : ct_bytes + bin_bytes], dtype=dtype).reshape(n_rows, n_cols)
-    slots = np.frombuffer(view[ct_bytes + bin_bytes :], dtype=np.int32)
+    views = [
+        part.data.cast("B") if isinstance(part, np.ndarray) else memoryview(part).cast("B")
+        for part in parts
+    ]
+    sizes = [ct_bytes, bin_bytes, 4 * n_rows]
+    if [v.nbytes for v in views] != sizes:
+        if sum(v.nbytes for v in views) != sum(sizes):
+            raise PaillierError(
+                f"binned group-sum request of {sum(v.nbytes for v in views)} bytes has the "
+                "wrong length"
+            )
+        joined = memoryview(b"".join(views))
+        views = [joined[:ct_bytes], joined[ct_bytes : ct_bytes + bin_bytes]]
+        views.append(joined[ct_bytes + bin_bytes :])
+    bins = np.frombuffer(views[1], dtype=dtype).reshape(n_rows, n_cols)
+    slots = np.frombuffer(views[2], dtype=np.int32)
+    kernels = extension.active()
+    if kernels is not None:
+        try:
+            return binned_sums_c(kernels, pub, views[0], bins, slots, width, n_groups, (0, n_cols))
+        except ValueError as exc:
+            raise PaillierError(str(exc)) from exc
     groups = binned_groups(bins, slots, width)
     if groups.size and int(groups.max()) >= n_groups:
         raise PaillierError(f"a group id is outside [-1, {n_groups})")
-    data = bytes(view[:ct_bytes]) + groups.tobytes()
+    data = bytes(views[0]) + groups.tobytes()
     return group_sums_payload(pub, data, n_rows, n_cols, n_groups)
