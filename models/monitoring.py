@@ -194,7 +194,8 @@ def segment_stability(
     delta = _logit(now) - _logit(ref)
     book = float(delta.mean()) if delta.size else 0.0
     out: dict[str, dict[str, Any]] = {}
-    names = [name for name in sorted(set(seg.tolist())) if (seg == name).sum() >= MIN_SEGMENT_ROWS]
+    labels, sizes = np.unique(seg, return_counts=True)
+    names = [str(name) for name, n in zip(labels, sizes, strict=True) if n >= MIN_SEGMENT_ROWS]
     alpha = SEGMENT_PSI_ALPHA / max(1, len(names))  # any of them, by chance: at most the alpha
     for name in names:
         rows = seg == name

@@ -251,11 +251,13 @@ def sum_binned_many(
     adds = n_cols * int(np.count_nonzero(slots >= 0))
     remote = compute.active().remote
     c_kernels = extension.active()
-    if c_kernels is None and not remote:  # the Python reference kernels: a matrix of ids
+    n_workers = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows)
+    if c_kernels is None and (not remote or n_workers <= 1):
+        # The Python reference kernels, here: a matrix of ids (a remote level too small to send
+        # stays here too).
         return sum_groups_many(
             pub, ciphertexts, kernels.binned_groups(bins, slots, width), n_groups, workers=workers
         )
-    n_workers = parallel.workers_for(workers, adds, parallel.THREAD_MIN_ADDS, n_rows)
     if bins.size and (int(bins.min()) < 0 or int(bins.max()) >= width):
         raise PaillierError(f"a bin is outside [0, {width})")
     cts: list[Any] = [pub._check_ciphertext(c) for c in ciphertexts]
@@ -264,9 +266,6 @@ def sum_binned_many(
     ct_width = pub.ciphertext_bytes
     columns = parallel.split(n_cols, max(1, n_workers))
     by_columns = _split_by_columns(c_kernels, columns, n_rows, n_groups, n_workers)
-    if c_kernels is None and n_workers <= 1:  # a remote backend's level too small to send
-        matrix = kernels.binned_groups(bins, slots, width)
-        return sum_groups_many(pub, ciphertexts, matrix, n_groups, workers=1)
     everything = ints_to_bytes(cts, ct_width)
     if c_kernels is not None and (not remote or n_workers <= 1):
         # On this process's threads, all reading the one copy of the bins in place.
