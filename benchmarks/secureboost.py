@@ -75,7 +75,9 @@ class PeakMemory:
     Two sums over the process tree: resident set sizes (RSS, which counts a page shared by
     several processes once in each: Ray's object store, forked children) and proportional set
     sizes (PSS, a shared page divided among the processes that map it: what the tree really
-    holds). Per process, the peak RSS.
+    holds). Per process, the peak RSS, and the peak of its own (anonymous) memory: RSS less
+    the pages it shares with files or other processes (memory-mapped table columns, which
+    the page cache reclaims; Ray's object store).
     """
 
     def __init__(self, interval: float = 0.5) -> None:
@@ -83,8 +85,11 @@ class PeakMemory:
         self.peak_total = 0.0
         self.peak_total_pss = 0.0
         self.peak_single = 0.0
+        self.peak_single_anonymous = 0.0
         #: Peak resident GiB of each process seen, by process id (with its last name).
         self.peak_by_process: dict[int, tuple[str, float]] = {}
+        #: Peak anonymous GiB of each process seen, by process id (with its last name).
+        self.peak_anonymous_by_process: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -97,6 +102,7 @@ class PeakMemory:
                 try:
                     full = proc.memory_full_info()  # reads smaps: rss and pss
                     rss = full.rss
+                    anonymous = max(0, rss - full.shared)
                     name = proc.name()
                 except psutil.Error:
                     continue
@@ -104,6 +110,9 @@ class PeakMemory:
                 proportional += getattr(full, "pss", rss)
                 peak = self.peak_by_process.get(proc.pid, (name, 0.0))[1]
                 self.peak_by_process[proc.pid] = (name, max(peak, rss / 2**30))
+                own = self.peak_anonymous_by_process.get(proc.pid, (name, 0.0))[1]
+                self.peak_anonymous_by_process[proc.pid] = (name, max(own, anonymous / 2**30))
+                self.peak_single_anonymous = max(self.peak_single_anonymous, anonymous / 2**30)
             self.peak_total = max(self.peak_total, sum(sizes) / 2**30)
             self.peak_total_pss = max(self.peak_total_pss, proportional / 2**30)
             self.peak_single = max(self.peak_single, max(sizes, default=0) / 2**30)
@@ -117,9 +126,10 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
 
-    def largest(self, count: int = 8) -> dict[str, float]:
-        """The ``count`` processes of the largest peak resident memory (GiB)."""
-        ranked = sorted(self.peak_by_process.items(), key=lambda item: -item[1][1])[:count]
+    def largest(self, count: int = 8, *, anonymous: bool = False) -> dict[str, float]:
+        """The ``count`` processes of the largest peak resident (or anonymous) memory (GiB)."""
+        peaks = self.peak_anonymous_by_process if anonymous else self.peak_by_process
+        ranked = sorted(peaks.items(), key=lambda item: -item[1][1])[:count]
         return {f"{name}[{pid}]": round(gib, 3) for pid, (name, gib) in ranked}
 
 
@@ -436,7 +446,9 @@ def main() -> None:
             "process_tree": round(memory.peak_total, 2),
             "process_tree_pss": round(memory.peak_total_pss, 2),
             "largest_process": round(memory.peak_single, 2),
+            "largest_process_anonymous": round(memory.peak_single_anonymous, 2),
             "by_process": memory.largest(),
+            "by_process_anonymous": memory.largest(anonymous=True),
         },
         "compute": {
             "backend": args.backend,

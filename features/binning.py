@@ -181,17 +181,26 @@ def compact_dtype(specs: tuple[BinSpec, ...]) -> np.dtype[Any]:
 
 
 def transform_compact(
-    frame: pd.DataFrame, specs: tuple[BinSpec, ...], rows: npt.NDArray[np.intp] | None = None
+    frame: pd.DataFrame,
+    specs: tuple[BinSpec, ...],
+    rows: npt.NDArray[np.intp] | None = None,
+    *,
+    out: npt.NDArray[np.integer[Any]] | None = None,
 ) -> npt.NDArray[np.integer[Any]]:
     """:func:`transform` of ``rows`` of ``frame`` (all if None): a :func:`compact_dtype` matrix.
 
     Column by column, so no float copy of the selected rows is made (``frame.iloc[rows]``
     would copy 8 bytes per row x feature), and one byte per row x feature for up to 255 bins:
     what a party keeps of its training rows for a whole job (a quarter of :func:`transform`'s
-    int32 matrix). The same bin indices as :func:`transform`.
+    int32 matrix). The same bin indices as :func:`transform`. ``out``: the rows x features
+    array to fill (a memory-mapped file, say); by default a new one.
     """
     n_rows = len(frame) if rows is None else len(rows)
-    out = np.empty((n_rows, len(specs)), dtype=compact_dtype(specs))
+    shape = (n_rows, len(specs))
+    if out is None:
+        out = np.empty(shape, dtype=compact_dtype(specs))
+    elif out.shape != shape or out.dtype != compact_dtype(specs):
+        raise ValueError(f"out is {out.shape} {out.dtype}, not {shape} {compact_dtype(specs)}")
     for j, spec in enumerate(specs):
         column = frame[spec.name]
         out[:, j] = spec.transform(column if rows is None else column.iloc[rows])

@@ -27,8 +27,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,11 +57,14 @@ from features.text_format import (
 
 __all__ = [
     "MISSING_TOKENS",
+    "READ_CELLS",
     "SUPPORTED_SUFFIXES",
     "FeatureKind",
     "PartyTable",
+    "TableRows",
     "file_digest",
     "read_header",
+    "read_party_columns",
     "read_party_table",
     "resolve_data_file",
 ]
@@ -97,6 +100,9 @@ class PartyTable:
         ``float64`` nonnegative sample weights of a label holder's weight column, else ``None``.
     weight_column : str or None
         Its name in the file.
+    columns_dir : Path or None
+        Where the table is kept column by column, memory-mapped (:mod:`features.columnar`);
+        ``None``: held in memory.
     """
 
     path: Path
@@ -109,6 +115,7 @@ class PartyTable:
     feature_kinds: Mapping[str, FeatureKind] = field(default_factory=dict)
     weight: npt.NDArray[np.float64] | None = None
     weight_column: str | None = None
+    columns_dir: Path | None = None
 
     @property
     def n_rows(self) -> int:
@@ -120,8 +127,15 @@ class PartyTable:
         """Feature column names, in file order."""
         return list(self.features.columns)
 
+    def kept_in(self, entry: Path) -> PartyTable:
+        """This table, noted as kept column by column in ``entry`` (:mod:`features.columnar`)."""
+        return replace(self, columns_dir=entry)
+
     def subset(self, rows: npt.NDArray[np.bool_]) -> PartyTable:
-        """The same table restricted to ``rows`` (a boolean mask), in the same order."""
+        """The same table restricted to ``rows`` (a boolean mask), in the same order.
+
+        In memory (:func:`features.columnar.store_subset` keeps a subset on disk instead).
+        """
         return PartyTable(
             path=self.path,
             digest=self.digest,
@@ -191,9 +205,15 @@ def read_header(path: Path, text_format: TextFormat = DEFAULT_FORMAT) -> list[st
         import pyarrow.parquet as pq
 
         try:
-            return [str(c) for c in pq.read_schema(path).names]
+            schema = pq.read_schema(path)
         except (OSError, ValueError) as exc:
             raise DataError(f"{path}: cannot read the header ({_one_line(exc)})") from exc
+        # A frame's index saved by pandas is not a column of the table (pandas reads it back
+        # as the index).
+        index = {
+            c for c in (schema.pandas_metadata or {}).get("index_columns", []) if isinstance(c, str)
+        }
+        return [str(c) for c in schema.names if c not in index]
     try:
         header = read_header_fields(path, text_format)
     except OSError as exc:
@@ -201,6 +221,40 @@ def read_header(path: Path, text_format: TextFormat = DEFAULT_FORMAT) -> list[st
     if not header:
         raise DataError(f"{path}: the file is empty; export the data with a header row")
     return header
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """A validated table's rows without its features: ids, labels, weights, column names.
+
+    What :func:`read_party_columns` gives before the feature columns, and with them a
+    :class:`PartyTable` (:meth:`with_features`).
+    """
+
+    path: Path
+    digest: str
+    ids: npt.NDArray[np.str_]
+    label: npt.NDArray[np.int8] | None
+    id_column: str
+    label_column: str | None
+    feature_names: tuple[str, ...]
+    weight: npt.NDArray[np.float64] | None = None
+    weight_column: str | None = None
+
+    def with_features(self, features: pd.DataFrame, kinds: Mapping[str, FeatureKind]) -> PartyTable:
+        """The whole table, with ``features`` (this table's feature columns, parsed)."""
+        return PartyTable(
+            path=self.path,
+            digest=self.digest,
+            ids=self.ids,
+            features=features,
+            label=self.label,
+            id_column=self.id_column,
+            label_column=self.label_column,
+            feature_kinds=dict(kinds),
+            weight=self.weight,
+            weight_column=self.weight_column,
+        )
 
 
 def read_party_table(
@@ -249,11 +303,58 @@ def read_party_table(
     DataError
         With the file, column, rows and values at fault and how to fix it.
     """
+    rows, columns = read_party_columns(
+        path,
+        id_column=id_column,
+        label_column=label_column,
+        features=features,
+        categorical=categorical,
+        id_scheme=id_scheme,
+        text_format=text_format,
+        refuse_mixed=refuse_mixed,
+        weight_column=weight_column,
+    )
+    frame: dict[str, pd.Series] = {}
+    kinds: dict[str, FeatureKind] = {}
+    for series, kind in columns:
+        frame[str(series.name)] = series
+        kinds[str(series.name)] = kind
+    logger.debug("read %s: %d rows, %d features", rows.path, len(rows.ids), len(frame))
+    return rows.with_features(pd.DataFrame(frame), kinds)
+
+
+def read_party_columns(
+    path: Path,
+    *,
+    id_column: str,
+    label_column: str | None = None,
+    features: Sequence[str] | None = None,
+    categorical: Iterable[str] = (),
+    id_scheme: IdScheme = "text",
+    text_format: TextFormat = DEFAULT_FORMAT,
+    refuse_mixed: bool = True,
+    weight_column: str | None = None,
+    read_cells: int | None = None,
+) -> tuple[TableRows, Iterator[tuple[pd.Series, FeatureKind]]]:
+    """:func:`read_party_table`, its feature columns one at a time.
+
+    The rows (ids, labels, weights) are read and validated at once; the feature columns are
+    parsed and validated as the iterator is consumed, in file order. A table of more than
+    ``read_cells`` cells (default :data:`READ_CELLS`) is read a group of columns at a time
+    (Parquet: from the file's column chunks; CSV: one pass over the file per group), so the
+    text or values of the whole table never sit in memory at once: a consumer that writes each
+    column away (:mod:`features.columnar`) holds one group. Same parameters, errors and
+    validation as :func:`read_party_table`; a feature column's error is raised when the
+    iterator reaches it.
+    """
     path = resolve_data_file(path)
-    raw = _read_raw(path, text_format)
-    columns = [str(c) for c in raw.columns]
+    cells = READ_CELLS if read_cells is None else read_cells
+    source = _RawSource.open(path, text_format, cells)
+    columns = source.names
     _check_columns(path, columns, id_column, label_column, features)
     _check_weight_column(path, columns, weight_column, (id_column, label_column), features)
+    keys = [c for c in (id_column, label_column, weight_column) if c is not None]
+    raw = source.read(keys)
     if raw.empty:
         raise DataError(f"{path}: the table has a header but no rows; export the data again")
 
@@ -274,6 +375,7 @@ def read_party_table(
         if weight_column
         else None
     )
+    del raw
     if not wanted:
         raise DataError(
             f"{path}: no feature columns besides '{id_column}'"
@@ -287,33 +389,99 @@ def read_party_table(
             f"{path}: 'categorical' names {unknown_forced} which are not feature columns of "
             f"this table; feature columns are {preview(wanted)}"
         )
-    frame = {}
-    kinds: dict[str, FeatureKind] = {}
-    for name in wanted:
-        series, kind = parse_feature(
-            path,
-            raw[name],
-            name,
-            force_categorical=name in forced,
-            text_format=text_format,
-            refuse_mixed=refuse_mixed,
-        )
-        frame[name] = series
-        kinds[name] = kind
-    features_df = pd.DataFrame(frame)
-    logger.debug("read %s: %d rows, %d features", path, len(ids), len(wanted))
-    return PartyTable(
+    rows = TableRows(
         path=path,
         digest=file_digest(path),
         ids=ids,
-        features=features_df,
         label=label,
         id_column=id_column,
         label_column=label_column,
-        feature_kinds=kinds,
+        feature_names=tuple(wanted),
         weight=weight,
         weight_column=weight_column,
     )
+
+    def parsed() -> Iterator[tuple[pd.Series, FeatureKind]]:
+        for group in source.groups(wanted, len(ids)):
+            raw_group = source.read(group)
+            for name in group:
+                yield parse_feature(
+                    path,
+                    raw_group[name],
+                    name,
+                    force_categorical=name in forced,
+                    text_format=text_format,
+                    refuse_mixed=refuse_mixed,
+                )
+            del raw_group
+
+    return rows, parsed()
+
+
+#: Most cells of a table read at once (source of truth); a bigger table is read a group of
+#: columns at a time. 20 million cells: 160 MB as float64, a few hundred MB as CSV text.
+READ_CELLS = 20_000_000
+
+#: Bytes of CSV text a table may have to be read in one pass (a gzip or bz2 file counts
+#: :data:`_COMPRESSION_RATIO` times its size).
+_READ_CSV_BYTES = 256 * 2**20
+_COMPRESSION_RATIO = 5
+
+
+@dataclass
+class _RawSource:
+    """A table file read as raw columns: all at once when small, else by groups of columns."""
+
+    path: Path
+    text_format: TextFormat
+    names: list[str]
+    read_cells: int
+    whole: pd.DataFrame | None
+
+    @classmethod
+    def open(cls, path: Path, text_format: TextFormat, read_cells: int) -> _RawSource:
+        """Read the header (and the whole file, when it is small)."""
+        if path.name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            try:
+                meta = pq.ParquetFile(path).metadata
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path}: cannot parse the file ({_one_line(exc)})") from exc
+            small = meta.num_rows * meta.num_columns <= read_cells
+        else:
+            size = path.stat().st_size
+            if compression_of(path) is not None:
+                size *= _COMPRESSION_RATIO
+            small = size <= _READ_CSV_BYTES and read_cells >= READ_CELLS
+        if small:
+            whole = _read_raw(path, text_format)
+            return cls(path, text_format, [str(c) for c in whole.columns], read_cells, whole)
+        names = read_header(path, text_format)
+        _check_duplicates(path, names)
+        if not path.name.endswith(".parquet"):
+            _check_row_lengths(path, text_format)  # a short row must not shift any group
+        return cls(path, text_format, names, read_cells, None)
+
+    def read(self, names: Sequence[str]) -> pd.DataFrame:
+        """The raw values of ``names`` (every row)."""
+        if self.whole is not None:
+            return self.whole.loc[:, list(names)]
+        if self.path.name.endswith(".parquet"):
+            try:
+                return pd.read_parquet(self.path, columns=list(names))
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{self.path}: cannot parse the file ({_one_line(exc)})") from exc
+        return _read_csv(self.path, self.text_format, list(names))
+
+    def groups(self, names: Sequence[str], n_rows: int) -> Iterator[list[str]]:
+        """``names`` in groups of at most ``read_cells`` cells (one group when read whole)."""
+        if self.whole is not None:
+            yield list(names)
+            return
+        size = max(1, self.read_cells // max(1, n_rows))
+        for start in range(0, len(names), size):
+            yield list(names[start : start + size])
 
 
 def _has_supported_suffix(path: Path) -> bool:
@@ -337,17 +505,27 @@ def _read_raw(path: Path, text_format: TextFormat) -> pd.DataFrame:
         frame = _read_csv(path, text_format)
         if len(frame.columns) and (frame.iloc[:, -1] == "").any():
             _check_row_lengths(path, text_format)  # a short row looks like empty trailing cells
-    duplicated = sorted({c for c in names if names.count(c) > 1})
-    if duplicated:
-        raise DataError(f"{path}: duplicate column names {duplicated}; rename them")
+    _check_duplicates(path, names)
     return frame
 
 
-def _read_csv(path: Path, text_format: TextFormat) -> pd.DataFrame:
-    """Every cell of a CSV file as text (no NA conversion: :mod:`features.column_types` does it)."""
+def _check_duplicates(path: Path, names: Sequence[str]) -> None:
+    duplicated = sorted({c for c in names if names.count(c) > 1})
+    if duplicated:
+        raise DataError(f"{path}: duplicate column names {duplicated}; rename them")
+
+
+def _read_csv(
+    path: Path, text_format: TextFormat, usecols: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Cells of a CSV file as text (no NA conversion: :mod:`features.column_types` does it).
+
+    ``usecols``: only these columns (every row); default every column.
+    """
     try:
         return pd.read_csv(
             path,
+            usecols=None if usecols is None else list(usecols),
             dtype=str,
             keep_default_na=False,
             na_filter=False,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from features.columnar import load_columnar, store_subset
 from features.errors import DataError
 from features.ids import IdScheme
 from features.io import PartyTable, read_party_table, resolve_data_file
@@ -111,11 +112,17 @@ class DictStore:
         self._docs.pop(key, None)
 
 
+#: Folder of a party's store holding its validated tables column by column
+#: (:mod:`features.columnar`).
+COLUMNS_FOLDER = "columns"
+
+
 @lru_cache(maxsize=4)
 def _cached_table(
     path: Path,
     mtime_ns: int,
     size: int,
+    store: Path | None,
     id_column: str,
     label_column: str | None,
     features: tuple[str, ...] | None,
@@ -127,26 +134,48 @@ def _cached_table(
     # mtime and size are part of the key so an edited file is read again (and then caught by
     # the digest check in PartyRuntime.table).
     del mtime_ns, size
-    return read_party_table(
-        path,
-        id_column=id_column,
-        label_column=label_column,
-        features=features,
-        categorical=categorical,
-        id_scheme=id_scheme,
-        text_format=text_format,
-        weight_column=weight_column,
-    )
+    options: dict[str, Any] = {
+        "id_column": id_column,
+        "label_column": label_column,
+        "features": features,
+        "categorical": categorical,
+        "id_scheme": id_scheme,
+        "text_format": text_format,
+        "weight_column": weight_column,
+    }
+    return read_kept_table(path, store, **options)
+
+
+def read_kept_table(path: Path, store: Path | None, **options: Any) -> PartyTable:
+    """The validated table of ``path``, kept column by column in the party's ``store``.
+
+    A party with a store (its own folder) keeps the table there once, memory-mapped
+    (:mod:`features.columnar`), so no process of it holds rows x features in memory and the
+    next process opens it without reading the file's cells again; without one, the table is
+    read into memory. ``options``: those of :func:`features.io.read_party_table`.
+
+    Raises
+    ------
+    DataError
+        As :func:`features.io.read_party_table`; nothing is kept then.
+    """
+    if store is not None:
+        return load_columnar(path, store / COLUMNS_FOLDER, **options)
+    return read_party_table(path, **options)
 
 
 def load_table(binding: PartyBinding, spec: PartySpec, id_scheme: IdScheme) -> PartyTable:
-    """Read (or reuse) the validated table of the party ``binding`` acts for."""
+    """Read (or reuse) the validated table of the party ``binding`` acts for.
+
+    Kept column by column in the party's store when it has one (:func:`read_kept_table`).
+    """
     path = resolve_data_file(binding.data)
     stat = path.stat()
     return _cached_table(
         path,
         stat.st_mtime_ns,
         stat.st_size,
+        binding.store,
         spec.id_column,
         spec.label_column,
         spec.features,
@@ -168,7 +197,8 @@ def _admitted_rows(table: PartyTable, mask: npt.NDArray[np.bool_]) -> PartyTable
 
     A party reads its table several times per message; a subset copies every row x feature of
     it (8 bytes each), so a governed platform would copy its whole table on every message.
-    Every row admitted: the table itself.
+    Every row admitted: the table itself. A table kept in the party's store has its subset
+    written there too, column by column (:func:`features.columnar.store_subset`).
     """
     if mask.all():
         return table
@@ -177,7 +207,7 @@ def _admitted_rows(table: PartyTable, mask: npt.NDArray[np.bool_]) -> PartyTable
     if entry is not None and entry[0] is table:
         _ADMITTED_ROWS.move_to_end(key)
         return entry[1]
-    subset = table.subset(mask)
+    subset = store_subset(table, mask)
     _ADMITTED_ROWS[key] = (table, subset)
     while len(_ADMITTED_ROWS) > _ADMITTED_ROWS_SIZE:
         _ADMITTED_ROWS.popitem(last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,8 +20,9 @@ from typing import Any, Literal
 import yaml
 
 from features.errors import DataError
-from features.io import PartyTable, read_party_table
+from features.io import PartyTable
 from features.same_columns import check_same_features
+from federated.party import COLUMNS_FOLDER, read_kept_table
 from federated.result import JobResult
 from federated.server_app import INTERRUPTED
 from federated.simulation import EmbeddedOptions, JobFailedError, run_embedded
@@ -79,11 +81,23 @@ class RunOptions:
     announce: Callable[[str], None] | None = None
 
 
-def preflight(experiment: Experiment) -> dict[str, PartyTable]:
+def preflight(experiment: Experiment, *, keep: bool = False) -> dict[str, PartyTable]:
     """Validate every party's data with the same reader its node uses.
 
     In the embedded runtime all files are on this machine, so bad data is refused here,
     before a runtime starts or anything is written.
+
+    Parameters
+    ----------
+    experiment : Experiment
+        The experiment whose parties' files are read.
+    keep : bool
+        Keep each table column by column in its party's store
+        (:func:`federated.party.read_kept_table`): for a job about to run, whose nodes then
+        open it there without reading the file again, and whose lab process does not hold it
+        in memory. If any table is refused, what this call kept is removed again (with the
+        folders it created). By default tables are read into memory and nothing is written
+        (``lab check``).
 
     Raises
     ------
@@ -91,23 +105,59 @@ def preflight(experiment: Experiment) -> dict[str, PartyTable]:
         Naming the party, file, column and fix.
     """
     tables = {}
-    for party in experiment.config.parties:
-        try:
-            tables[party.name] = read_party_table(
-                experiment.data_paths[party.name],
-                id_column=party.id_column,
-                label_column=party.label_column,
-                features=party.features,
-                categorical=party.categorical,
-                id_scheme=experiment.config.alignment.id_scheme,
-                text_format=party.text_format,
-                weight_column=party.weight_column,
-            )
-        except DataError as exc:
-            raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
-    if experiment.config.kind == "horizontal":
-        check_same_features(tables)  # one model for every bank: the same columns, before Flower
+    stores = {b.name: b.store if keep else None for b in experiment.bindings()}
+    undo = _undo_kept([store for store in stores.values() if store is not None])
+    try:
+        for party in experiment.config.parties:
+            try:
+                tables[party.name] = read_kept_table(
+                    experiment.data_paths[party.name],
+                    stores[party.name],
+                    id_column=party.id_column,
+                    label_column=party.label_column,
+                    features=party.features,
+                    categorical=party.categorical,
+                    id_scheme=experiment.config.alignment.id_scheme,
+                    text_format=party.text_format,
+                    weight_column=party.weight_column,
+                )
+            except DataError as exc:
+                raise DataError(f"party '{party.name}': {exc}", redacted=exc.redacted) from exc
+        if experiment.config.kind == "horizontal":
+            check_same_features(tables)  # one model for every bank: the same columns
+    except BaseException:
+        undo()
+        raise
     return tables
+
+
+def _undo_kept(stores: list[Path]) -> Callable[[], None]:
+    """A function removing what keeping tables in ``stores`` adds from now on.
+
+    The outermost folder of each store's ``columns`` folder that does not exist yet (the lab
+    home itself, on a first run) is removed whole; in a folder that exists, the entries added.
+    """
+    created: set[Path] = set()
+    existing: dict[Path, set[str]] = {}
+    for store in stores:
+        folder = store / COLUMNS_FOLDER
+        if folder.is_dir():
+            existing[folder] = {e.name for e in folder.iterdir()}
+            continue
+        outermost = folder
+        while not outermost.parent.exists():
+            outermost = outermost.parent
+        created.add(outermost)
+
+    def undo() -> None:
+        for path in created:
+            shutil.rmtree(path, ignore_errors=True)
+        for folder, names in existing.items():
+            for entry in folder.iterdir():
+                if entry.name not in names:
+                    shutil.rmtree(entry, ignore_errors=True)
+
+    return undo
 
 
 def run_experiment(
@@ -135,7 +185,7 @@ def run_experiment(
     # none of them, and each node validates its file and checks governance itself.
     tables: dict[str, PartyTable] = {}
     if options.deployment is None:
-        tables = preflight(experiment)
+        tables = preflight(experiment, keep=True)
         lifecycle.check_governance(experiment, spec, tables)
     recorded = spec.kind == "vertical" and task == "train"
     if recorded:

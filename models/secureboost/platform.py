@@ -444,7 +444,6 @@ class PlatformRole:
         train = ctx.store.get_array("sb.train").astype(bool)
         held = ctx.store.get_array(VALID_KEY).astype(bool) if state.get("n_valid") else None
         test = ~train if held is None else ~train & ~held
-        frame = aligned_features(ctx, rows, test)
         specs = {s["name"]: BinSpec.from_dict(s) for s in ctx.store.get_json("sb.specs")}
         kept = _kept_trees(env, state)
         splits = {
@@ -453,6 +452,7 @@ class PlatformRole:
             if int(v.get("tree", 0)) < kept
         }
         used = {rule.feature for rule in splits.values()}
+        frame = aligned_features(ctx, rows, test, columns=used)  # the split columns only
         part = PlatformPart(
             party=ctx.name,
             model_id=env.text("model_id"),

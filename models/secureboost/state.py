@@ -1,8 +1,10 @@
 """What both SecureBoost roles share: the protocol's name, row markers and kept state.
 
 A party's state between messages lives in its own party store under ``sb.*`` keys (the
-stage machines under ``secureboost.stage``); its binned training rows are recomputed from its
-own table when needed and cached per process (:func:`training_bins`), never stored.
+stage machines under ``secureboost.stage``); its binned training rows are derived from its own
+table when needed, kept beside the table in its store when the table is kept there
+(:func:`features.columnar.kept_matrix`, memory-mapped) and cached per process
+(:func:`training_bins`), never in the message-to-message state.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from features.binning import BinSpec, transform_compact
+from features.binning import BinSpec, compact_dtype, transform_compact
+from features.columnar import kept_matrix
 from models.alignment import job_rows
 from models.protocol import PartyContext, dumps
 from models.vertical import KeyPair, PartyClock
@@ -76,7 +79,14 @@ def _binned(ctx: PartyContext, mask_key: str) -> npt.NDArray[np.integer[Any]]:
     cached = _BIN_CACHE.get(key)
     if cached is None:
         specs = tuple(BinSpec.from_dict(s) for s in specs_raw)
-        cached = transform_compact(table.features, specs, rows[train])
+        selected = rows[train]
+        cached = kept_matrix(
+            table,
+            f"bins-{key[:32]}",
+            (len(selected), len(specs)),
+            compact_dtype(specs),
+            lambda out: transform_compact(table.features, specs, selected, out=out),
+        )
         _BIN_CACHE[key] = cached
         while len(_BIN_CACHE) > _BIN_CACHE_SIZE:
             _BIN_CACHE.popitem(last=False)

@@ -147,10 +147,21 @@ def platform_validation_rows(
 
 
 def aligned_features(
-    ctx: PartyContext, rows: npt.NDArray[np.intp], mask: npt.NDArray[np.bool_]
+    ctx: PartyContext,
+    rows: npt.NDArray[np.intp],
+    mask: npt.NDArray[np.bool_],
+    columns: Iterable[str] | None = None,
 ) -> pd.DataFrame:
-    """This party's feature columns of the aligned rows ``mask`` selects, indexed from 0."""
-    return ctx.table().features.iloc[rows[mask]].reset_index(drop=True)
+    """This party's feature columns of the aligned rows ``mask`` selects, indexed from 0.
+
+    ``columns``: only these (in table order); default every feature column. A step that reads
+    a few columns names them, so no copy of the others is made.
+    """
+    features = ctx.table().features
+    if columns is not None:
+        wanted = set(columns)
+        features = features.loc[:, [c for c in features.columns if c in wanted]]
+    return features.iloc[rows[mask]].reset_index(drop=True)
 
 
 def aligned_columns(
