@@ -12,7 +12,8 @@ rows (ids, labels, a column at a time), not with rows x features.
   :func:`features.io.read_party_columns` (a large table a group of columns at a time) and
   writes each parsed column as it comes; the same validation, the same errors. A file that
   fails validation leaves nothing behind.
-- **Keyed by content.** An entry is named by the file's SHA-256 digest and the options it was
+- **Keyed by content.** An entry is named by the file's SHA-256 digest (computed once per
+  version of the file: its path, inode, size and modification time) and the options it was
   read with; a changed file is a new entry, and building it removes this store's entries of
   the same file's other versions, whatever options they were read with (an enterprise removed
   from the file does not stay in a copy).
@@ -75,6 +76,8 @@ KEPT_DERIVED = 4
 _META = "meta.json"
 _SUBSETS = "subsets"
 _DERIVED = "derived"
+#: Folder of notes of each file version's digest (by path, inode, size and time).
+_DIGESTS = ".digests"
 #: A temporary entry older than this is a crashed writer's and is removed.
 _STALE_SECONDS = 3600.0
 
@@ -105,7 +108,8 @@ def load_columnar(path: Path, root: Path, **options: Any) -> PartyTable:
     """
     path = resolve_data_file(path)
     before = _identity(path)
-    digest = file_digest(path)
+    remembered = _remembered_digest(root, path, before)
+    digest = remembered or file_digest(path)
     entry = root / _entry_name(digest, options)
     if not _complete(entry):
         rows, columns = read_party_columns(path, **options)
@@ -117,6 +121,8 @@ def load_columnar(path: Path, root: Path, **options: Any) -> PartyTable:
             )
         logger.info("kept %s as %d columns in %s", path, n_columns, entry)
         _remove_older_versions(root, path, digest)
+    if remembered is None:
+        _remember_digest(root, path, before, digest)
     return replace(open_columnar(entry), path=path)  # the same bytes may sit at another path
 
 
@@ -124,6 +130,41 @@ def _identity(path: Path) -> tuple[int, int, int]:
     """Inode, size and modification time: what changes when a file is rewritten or replaced."""
     st = path.stat()
     return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _digest_note(root: Path, path: Path, identity: tuple[int, int, int]) -> Path:
+    name = hashlib.sha256(json.dumps([str(path), *identity]).encode()).hexdigest()[:32]
+    return root / _DIGESTS / name
+
+
+def _remembered_digest(root: Path, path: Path, identity: tuple[int, int, int]) -> str | None:
+    """The digest of this version of ``path`` (same inode, size and time), if computed before.
+
+    A node that starts a process per message would otherwise hash its whole file on every
+    message. The table's own digest check (``rows.digest``, on every build) still reads it.
+    """
+    try:
+        note = json.loads(_digest_note(root, path, identity).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    digest = note.get("digest") if note.get("source") == str(path) else None
+    return digest if isinstance(digest, str) else None
+
+
+def _remember_digest(root: Path, path: Path, identity: tuple[int, int, int], digest: str) -> None:
+    """Note ``digest`` for this version of ``path``, forgetting its other versions' notes."""
+    folder = root / _DIGESTS
+    folder.mkdir(exist_ok=True, mode=0o700)  # root exists: it holds the version's entry
+    note = _digest_note(root, path, identity)
+    for other in folder.iterdir():
+        if other == note or other.name.endswith(".tmp"):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(other.read_text(encoding="utf-8")).get("source") == str(path):
+                other.unlink()
+    temporary = folder / f".{note.name}.{secrets.token_hex(6)}.tmp"
+    _write_private(temporary, json.dumps({"source": str(path), "digest": digest}).encode())
+    temporary.rename(note)
 
 
 def open_columnar(entry: Path) -> PartyTable:
@@ -198,8 +239,9 @@ def store_subset(table: PartyTable, mask: npt.NDArray[np.bool_]) -> PartyTable:
             for name in table.feature_names
         )
         _write_entry(entry, rows, columns, source=table.path)
-    os.utime(entry / _META)  # most recently used
-    _keep_newest(folder, KEPT_SUBSETS)
+    with contextlib.suppress(FileNotFoundError):
+        os.utime(entry / _META)  # most recently used
+    _keep_newest(folder, KEPT_SUBSETS, keep_path=entry)
     return open_columnar(entry)
 
 
@@ -380,9 +422,9 @@ def _remove_older_versions(root: Path, source: Path, digest: str) -> None:
             logger.info("removed %s, a columnar copy of an older version of %s", entry, source)
 
 
-def _keep_newest(folder: Path, keep: int) -> None:
+def _keep_newest(folder: Path, keep: int, *, keep_path: Path) -> None:
     entries = [e for e in folder.iterdir() if e.is_dir() and not e.name.startswith(".")]
-    entries.sort(key=lambda e: _mtime(e / _META), reverse=True)
+    entries.sort(key=lambda e: (e == keep_path, _mtime(e / _META)), reverse=True)
     for entry in entries[keep:]:
         shutil.rmtree(entry, ignore_errors=True)
 
