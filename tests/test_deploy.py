@@ -256,7 +256,7 @@ def test_lab_up_train_down_on_loopback(
     from lab import job as lab_job
     from lab.config import load as lab_config
 
-    monkeypatch.setattr(lab_job, "read_party_table", no_read)
+    monkeypatch.setattr(lab_job, "read_kept_table", no_read)
     monkeypatch.setattr(lab_config, "read_header", no_read)
     summary_path = tmp_path / "summary.json"
     code = run(

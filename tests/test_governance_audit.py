@@ -245,6 +245,22 @@ def test_consistent_rewrite_breaks_the_signatures(log: AuditLog) -> None:
     assert "does not verify" in str(log.verify().problem)
 
 
+def test_a_signature_in_another_base64_spelling_is_refused(log: AuditLog) -> None:
+    """Base64's last character before the padding has unused bits: ``...w==`` and ``...0==``
+    decode to the same 64 bytes. Found by :func:`test_any_damage_is_detected` (a byte changed
+    to ``0`` went unnoticed); only the canonical spelling verifies now."""
+    entries = _lines(log)
+    sig = entries[2]["sig"]
+    assert sig.endswith("==")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = alphabet.index(sig[-3])
+    other = alphabet[(last & ~0b1111) | ((last + 1) & 0b1111)]  # same 2 high bits: same bytes
+    entries[2]["sig"] = sig[:-3] + other + "=="
+    _write(log, entries)
+    kind, line, seq = _problem(log)
+    assert (kind, line, seq) == (Tamper.FORGED, 3, 3)
+
+
 def test_rewrite_by_a_key_holder_needs_the_witness_or_an_external_anchor(log: AuditLog) -> None:
     anchor = log.head()
     assert anchor is not None

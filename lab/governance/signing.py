@@ -127,9 +127,16 @@ class PublicKey:
         return cls(raw, source)
 
     def verify(self, signature_b64: str, digest_hex: str) -> bool:
-        """Whether ``signature_b64`` is this key's signature of the entry hash ``digest_hex``."""
+        """Whether ``signature_b64`` is this key's signature of the entry hash ``digest_hex``.
+
+        Only the canonical base64 of a signature verifies: base64's last character before the
+        padding carries unused bits, so several texts decode to the same bytes, and a changed
+        character of the log must never go unnoticed.
+        """
         try:
             signature = base64.b64decode(signature_b64, validate=True)
+            if base64.b64encode(signature).decode("ascii") != signature_b64:
+                return False
             message = bytes.fromhex(digest_hex)
             Ed25519PublicKey.from_public_bytes(self.raw).verify(signature, message)
         except (InvalidSignature, binascii.Error, ValueError):
